@@ -1,0 +1,243 @@
+"""The schema of the billing API, on both sides of the wire (pydantic v2).
+
+Field names follow BillingOS (and the React SDK's types), so the same models parse a hosted
+BillingOS and the embedded local server. Request bodies forbid unknown fields (BillingOS
+rejects them); responses ignore unknown fields so that a newer server does not break an older
+client. Validation happens here, at the edge; code inside the package trusts these objects.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_serializer,
+    model_validator,
+)
+
+from billing_ui.core import validation as V
+
+FeatureType = Literal["boolean_flag", "usage_quota", "numeric_limit"]
+"""BillingOS's feature types."""
+
+SimpleFeatureType = Literal["boolean", "metered", "static"]
+"""The same, in the words a UI uses: a flag, a metered quota, a fixed numeric limit."""
+
+_SIMPLE_TYPE: dict[str, SimpleFeatureType] = {
+    "boolean_flag": "boolean",
+    "usage_quota": "metered",
+    "numeric_limit": "static",
+}
+_ACTIVE_STATUSES = frozenset({"active", "trialing"})
+
+FeatureKey = Annotated[str, BeforeValidator(V.check_feature_key)]
+CustomerId = Annotated[str, BeforeValidator(V.check_customer_id)]
+Quantity = Annotated[float, BeforeValidator(V.check_quantity)]
+IdempotencyKey = Annotated[str | None, BeforeValidator(V.check_idempotency_key)]
+Metadata = Annotated[dict[str, Any] | None, BeforeValidator(V.check_metadata)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+
+# --- requests ---------------------------------------------------------------------------
+class TrackUsageRequest(_Request):
+    """``POST /v1/usage/track`` (secret key): usage of one feature by one customer."""
+
+    customer_id: CustomerId
+    feature_key: FeatureKey
+    quantity: Quantity
+    idempotency_key: IdempotencyKey = None
+    metadata: Metadata = None
+
+
+class SessionTrackUsageRequest(_Request):
+    """``POST /v1/features/track-usage`` (session token): the customer comes from the token.
+
+    ``timestamp`` is accepted for compatibility and ignored, as BillingOS does.
+    """
+
+    feature_key: FeatureKey
+    quantity: Quantity
+    idempotency_key: IdempotencyKey = None
+    metadata: Metadata = None
+    timestamp: str | None = None
+
+
+class TrackUsageBatchRequest(_Request):
+    """``POST /v1/usage/track-batch`` (a billing_ui extension): up to 1,000 events, each with
+    its own idempotency key, so a retried batch never counts an event twice."""
+
+    events: Annotated[list[TrackUsageRequest], Field(min_length=1, max_length=1000)]
+
+
+class CreateSessionTokenRequest(_Request):
+    """``POST /v1/session-tokens`` (secret key), in BillingOS's camelCase."""
+
+    externalUserId: CustomerId
+    externalOrganizationId: str | None = None
+    allowedOperations: list[str] | None = None
+    expiresIn: Annotated[int, Field(ge=60, le=86400)] = 3600
+    metadata: Metadata = None
+
+
+# --- responses --------------------------------------------------------------------------
+class UsageSnapshot(_Response):
+    """A feature's usage in the current period, as returned after a track."""
+
+    consumed_units: float
+    limit_units: float | None = None
+    remaining_units: float | None = None
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    unlimited: bool = False
+
+
+class TrackUsageResult(_Response):
+    """What a track returns. ``duplicate`` is true when the idempotency key had been seen:
+    the original event's result is returned and nothing was counted again."""
+
+    success: bool = True
+    feature_key: str
+    quantity: float
+    recorded_at: datetime
+    usage: UsageSnapshot | None = None
+    duplicate: bool = False
+    idempotency_key: str | None = None
+
+
+class BatchItemError(_Response):
+    code: str
+    message: str
+
+
+class BatchItemResult(_Response):
+    """One event of a batch: ``result`` when it was recorded (or replayed), else ``error``."""
+
+    index: int
+    result: TrackUsageResult | None = None
+    error: BatchItemError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class TrackUsageBatchResult(_Response):
+    results: list[BatchItemResult]
+
+
+class UsageMetric(_Response):
+    """One feature's usage in its current period (``useUsageMetrics``).
+
+    ``limit`` and ``remaining`` are ``None`` for an unlimited feature. BillingOS reports an
+    unlimited quota as ``limit: 0``: that is read as unlimited, and written back the same way.
+    """
+
+    feature_key: str
+    feature_title: str = ""
+    product_name: str = ""
+    consumed: float
+    limit: float | None
+    remaining: float | None
+    percentage_used: float
+    period_start: datetime
+    period_end: datetime
+    resets_in_days: int
+    unlimited: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_unlimited(cls, data: Any) -> Any:
+        if isinstance(data, dict) and (data.get("unlimited") or data.get("limit") in (0, None)):
+            data = {**data, "unlimited": True, "limit": None, "remaining": None}
+        return data
+
+    @field_serializer("limit", "remaining")
+    def _write_unlimited(self, value: float | None) -> float:
+        return 0.0 if value is None else value
+
+    @property
+    def is_near_limit(self) -> bool:
+        """At least 80 % used: when the SDK's ``UpgradeNudge`` appears."""
+        return not self.unlimited and self.percentage_used >= 80
+
+    @property
+    def is_over_limit(self) -> bool:
+        return not self.unlimited and self.percentage_used >= 100
+
+
+class UsageMetricsResponse(_Response):
+    metrics: list[UsageMetric]
+    customer_id: str | None = None
+    external_user_id: str | None = None
+
+
+class FeatureEntitlement(_Response):
+    """A feature the customer's subscriptions grant (``useFeatureEntitlements``)."""
+
+    feature_key: str
+    feature_title: str = ""
+    feature_type: FeatureType
+    granted_at: datetime | None = None
+    product_name: str = ""
+    subscription_status: str = "active"
+    properties: dict[str, Any] | None = None
+
+    @property
+    def type(self) -> SimpleFeatureType:
+        return _SIMPLE_TYPE[self.feature_type]
+
+    @property
+    def enabled(self) -> bool:
+        return self.subscription_status in _ACTIVE_STATUSES
+
+    @property
+    def limit(self) -> float | None:
+        """The quota or numeric limit from ``properties``; ``None`` for flags and unlimited."""
+        value = (self.properties or {}).get("limit")
+        return float(value) if isinstance(value, int | float) and value > 0 else None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self.properties or {})
+
+
+class EntitlementsResponse(_Response):
+    entitlements: list[FeatureEntitlement]
+    customer_id: str | None = None
+    external_user_id: str | None = None
+
+
+class FeatureCheckMetadata(_Response):
+    remaining: float | None = None
+    resets_at: datetime | None = None
+    type: str | None = None
+
+
+class FeatureCheck(_Response):
+    """``useFeature`` / ``useFeatureGate``: may the customer use the feature now, and why not."""
+
+    feature_key: str
+    has_access: bool
+    reason: (
+        Literal["no_active_subscription", "subscription_not_active", "quota_exceeded"] | None
+    ) = None
+    limit: float | None = None
+    usage: float | None = None
+    metadata: FeatureCheckMetadata | None = None
+
+
+class SessionToken(_Response):
+    session_token: Annotated[str, Field(alias="sessionToken")]
+    expires_at: Annotated[datetime, Field(alias="expiresAt")]
