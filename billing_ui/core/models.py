@@ -22,6 +22,9 @@ from pydantic import (
 
 from billing_ui.core import validation as V
 
+CheckReason = Literal["no_active_subscription", "subscription_not_active", "quota_exceeded"]
+"""Why a feature check denied access."""
+
 FeatureType = Literal["boolean_flag", "usage_quota", "numeric_limit"]
 """BillingOS's feature types."""
 
@@ -230,9 +233,7 @@ class FeatureCheck(_Response):
 
     feature_key: str
     has_access: bool
-    reason: (
-        Literal["no_active_subscription", "subscription_not_active", "quota_exceeded"] | None
-    ) = None
+    reason: CheckReason | None = None
     limit: float | None = None
     usage: float | None = None
     metadata: FeatureCheckMetadata | None = None
