@@ -77,6 +77,17 @@ class SessionTrackUsageRequest(_Request):
     timestamp: str | None = None
 
 
+ProductKey = Annotated[str, BeforeValidator(V.check_feature_key)]
+"""A product (plan) key follows the feature-key rule."""
+
+class UpsertCustomerRequest(_Request):
+    """``PUT /v1/customers/{external_user_id}`` (a billing_ui extension, local server only):
+    create a customer or re-subscribe it to these products."""
+
+    products: list[ProductKey]
+    status: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+
+
 class TrackUsageBatchRequest(_Request):
     """``POST /v1/usage/track-batch`` (a billing_ui extension): up to 1,000 events, each with
     its own idempotency key, so a retried batch never counts an event twice."""
@@ -90,7 +101,7 @@ class CreateSessionTokenRequest(_Request):
     externalUserId: CustomerId
     externalOrganizationId: str | None = None
     allowedOperations: list[str] | None = None
-    expiresIn: Annotated[int, Field(ge=60, le=86400)] = 3600
+    expiresIn: Annotated[int, Field(ge=60, le=86400, strict=True)] = 3600
     metadata: Metadata = None
 
 
@@ -242,3 +253,41 @@ class FeatureCheck(_Response):
 class SessionToken(_Response):
     session_token: Annotated[str, Field(alias="sessionToken")]
     expires_at: Annotated[datetime, Field(alias="expiresAt")]
+
+
+class UsageHistoryPoint(_Response):
+    """Usage in one bucket (hour or day) of the current period; ``cumulative`` is the running
+    total since ``period_start``, so a chart needs no client-side summing."""
+
+    at: datetime
+    quantity: float
+    cumulative: float
+
+
+class UsageHistory(_Response):
+    """``GET /v1/usage/history`` (a billing_ui extension): a feature's usage over the current
+    period in buckets, for a usage chart."""
+
+    feature_key: str
+    period_start: datetime
+    period_end: datetime
+    bucket: Literal["hour", "day"]
+    points: list[UsageHistoryPoint]
+
+
+class Customer(_Response):
+    """What ``PUT /v1/customers/{id}`` (local server) answers: the customer and its products."""
+
+    customer_id: str
+    products: list[str]
+
+
+class HealthStatus(_Response):
+    """``GET /health`` (a billing_ui extension)."""
+
+    status: str
+    database: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"

@@ -66,7 +66,8 @@ def check_quantity(value: object, field: str = "quantity") -> float:
     """
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         raise _fail(field, "type", f"must be a number, got {type(value).__name__}")
-    if isinstance(value, float | Decimal) and not math.isfinite(value):
+    finite = value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)
+    if not finite:  # Decimal("sNaN") would make math.isfinite raise a bare ValueError
         raise _fail(field, "finite", "must be a finite number (not NaN or infinity)")
     if value <= 0:
         raise _fail(field, "gt_zero", "must be greater than 0")
@@ -95,10 +96,11 @@ def check_metadata(value: object, field: str = "metadata") -> dict[str, Any] | N
         return None
     if not isinstance(value, Mapping):
         raise _fail(field, "type", f"must be an object (dict), got {type(value).__name__}")
-    if not all(isinstance(k, str) for k in value):
-        raise _fail(field, "string_keys", "keys must be strings")
     if _depth(value) > C.METADATA_MAX_DEPTH:
         raise _fail(field, "max_depth", f"must nest at most {C.METADATA_MAX_DEPTH} levels")
+    if not _string_keys(value):
+        # Checked at every level: json.dumps would silently turn {1: x} into {"1": x}.
+        raise _fail(field, "string_keys", "keys must be strings (at every level)")
     try:
         encoded = json.dumps(value, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
@@ -111,6 +113,15 @@ def check_metadata(value: object, field: str = "metadata") -> dict[str, Any] | N
         )
     result: dict[str, Any] = json.loads(encoded)
     return result
+
+
+def _string_keys(value: object) -> bool:
+    """Every mapping key, at every level, is a string (depth is already bounded)."""
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _string_keys(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_string_keys(v) for v in value)
+    return True
 
 
 def _depth(value: object, level: int = 0) -> int:
