@@ -76,7 +76,9 @@ class QueryCache:
             return entry
         if slot.inflight is None:
             self.stats.fetches += 1
-            slot.inflight = asyncio.ensure_future(self._run_fetch(slot, fetcher))
+            slot.inflight = asyncio.ensure_future(
+                self._run_fetch(slot, fetcher, slot.generation)
+            )
             # Mark the outcome retrieved even if every caller was cancelled meanwhile.
             slot.inflight.add_done_callback(lambda t: t.cancelled() or t.exception())
         else:
@@ -85,9 +87,10 @@ class QueryCache:
         # cancel the request the other callers are waiting on.
         return await asyncio.shield(slot.inflight)
 
-    async def _run_fetch(self, slot: _Slot, fetcher: Callable[[], Awaitable[T]]) -> CacheEntry[T]:
-        generation = slot.generation
-        task = slot.inflight
+    async def _run_fetch(
+        self, slot: _Slot, fetcher: Callable[[], Awaitable[T]], generation: int
+    ) -> CacheEntry[T]:
+        task = asyncio.current_task()
         try:
             data = await fetcher()
         finally:

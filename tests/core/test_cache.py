@@ -1,0 +1,128 @@
+"""The query cache's contract: identical keys share one fetch, freshness, invalidation, errors.
+
+The fetchers here are plain coroutines that count their calls and wait on events the test
+controls, so concurrency is exercised for real (no mocks, no sleeps)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from billing_ui.core.cache import QueryCache
+
+
+class Upstream:
+    """A stand-in for the billing API that counts calls and releases them on demand."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.fail: Exception | None = None
+
+    async def __call__(self) -> int:
+        self.calls += 1
+        n = self.calls
+        await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        return n
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_concurrent_identical_queries_share_one_fetch() -> None:
+    cache, up = QueryCache(), Upstream()
+    up.gate.clear()
+    waiters = [asyncio.create_task(cache.fetch(("m", "c1"), up, stale_time=30)) for _ in range(50)]
+    await asyncio.sleep(0)  # let every task reach the cache (a scheduling point, not a wait)
+    up.gate.set()
+    results = await asyncio.gather(*waiters)
+    assert up.calls == 1
+    assert {r.data for r in results} == {1}
+    assert cache.stats.fetches == 1 and cache.stats.joined == 49
+
+
+async def test_fresh_data_is_served_from_cache_until_stale() -> None:
+    clock = Clock()
+    cache, up = QueryCache(clock=clock), Upstream()
+    assert (await cache.fetch(("m", "c1"), up, stale_time=30)).data == 1
+    clock.now += 29
+    assert (await cache.fetch(("m", "c1"), up, stale_time=30)).data == 1
+    clock.now += 2
+    assert (await cache.fetch(("m", "c1"), up, stale_time=30)).data == 2
+    assert up.calls == 2
+
+
+async def test_keys_are_independent() -> None:
+    cache, up = QueryCache(), Upstream()
+    await cache.fetch(("m", "c1"), up, stale_time=30)
+    await cache.fetch(("m", "c2"), up, stale_time=30)
+    assert up.calls == 2
+
+
+async def test_invalidate_by_prefix_forces_the_next_fetch() -> None:
+    cache, up = QueryCache(), Upstream()
+    await cache.fetch(("m", "c1", "a"), up, stale_time=30)
+    await cache.fetch(("m", "c1", "b"), up, stale_time=30)
+    await cache.fetch(("m", "c2", "a"), up, stale_time=30)
+    assert cache.invalidate(("m", "c1")) == 2
+    await cache.fetch(("m", "c2", "a"), up, stale_time=30)
+    assert up.calls == 3  # c2 untouched
+    assert (await cache.fetch(("m", "c1", "a"), up, stale_time=30)).data == 4
+
+
+async def test_a_fetch_in_flight_during_invalidation_does_not_count_as_fresh() -> None:
+    cache, up = QueryCache(), Upstream()
+    up.gate.clear()
+    old = asyncio.create_task(cache.fetch(("m", "c1"), up, stale_time=30))
+    await asyncio.sleep(0)
+    cache.invalidate(("m",))
+    up.gate.set()
+    assert (await old).data == 1
+    assert (await cache.fetch(("m", "c1"), up, stale_time=30)).data == 2
+
+
+async def test_errors_reach_every_waiter_and_keep_the_last_good_data() -> None:
+    cache, up = QueryCache(), Upstream()
+    await cache.fetch(("m", "c1"), up, stale_time=0)
+    up.fail = RuntimeError("upstream down")
+    up.gate.clear()
+    waiters = [asyncio.create_task(cache.fetch(("m", "c1"), up, stale_time=0)) for _ in range(3)]
+    await asyncio.sleep(0)
+    up.gate.set()
+    outcomes = await asyncio.gather(*waiters, return_exceptions=True)
+    assert all(isinstance(o, RuntimeError) for o in outcomes)
+    assert up.calls == 2
+    entry = cache.peek(("m", "c1"))
+    assert entry is not None and entry.data == 1
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_shared_fetch() -> None:
+    cache, up = QueryCache(), Upstream()
+    up.gate.clear()
+    first = asyncio.create_task(cache.fetch(("m", "c1"), up, stale_time=30))
+    second = asyncio.create_task(cache.fetch(("m", "c1"), up, stale_time=30))
+    await asyncio.sleep(0)
+    first.cancel()
+    up.gate.set()
+    assert (await second).data == 1
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+
+async def test_set_data_patches_but_keeps_the_entry_due_for_refetch() -> None:
+    cache, up = QueryCache(), Upstream()
+    await cache.fetch(("m", "c1"), up, stale_time=30)
+    cache.invalidate(("m", "c1"))
+    cache.set_data(("m", "c1"), lambda old: old + 100)
+    entry = cache.peek(("m", "c1"))
+    assert entry is not None and entry.data == 101
+    assert (await cache.fetch(("m", "c1"), up, stale_time=30)).data == 2
