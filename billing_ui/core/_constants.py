@@ -36,6 +36,8 @@ DEFAULT_MAX_KEEPALIVE: Final = 20
 SESSION_TOKEN_TTL_S: Final = 3600
 SESSION_TOKEN_REFRESH_MARGIN_S: Final = 300
 """Refresh a cached session token this long before it expires (as the React SDK does)."""
+SESSION_TOKEN_CACHE_SIZE: Final = 10_000
+"""Customers whose session tokens a client keeps (least recently used dropped first)."""
 
 # --- input limits (enforced by the client before any request, and by the server) ----
 FEATURE_KEY_MAX_LEN: Final = 64

@@ -99,6 +99,16 @@ class APITimeoutError(APIConnectionError):
         )
 
 
+class APIResponseValidationError(APIError):
+    """A success status with a body that does not match the API's schema: the base URL
+    probably points at something other than a billing API, or at an incompatible version."""
+
+    def __init__(self, message: str, *, response: httpx.Response) -> None:
+        super().__init__(message, request=response.request)
+        self.response = response
+        self.status_code = response.status_code
+
+
 class APIStatusError(APIError):
     """The API answered with an error status; ``code`` and ``request_id`` come from its
     error envelope ``{"error": {"code", "message", "details", "requestId"}, "statusCode"}``."""

@@ -1,0 +1,699 @@
+"""The one implementation behind :class:`BillingClient` and :class:`AsyncBillingClient`.
+
+Everything but the I/O lives here: configuration, validation, request building, credentials,
+session-token caching policy, retries and backoff, idempotency keys, response parsing and
+error mapping. Each client operation is written once, as a generator that *describes* its I/O
+instead of doing it — it yields an effect and is resumed with the effect's outcome:
+
+* :class:`Send` — send this ``httpx.Request``; resumed with the ``httpx.Response`` or with the
+  ``httpx.RequestError`` that sending raised (as a value, so the retry loop here decides).
+* :class:`Sleep` — wait this many seconds before the next attempt.
+* :class:`NeedSessionToken` — a session token for this customer (dropping ``stale``, which
+  the server refused); resumed with the token.
+
+The sync client drives these generators with ``httpx.Client`` and ``time.sleep``, the async one
+with ``httpx.AsyncClient`` and ``asyncio.sleep``: a dozen lines each (``client.py``). This is
+the "sans-I/O" pattern (h11, h2): one copy of every decision, so the two clients cannot drift,
+and the decisions are testable without a network.
+
+Why the session-token *single flight* is in the drivers, not here: sharing one in-flight mint
+between concurrent callers needs the I/O model's own primitive (a thread-safe future for
+threads, an asyncio future for tasks). Here is the policy — when a cached token is still good,
+when to drop it, when to mint again — in :class:`SessionTokenCache`.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Generic, Literal, Self, TypeAlias, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from billing_ui.core import _constants as C
+from billing_ui.core import validation as V
+from billing_ui.core._retry import backoff_delay, is_retryable_exception, is_retryable_status
+from billing_ui.core._retry import retry_delay as _retry_delay
+from billing_ui.core.backends import Backend, BillingOSBackend, Call
+from billing_ui.core.errors import (
+    APIConnectionError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    BillingError,
+    FieldError,
+    InvalidInputError,
+)
+from billing_ui.core.models import (
+    BatchItemResult,
+    CreateSessionTokenRequest,
+    Customer,
+    FeatureCheck,
+    FeatureEntitlement,
+    HealthStatus,
+    SessionToken,
+    TrackUsageRequest,
+    TrackUsageResult,
+    UpsertCustomerRequest,
+    UsageHistory,
+    UsageMetric,
+)
+
+log = logging.getLogger("billing_ui.core")
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+HttpT = TypeVar("HttpT", httpx.Client, httpx.AsyncClient)
+
+try:
+    _VERSION = version("billing_ui")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    _VERSION = "0"
+USER_AGENT = f"billing_ui-python/{_VERSION}"
+
+Bucket = Literal["hour", "day"]
+_BUCKETS = ("hour", "day")
+
+
+# --- effects ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Send:
+    request: httpx.Request
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class NeedSessionToken:
+    customer_id: str
+    stale: str | None = None
+
+
+Effect: TypeAlias = Send | Sleep | NeedSessionToken
+Op: TypeAlias = Generator[Effect, Any, T]
+"""An operation: yields effects, is resumed with their outcomes, returns its result."""
+
+
+# --- configuration ----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """Resolved settings: explicit argument, else environment, else the default."""
+
+    base_url: str
+    api_key: str
+    timeout: httpx.Timeout
+    max_retries: int
+    retry_initial_delay: float
+    retry_max_delay: float
+
+
+def is_loopback(base_url: str) -> bool:
+    """Whether ``base_url`` points at this machine (where the local server's known key is
+    acceptable: it protects nothing there, and it is never sent anywhere else)."""
+    host = httpx.URL(base_url).host
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_config(
+    *,
+    api_key: str | None,
+    base_url: str | None,
+    timeout: float | httpx.Timeout | None,
+    max_retries: int | None,
+    retry_initial_delay: float | None = None,
+    retry_max_delay: float | None = None,
+) -> ClientConfig:
+    url = (base_url or os.environ.get(C.ENV_BASE_URL) or C.DEFAULT_BASE_URL).strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise BillingError(
+            f"base_url must be an http:// or https:// URL, got {url!r} (argument base_url= or "
+            f"environment {C.ENV_BASE_URL})."
+        )
+    key = api_key or os.environ.get(C.ENV_SECRET_KEY) or None
+    if key is None:
+        if not is_loopback(url):
+            raise BillingError(
+                f"No secret key for {url}. Set the environment variable {C.ENV_SECRET_KEY} "
+                "(or pass api_key=) to your BillingOS secret key (sk_test_… or sk_live_…). "
+                "Only a local server (127.0.0.1 / localhost) works without one."
+            )
+        key = C.LOCAL_SECRET_KEY
+    if timeout is None:
+        resolved_timeout = httpx.Timeout(C.DEFAULT_TIMEOUT_S, connect=C.DEFAULT_CONNECT_TIMEOUT_S)
+    elif isinstance(timeout, httpx.Timeout):
+        resolved_timeout = timeout
+    else:
+        resolved_timeout = httpx.Timeout(float(timeout))
+    retries = C.DEFAULT_MAX_RETRIES if max_retries is None else max_retries
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise BillingError(f"max_retries must be an integer >= 0, got {retries!r}")
+    return ClientConfig(
+        base_url=url,
+        api_key=key,
+        timeout=resolved_timeout,
+        max_retries=retries,
+        retry_initial_delay=(
+            C.INITIAL_RETRY_DELAY_S if retry_initial_delay is None else retry_initial_delay
+        ),
+        retry_max_delay=C.MAX_RETRY_DELAY_S if retry_max_delay is None else retry_max_delay,
+    )
+
+
+def default_limits() -> httpx.Limits:
+    """Pooled keep-alive connections: a billing call per user action must not pay a TCP (and
+    TLS) handshake each time."""
+    return httpx.Limits(
+        max_connections=C.DEFAULT_MAX_CONNECTIONS,
+        max_keepalive_connections=C.DEFAULT_MAX_KEEPALIVE,
+    )
+
+
+def new_idempotency_key() -> str:
+    return str(uuid.uuid4())
+
+
+# --- session tokens ---------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _CachedToken:
+    token: str
+    jti: str | None
+    refresh_at: float  # on the client's monotonic clock
+
+
+class SessionTokenCache:
+    """Session tokens per customer, each kept until shortly before it expires.
+
+    The refresh point is computed on the client's monotonic clock from the token's lifetime as
+    the *server* states it (``exp - iat``), counted from just before the mint request left: a
+    client clock that disagrees with the server's (or a server on a test clock) cannot make a
+    cached token look fresher than it is. A token is dropped ``SESSION_TOKEN_REFRESH_MARGIN_S``
+    before expiry — or at half its lifetime for tokens shorter than twice the margin, so that a
+    60-second token is still reused.
+
+    Bounded (least recently used customers dropped) and thread-safe.
+    """
+
+    def __init__(
+        self,
+        *,
+        capacity: int = C.SESSION_TOKEN_CACHE_SIZE,
+        margin: float = C.SESSION_TOKEN_REFRESH_MARGIN_S,
+    ) -> None:
+        self._capacity = capacity
+        self._margin = margin
+        self._entries: OrderedDict[str, _CachedToken] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def refresh_at(self, minted_at: float, lifetime: float) -> float:
+        return minted_at + lifetime - min(self._margin, lifetime / 2)
+
+    def get(self, customer_id: str, now: float, *, stale: str | None = None) -> str | None:
+        """The cached token if it is still good at ``now`` and is not ``stale`` (a token the
+        server just refused); otherwise drop it and return ``None``."""
+        with self._lock:
+            entry = self._entries.get(customer_id)
+            if entry is None:
+                return None
+            if now >= entry.refresh_at or entry.token == stale:
+                del self._entries[customer_id]
+                return None
+            self._entries.move_to_end(customer_id)
+            return entry.token
+
+    def put(self, customer_id: str, token: str, *, jti: str | None, refresh_at: float) -> None:
+        with self._lock:
+            self._entries[customer_id] = _CachedToken(token, jti, refresh_at)
+            self._entries.move_to_end(customer_id)
+            while len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
+
+    def discard(self, *, jti: str) -> None:
+        """Forget the token with this ``jti`` (it was revoked through this client)."""
+        with self._lock:
+            for customer_id, entry in list(self._entries.items()):
+                if entry.jti == jti:
+                    del self._entries[customer_id]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+# --- validation helpers -----------------------------------------------------------------
+def _validate(model: type[M], fields: Mapping[str, Any], prefix: str = "") -> M:
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        raise _invalid(exc, prefix) from None
+
+
+def _invalid(
+    exc: ValidationError, prefix: str = "", rename: Mapping[str, str] | None = None
+) -> InvalidInputError:
+    errors = V.field_errors_from_pydantic(exc)
+    if rename:
+        errors = [
+            FieldError(
+                rename.get(e.field.split(".")[0], e.field.split(".")[0])
+                + e.field[len(e.field.split(".")[0]) :],
+                e.rule,
+                e.message,
+            )
+            for e in errors
+        ]
+    if prefix:
+        errors = [FieldError(prefix + e.field, e.rule, e.message) for e in errors]
+    return InvalidInputError(errors)
+
+
+_SESSION_TOKEN_FIELDS = {
+    "externalUserId": "customer_id",
+    "externalOrganizationId": "external_organization_id",
+    "allowedOperations": "allowed_operations",
+    "expiresIn": "expires_in",
+}
+
+
+# --- the shared client ------------------------------------------------------------------
+class BaseBillingClient(Generic[HttpT]):
+    """Shared state and operations of the sync and async clients (see the module docstring).
+
+    Subclasses supply ``_make_http_client`` and the driver (``_run``); every public method there
+    is one line that drives an ``_op_*`` generator from here.
+    """
+
+    _http: HttpT
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        base_url: str | None,
+        timeout: float | httpx.Timeout | None,
+        max_retries: int | None,
+        http_client: HttpT | None,
+        backend: Backend | None,
+        retry_initial_delay: float | None,
+        retry_max_delay: float | None,
+    ) -> None:
+        self._api_key_arg = api_key
+        self._config = resolve_config(
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+            retry_initial_delay=retry_initial_delay,
+            retry_max_delay=retry_max_delay,
+        )
+        self._backend: Backend = backend if backend is not None else BillingOSBackend()
+        self._owns_http = http_client is None
+        self._http = http_client if http_client is not None else self._make_http_client()
+        self._clock: Callable[[], float] = time.monotonic
+        self._reset_credentials()
+
+    # -- subclass hooks
+    def _make_http_client(self) -> HttpT:
+        raise NotImplementedError
+
+    def _reset_credentials(self) -> None:
+        """(Re)build everything derived from the key and URL, and start a fresh token cache."""
+        config = self._config
+        self._tokens = SessionTokenCache()
+        self._base_headers: dict[str, str] = {
+            "User-Agent": USER_AGENT,
+            **self._backend.default_headers(),
+        }
+        self._secret_headers = dict(self._backend.auth_headers(config.api_key))
+
+    # -- public configuration surface
+    @property
+    def base_url(self) -> str:
+        return self._config.base_url
+
+    @property
+    def api_key(self) -> str:
+        return self._config.api_key
+
+    @property
+    def timeout(self) -> httpx.Timeout:
+        return self._config.timeout
+
+    @property
+    def max_retries(self) -> int:
+        return self._config.max_retries
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    def with_options(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        max_retries: int | None = None,
+    ) -> Self:
+        """A copy with other settings that shares this client's connection pool.
+
+        Typical use: ``client.with_options(max_retries=0).track_usage(...)`` for one call. The
+        copy does not own the pool: close the original (closing a copy is a no-op). Options not
+        given are kept; a new ``base_url`` re-resolves the key (so a copy pointed at a remote
+        host does not silently reuse the local server's key).
+        """
+        clone = copy.copy(self)
+        key_arg = api_key if api_key is not None else self._api_key_arg
+        clone._api_key_arg = key_arg
+        clone._config = resolve_config(
+            api_key=key_arg,
+            base_url=base_url or self._config.base_url,
+            timeout=timeout if timeout is not None else self._config.timeout,
+            max_retries=max_retries if max_retries is not None else self._config.max_retries,
+            retry_initial_delay=self._config.retry_initial_delay,
+            retry_max_delay=self._config.retry_max_delay,
+        )
+        clone._owns_http = False
+        if clone._config.api_key != self._config.api_key or clone.base_url != self.base_url:
+            clone._reset_credentials()
+        return clone
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(base_url={self.base_url!r}, "
+            f"max_retries={self.max_retries}, timeout={self.timeout!r})"
+        )
+
+    # -- operations ----------------------------------------------------------------------
+    def _op_track_usage(
+        self,
+        customer_id: object,
+        feature_key: object,
+        quantity: object,
+        metadata: object,
+        idempotency_key: object,
+    ) -> Op[TrackUsageResult]:
+        generated = idempotency_key is None
+        request = _validate(
+            TrackUsageRequest,
+            {
+                "customer_id": customer_id,
+                "feature_key": feature_key,
+                "quantity": quantity,
+                "metadata": metadata,
+                "idempotency_key": new_idempotency_key() if generated else idempotency_key,
+            },
+        )
+        result = yield from self._execute(self._backend.track_usage(request))
+        return _own_replay(result, generated)
+
+    def _op_track_usage_batch(
+        self, events: object, bound_customer: str | None = None
+    ) -> Op[list[BatchItemResult]]:
+        prepared = _prepare_batch(events, bound_customer)
+        size = max(1, self._backend.max_batch_size)
+        results: list[BatchItemResult] = []
+        for offset in range(0, len(prepared), size):
+            chunk = prepared[offset : offset + size]
+            items = yield from self._execute(
+                self._backend.track_usage_batch([event for event, _ in chunk])
+            )
+            for item in items:
+                generated = 0 <= item.index < len(chunk) and chunk[item.index][1]
+                update: dict[str, Any] = {"index": offset + item.index}
+                if item.result is not None and generated and item.result.duplicate:
+                    update["result"] = _own_replay(item.result, True)
+                results.append(item.model_copy(update=update))
+        return results
+
+    def _op_usage_metrics(self, customer_id: object, feature_key: object) -> Op[list[UsageMetric]]:
+        customer = V.check_customer_id(customer_id, "customer_id")
+        key = None if feature_key is None else V.check_feature_key(feature_key, "feature_key")
+        metrics = yield from self._execute(self._backend.usage_metrics(customer, key))
+        # BillingOS skips the filter when its (unscoped) feature lookup fails and returns every
+        # metric, so the filter is applied here too.
+        return metrics if key is None else [m for m in metrics if m.feature_key == key]
+
+    def _op_entitlements(self, customer_id: object) -> Op[list[FeatureEntitlement]]:
+        customer = V.check_customer_id(customer_id, "customer_id")
+        return (yield from self._execute(self._backend.entitlements(customer)))
+
+    def _op_check_feature(self, customer_id: object, feature_key: object) -> Op[FeatureCheck]:
+        customer = V.check_customer_id(customer_id, "customer_id")
+        key = V.check_feature_key(feature_key, "feature_key")
+        return (yield from self._execute(self._backend.check_feature(customer, key)))
+
+    def _op_usage_history(
+        self, customer_id: object, feature_key: object, bucket: object
+    ) -> Op[UsageHistory]:
+        customer = V.check_customer_id(customer_id, "customer_id")
+        key = V.check_feature_key(feature_key, "feature_key")
+        if bucket not in _BUCKETS:
+            raise InvalidInputError.single("bucket", "choice", "must be 'hour' or 'day'")
+        assert isinstance(bucket, str)
+        return (yield from self._execute(self._backend.usage_history(customer, key, bucket)))
+
+    def _op_create_session_token(
+        self,
+        customer_id: object,
+        expires_in: object,
+        external_organization_id: object,
+        allowed_operations: object,
+        metadata: object,
+    ) -> Op[SessionToken]:
+        fields = {
+            "externalUserId": customer_id,
+            "externalOrganizationId": external_organization_id,
+            "allowedOperations": allowed_operations,
+            "expiresIn": expires_in,
+            "metadata": metadata,
+        }
+        try:
+            request = CreateSessionTokenRequest.model_validate(fields)
+        except ValidationError as exc:
+            raise _invalid(exc, rename=_SESSION_TOKEN_FIELDS) from None
+        return (yield from self._execute(self._backend.create_session_token(request)))
+
+    def _op_revoke_session_token(self, token_or_jti: object) -> Op[None]:
+        text = V.check_idempotency_key(token_or_jti, "token_or_jti")
+        if text is None:
+            raise InvalidInputError.single("token_or_jti", "type", "must be a string, got None")
+        info = self._backend.session_token_info(text)
+        jti = info.jti if info is not None else text
+        yield from self._execute(self._backend.revoke_session_token(jti))
+        self._tokens.discard(jti=jti)
+
+    def _op_upsert_customer(
+        self, customer_id: object, products: object, status: object
+    ) -> Op[Customer]:
+        customer = V.check_customer_id(customer_id, "customer_id")
+        request = _validate(UpsertCustomerRequest, {"products": products, "status": status})
+        return (yield from self._execute(self._backend.upsert_customer(customer, request)))
+
+    def _op_health(self) -> Op[HealthStatus]:
+        return (yield from self._execute(self._backend.health()))
+
+    def _op_mint_cached(self, customer_id: str) -> Op[str]:
+        """Mint a session token for ``customer_id`` and cache it (run by the driver's single
+        flight, so concurrent callers for one customer share this one mint)."""
+        started = self._clock()
+        request = CreateSessionTokenRequest(
+            externalUserId=customer_id, expiresIn=C.SESSION_TOKEN_TTL_S
+        )
+        minted = yield from self._execute(self._backend.create_session_token(request))
+        info = self._backend.session_token_info(minted.session_token)
+        if info is not None:
+            lifetime = info.lifetime
+        else:  # a token we cannot read: trust expiresAt against our own wall clock
+            lifetime = max(0.0, minted.expires_at.timestamp() - time.time())
+        self._tokens.put(
+            customer_id,
+            minted.session_token,
+            jti=info.jti if info is not None else None,
+            refresh_at=self._tokens.refresh_at(started, lifetime),
+        )
+        return minted.session_token
+
+    # -- the request machinery -----------------------------------------------------------
+    def _execute(self, call: Call[T]) -> Op[T]:
+        """Run one call: present its credential, retry, re-mint a refused session token once,
+        map errors, parse the answer."""
+        token: str | None = None
+        if call.credential == "session":
+            if call.customer_id is None:
+                raise BillingError("a session-token call needs a customer_id")
+            token = yield NeedSessionToken(call.customer_id)
+        try:
+            response = yield from self._send(call, token)
+        except APIStatusError as error:
+            if token is None or not self._backend.is_stale_session(error):
+                raise
+            assert call.customer_id is not None
+            log.debug(
+                "session token for %r refused (%s); minting a new one", call.customer_id, error
+            )
+            token = yield NeedSessionToken(call.customer_id, stale=token)
+            response = yield from self._send(call, token)
+        try:
+            return call.parse(response)
+        except ValueError as exc:  # pydantic.ValidationError and JSON errors are ValueErrors
+            raise APIResponseValidationError(
+                f"{call.method} {call.path} answered {response.status_code} with a body that "
+                f"is not what the billing API promises ({exc.__class__.__name__}: "
+                f"{str(exc)[:300]}). Is {self.base_url} a billing API?",
+                response=response,
+            ) from exc
+
+    def _send(self, call: Call[Any], session_token: str | None) -> Op[httpx.Response]:
+        """Send with retries. Every attempt is the same request: same body, same idempotency
+        key (in the body and the header), so the server counts a retried track once."""
+        config = self._config
+        headers = dict(self._base_headers)
+        if call.credential == "secret":
+            headers.update(self._secret_headers)
+        elif session_token is not None:
+            headers.update(self._backend.auth_headers(session_token))
+        headers.update(call.headers)
+        content: bytes | None = None
+        if call.json is not None:
+            content = json.dumps(
+                call.json, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+            ).encode()
+            headers["Content-Type"] = "application/json"
+        url = config.base_url + call.path
+        attempt = 0
+        while True:
+            request = self._http.build_request(
+                call.method,
+                url,
+                params=call.params,
+                content=content,
+                headers=headers,
+                timeout=config.timeout,
+            )
+            outcome = yield Send(request)
+            retries_left = config.max_retries - attempt
+            if isinstance(outcome, httpx.Response):
+                if outcome.status_code < 300:
+                    return outcome
+                error = self._backend.error_from_response(outcome)
+                if retries_left > 0 and is_retryable_status(outcome.status_code):
+                    delay = _retry_delay(
+                        attempt,
+                        outcome.headers,
+                        initial=config.retry_initial_delay,
+                        maximum=config.retry_max_delay,
+                    )
+                    if delay is not None:
+                        self._log_retry(call, attempt, delay, f"status {outcome.status_code}")
+                        yield Sleep(delay)
+                        attempt += 1
+                        continue
+                raise error
+            if retries_left > 0 and is_retryable_exception(outcome):
+                delay = backoff_delay(
+                    attempt, initial=config.retry_initial_delay, maximum=config.retry_max_delay
+                )
+                self._log_retry(call, attempt, delay, type(outcome).__name__)
+                yield Sleep(delay)
+                attempt += 1
+                continue
+            raise self._transport_error(outcome, request) from outcome
+
+    def _transport_error(self, exc: BaseException, request: httpx.Request) -> APIConnectionError:
+        if isinstance(exc, httpx.TimeoutException):
+            return APITimeoutError(request=request)
+        return APIConnectionError(
+            f"Could not reach the billing API at {self.base_url} "
+            f"({type(exc).__name__}: {exc or 'no detail'}). Check {C.ENV_BASE_URL} and that "
+            "the server is running (the local one: python -m billing_ui.server).",
+            request=request,
+        )
+
+    def _log_retry(self, call: Call[Any], attempt: int, delay: float, why: str) -> None:
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "billing API %s %s failed (%s); retry %d/%d in %.2fs",
+                call.method,
+                call.path,
+                why,
+                attempt + 1,
+                self._config.max_retries,
+                delay,
+            )
+
+
+def _own_replay(result: TrackUsageResult, generated_key: bool) -> TrackUsageResult:
+    """A key this client generated for this very call cannot have been used by anyone else, so
+    a "duplicate" answer means an earlier attempt of the same call landed (its response was
+    lost) and was counted once: from the caller's side the event is new, not a replay."""
+    if generated_key and result.duplicate:
+        return result.model_copy(update={"duplicate": False})
+    return result
+
+
+def _prepare_batch(
+    events: object, bound_customer: str | None
+) -> list[tuple[TrackUsageRequest, bool]]:
+    """Validate every event (all errors at once, fields named ``events.<i>.<field>``) and give
+    each event without an idempotency key a fresh one; ``True`` marks generated keys."""
+    if isinstance(events, str | bytes | Mapping) or not isinstance(events, Iterable):
+        raise InvalidInputError.single(
+            "events", "type", f"must be a list of events, got {type(events).__name__}"
+        )
+    items = list(events)
+    if not items:
+        raise InvalidInputError.single("events", "non_empty", "must hold at least one event")
+    prepared: list[tuple[TrackUsageRequest, bool]] = []
+    errors: list[FieldError] = []
+    for index, event in enumerate(items):
+        prefix = f"events.{index}."
+        if isinstance(event, TrackUsageRequest):
+            fields: dict[str, Any] = event.model_dump()
+        elif isinstance(event, Mapping):
+            fields = dict(event)
+        else:
+            errors.append(
+                FieldError(
+                    f"events.{index}", "type", f"must be an event, got {type(event).__name__}"
+                )
+            )
+            continue
+        if bound_customer is not None:
+            given = fields.setdefault("customer_id", bound_customer)
+            if given != bound_customer:
+                errors.append(
+                    FieldError(
+                        prefix + "customer_id",
+                        "bound_customer",
+                        f"must be the view's customer {bound_customer!r} or left out",
+                    )
+                )
+                continue
+        generated = fields.get("idempotency_key") is None
+        if generated:
+            fields["idempotency_key"] = new_idempotency_key()
+        try:
+            prepared.append((TrackUsageRequest.model_validate(fields), generated))
+        except ValidationError as exc:
+            errors.extend(_invalid(exc, prefix).errors)
+    if errors:
+        raise InvalidInputError(errors)
+    return prepared
