@@ -1,0 +1,1 @@
+"""End-to-end tests: real Reflex apps driven by headless Debian chromium."""

@@ -1,0 +1,118 @@
+"""Headless chromium, a deadline-based wait, and an AppHarness runner for the e2e tests.
+
+Everything here uses what scripts/bootstrap.sh installs: Debian's chromium and chromedriver,
+bun from the npm registry. Nothing may download a browser, a driver or bun at run time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from reflex.testing import AppHarness
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+
+T = TypeVar("T")
+
+CHROMIUM = os.environ.get("BILLING_UI_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("BILLING_UI_CHROMEDRIVER", "/usr/bin/chromedriver")
+
+# --no-sandbox: we run as root. The networking flags stop chromium from calling home, which on
+# this network only produces a flood of refused connections (and slows start-up).
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,900",
+)
+
+
+class WaitTimeout(AssertionError):
+    """A condition did not hold before its deadline."""
+
+
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str | Callable[[], str] = "",
+) -> T:
+    """Poll ``predicate`` until it returns something truthy; return that value.
+
+    Exceptions raised by the predicate count as "not yet" (the page may still be rendering),
+    but the last one is reported. On timeout raises WaitTimeout naming the predicate, its last
+    value or exception, and ``message`` (a string, or a callable evaluated only on failure,
+    e.g. to dump the page).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        error: Exception | None = None
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # not ready yet (e.g. element not rendered); report if last
+            error = exc
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    name = getattr(predicate, "__qualname__", repr(predicate))
+    detail = f"last exception: {error!r}" if error is not None else f"last value: {value!r}"
+    extra = message() if callable(message) else message
+    if extra:
+        detail += f"; {extra}"
+    raise WaitTimeout(f"{name} not true after {timeout:g}s ({detail})")
+
+
+@contextmanager
+def chromium() -> Iterator[webdriver.Chrome]:
+    """Start headless Debian chromium with a fresh profile; quit it and delete the profile."""
+    profile = tempfile.mkdtemp(prefix="billing-ui-chromium-")
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    # An explicit driver path makes Selenium skip Selenium Manager (which would download one).
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()  # stops chromium and chromedriver
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@contextmanager
+def run_app(
+    root: Path,
+    app_source: Callable[[], None] | str | None = None,
+    app_name: str | None = None,
+) -> Iterator[AppHarness]:
+    """Run a Reflex app with AppHarness: backend in a thread, `bun run dev` frontend process.
+
+    ``root`` holds the app (its rxconfig.py, .web/ and reflex.lock/). With ``app_source`` (a
+    function whose body is the app module, or source text plus ``app_name``) AppHarness writes
+    a fresh app into ``root``; with None, ``root`` must already be a Reflex app. On exit the
+    frontend's whole process group is terminated and the backend thread joined.
+    """
+    harness = AppHarness.create(root=root, app_source=app_source, app_name=app_name)
+    # Not `with harness:` -- if start() fails half way (e.g. the frontend never comes up),
+    # __exit__ would not run and the non-daemon backend thread would keep pytest alive forever.
+    try:
+        harness.start()
+        yield harness
+    finally:
+        harness.stop()
