@@ -47,6 +47,7 @@ from billing_ui.core.models import (
     FeatureEntitlement,
     HealthStatus,
     SessionToken,
+    SubscriptionStatus,
     TrackUsageRequest,
     TrackUsageResult,
     UsageHistory,
@@ -312,7 +313,7 @@ class BillingClient(BaseBillingClient[httpx.Client]):
         return self._run(self._op_revoke_session_token(token_or_jti))
 
     def upsert_customer(
-        self, *, customer_id: str, products: Sequence[str], status: str | None = None
+        self, *, customer_id: str, products: Sequence[str], status: SubscriptionStatus | None = None
     ) -> Customer:
         """Create a customer or re-subscribe it to ``products`` (local-server extension)."""
         return self._run(self._op_upsert_customer(customer_id, products, status))
@@ -472,7 +473,7 @@ class AsyncBillingClient(BaseBillingClient[httpx.AsyncClient]):
         return await self._run(self._op_revoke_session_token(token_or_jti))
 
     async def upsert_customer(
-        self, *, customer_id: str, products: Sequence[str], status: str | None = None
+        self, *, customer_id: str, products: Sequence[str], status: SubscriptionStatus | None = None
     ) -> Customer:
         """See :meth:`BillingClient.upsert_customer`."""
         return await self._run(self._op_upsert_customer(customer_id, products, status))
@@ -537,7 +538,9 @@ class CustomerView:
     def create_session_token(self, *, expires_in: int = C.SESSION_TOKEN_TTL_S) -> SessionToken:
         return self.client.create_session_token(customer_id=self.customer_id, expires_in=expires_in)
 
-    def upsert_customer(self, *, products: Sequence[str], status: str | None = None) -> Customer:
+    def upsert_customer(
+        self, *, products: Sequence[str], status: SubscriptionStatus | None = None
+    ) -> Customer:
         return self.client.upsert_customer(
             customer_id=self.customer_id, products=products, status=status
         )
@@ -601,7 +604,7 @@ class AsyncCustomerView:
         )
 
     async def upsert_customer(
-        self, *, products: Sequence[str], status: str | None = None
+        self, *, products: Sequence[str], status: SubscriptionStatus | None = None
     ) -> Customer:
         return await self.client.upsert_customer(
             customer_id=self.customer_id, products=products, status=status

@@ -77,15 +77,29 @@ class SessionTrackUsageRequest(_Request):
     timestamp: str | None = None
 
 
+SubscriptionStatus = Literal[
+    "active",
+    "trialing",
+    "past_due",
+    "canceled",
+    "incomplete",
+    "incomplete_expired",
+    "unpaid",
+    "paused",
+]
+"""Stripe's (and BillingOS's) subscription statuses."""
+
 ProductKey = Annotated[str, BeforeValidator(V.check_feature_key)]
 """A product (plan) key follows the feature-key rule."""
+
 
 class UpsertCustomerRequest(_Request):
     """``PUT /v1/customers/{external_user_id}`` (a billing_ui extension, local server only):
     create a customer or re-subscribe it to these products."""
 
-    products: list[ProductKey]
-    status: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+    products: Annotated[list[ProductKey], Field(max_length=20)]
+    status: SubscriptionStatus | None = None
+    """``None`` leaves it to the server (``active``)."""
 
 
 class TrackUsageBatchRequest(_Request):
@@ -280,6 +294,8 @@ class Customer(_Response):
 
     customer_id: str
     products: list[str]
+    status: str | None = None
+    """The subscriptions' status; ``None`` when the customer has no product."""
 
 
 class HealthStatus(_Response):
