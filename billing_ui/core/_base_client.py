@@ -492,11 +492,16 @@ class BaseBillingClient(Generic[HttpT]):
         return (yield from self._execute(self._backend.create_session_token(request)))
 
     def _op_revoke_session_token(self, token_or_jti: object) -> Op[None]:
-        text = V.check_idempotency_key(token_or_jti, "token_or_jti")
-        if text is None:
-            raise InvalidInputError.single("token_or_jti", "type", "must be a string, got None")
-        info = self._backend.session_token_info(text)
-        jti = info.jti if info is not None else text
+        if not isinstance(token_or_jti, str):
+            raise InvalidInputError.single(
+                "token_or_jti", "type", f"must be a string, got {type(token_or_jti).__name__}"
+            )
+        info = self._backend.session_token_info(token_or_jti)
+        # Not a readable token: then it is a jti, held to the rules of any short key.
+        jti = (
+            info.jti if info is not None else V.check_idempotency_key(token_or_jti, "token_or_jti")
+        )
+        assert jti is not None
         yield from self._execute(self._backend.revoke_session_token(jti))
         self._tokens.discard(jti=jti)
 
