@@ -1,0 +1,124 @@
+"""``python -m billing_ui.server``: start the local billing server.
+
+    python -m billing_ui.server --port 8700 --db ./billing.db --plans billing_ui/server/plans.toml
+
+Every option has a default that works out of the box (loopback, port 8700, ./billing.db, the
+packaged sample plans with demo customers, the public local key ``sk_test_billing_ui_local``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from billing_ui.core._constants import ENV_SECRET_KEY, LOCAL_SECRET_KEY
+from billing_ui.server.app import create_app
+from billing_ui.server.clock import SystemClock
+from billing_ui.server.plans import PlansError, default_plans_path, load_plans
+from billing_ui.server.seed import seed_demo_customers
+from billing_ui.server.store import Store, StoreError
+
+DEFAULT_PORT = 8700
+DEFAULT_RATE_LIMIT = 1000  # BillingOS: 1,000 tracks per customer per minute
+
+log = logging.getLogger("billing_ui.server")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m billing_ui.server",
+        description="The billing_ui local billing server (BillingOS-compatible API over SQLite).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="(default: %(default)s)")
+    parser.add_argument(
+        "--db",
+        default="./billing.db",
+        help="SQLite file, created if missing (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--plans", default=None, help=f"plans TOML (default: the sample {default_plans_path()})"
+    )
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help=f"the secret key clients must send (default: ${ENV_SECRET_KEY}, else "
+        f"{LOCAL_SECRET_KEY})",
+    )
+    parser.add_argument(
+        "--seed",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="create the plans' demo customers with some usage (default: on; idempotent)",
+    )
+    parser.add_argument(
+        "--rate-limit-per-minute",
+        type=int,
+        default=DEFAULT_RATE_LIMIT,
+        help="tracked events per customer per minute, 0 = off (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="log every request (default: on)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(message)s")
+    if args.rate_limit_per_minute < 0:
+        print("error: --rate-limit-per-minute must be >= 0", file=sys.stderr)
+        return 2
+    api_key = args.api_key or os.environ.get(ENV_SECRET_KEY) or LOCAL_SECRET_KEY
+    try:
+        plans = load_plans(args.plans)
+        store = Store(args.db)
+    except (PlansError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        app = create_app(
+            store=store,
+            plans=plans,
+            clock=SystemClock(),
+            api_key=api_key,
+            rate_limit_per_minute=args.rate_limit_per_minute,
+        )
+        if args.seed:
+            seeded = seed_demo_customers(app.state.service)
+            if seeded:
+                log.info("demo customers: %s", ", ".join(seeded))
+        if api_key == LOCAL_SECRET_KEY and args.host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("listening on %s with the public default key: set --api-key", args.host)
+        log.info(
+            "billing server on http://%s:%s (db %s, %d products, docs at /docs)",
+            args.host, args.port, store.path, len(plans.products),
+        )  # fmt: skip
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            access_log=args.access_log,
+        )
+    finally:
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,340 @@
+"""The HTTP routes of the local billing server (FastAPI), as docs/api.md lays them out.
+
+Each route does the same four things in the same order: authenticate (dependency), read the
+body (dependency, after authentication), validate it with the shared request model, and hand a
+typed command to :class:`~billing_ui.server.service.BillingService`. Responses are the shared
+response models, serialised once; OpenAPI is generated from the same models.
+
+Route functions are plain ``def``: FastAPI runs them in its thread pool, so concurrent
+requests really are concurrent and the store's transactions (not the event loop) keep them
+correct.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any, cast
+
+from fastapi import FastAPI, Query, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from billing_ui.core import validation as V
+from billing_ui.core._constants import IDEMPOTENCY_HEADER, LOCAL_SECRET_KEY
+from billing_ui.core.errors import FieldError, InvalidInputError
+from billing_ui.core.models import (
+    CreateSessionTokenRequest,
+    EntitlementsResponse,
+    FeatureCheck,
+    SessionToken,
+    SessionTrackUsageRequest,
+    TrackUsageBatchRequest,
+    TrackUsageBatchResult,
+    TrackUsageRequest,
+    TrackUsageResult,
+    UsageMetricsResponse,
+)
+from billing_ui.server import tokens
+from billing_ui.server.auth import SecretKey, Session
+from billing_ui.server.bodies import JsonBody, parse
+from billing_ui.server.clock import Clock, SystemClock, from_micros, to_micros
+from billing_ui.server.errors import ApiProblem, install_error_handlers, invalid_input
+from billing_ui.server.middleware import RequestIdMiddleware
+from billing_ui.server.plans import Plans
+from billing_ui.server.schemas import (
+    Bucket,
+    CustomerResponse,
+    Health,
+    Success,
+    UpsertCustomerRequest,
+    UsageHistory,
+)
+from billing_ui.server.service import BillingService, TrackCommand
+from billing_ui.server.store import Store
+
+_REQUEST_MODELS: tuple[type[BaseModel], ...] = (
+    CreateSessionTokenRequest,
+    TrackUsageRequest,
+    TrackUsageBatchRequest,
+    SessionTrackUsageRequest,
+    UpsertCustomerRequest,
+)
+_BACKEND: list[str | Enum] = ["backend (secret key)"]
+_FRONTEND: list[str | Enum] = ["frontend (session token)"]
+_OPERATIONS: list[str | Enum] = ["operations"]
+
+
+def create_app(
+    *,
+    store: Store,
+    plans: Plans,
+    clock: Clock | None = None,
+    api_key: str = LOCAL_SECRET_KEY,
+    rate_limit_per_minute: int = 0,
+) -> FastAPI:
+    """The billing API over ``store`` and ``plans``. The caller owns (and closes) the store."""
+    if not api_key:
+        raise ValueError("api_key must not be empty")
+    app = FastAPI(
+        title="billing_ui local billing server",
+        version="1.0.0",
+        description="A BillingOS-compatible billing API over SQLite. See docs/api.md.",
+    )
+    app.state.service = BillingService(
+        store, plans, clock or SystemClock(), rate_limit_per_minute=rate_limit_per_minute
+    )
+    app.state.api_key = api_key
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+    _routes(app)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+# --- helpers ----------------------------------------------------------------------------
+def _service(request: Request) -> BillingService:
+    return cast(BillingService, request.app.state.service)
+
+
+def _json(model: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        model.model_dump_json(by_alias=True),
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` documenting a request body we read ourselves (see bodies.py)."""
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+def _checked(check: Any, value: Any, field: str) -> Any:
+    try:
+        return check(value, field)
+    except InvalidInputError as exc:
+        raise invalid_input(list(exc.errors)) from None
+
+
+def _idempotency_key(body_key: str | None, request: Request) -> str | None:
+    """The body's key, else the ``Idempotency-Key`` header's (the client sends both)."""
+    header = request.headers.get(IDEMPOTENCY_HEADER)
+    if header is None:
+        return body_key
+    header_key = _checked(V.check_idempotency_key, header, IDEMPOTENCY_HEADER)
+    if body_key is not None and body_key != header_key:
+        raise invalid_input(
+            [
+                FieldError(
+                    "idempotency_key",
+                    "header_mismatch",
+                    f"differs from the {IDEMPOTENCY_HEADER} header",
+                )
+            ]
+        )
+    return cast(str, header_key)
+
+
+CustomerQuery = Annotated[str, Query(description="The app's own user id (external_user_id).")]
+FeatureQuery = Annotated[str, Query(description="A feature key from the plans.")]
+OptionalFeatureQuery = Annotated[str | None, Query(description="Only this feature.")]
+
+
+def _routes(app: FastAPI) -> None:
+    # -- session tokens --
+    @app.post(
+        "/v1/session-tokens", status_code=201, response_model=SessionToken, tags=_BACKEND,
+        openapi_extra=_body(CreateSessionTokenRequest),
+    )  # fmt: skip
+    def create_session_token(_: SecretKey, body: JsonBody, request: Request) -> Response:
+        """Mint a session token for one customer (what a browser may hold)."""
+        req = parse(CreateSessionTokenRequest, body)
+        service = _service(request)
+        now = service.clock.now()
+        token, claims = tokens.mint(
+            request.app.state.api_key,
+            external_user_id=req.externalUserId,
+            now=now,
+            ttl_s=req.expiresIn,
+            external_organization_id=req.externalOrganizationId,
+            allowed_operations=req.allowedOperations,
+            metadata=req.metadata,
+        )
+        expires = from_micros(claims.exp * 1_000_000)
+        return _json(
+            SessionToken.model_validate({"sessionToken": token, "expiresAt": expires}), status=201
+        )
+
+    @app.delete("/v1/session-tokens/{jti}", response_model=Success, tags=_BACKEND)
+    def revoke_session_token(_: SecretKey, jti: str, request: Request) -> Response:
+        """Revoke a session token by its ``jti``; it is refused from then on."""
+        if not tokens.JTI_PATTERN.fullmatch(jti):
+            raise invalid_input([FieldError("jti", "pattern", "must be tok_ and 32 hex digits")])
+        service = _service(request)
+        now = service.clock.now()
+        forget = to_micros(now) - (tokens.MAX_TTL_S + 3600) * 1_000_000
+        service.store.revoke_token(jti, to_micros(now), forget)
+        return _json(Success())
+
+    # -- backend usage endpoints --
+    @app.post(
+        "/v1/usage/track", response_model=TrackUsageResult, tags=_BACKEND,
+        openapi_extra=_body(TrackUsageRequest),
+    )  # fmt: skip
+    def track_usage(_: SecretKey, body: JsonBody, request: Request) -> Response:
+        """Record usage of a feature by a customer (idempotent with ``idempotency_key``)."""
+        req = parse(TrackUsageRequest, body)
+        key = _idempotency_key(req.idempotency_key, request)
+        tracked = _service(request).track(
+            TrackCommand(req.customer_id, req.feature_key, req.quantity, key, req.metadata)
+        )
+        return _json(tracked.result, headers=tracked.rate_headers)
+
+    @app.post(
+        "/v1/usage/track-batch", response_model=TrackUsageBatchResult, tags=_BACKEND,
+        openapi_extra=_body(TrackUsageBatchRequest),
+    )  # fmt: skip
+    def track_usage_batch(_: SecretKey, body: JsonBody, request: Request) -> Response:
+        """(ext) Record up to 1,000 events in one transaction; each one succeeds or fails on
+        its own, and each must carry its own idempotency key so a retried batch is safe."""
+        req = parse(TrackUsageBatchRequest, body)
+        missing = [
+            FieldError(f"events.{i}.idempotency_key", "required", "is required in a batch")
+            for i, e in enumerate(req.events)
+            if e.idempotency_key is None
+        ]
+        if missing:
+            raise invalid_input(missing)
+        cmds = [
+            TrackCommand(e.customer_id, e.feature_key, e.quantity, e.idempotency_key, e.metadata)
+            for e in req.events
+        ]
+        return _json(TrackUsageBatchResult(results=_service(request).track_batch(cmds)))
+
+    @app.get("/v1/usage/check", response_model=FeatureCheck, tags=_BACKEND)
+    def check_usage(
+        _: SecretKey, customer_id: CustomerQuery, feature_key: FeatureQuery, request: Request
+    ) -> Response:
+        """May this customer use this feature now?"""
+        cid = _checked(V.check_customer_id, customer_id, "customer_id")
+        fkey = _checked(V.check_feature_key, feature_key, "feature_key")
+        return _json(_service(request).check(cid, fkey))
+
+    @app.get("/v1/usage/metrics", response_model=UsageMetricsResponse, tags=_BACKEND)
+    def usage_metrics(
+        _: SecretKey,
+        customer_id: CustomerQuery,
+        request: Request,
+        feature_key: OptionalFeatureQuery = None,
+    ) -> Response:
+        """Usage of the customer's metered features in their current periods."""
+        cid = _checked(V.check_customer_id, customer_id, "customer_id")
+        fkey = (
+            None
+            if feature_key is None
+            else _checked(V.check_feature_key, feature_key, "feature_key")
+        )
+        metrics = _service(request).metrics(cid, fkey)
+        return _json(UsageMetricsResponse(metrics=metrics, customer_id=cid, external_user_id=cid))
+
+    @app.get("/v1/usage/history", response_model=UsageHistory, tags=_BACKEND)
+    def usage_history(
+        _: SecretKey,
+        customer_id: CustomerQuery,
+        feature_key: FeatureQuery,
+        request: Request,
+        bucket: Annotated[Bucket | None, Query(description="hour or day")] = None,
+    ) -> Response:
+        """(ext) Usage per hour or day over the feature's current period, for charts."""
+        cid = _checked(V.check_customer_id, customer_id, "customer_id")
+        fkey = _checked(V.check_feature_key, feature_key, "feature_key")
+        return _json(_service(request).history(cid, fkey, bucket))
+
+    @app.put(
+        "/v1/customers/{external_user_id}", response_model=CustomerResponse, tags=_BACKEND,
+        openapi_extra=_body(UpsertCustomerRequest),
+    )  # fmt: skip
+    def upsert_customer(
+        _: SecretKey, external_user_id: str, body: JsonBody, request: Request
+    ) -> Response:
+        """(ext) Create a customer, or replace its products (local server only)."""
+        cid = _checked(V.check_customer_id, external_user_id, "external_user_id")
+        req = parse(UpsertCustomerRequest, body)
+        customer = _service(request).upsert_customer(cid, req.products, req.status)
+        products = [s.product_key for s in customer.subscriptions]
+        status = customer.subscriptions[0].status if customer.subscriptions else None
+        return _json(CustomerResponse(customer_id=cid, products=products, status=status))
+
+    # -- session (browser) endpoints --
+    @app.post(
+        "/v1/features/track-usage", response_model=TrackUsageResult, tags=_FRONTEND,
+        openapi_extra=_body(SessionTrackUsageRequest),
+    )  # fmt: skip
+    def session_track_usage(claims: Session, body: JsonBody, request: Request) -> Response:
+        """Record usage for the token's customer (``useTrackUsage``)."""
+        req = parse(SessionTrackUsageRequest, body)
+        key = _idempotency_key(req.idempotency_key, request)
+        tracked = _service(request).track(
+            TrackCommand(claims.external_user_id, req.feature_key, req.quantity, key, req.metadata)
+        )
+        return _json(tracked.result, headers=tracked.rate_headers)
+
+    @app.get("/v1/features/usage-metrics", response_model=UsageMetricsResponse, tags=_FRONTEND)
+    def session_usage_metrics(
+        claims: Session, request: Request, feature_key: OptionalFeatureQuery = None
+    ) -> Response:
+        """The token's customer's usage (``useUsageMetrics``)."""
+        fkey = (
+            None
+            if feature_key is None
+            else _checked(V.check_feature_key, feature_key, "feature_key")
+        )
+        cid = claims.external_user_id
+        metrics = _service(request).metrics(cid, fkey)
+        return _json(UsageMetricsResponse(metrics=metrics, customer_id=cid, external_user_id=cid))
+
+    @app.get("/v1/features/entitlements", response_model=EntitlementsResponse, tags=_FRONTEND)
+    def session_entitlements(claims: Session, request: Request) -> Response:
+        """The features the token's customer has (``useFeatureEntitlements``)."""
+        cid = claims.external_user_id
+        ents = _service(request).entitlements(cid)
+        return _json(EntitlementsResponse(entitlements=ents, customer_id=cid, external_user_id=cid))
+
+    @app.get("/v1/features/check", response_model=FeatureCheck, tags=_FRONTEND)
+    def session_check(claims: Session, feature_key: FeatureQuery, request: Request) -> Response:
+        """May the token's customer use this feature now? (``useFeature``)"""
+        fkey = _checked(V.check_feature_key, feature_key, "feature_key")
+        return _json(_service(request).check(claims.external_user_id, fkey))
+
+    # -- operations --
+    @app.get("/health", response_model=Health, tags=_OPERATIONS)
+    def health(request: Request) -> Response:
+        """(ext) Liveness and database reachability; no credentials needed."""
+        try:
+            _service(request).store.ping()
+        except Exception as exc:
+            raise ApiProblem(
+                503, "SYS_DATABASE_UNAVAILABLE", f"database unavailable: {exc}"
+            ) from None
+        return _json(Health(status="ok", database="ok"))
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, plus the request models that routes validate themselves."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        _, defs = models_json_schema(
+            [(m, "validation") for m in _REQUEST_MODELS],
+            ref_template="#/components/schemas/{model}",
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, definition in defs.get("$defs", {}).items():
+            components.setdefault(name, definition)
+        app.openapi_schema = schema
+    return app.openapi_schema

@@ -1,0 +1,69 @@
+"""Reading request bodies so that no input, however broken, reaches a 500.
+
+FastAPI's own body handling decodes JSON before any dependency runs (so a bad body would be
+reported before a missing credential) and lets a missing content type through. Instead the
+routes read the raw JSON through :func:`json_body` (after authentication) and validate it with
+the shared pydantic models through :func:`parse`; every failure is a 422 ``VAL_INVALID_INPUT``
+naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Final, TypeVar
+
+from fastapi import Depends, Request
+from pydantic import BaseModel, ValidationError
+
+from billing_ui.core.errors import FieldError
+from billing_ui.core.validation import field_errors_from_pydantic
+from billing_ui.server.errors import invalid_input
+
+MAX_BODY_BYTES: Final = 8 * 1024 * 1024
+"""Room for a full batch (1,000 events with 4 KiB of metadata each), and no more."""
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _body_error(rule: str, message: str) -> Exception:
+    return invalid_input([FieldError("body", rule, message)])
+
+
+async def json_body(request: Request) -> Any:
+    """The request's JSON document (any JSON value), or a 422."""
+    ctype = request.headers.get("content-type", "")
+    media = ctype.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise _body_error(
+            "content_type", f"must be sent as application/json, got {media or 'no content type'}"
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _body_error("max_bytes", f"must be at most {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _body_error("max_bytes", f"must be at most {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise _body_error("required", "is required: send a JSON object")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, absurd nesting
+        raise _body_error("json", f"must be valid JSON: {exc}") from None
+
+
+JsonBody = Annotated[Any, Depends(json_body)]
+
+
+def parse(model: type[M], data: Any) -> M:
+    """Validate ``data`` with one of the shared request models, or raise a 422."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_input(field_errors_from_pydantic(exc)) from None
+    except RecursionError:
+        raise _body_error("json", "is nested too deeply") from None

@@ -1,0 +1,454 @@
+"""The billing rules of the local server: who may use what, and how much is left.
+
+Routes (``app.py``) parse and authenticate; the store (``store.py``) keeps the data; this
+module decides. It resolves a customer's subscriptions against the catalogue, places usage in
+the right period, turns store outcomes into BillingOS answers, and refuses with the exact
+codes and messages of docs/api.md (as :class:`~billing_ui.server.errors.ApiProblem`).
+
+When several products grant one feature, the grant from an active subscription wins over one
+from an inactive subscription, then the most generous grant (unlimited beats any limit), then
+the product listed first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from billing_ui.core import validation as V
+from billing_ui.core.errors import FieldError
+from billing_ui.core.models import (
+    BatchItemError,
+    BatchItemResult,
+    FeatureCheck,
+    FeatureCheckMetadata,
+    FeatureEntitlement,
+    TrackUsageResult,
+    UsageMetric,
+    UsageSnapshot,
+)
+from billing_ui.server.clock import Clock, from_micros, to_micros
+from billing_ui.server.errors import ApiProblem, invalid_input
+from billing_ui.server.periods import Period, hour_floor, period_containing
+from billing_ui.server.plans import ACTIVE_STATUSES, Grant, Plans, Product
+from billing_ui.server.ratelimit import RateLimiter
+from billing_ui.server.schemas import Bucket, HistoryPoint, UsageHistory
+from billing_ui.server.store import (
+    Customer,
+    PeriodKey,
+    Store,
+    Subscription,
+    TrackItem,
+    TrackOutcome,
+    TrackStatus,
+)
+
+IDEMPOTENCY_WINDOW: Final = timedelta(hours=24)
+MAX_HISTORY_POINTS: Final = {"hour": 744, "day": 366}
+"""A ``never``-resetting feature's history shows at most this many recent buckets."""
+NO_SUBSCRIPTION: Final = "No active subscription with this feature"
+
+_BUCKET_SPAN: Final = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
+
+
+@dataclass(frozen=True, slots=True)
+class TrackCommand:
+    """One validated track request, whichever endpoint it came through."""
+
+    customer_id: str
+    feature_key: str
+    quantity: float
+    idempotency_key: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Entitled:
+    """A feature as a customer has it: the winning grant, its product and subscription."""
+
+    grant: Grant
+    product: Product
+    subscription: Subscription
+
+    @property
+    def active(self) -> bool:
+        return self.subscription.status in ACTIVE_STATUSES
+
+
+def resolve_entitlements(plans: Plans, customer: Customer) -> dict[str, Entitled]:
+    """Feature key -> the grant that applies (see the module docstring for the rule).
+    Products no longer in the plans file are ignored."""
+    best: dict[str, Entitled] = {}
+    for sub in customer.subscriptions:
+        product = plans.products.get(sub.product_key)
+        if product is None:
+            continue
+        for key, grant in product.grants.items():
+            candidate = Entitled(grant, product, sub)
+            current = best.get(key)
+            if current is None or _rank(candidate) > _rank(current):
+                best[key] = candidate
+    order = list(plans.features)
+    return dict(sorted(best.items(), key=lambda kv: order.index(kv[0])))
+
+
+def _rank(e: Entitled) -> tuple[bool, float]:
+    return (e.active, e.grant.generosity())
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    item: TrackItem
+    entitled: Entitled
+    period: Period
+
+
+@dataclass(frozen=True, slots=True)
+class Tracked:
+    result: TrackUsageResult
+    rate_headers: dict[str, str]
+
+
+class BillingService:
+    """Everything the routes ask of the billing side, for one catalogue and one store."""
+
+    def __init__(
+        self, store: Store, plans: Plans, clock: Clock, *, rate_limit_per_minute: int = 0
+    ) -> None:
+        self.store = store
+        self.plans = plans
+        self.clock = clock
+        self.limiter = RateLimiter(rate_limit_per_minute, clock)
+
+    # -- customers --
+    def customer(self, customer_id: str) -> Customer:
+        found = self.store.get_customer(customer_id)
+        if found is None:
+            raise ApiProblem(400, "RES_CUSTOMER_NOT_FOUND", f"Customer not found: {customer_id}")
+        return found
+
+    def upsert_customer(self, customer_id: str, products: Sequence[str], status: str) -> Customer:
+        errors = [
+            FieldError(f"products.{i}", "unknown_product", f"no product {key!r} in the plans")
+            for i, key in enumerate(products)
+            if key not in self.plans.products
+        ]
+        if len(set(products)) != len(products):
+            errors.append(FieldError("products", "unique", "must not list a product twice"))
+        if errors:
+            raise invalid_input(errors)
+        return self.store.upsert_customer(
+            customer_id, products, status, to_micros(self.clock.now())
+        )
+
+    # -- tracking --
+    def track(self, cmd: TrackCommand) -> Tracked:
+        """Record one event (or replay it); raise the BillingOS refusal otherwise."""
+        headers: dict[str, str] = {}
+        if self.limiter.enabled:
+            decision = self.limiter.hit(cmd.customer_id)
+            headers = decision.headers()
+            if not decision.allowed:
+                raise _rate_limited(decision.reset_s, headers)
+        now = self.clock.now()
+        prepared = self._prepare(cmd, now, {})
+        (outcome,) = self.store.track_many(
+            [prepared.item], to_micros(now), to_micros(now - IDEMPOTENCY_WINDOW)
+        )
+        answer = self._answer(outcome, prepared)
+        if isinstance(answer, ApiProblem):
+            raise answer
+        return Tracked(answer, headers)
+
+    def track_batch(
+        self,
+        cmds: Sequence[TrackCommand],
+        *,
+        now: datetime | None = None,
+        rate_limited: bool = True,
+    ) -> list[BatchItemResult]:
+        """Record many events in one transaction; each succeeds or fails on its own.
+
+        ``now`` and ``rate_limited=False`` are for seeding and bulk loading only.
+        """
+        now = now or self.clock.now()
+        customers: dict[str, Customer | None] = {}
+        entitlements: dict[str, dict[str, Entitled]] = {}
+        answers: list[TrackUsageResult | ApiProblem | None] = [None] * len(cmds)
+        todo: list[tuple[int, _Prepared]] = []
+        for i, cmd in enumerate(cmds):
+            if rate_limited and self.limiter.enabled:
+                decision = self.limiter.hit(cmd.customer_id)
+                if not decision.allowed:
+                    answers[i] = _rate_limited(decision.reset_s, decision.headers())
+                    continue
+            try:
+                todo.append((i, self._prepare(cmd, now, customers, entitlements)))
+            except ApiProblem as problem:
+                answers[i] = problem
+        outcomes = self.store.track_many(
+            [p.item for _, p in todo], to_micros(now), to_micros(now - IDEMPOTENCY_WINDOW)
+        )
+        for (i, prepared), outcome in zip(todo, outcomes, strict=True):
+            answers[i] = self._answer(outcome, prepared)
+        return [_batch_item(i, answer) for i, answer in enumerate(answers)]
+
+    def _prepare(
+        self,
+        cmd: TrackCommand,
+        now: datetime,
+        customers: dict[str, Customer | None],
+        entitlements: dict[str, dict[str, Entitled]] | None = None,
+    ) -> _Prepared:
+        if cmd.customer_id not in customers:
+            customers[cmd.customer_id] = self.store.get_customer(cmd.customer_id)
+        customer = customers[cmd.customer_id]
+        if customer is None:
+            raise ApiProblem(
+                400, "RES_CUSTOMER_NOT_FOUND", f"Customer not found: {cmd.customer_id}"
+            )
+        feature = self.plans.features.get(cmd.feature_key)
+        if feature is None:
+            raise ApiProblem(404, "RES_NOT_FOUND", NO_SUBSCRIPTION)
+        if feature.type != "usage_quota" or feature.reset is None:
+            raise ApiProblem(400, "FEATURE_NOT_USAGE_QUOTA", "Feature is not a usage quota type")
+        if entitlements is None:
+            ents = resolve_entitlements(self.plans, customer)
+        else:
+            if cmd.customer_id not in entitlements:
+                entitlements[cmd.customer_id] = resolve_entitlements(self.plans, customer)
+            ents = entitlements[cmd.customer_id]
+        entitled = ents.get(cmd.feature_key)
+        if entitled is None or not entitled.active:
+            raise ApiProblem(404, "RES_NOT_FOUND", NO_SUBSCRIPTION)
+        period = period_containing(feature.reset, now)
+        grant = entitled.grant
+        item = TrackItem(
+            customer_pk=customer.pk,
+            period=PeriodKey(feature.key, to_micros(period.start), to_micros(period.end)),
+            quantity_micros=V.quantity_to_micros(cmd.quantity),
+            hour_start_us=to_micros(hour_floor(now)),
+            idempotency_key=cmd.idempotency_key,
+            metadata=cmd.metadata,
+            hard_limit_micros=grant.limit_micros if grant.hard_limit else None,
+        )
+        return _Prepared(item, entitled, period)
+
+    def _answer(self, outcome: TrackOutcome, prepared: _Prepared) -> TrackUsageResult | ApiProblem:
+        grant = prepared.entitled.grant
+        if outcome.status is TrackStatus.QUOTA_EXCEEDED:
+            return ApiProblem(
+                400,
+                "QUOTA_EXCEEDED",
+                "quota_exceeded",
+                details={
+                    "feature_key": outcome.feature_key,
+                    "limit": grant.limit,
+                    "consumed": V.micros_to_quantity(outcome.consumed_micros),
+                    "requested": V.micros_to_quantity(outcome.quantity_micros),
+                },
+            )
+        if outcome.status is TrackStatus.KEY_REUSED:
+            return ApiProblem(
+                409,
+                "IDEMPOTENCY_KEY_REUSED",
+                "This idempotency key was used in the last 24 hours for a different feature "
+                "or quantity; use a new key for a new event",
+                details={"idempotency_key": prepared.item.idempotency_key},
+            )
+        return TrackUsageResult(
+            success=True,
+            feature_key=outcome.feature_key,
+            quantity=V.micros_to_quantity(outcome.quantity_micros),
+            recorded_at=from_micros(outcome.recorded_at_us),
+            usage=_snapshot(grant, prepared.period, outcome.consumed_micros),
+            duplicate=outcome.status is TrackStatus.REPLAYED,
+            idempotency_key=prepared.item.idempotency_key,
+        )
+
+    # -- reading --
+    def metrics(self, customer_id: str, feature_key: str | None = None) -> list[UsageMetric]:
+        """Usage of each metered feature of the customer's active subscriptions, in its
+        current period; only ``feature_key`` when given (an unknown key gives none)."""
+        customer = self.customer(customer_id)
+        now = self.clock.now()
+        wanted = [
+            (key, e)
+            for key, e in resolve_entitlements(self.plans, customer).items()
+            if e.active
+            and e.grant.feature.type == "usage_quota"
+            and (feature_key is None or key == feature_key)
+        ]
+        periods = {
+            key: period_containing(e.grant.feature.reset or "never", now) for key, e in wanted
+        }
+        consumed = self.store.consumed(
+            customer.pk,
+            [PeriodKey(k, to_micros(p.start), to_micros(p.end)) for k, p in periods.items()],
+        )
+        return [_metric(e, periods[key], consumed[key], now) for key, e in wanted]
+
+    def entitlements(self, customer_id: str) -> list[FeatureEntitlement]:
+        customer = self.customer(customer_id)
+        return [
+            FeatureEntitlement(
+                feature_key=key,
+                feature_title=e.grant.feature.title,
+                feature_type=e.grant.feature.type,
+                granted_at=from_micros(e.subscription.granted_at_us),
+                product_name=e.product.name,
+                subscription_status=e.subscription.status,
+                properties=e.grant.properties() or None,
+            )
+            for key, e in resolve_entitlements(self.plans, customer).items()
+        ]
+
+    def check(self, customer_id: str, feature_key: str) -> FeatureCheck:
+        """May the customer use the feature now? (``useFeature`` / ``useFeatureGate``)."""
+        customer = self.customer(customer_id)
+        entitled = resolve_entitlements(self.plans, customer).get(feature_key)
+        if entitled is None:
+            return FeatureCheck(
+                feature_key=feature_key, has_access=False, reason="no_active_subscription"
+            )
+        grant, feature = entitled.grant, entitled.grant.feature
+        if not entitled.active:
+            return FeatureCheck(
+                feature_key=feature_key,
+                has_access=False,
+                reason="subscription_not_active",
+                limit=grant.limit,
+                metadata=FeatureCheckMetadata(type=feature.type),
+            )
+        if feature.type != "usage_quota" or feature.reset is None:
+            return FeatureCheck(
+                feature_key=feature_key,
+                has_access=True,
+                limit=grant.limit,
+                metadata=FeatureCheckMetadata(type=feature.type),
+            )
+        period = period_containing(feature.reset, self.clock.now())
+        used = self.store.consumed(
+            customer.pk, [PeriodKey(feature_key, to_micros(period.start), to_micros(period.end))]
+        )[feature_key]
+        exhausted = (
+            grant.hard_limit and grant.limit_micros is not None and used >= grant.limit_micros
+        )
+        return FeatureCheck(
+            feature_key=feature_key,
+            has_access=not exhausted,
+            reason="quota_exceeded" if exhausted else None,
+            limit=grant.limit,
+            usage=V.micros_to_quantity(used),
+            metadata=FeatureCheckMetadata(
+                remaining=_remaining(grant, used),
+                resets_at=period.end if period.resets else None,
+                type=feature.type,
+            ),
+        )
+
+    def history(self, customer_id: str, feature_key: str, bucket: Bucket | None) -> UsageHistory:
+        """Usage per hour or day over the current period (hourly buckets, never raw events)."""
+        customer = self.customer(customer_id)
+        feature = self.plans.features.get(feature_key)
+        if feature is None:
+            raise ApiProblem(404, "RES_NOT_FOUND", f"Feature not found: {feature_key}")
+        if feature.type != "usage_quota" or feature.reset is None:
+            raise ApiProblem(400, "FEATURE_NOT_USAGE_QUOTA", "Feature is not a usage quota type")
+        bucket = bucket or ("hour" if feature.reset == "day" else "day")
+        span = _BUCKET_SPAN[bucket]
+        now = self.clock.now()
+        period = period_containing(feature.reset, now)
+        last = _bucket_floor(now, bucket)
+        first = max(period.start, last - span * (MAX_HISTORY_POINTS[bucket] - 1))
+        rows = self.store.hourly(customer.pk, feature_key, to_micros(first), to_micros(last + span))
+        total = self.store.consumed(
+            customer.pk, [PeriodKey(feature_key, to_micros(period.start), to_micros(period.end))]
+        )[feature_key]
+        per_bucket: dict[datetime, int] = {}
+        for row in rows:
+            at = _bucket_floor(from_micros(row.hour_start_us), bucket)
+            per_bucket[at] = per_bucket.get(at, 0) + row.quantity_micros
+        running = total - sum(per_bucket.values())  # usage of the period before the window
+        points = []
+        at = first
+        while at <= last:
+            running += per_bucket.get(at, 0)
+            points.append(
+                HistoryPoint(
+                    at=at,
+                    quantity=V.micros_to_quantity(per_bucket.get(at, 0)),
+                    cumulative=V.micros_to_quantity(running),
+                )
+            )
+            at += span
+        return UsageHistory(
+            feature_key=feature_key,
+            period_start=period.start,
+            period_end=period.end,
+            bucket=bucket,
+            points=points,
+        )
+
+
+# --- helpers ----------------------------------------------------------------------------
+def _rate_limited(retry_after_s: int, headers: Mapping[str, str]) -> ApiProblem:
+    return ApiProblem(
+        429,
+        "RATE_LIMIT_EXCEEDED",
+        f"Too many requests; retry after {retry_after_s} s",
+        details={"retryAfter": retry_after_s},
+        headers=headers,
+    )
+
+
+def _batch_item(index: int, answer: TrackUsageResult | ApiProblem | None) -> BatchItemResult:
+    if isinstance(answer, TrackUsageResult):
+        return BatchItemResult(index=index, result=answer)
+    assert answer is not None
+    return BatchItemResult(
+        index=index, error=BatchItemError(code=answer.code, message=answer.message)
+    )
+
+
+def _remaining(grant: Grant, used_micros: int) -> float | None:
+    if grant.limit_micros is None:
+        return None
+    return V.micros_to_quantity(max(0, grant.limit_micros - used_micros))
+
+
+def _snapshot(grant: Grant, period: Period, consumed_micros: int) -> UsageSnapshot:
+    return UsageSnapshot(
+        consumed_units=V.micros_to_quantity(consumed_micros),
+        limit_units=grant.limit,
+        remaining_units=_remaining(grant, consumed_micros),
+        period_start=period.start,
+        period_end=period.end,
+        unlimited=grant.unlimited,
+    )
+
+
+def _metric(e: Entitled, period: Period, consumed_micros: int, now: datetime) -> UsageMetric:
+    grant = e.grant
+    limit = grant.limit_micros
+    percentage = 0.0 if not limit else round(consumed_micros / limit * 100, 2)
+    return UsageMetric(
+        feature_key=grant.feature.key,
+        feature_title=grant.feature.title,
+        product_name=e.product.name,
+        consumed=V.micros_to_quantity(consumed_micros),
+        limit=grant.limit,
+        remaining=_remaining(grant, consumed_micros),
+        percentage_used=percentage,
+        period_start=period.start,
+        period_end=period.end,
+        resets_in_days=period.resets_in_days(now),
+        unlimited=grant.unlimited,
+    )
+
+
+def _bucket_floor(when: datetime, bucket: str) -> datetime:
+    hour = hour_floor(when)
+    return hour if bucket == "hour" else hour.replace(hour=0)

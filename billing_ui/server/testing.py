@@ -1,0 +1,194 @@
+"""Run the real billing server inside a test: ``with running_server(db_path=...) as srv:``.
+
+The server is uvicorn on 127.0.0.1, on a socket bound before it starts (so the port is known
+and free), in a background thread. Start-up and shut-down wait on events, never on sleeps.
+Tests talk to it over real loopback HTTP (``srv.base_url``), move its time (``srv.clock``) and
+look straight into its database (``srv.store``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from billing_ui.core._constants import LOCAL_SECRET_KEY
+from billing_ui.server.app import create_app
+from billing_ui.server.clock import Clock, ManualClock
+from billing_ui.server.plans import Plans, load_plans
+from billing_ui.server.seed import seed_demo_customers
+from billing_ui.server.store import Store
+
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0
+
+
+@dataclass
+class RunningServer:
+    """A live server: where it listens, its key, its clock and its database."""
+
+    base_url: str
+    api_key: str
+    clock: Clock
+    store: Store
+    app: FastAPI
+    plans: Plans
+    _headers: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def manual_clock(self) -> ManualClock:
+        """The clock as a :class:`ManualClock` (the default), to ``set``/``advance`` it."""
+        if not isinstance(self.clock, ManualClock):
+            raise TypeError("this server runs on a real clock")
+        return self.clock
+
+    def auth(self, credential: str | None = None) -> dict[str, str]:
+        """``Authorization`` header for the secret key (or the given token)."""
+        return {"Authorization": f"Bearer {credential or self.api_key}"}
+
+    def client(self, credential: str | None = None, **kwargs: Any) -> httpx.Client:
+        """A plain httpx client for this server, authenticated with the secret key (or the
+        given session token)."""
+        return httpx.Client(base_url=self.base_url, headers=self.auth(credential), **kwargs)
+
+
+class _ThreadedServer(uvicorn.Server):
+    """uvicorn that signals when it is up and stops as soon as it is told (no polling)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        try:
+            await super().startup(sockets=sockets)
+        finally:
+            self.ready.set()
+
+    async def main_loop(self) -> None:
+        assert self._stop is not None
+        while not await self.on_tick(0):  # refreshes the Date header, honours should_exit
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=1.0)
+
+    def stop(self) -> None:
+        self.should_exit = True
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+
+@contextmanager
+def running_server(
+    *,
+    db_path: str | Path,
+    plans: Plans | str | Path | None = None,
+    api_key: str = LOCAL_SECRET_KEY,
+    clock: Clock | None = None,
+    rate_limit_per_minute: int = 0,
+    port: int = 0,
+    seed: bool = False,
+) -> Iterator[RunningServer]:
+    """Serve the billing API on ``127.0.0.1:port`` (0: a free port) until the block ends.
+
+    ``plans``: a :class:`Plans`, a path to a plans TOML, or ``None`` for the packaged sample.
+    ``clock``: defaults to a :class:`ManualClock` at the current time, so time stands still
+    unless the test moves it. ``seed``: create the plans' demo customers first.
+    """
+    catalogue = plans if isinstance(plans, Plans) else load_plans(plans)
+    the_clock = clock if clock is not None else ManualClock()
+    store = Store(db_path)
+    # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose proto
+    # says TCP, and without it every response waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        app = create_app(
+            store=store,
+            plans=catalogue,
+            clock=the_clock,
+            api_key=api_key,
+            rate_limit_per_minute=rate_limit_per_minute,
+        )
+        if seed:
+            seed_demo_customers(app.state.service)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        server = _ThreadedServer(config)
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            try:
+                server.run(sockets=[sock])
+            except BaseException as exc:  # includes uvicorn's SystemExit on start-up failure
+                failure.append(exc)
+            finally:
+                server.ready.set()
+
+        thread = threading.Thread(target=serve, name="billing-server", daemon=True)
+        thread.start()
+        if not server.ready.wait(START_TIMEOUT_S) or not server.started:
+            server.stop()
+            thread.join(STOP_TIMEOUT_S)
+            raise RuntimeError(f"the billing server did not start: {failure or 'timeout'}")
+        host, bound_port = sock.getsockname()[:2]
+        try:
+            yield RunningServer(
+                base_url=f"http://{host}:{bound_port}",
+                api_key=api_key,
+                clock=the_clock,
+                store=store,
+                app=app,
+                plans=catalogue,
+            )
+        finally:
+            server.stop()
+            thread.join(STOP_TIMEOUT_S)
+            if thread.is_alive():
+                raise RuntimeError("the billing server did not stop in time")
+    finally:
+        sock.close()
+        store.close()
+
+
+def create_customer(
+    server: RunningServer,
+    products: Sequence[str] = ("pro",),
+    *,
+    customer_id: str | None = None,
+    status: str = "active",
+) -> str:
+    """PUT a customer (a unique ``cus_test_…`` id unless given) with ``products``; its id."""
+    cid = customer_id or f"cus_test_{uuid.uuid4().hex[:12]}"
+    response = httpx.put(
+        f"{server.base_url}/v1/customers/{cid}",
+        json={"products": list(products), "status": status},
+        headers=server.auth(),
+    )
+    response.raise_for_status()
+    return cid
+
+
+def mint_session_token(server: RunningServer, customer_id: str, expires_in: int = 3600) -> str:
+    """A session token for ``customer_id``, minted through the API."""
+    response = httpx.post(
+        f"{server.base_url}/v1/session-tokens",
+        json={"externalUserId": customer_id, "expiresIn": expires_in},
+        headers=server.auth(),
+    )
+    response.raise_for_status()
+    token: str = response.json()["sessionToken"]
+    return token
