@@ -1,0 +1,134 @@
+"""The hooks' data layer without a framework: cached, deduplicated queries and a mutation that
+invalidates them — TanStack Query's contract, for any Python web UI.
+
+``useUsageMetrics``      -> :meth:`BillingQueries.usage_metrics`
+``useFeatureEntitlements`` -> :meth:`BillingQueries.entitlements`
+``useFeature``           -> :meth:`BillingQueries.feature_check`
+``useTrackUsage``        -> :meth:`BillingQueries.track_usage` (patches the cached metric with the
+                            usage the server returned, then invalidates what the track affects)
+
+Metrics are fetched whole per customer and filtered here: one cache entry then serves every
+filtered view, and BillingOS's server-side filter is unreliable anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from billing_ui.core.cache import CacheEntry, QueryCache
+from billing_ui.core.client import AsyncBillingClient
+from billing_ui.core.models import (
+    FeatureCheck,
+    FeatureEntitlement,
+    TrackUsageResult,
+    UsageMetric,
+    UsageSnapshot,
+)
+
+METRICS = "usage-metrics"
+ENTITLEMENTS = "entitlements"
+FEATURE_CHECK = "feature-check"
+
+
+class BillingQueries:
+    """Cached reads and invalidating writes over an :class:`AsyncBillingClient`.
+
+    ``client`` is a client or a zero-argument callable returning one (so a framework can keep one
+    client per event loop).
+    """
+
+    def __init__(
+        self,
+        client: AsyncBillingClient | Callable[[], AsyncBillingClient],
+        cache: QueryCache | None = None,
+    ) -> None:
+        self._client = client
+        self.cache = cache if cache is not None else QueryCache()
+
+    @property
+    def client(self) -> AsyncBillingClient:
+        return self._client if isinstance(self._client, AsyncBillingClient) else self._client()
+
+    async def usage_metrics(
+        self, customer_id: str, *, stale_time: float = 30.0
+    ) -> CacheEntry[list[UsageMetric]]:
+        client = self.client
+        return await self.cache.fetch(
+            (METRICS, customer_id),
+            lambda: client.get_usage_metrics(customer_id=customer_id),
+            stale_time=stale_time,
+        )
+
+    async def entitlements(
+        self, customer_id: str, *, stale_time: float = 300.0
+    ) -> CacheEntry[list[FeatureEntitlement]]:
+        client = self.client
+        return await self.cache.fetch(
+            (ENTITLEMENTS, customer_id),
+            lambda: client.get_entitlements(customer_id=customer_id),
+            stale_time=stale_time,
+        )
+
+    async def feature_check(
+        self, customer_id: str, feature_key: str, *, stale_time: float = 30.0
+    ) -> CacheEntry[FeatureCheck]:
+        client = self.client
+        return await self.cache.fetch(
+            (FEATURE_CHECK, customer_id, feature_key),
+            lambda: client.check_feature(customer_id=customer_id, feature_key=feature_key),
+            stale_time=stale_time,
+        )
+
+    async def track_usage(
+        self,
+        customer_id: str,
+        feature_key: str,
+        quantity: float,
+        *,
+        metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> TrackUsageResult:
+        result = await self.client.track_usage(
+            customer_id=customer_id,
+            feature_key=feature_key,
+            quantity=quantity,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+        )
+        self.after_track(customer_id, result)
+        return result
+
+    def after_track(self, customer_id: str, result: TrackUsageResult) -> None:
+        """Patch the cached metric from the returned usage, then invalidate (TanStack's
+        ``onSuccess: invalidateQueries``): the next read of any view asks the server again."""
+        if result.usage is not None:
+            usage = result.usage
+            self.cache.set_data(
+                (METRICS, customer_id),
+                lambda metrics: [
+                    apply_usage(m, usage) if m.feature_key == result.feature_key else m
+                    for m in metrics
+                ],
+            )
+        self.cache.invalidate((METRICS, customer_id))
+        self.cache.invalidate((FEATURE_CHECK, customer_id, result.feature_key))
+
+
+def filter_metrics(metrics: list[UsageMetric], feature_key: str | None) -> list[UsageMetric]:
+    return metrics if feature_key is None else [m for m in metrics if m.feature_key == feature_key]
+
+
+def apply_usage(metric: UsageMetric, usage: UsageSnapshot) -> UsageMetric:
+    """The metric as it is after a track, from the usage the server returned with it."""
+    if metric.unlimited:
+        return metric.model_copy(update={"consumed": usage.consumed_units})
+    limit = metric.limit or 0.0
+    consumed = usage.consumed_units
+    return metric.model_copy(
+        update={
+            "consumed": consumed,
+            "remaining": max(limit - consumed, 0.0),
+            "percentage_used": round(consumed / limit * 100, 2) if limit else 0.0,
+        }
+    )

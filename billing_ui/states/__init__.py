@@ -1,0 +1,25 @@
+"""The BillingOS React hooks as Reflex states (see each module's docstring).
+
+| React hook                  | state                          |
+|-----------------------------|--------------------------------|
+| ``useTrackUsage``           | :class:`TrackUsageState`       |
+| ``useUsageMetrics``         | :class:`UsageMetricsState`     |
+| ``useFeatureEntitlements``  | :class:`FeatureEntitlementsState` |
+| ``useFeature``              | ``FeatureEntitlementsState.check`` / ``.checks`` |
+"""
+
+from billing_ui.states.entitlements import FeatureEntitlementsState
+from billing_ui.states.metrics import UsageMetricsState
+from billing_ui.states.settings import BillingSettings, TrackRule, configure, get_settings
+from billing_ui.states.track import TrackUsageState, validate_browser_track
+
+__all__ = [
+    "BillingSettings",
+    "FeatureEntitlementsState",
+    "TrackRule",
+    "TrackUsageState",
+    "UsageMetricsState",
+    "configure",
+    "get_settings",
+    "validate_browser_track",
+]

@@ -1,0 +1,198 @@
+"""A feature's consumption over the current period, for ``usage_chart`` (an extension of the
+BillingOS API: ``GET /v1/usage/history``; a hosted BillingOS answers it with an error, which the
+chart shows instead of a graph).
+
+Histories go through the shared query cache like the other queries (one upstream request per
+customer, feature and interval, however many tabs). A chart registers its feature with
+``load(feature_key)`` on mount; the page's ``on_load=UsageHistoryState.poll`` keeps every
+registered feature fresh. A history is refetched early when its last cumulative total no longer
+matches the customer's metric (usage was tracked since), so the chart follows the meters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any, Final
+
+import reflex as rx
+
+from billing_ui.core.customer import NoCustomerError
+from billing_ui.core.errors import BillingError, InvalidInputError
+from billing_ui.core.models import UsageHistory, UsageMetric
+from billing_ui.core.validation import check_feature_key
+from billing_ui.states import _runtime as rt
+from billing_ui.states.settings import get_settings
+
+HISTORY: Final = "usage-history"
+BUCKETS: Final = ("day", "hour")
+MAX_WATCHED: Final = 16
+"""Features one tab may chart at once: ``load`` is public, so the list must be bounded."""
+
+
+@dataclasses.dataclass
+class HistoryPointView:
+    label: str = ""
+    at: str = ""
+    quantity: float = 0.0
+    cumulative: float = 0.0
+
+
+@dataclasses.dataclass
+class HistoryView:
+    feature_key: str = ""
+    bucket: str = "day"
+    period_start: str = ""
+    period_end: str = ""
+    total: float = 0.0
+    points: list[HistoryPointView] = dataclasses.field(default_factory=list)
+
+
+def history_id(feature_key: str, bucket: str = "day") -> str:
+    """The key of a chart's data in ``UsageHistoryState.histories``: the feature key for daily
+    buckets, ``"key@hour"`` for hourly ones ('@' cannot occur in a feature key)."""
+    return feature_key if bucket == "day" else f"{feature_key}@{bucket}"
+
+
+def parse_history_id(value: str) -> tuple[str, str]:
+    """``history_id`` reversed, validating both parts (the id comes from the browser)."""
+    key, _, bucket = value.partition("@")
+    bucket = bucket or "day"
+    if bucket not in BUCKETS:
+        raise InvalidInputError.single("bucket", "one_of", f"must be one of {', '.join(BUCKETS)}")
+    return check_feature_key(key), bucket
+
+
+def history_view(history: UsageHistory) -> HistoryView:
+    fmt = "%H:%M" if history.bucket == "hour" else "%b %d"
+    points = [
+        HistoryPointView(
+            label=p.at.strftime(fmt),
+            at=p.at.isoformat(),
+            quantity=p.quantity,
+            cumulative=p.cumulative,
+        )
+        for p in history.points
+    ]
+    return HistoryView(
+        feature_key=history.feature_key,
+        bucket=history.bucket,
+        period_start=history.period_start.isoformat(),
+        period_end=history.period_end.isoformat(),
+        total=points[-1].cumulative if points else 0.0,
+        points=points,
+    )
+
+
+async def fetch_history(
+    customer: str, feature_key: str, bucket: str, *, force: bool
+) -> UsageHistory:
+    """The history through the shared cache; refetched when forced or when it disagrees with
+    the cached metric of the same feature (usage was tracked after it was fetched)."""
+    key = (HISTORY, customer, feature_key, bucket)
+    cached = rt.queries.cache.peek(key)
+    if force or (cached is not None and _behind(cached.data, customer, feature_key)):
+        rt.queries.cache.invalidate(key)
+    client = rt.queries.client
+    entry = await rt.queries.cache.fetch(
+        key,
+        lambda: client.get_usage_history(
+            customer_id=customer,
+            feature_key=feature_key,
+            bucket=bucket,  # type: ignore[arg-type]
+        ),
+        stale_time=get_settings().refresh_interval * 0.9,
+    )
+    data: UsageHistory = entry.data
+    return data
+
+
+def _behind(history: UsageHistory, customer: str, feature_key: str) -> bool:
+    metrics = rt.queries.cache.peek((rt.METRICS, customer))
+    if metrics is None:
+        return False
+    metric: UsageMetric | None = next(
+        (m for m in metrics.data if m.feature_key == feature_key), None
+    )
+    total = history.points[-1].cumulative if history.points else 0.0
+    return metric is not None and abs(metric.consumed - total) > 1e-9
+
+
+class UsageHistoryState(rx.State):
+    """Vars: ``histories`` and ``errors`` by :func:`history_id` (the feature key for daily
+    buckets), ``loading`` (ids without data yet)."""
+
+    histories: dict[str, HistoryView] = {}  # noqa: RUF012 - Reflex vars are declared this way
+    errors: dict[str, str] = {}  # noqa: RUF012
+    loading: list[str] = []  # noqa: RUF012
+    _watched: list[str] = []  # noqa: RUF012
+    _customer: str = ""
+    _poll_generation: int = 0
+
+    @rx.event(background=True)
+    async def load(self, history: Any) -> None:
+        """Chart ``history`` (a :func:`history_id`; validated, as it comes from the browser)
+        and fetch it now."""
+        try:
+            ident = history_id(*parse_history_id(str(history)))
+        except InvalidInputError:
+            return
+        async with self:
+            if ident not in self._watched:
+                if len(self._watched) >= MAX_WATCHED:
+                    return
+                self._watched = [*self._watched, ident]
+            if ident not in self.histories and ident not in self.loading:
+                self.loading = [*self.loading, ident]
+        await self._refresh([ident], force=False)
+
+    @rx.event(background=True)
+    async def refetch(self, history: Any) -> None:
+        try:
+            ident = history_id(*parse_history_id(str(history)))
+        except InvalidInputError:
+            return
+        await self._refresh([ident], force=True)
+
+    @rx.event(background=True)
+    async def poll(self) -> None:
+        """Page ``on_load``: refresh every charted history each ``refresh_interval`` seconds
+        while the tab is open (same lifecycle as ``UsageMetricsState.poll``)."""
+        async with self:
+            self._poll_generation += 1
+            generation = self._poll_generation
+        interval = get_settings().refresh_interval
+        while True:
+            await asyncio.sleep(interval)
+            async with self:
+                superseded = self._poll_generation != generation
+                watched = list(self._watched)
+            if superseded or not await rt.is_tab_connected(self):
+                return
+            await self._refresh(watched, force=False)
+
+    async def _refresh(self, idents: list[str], *, force: bool) -> None:
+        async with self:
+            try:
+                customer = await rt.current_customer(self)
+            except NoCustomerError as exc:
+                self._customer, self.histories, self.loading = "", {}, []
+                self.errors = dict.fromkeys(idents, rt.message_for(exc))
+                return
+            if customer != self._customer:
+                self._customer, self.histories = customer, {}
+                self.loading = list(self._watched)
+        for ident in idents:
+            try:
+                history = await fetch_history(customer, *parse_history_id(ident), force=force)
+            except BillingError as exc:
+                async with self:
+                    self.errors = {**self.errors, ident: rt.message_for(exc)}
+                    self.loading = [k for k in self.loading if k != ident]
+                continue
+            async with self:
+                if self._customer != customer:
+                    return
+                self.histories = {**self.histories, ident: history_view(history)}
+                self.errors = {k: v for k, v in self.errors.items() if k != ident}
+                self.loading = [k for k in self.loading if k != ident]

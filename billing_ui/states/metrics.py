@@ -1,0 +1,122 @@
+"""``useUsageMetrics(featureKey?)`` as a Reflex state: the customer's meters, kept fresh.
+
+A page that shows live usage registers the refresh loop as its ``on_load``::
+
+    app.add_page(dashboard, on_load=UsageMetricsState.poll)
+
+Why ``on_load`` and a background task (measured on Reflex 0.10, see docs/architecture.md): Reflex
+runs a page's ``on_load`` chain once per tab, cancels it when the tab disconnects or navigates,
+and starts it again after a reconnect. So the loop runs while the tab is open, stops within one
+interval after it closes, and never runs twice for one tab. A generation counter and a
+connection check guard the rest (a client calling ``poll`` by hand).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import reflex as rx
+
+from billing_ui.core.customer import NoCustomerError
+from billing_ui.core.errors import BillingError
+from billing_ui.states import _runtime as rt
+from billing_ui.states.settings import get_settings
+from billing_ui.states.views import MetricView, metric_view
+
+
+class UsageMetricsState(rx.State):
+    """Vars: ``metrics`` (all of the customer's meters), ``metrics_by_key``, ``is_loading``
+    (no data yet), ``is_fetching`` (any refresh in flight), ``error`` (last failure; the last
+    good data stays), ``updated_at`` / ``data_updated_at`` (when the data was fetched)."""
+
+    metrics: list[MetricView] = []  # noqa: RUF012 - Reflex vars are declared this way
+    is_loading: bool = True
+    is_fetching: bool = False
+    error: str = ""
+    updated_at: str = ""
+    data_updated_at: float = 0.0
+    _poll_generation: int = 0
+    _customer: str = ""
+
+    @rx.var
+    def metrics_by_key(self) -> dict[str, MetricView]:
+        return {m.feature_key: m for m in self.metrics}
+
+    @rx.var
+    def near_limit(self) -> list[MetricView]:
+        """Metrics at >= 80 % of their limit, for the upgrade nudge."""
+        return [m for m in self.metrics if m.level in ("near", "over")]
+
+    @rx.event(background=True)
+    async def poll(self) -> None:
+        """Refresh now and then every ``refresh_interval`` seconds while the tab is open."""
+        async with self:
+            self._poll_generation += 1
+            generation = self._poll_generation
+        interval = get_settings().refresh_interval
+        while True:
+            await self._refresh(force=False)
+            await asyncio.sleep(interval)
+            async with self:
+                superseded = self._poll_generation != generation
+            if superseded or not await rt.is_tab_connected(self):
+                return
+
+    @rx.event(background=True)
+    async def refetch(self) -> None:
+        """Fetch now, bypassing the cache's freshness (still one request for all callers)."""
+        await self._refresh(force=True)
+
+    async def _refresh(self, *, force: bool) -> None:
+        settings = get_settings()
+        async with self:
+            try:
+                customer = await rt.current_customer(self)
+            except NoCustomerError as exc:
+                self._clear(rt.message_for(exc))
+                return
+            if customer != self._customer:
+                self._customer = customer
+                self.metrics, self.is_loading = [], True
+            self.is_fetching = True
+        if force:
+            rt.queries.cache.invalidate((rt.METRICS, customer))
+        try:
+            entry = await rt.queries.usage_metrics(
+                customer, stale_time=settings.refresh_interval * 0.9
+            )
+            hard = await _hard_limited_features(customer)
+        except BillingError as exc:
+            async with self:
+                self.error, self.is_fetching, self.is_loading = rt.message_for(exc), False, False
+            return
+        async with self:
+            if self._customer != customer:
+                return  # the customer changed while we were fetching
+            self.metrics = [metric_view(m, hard_limit=m.feature_key in hard) for m in entry.data]
+            self.data_updated_at = entry.updated_at
+            self.updated_at = rt.iso_now(entry.updated_at)
+            self.error, self.is_fetching, self.is_loading = "", False, False
+        await self._refresh_entitlements_if_stale()
+
+    async def _refresh_entitlements_if_stale(self) -> None:
+        from billing_ui.states.entitlements import FeatureEntitlementsState
+
+        async with self:
+            ent = await self.get_state(FeatureEntitlementsState)
+            due = time.time() - ent.data_updated_at >= get_settings().entitlements_refresh_interval
+        if due:
+            await FeatureEntitlementsState.refresh_for(self)
+
+    def _clear(self, message: str) -> None:
+        self._customer = ""
+        self.metrics, self.error = [], message
+        self.is_loading = self.is_fetching = False
+
+
+async def _hard_limited_features(customer: str) -> set[str]:
+    entry = await rt.queries.entitlements(
+        customer, stale_time=get_settings().entitlements_refresh_interval
+    )
+    return {e.feature_key for e in entry.data if (e.properties or {}).get("hard_limit")}

@@ -1,0 +1,141 @@
+"""``useTrackUsage()`` as a Reflex state: a mutation with pending / success / error vars.
+
+``TrackUsageState.track(feature_key, quantity=1, metadata=None)`` is an event handler, callable
+from any component's trigger::
+
+    rx.button("Call API", on_click=TrackUsageState.track("api_calls", 1))
+
+Any browser can call any public handler with any payload, so everything is checked here, on the
+server: the feature must be in the app's ``trackable`` allowlist, the quantity must pass the core
+rules and the feature's :class:`TrackRule`, metadata is size-capped, and the customer comes from
+the resolver, never from an argument. Each call gets one idempotency key (the caller's
+``metadata["idempotency_key"]``, as in the SDK's example, or a fresh one), reused on retries.
+On success the meter updates at once from the usage the server returned, and the affected
+queries are refetched (TanStack's invalidate-on-success).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import reflex as rx
+
+from billing_ui.core.errors import BillingError, InvalidInputError
+from billing_ui.core.validation import (
+    check_feature_key,
+    check_idempotency_key,
+    check_metadata,
+    check_quantity,
+)
+from billing_ui.states import _runtime as rt
+from billing_ui.states.entitlements import FeatureEntitlementsState
+from billing_ui.states.metrics import UsageMetricsState
+from billing_ui.states.settings import TrackRule, get_settings
+from billing_ui.states.views import TrackResultView, metric_view, track_result_view
+
+
+def validate_browser_track(
+    feature_key: object, quantity: object, metadata: object
+) -> tuple[str, float, dict[str, Any] | None, str]:
+    """Check a track request that came from a browser; returns (key, quantity, metadata,
+    idempotency key) or raises InvalidInputError naming the field and the rule."""
+    key = check_feature_key(feature_key)
+    rule: TrackRule | None = get_settings().trackable.get(key)
+    if rule is None:
+        raise InvalidInputError.single(
+            "feature_key", "allowlist", f"{key!r} may not be tracked from the browser"
+        )
+    amount = check_quantity(quantity)
+    if rule.integer_only and not amount.is_integer():
+        raise InvalidInputError.single("quantity", "integer", "must be a whole number")
+    if amount > rule.max_quantity:
+        raise InvalidInputError.single(
+            "quantity", "max", f"must be at most {rule.max_quantity:g} per call"
+        )
+    meta = check_metadata(metadata)
+    if meta is not None and len(json.dumps(meta).encode()) > rule.metadata_max_bytes:
+        raise InvalidInputError.single(
+            "metadata", "max_bytes", f"must be at most {rule.metadata_max_bytes} bytes"
+        )
+    caller_key = meta.pop("idempotency_key", None) if meta else None
+    idem = check_idempotency_key(caller_key, field="metadata.idempotency_key") or str(uuid.uuid4())
+    return key, amount, meta, idem
+
+
+class TrackUsageState(rx.State):
+    """Vars, as a TanStack mutation: ``is_pending`` (any track in flight), ``pending_features``,
+    ``is_success``, ``is_error``, ``error`` (a sentence for a person), ``last_result``,
+    ``last_feature_key`` (which button the feedback belongs to)."""
+
+    is_pending: bool = False
+    pending_features: list[str] = []  # noqa: RUF012 - Reflex vars are declared this way
+    is_success: bool = False
+    is_error: bool = False
+    error: str = ""
+    last_feature_key: str = ""
+    last_result: TrackResultView = TrackResultView()
+    tracked_count: int = 0
+
+    @rx.event(background=True)  # type: ignore[arg-type]  # Reflex's stub has no **kwargs form
+    async def track(
+        self, feature_key: Any, quantity: Any = 1, metadata: Any = None, **unexpected: Any
+    ) -> AsyncIterator[Any]:
+        """Record usage of ``feature_key`` for the signed-in customer. Any other argument (a
+        ``customer``, say) is refused: the customer comes from the resolver only."""
+        try:
+            if unexpected:
+                name = sorted(unexpected)[0][:64]
+                raise InvalidInputError.single(name, "unknown_argument", "is not an argument")
+            key, amount, meta, idem = validate_browser_track(feature_key, quantity, metadata)
+        except InvalidInputError as exc:
+            async with self:
+                self._finish(str(feature_key)[:64], error=rt.message_for(exc))
+            return
+        async with self:
+            try:
+                customer = await rt.current_customer(self)
+            except (BillingError, LookupError) as exc:
+                self._finish(key, error=rt.message_for(exc))
+                return
+            self.pending_features = [*self.pending_features, key]
+            self.is_pending = True
+        try:
+            result = await rt.queries.track_usage(
+                customer, key, amount, metadata=meta, idempotency_key=idem
+            )
+        except BillingError as exc:
+            async with self:
+                self._finish(key, error=rt.message_for(exc), pending=key)
+            return
+        async with self:
+            self._finish(key, pending=key)
+            self.last_result = track_result_view(result)
+            self.tracked_count += 1
+            metrics = await self.get_state(UsageMetricsState)
+            # Show the server's usage at once (no round trip), then refetch.
+            entry = rt.queries.cache.peek((rt.METRICS, customer))
+            if entry is not None and metrics._customer == customer:
+                hard = {m.feature_key for m in metrics.metrics if m.hard_limit}
+                metrics.metrics = [
+                    metric_view(m, hard_limit=m.feature_key in hard) for m in entry.data
+                ]
+            ent = await self.get_state(FeatureEntitlementsState)
+            if key in ent.checks:
+                ent.checks = {k: v for k, v in ent.checks.items() if k != key}
+        yield UsageMetricsState.refetch
+        yield FeatureEntitlementsState.check(key)  # type: ignore[misc]
+
+    def _finish(self, key: str, *, error: str = "", pending: str | None = None) -> None:
+        if pending is not None:
+            remaining = list(self.pending_features)
+            if pending in remaining:
+                remaining.remove(pending)
+            self.pending_features = remaining
+        self.is_pending = bool(self.pending_features)
+        self.last_feature_key = key
+        self.error = error
+        self.is_error = bool(error)
+        self.is_success = not error
