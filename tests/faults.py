@@ -88,6 +88,7 @@ class SeenRequest:
 
     method: str
     path: str
+    query: str
     headers: dict[str, str]
     body: bytes
     action: ActionKind
@@ -228,9 +229,11 @@ class FaultProxy:
                     return
                 raw, head, body = message
                 method, target, _version = head[0].split(" ", 2)
-                path = urlsplit(target).path
-                action = self._next_action(path)
-                self._record(SeenRequest(method, path, _headers(head), body, action.kind))
+                url = urlsplit(target)
+                action = self._next_action(url.path)
+                self._record(
+                    SeenRequest(method, url.path, url.query, _headers(head), body, action.kind)
+                )
                 if action.kind == "close":
                     return
                 if action.kind == "respond":
