@@ -1,0 +1,163 @@
+"""What any client can send: a raw socket.io client (python-socketio, which ships with Reflex)
+talks to the app's backend the way the browser does, but with payloads no UI would send.
+
+Every refused payload must leave the server's counts unchanged, and nothing the backend sends
+may contain the secret API key.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+import socketio
+from reflex.testing import AppHarness
+
+from billing_ui.server.testing import RunningServer
+from billing_ui.states import TrackUsageState, UsageMetricsState
+from tests.faults import FaultProxy
+
+from .test_states_browser import app, billing  # noqa: F401 - the same app and server fixtures
+
+TRACK = "/v1/usage/track"
+NAMESPACE = "/_event"  # Reflex serves socket.io at this path, in this namespace
+
+
+def backend_url(harness: AppHarness) -> str:
+    assert harness.backend is not None
+    port = harness.backend.servers[0].sockets[0].getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def event_name(handler: Any) -> str:
+    return f"{handler.state_full_name}.{handler.fn.__name__}"
+
+
+class RawClient:
+    """A socket.io client that records everything the backend sends it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.token = str(uuid.uuid4())
+        self.received: list[Any] = []
+        self.sio = socketio.Client(reconnection=False)
+        self.sio.on("event", self._on_event, namespace=NAMESPACE)
+        self._cond = threading.Condition()
+
+    def _on_event(self, data: Any) -> None:
+        with self._cond:
+            self.received.append(data)
+            self._cond.notify_all()
+
+    def __enter__(self) -> RawClient:
+        self.sio.connect(
+            f"{self.url}?token={self.token}",
+            socketio_path=NAMESPACE,
+            namespaces=[NAMESPACE],
+            transports=["websocket"],
+        )
+        self.send("reflex___state____state.hydrate", {})
+        self.wait_for(lambda: any("delta" in r for r in self.received))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sio.disconnect()
+
+    def send(self, name: str, payload: dict[str, Any]) -> None:
+        self.sio.emit(
+            "event",
+            {"name": name, "payload": payload, "router_data": {"pathname": "/", "query": {}}},
+            namespace=NAMESPACE,
+        )
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"condition not met; received {self.received!r}")
+                self._cond.wait(left)
+
+    def track_state(self) -> dict[str, Any]:
+        """The TrackUsageState vars as last sent to this client (merged deltas)."""
+        merged: dict[str, Any] = {}
+        key = TrackUsageState.get_full_name()
+        for update in list(self.received):
+            merged.update((update.get("delta") or {}).get(key) or {})
+        return {k.removesuffix("_rx_state_"): v for k, v in merged.items()}
+
+
+HOSTILE: list[tuple[str, dict[str, Any], str]] = [
+    ("negative", {"feature_key": "api_calls", "quantity": -1}, "quantity"),
+    ("zero", {"feature_key": "api_calls", "quantity": 0}, "quantity"),
+    ("nan", {"feature_key": "api_calls", "quantity": math.nan}, "quantity"),
+    ("huge", {"feature_key": "api_calls", "quantity": 10**30}, "quantity"),
+    ("string", {"feature_key": "api_calls", "quantity": "7"}, "quantity"),
+    ("unknown feature", {"feature_key": "nope", "quantity": 1}, "feature_key"),
+    ("not allowlisted", {"feature_key": "seats", "quantity": 1}, "feature_key"),
+    ("customer argument", {"feature_key": "api_calls", "quantity": 1, "customer": "x"}, "customer"),
+    (
+        "big metadata",
+        {"feature_key": "api_calls", "quantity": 1, "metadata": {"x": "y" * 5000}},
+        "metadata",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "payload", "field"), HOSTILE, ids=[c[0] for c in HOSTILE])
+def test_hostile_payloads_are_refused(
+    app: AppHarness,  # noqa: F811
+    billing: tuple[RunningServer, FaultProxy],  # noqa: F811
+    case: str,
+    payload: dict[str, Any],
+    field: str,
+) -> None:
+    server, proxy = billing
+    before = consumed(server)
+    tracks = len(proxy.seen(TRACK))
+
+    with RawClient(backend_url(app)) as client:
+        client.send(event_name(TrackUsageState.track), payload)
+        client.wait_for(lambda: client.track_state().get("is_error") is True)
+        state = client.track_state()
+    assert field in state["error"], state["error"]
+    assert len(proxy.seen(TRACK)) == tracks, "a refused track reached the billing API"
+    assert consumed(server) == before
+
+
+def test_the_api_key_never_reaches_the_client(
+    app: AppHarness,  # noqa: F811
+    billing: tuple[RunningServer, FaultProxy],  # noqa: F811
+) -> None:
+    server, _ = billing
+
+    with RawClient(backend_url(app)) as client:
+        client.send(event_name(UsageMetricsState.refetch), {})
+        client.send(event_name(TrackUsageState.track), {"feature_key": "api_calls"})
+        client.wait_for(lambda: client.track_state().get("is_success") is True)
+        received = list(client.received)
+    wire = json.dumps(received)
+    assert "api_calls" in wire  # we did receive billing data
+    assert server.api_key not in wire
+    assert "sk_test" not in wire and "bos_session_" not in wire
+
+
+def consumed(server: RunningServer) -> float:
+    r = httpx.get(
+        f"{server.base_url}/v1/usage/metrics",
+        params={"customer_id": os.environ["BUI_E2E_CUSTOMER"], "feature_key": "api_calls"},
+        headers=server.auth(),
+    )
+    r.raise_for_status()
+    return float(
+        next(m["consumed"] for m in r.json()["metrics"] if m["feature_key"] == "api_calls")
+    )
