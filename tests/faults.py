@@ -37,7 +37,7 @@ from types import TracebackType
 from typing import Literal
 from urllib.parse import urlsplit
 
-ActionKind = Literal["forward", "respond", "drop_response", "close"]
+ActionKind = Literal["forward", "respond", "drop_response", "close", "stall"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,12 @@ def drop_response() -> Action:
 def close() -> Action:
     """Close the client's connection as soon as the request arrives, without forwarding it."""
     return Action("close")
+
+
+def stall() -> Action:
+    """Hold the request without forwarding or answering until the client gives up and closes
+    the connection (a hung server: the client's timeout must fire)."""
+    return Action("stall")
 
 
 @dataclass(frozen=True)
@@ -235,6 +241,9 @@ class FaultProxy:
                     SeenRequest(method, url.path, url.query, _headers(head), body, action.kind)
                 )
                 if action.kind == "close":
+                    return
+                if action.kind == "stall":
+                    await reader.read()  # until the client closes the connection
                     return
                 if action.kind == "respond":
                     writer.write(_response(action))
