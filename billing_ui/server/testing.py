@@ -85,6 +85,16 @@ class _ThreadedServer(uvicorn.Server):
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=1.0)
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's shutdown, without its fixed 0.1 s pause: by the time a test leaves the
+        ``with`` block its requests have been answered, so idle connections are just closed."""
+        for server in self.servers:
+            server.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        for server in self.servers:
+            await server.wait_closed()
+
     def stop(self) -> None:
         self.should_exit = True
         if self._loop is not None and self._stop is not None and not self._loop.is_closed():

@@ -1,0 +1,43 @@
+"""Fixtures shared by every test folder: a real local billing server over loopback HTTP.
+
+* ``billing_server`` — a fresh server and database for one test (clock: a ManualClock at the
+  current time, standing still unless the test moves it: ``billing_server.manual_clock``).
+* ``shared_billing_server`` — one server for the whole session; isolate with fresh customers.
+* ``fresh_customer`` — a new customer subscribed to ``pro`` on ``billing_server``.
+
+More helpers (``create_customer``, ``mint_session_token``) are in billing_ui.server.testing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from billing_ui.server.testing import RunningServer
+
+
+@pytest.fixture
+def billing_server(tmp_path: Path) -> Iterator[RunningServer]:
+    from billing_ui.server.testing import running_server
+
+    with running_server(db_path=tmp_path / "billing.db") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def shared_billing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    from billing_ui.server.testing import running_server
+
+    with running_server(db_path=tmp_path_factory.mktemp("billing") / "billing.db") as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_customer(billing_server: RunningServer) -> str:
+    from billing_ui.server.testing import create_customer
+
+    return create_customer(billing_server, ["pro"])

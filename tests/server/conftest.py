@@ -1,0 +1,96 @@
+"""Fixtures for the server tests: a server on a ManualClock at a fixed instant, a client
+with the secret key, and factories for customers and session tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from billing_ui.server.clock import ManualClock
+from billing_ui.server.testing import (
+    RunningServer,
+    create_customer,
+    mint_session_token,
+    running_server,
+)
+
+T0 = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
+"""A Sunday in the middle of a month: far from every period boundary."""
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(T0)
+
+
+@pytest.fixture
+def server(tmp_path: Path, clock: ManualClock) -> Iterator[RunningServer]:
+    with running_server(db_path=tmp_path / "billing.db", clock=clock) as srv:
+        yield srv
+
+
+@pytest.fixture
+def api(server: RunningServer) -> Iterator[httpx.Client]:
+    """httpx client with the secret key."""
+    with server.client() as client:
+        yield client
+
+
+@pytest.fixture
+def customer(server: RunningServer) -> Callable[..., str]:
+    """``customer("free")`` -> the id of a new customer subscribed to those products."""
+
+    def make(*products: str, status: str = "active", customer_id: str | None = None) -> str:
+        return create_customer(server, products or ("pro",), status=status, customer_id=customer_id)
+
+    return make
+
+
+@pytest.fixture
+def session(server: RunningServer) -> Iterator[Callable[..., httpx.Client]]:
+    """``session(customer_id)`` -> an httpx client holding a session token for it."""
+    clients: list[httpx.Client] = []
+
+    def make(customer_id: str, expires_in: int = 3600) -> httpx.Client:
+        client = server.client(mint_session_token(server, customer_id, expires_in))
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def track(
+    api: httpx.Client, customer_id: str, feature_key: str, quantity: Any, **extra: Any
+) -> httpx.Response:
+    body = {"customer_id": customer_id, "feature_key": feature_key, "quantity": quantity, **extra}
+    return api.post("/v1/usage/track", json=body)
+
+
+def metric(api: httpx.Client, customer_id: str, feature_key: str) -> dict[str, Any]:
+    response = api.get(
+        "/v1/usage/metrics", params={"customer_id": customer_id, "feature_key": feature_key}
+    )
+    assert response.status_code == 200, response.text
+    (only,) = response.json()["metrics"]
+    return dict(only)
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The response is a BillingOS envelope with this status and code; returns ``error``."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["statusCode"] == status
+    error = body["error"]
+    assert error["code"] == code, body
+    assert error["requestId"] == response.headers["x-request-id"]
+    assert error["requestId"].startswith("req_")
+    assert error["timestamp"].endswith("Z")
+    assert isinstance(error["message"], str) and error["message"]
+    return dict(error)
