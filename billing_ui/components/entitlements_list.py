@@ -1,0 +1,85 @@
+"""``entitlements_list``: what the customer's plan grants (``useFeatureEntitlements``), as a
+table of features with their type and limit."""
+# mypy: disable-error-code="attr-defined,no-any-return"
+# (Reflex types fields of a Var[dataclass] and its component factories loosely.)
+
+from __future__ import annotations
+
+from typing import Any
+
+import reflex as rx
+from reflex_base.vars.base import Var
+
+from billing_ui.components import styles
+from billing_ui.components._format import number
+from billing_ui.states.entitlements import FeatureEntitlementsState
+from billing_ui.states.views import EntitlementView
+
+TYPE_LABEL = {"boolean": "Feature", "metered": "Usage quota", "static": "Limit"}
+
+
+def entitlements_list(*, show_plan: bool = True, **props: Any) -> rx.Component:
+    """Every feature the signed-in customer is entitled to. Loads on mount (cached)::
+
+    rx.card(rx.heading("Your plan"), entitlements_list())
+    """
+    headers = ["Feature", "Type", "Allowance", *(["Plan"] if show_plan else [])]
+    return rx.box(
+        rx.cond(
+            FeatureEntitlementsState.is_loading,
+            rx.skeleton(rx.box(height="8em", width="100%"), loading=True),
+            rx.cond(
+                FeatureEntitlementsState.entitlements.length() > 0,
+                rx.table.root(
+                    rx.table.header(
+                        rx.table.row(*[rx.table.column_header_cell(h) for h in headers])
+                    ),
+                    rx.table.body(
+                        rx.foreach(
+                            FeatureEntitlementsState.entitlements,
+                            lambda e: _row(e, show_plan),
+                        )
+                    ),
+                    variant="surface",
+                    size="2",
+                    width="100%",
+                ),
+                rx.text(
+                    "No features: the customer has no active plan.",
+                    data_testid="entitlements-empty",
+                    **styles.MUTED_TEXT,
+                ),
+            ),
+        ),
+        on_mount=FeatureEntitlementsState.load,
+        data_testid="entitlements-list",
+        width="100%",
+        **props,
+    )
+
+
+def _row(ent: Var[EntitlementView], show_plan: bool) -> rx.Component:
+    allowance = rx.match(
+        ent.type,
+        ("boolean", rx.text("Included")),
+        rx.cond(ent.has_limit, rx.text(number(ent.limit)), rx.text("Unlimited")),
+    )
+    status = rx.cond(
+        ent.enabled,
+        rx.fragment(),
+        rx.badge("inactive", color_scheme="gray", variant="soft", margin_left="0.5em"),
+    )
+    cells = [
+        rx.table.row_header_cell(rx.text(ent.feature_title, weight="medium"), status),
+        rx.table.cell(
+            rx.badge(
+                rx.match(ent.type, *TYPE_LABEL.items(), ent.type),
+                variant="soft",
+                color_scheme=rx.match(ent.type, ("boolean", "grass"), ("metered", "blue"), "gray"),
+            )
+        ),
+        rx.table.cell(allowance),
+    ]
+    if show_plan:
+        cells.append(rx.table.cell(rx.text(ent.product_name, **styles.MUTED_TEXT)))
+    return rx.table.row(*cells, data_testid="entitlement", data_feature_key=ent.feature_key)

@@ -1,0 +1,115 @@
+"""``usage_chart``: a feature's cumulative consumption over the current period, against its
+limit — the "when will we run out" view the meters cannot give.
+
+Recharts (bundled with Reflex) draws it; the data is :class:`UsageHistoryState`'s, loaded when
+the chart mounts and kept fresh by the page's ``on_load=UsageHistoryState.poll``.
+"""
+# mypy: disable-error-code="attr-defined,no-any-return"
+# (Reflex types fields of a Var[dataclass] and its component factories loosely.)
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import reflex as rx
+from reflex_base.vars.base import Var
+
+from billing_ui.components import styles
+from billing_ui.components._format import number
+from billing_ui.states.history import UsageHistoryState, history_id
+from billing_ui.states.metrics import UsageMetricsState
+
+
+def usage_chart(
+    feature_key: str,
+    *,
+    bucket: Literal["day", "hour"] = "day",
+    title: str | None = None,
+    height: int = styles.CHART_HEIGHT,
+    show_limit: bool = True,
+    **props: Any,
+) -> rx.Component:
+    """An area chart of ``feature_key``'s running total over the period, per day (or per hour
+    for a feature that resets daily), with the plan's limit as a dashed line::
+
+        app.add_page(dashboard, on_load=[UsageMetricsState.poll, UsageHistoryState.poll])
+        usage_chart("api_calls", title="API calls this month")
+        usage_chart("ai_tokens", bucket="hour")
+    """
+    ident = history_id(feature_key, bucket)
+    history = UsageHistoryState.histories[ident]
+    metric = UsageMetricsState.metrics_by_key[feature_key]
+    has_metric = UsageMetricsState.metrics_by_key.contains(feature_key)
+    # Always rendered (recharts looks for its children by type; a conditional wrapper would
+    # hide the line): without a finite limit ``y`` is undefined and nothing is drawn.
+    has_limit = has_metric & ~metric.unlimited & (metric.limit > 0)
+    limit_line = (
+        [
+            rx.recharts.reference_line(
+                y=rx.cond(has_limit, metric.limit, Var.create(None)).to(int),
+                label="Limit",
+                if_overflow="extendDomain",
+                **styles.CHART_LIMIT,
+            )
+        ]
+        if show_limit
+        else []
+    )
+    chart = rx.recharts.area_chart(
+        rx.recharts.cartesian_grid(stroke_dasharray="3 3", stroke="var(--gray-a5)"),
+        rx.recharts.x_axis(data_key="label", **styles.CHART_AXIS),
+        rx.recharts.y_axis(**styles.CHART_AXIS, width=56),
+        rx.recharts.graphing_tooltip(
+            content_style={
+                "background": "var(--color-panel-solid)",
+                "border": "1px solid var(--gray-a6)",
+                "border_radius": "var(--radius-3)",
+                "color": "var(--gray-12)",
+            },
+        ),
+        rx.recharts.area(
+            data_key="cumulative",
+            name="Used",
+            type_="monotone",
+            stroke_width=2,
+            is_animation_active=False,
+            **styles.CHART_AREA,
+        ),
+        *limit_line,
+        data=history.points.to(list[dict[str, Any]]),
+        height=height,
+        width="100%",
+        margin={"top": 10, "right": 16, "bottom": 0, "left": 0},
+    )
+    heading = title if title is not None else rx.cond(has_metric, metric.feature_title, feature_key)
+    return rx.vstack(
+        rx.hstack(
+            rx.text(heading, weight="medium", size="3"),
+            rx.spacer(),
+            rx.cond(
+                UsageHistoryState.histories.contains(ident),
+                rx.text(f"{number(history.total)} this period", **styles.MUTED_TEXT),
+            ),
+            width="100%",
+            align="baseline",
+        ),
+        rx.cond(
+            UsageHistoryState.histories.contains(ident),
+            rx.box(chart, width="100%", height=f"{height}px"),
+            rx.cond(
+                UsageHistoryState.errors.contains(ident),
+                rx.center(
+                    rx.text(UsageHistoryState.errors[ident], **styles.MUTED_TEXT),
+                    height=f"{height}px",
+                    width="100%",
+                    data_testid="chart-error",
+                ),
+                rx.skeleton(rx.box(height=f"{height}px", width="100%"), loading=True),
+            ),
+        ),
+        on_mount=UsageHistoryState.load(ident),  # type: ignore[misc]
+        spacing="3",
+        data_testid="usage-chart",
+        data_feature_key=feature_key,
+        **styles.merge(styles.CARD, props),
+    )

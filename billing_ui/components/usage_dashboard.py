@@ -1,0 +1,125 @@
+"""``usage_dashboard``: a responsive grid of meters with loading, error and empty states.
+
+Filtering happens in the browser over the one ``UsageMetricsState.metrics`` list (BillingOS's
+server-side filter is unreliable, and one fetch then serves every dashboard of a page), so
+several filtered dashboards on one page cost nothing extra.
+"""
+# mypy: disable-error-code="attr-defined,no-any-return"
+# (Reflex types fields of a Var[dataclass] and its component factories loosely.)
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import reflex as rx
+from reflex_base.vars.base import Var
+
+from billing_ui.components import styles
+from billing_ui.components.usage_meter import usage_meter
+from billing_ui.states.metrics import UsageMetricsState
+from billing_ui.states.views import MetricView
+
+
+def usage_dashboard(
+    feature_key: str | Sequence[str] | None = None,
+    *,
+    columns: Any = styles.GRID_COLUMNS,
+    empty_text: str = "No usage to show yet.",
+    skeletons: int = 3,
+    **props: Any,
+) -> rx.Component:
+    """All of the customer's meters, or only ``feature_key`` (one key or several).
+
+    While the first load runs it shows skeleton cards; on a failure an error callout with a
+    Retry button sits above the last good meters (they stay visible); with no metric to show,
+    ``empty_text``. The page must keep the metrics fresh (``on_load=UsageMetricsState.poll``)::
+
+        app.add_page(dashboard, on_load=UsageMetricsState.poll)
+
+        def dashboard() -> rx.Component:
+            return rx.vstack(
+                usage_dashboard(),                              # every meter
+                usage_dashboard(["api_calls", "ai_tokens"]),    # just these two
+            )
+    """
+    metrics = _select(feature_key)
+    return rx.vstack(
+        rx.cond(UsageMetricsState.error != "", error_callout()),
+        rx.cond(
+            UsageMetricsState.is_loading,
+            _skeleton_grid(skeletons, columns),
+            rx.cond(
+                metrics.length() > 0,
+                rx.grid(rx.foreach(metrics, usage_meter), columns=columns, **styles.GRID),
+                _empty(empty_text),
+            ),
+        ),
+        spacing="3",
+        width="100%",
+        data_testid="usage-dashboard",
+        aria_busy=UsageMetricsState.is_fetching,
+        **props,
+    )
+
+
+def error_callout() -> rx.Component:
+    """The last refresh failed: say why, offer a retry. The meters below keep their data."""
+    return rx.callout.root(
+        rx.callout.icon(rx.icon("triangle_alert")),
+        rx.hstack(
+            rx.callout.text(UsageMetricsState.error, data_testid="usage-error"),
+            rx.spacer(),
+            rx.button(
+                rx.cond(
+                    UsageMetricsState.is_fetching,
+                    rx.spinner(size="1"),
+                    rx.icon("refresh_cw", size=14),
+                ),
+                "Retry",
+                on_click=UsageMetricsState.refetch,
+                size="1",
+                variant="soft",
+                color_scheme="red",
+                data_testid="usage-retry",
+            ),
+            align="center",
+            width="100%",
+        ),
+        color_scheme="red",
+        role="alert",
+        width="100%",
+    )
+
+
+def _select(feature_key: str | Sequence[str] | None) -> Var[list[MetricView]]:
+    metrics: Any = UsageMetricsState.metrics
+    if feature_key is None:
+        return metrics
+    keys = [feature_key] if isinstance(feature_key, str) else list(feature_key)
+    return metrics.filter(lambda m: Var.create(keys).contains(m.feature_key))
+
+
+def _skeleton_grid(count: int, columns: Any) -> rx.Component:
+    return rx.grid(
+        *[
+            rx.skeleton(rx.box(height=styles.SKELETON_HEIGHT, width="100%"), loading=True)
+            for _ in range(count)
+        ],
+        columns=columns,
+        data_testid="usage-loading",
+        **styles.GRID,
+    )
+
+
+def _empty(text: str) -> rx.Component:
+    return rx.center(
+        rx.vstack(
+            rx.icon("gauge", size=28, color="var(--gray-9)"),
+            rx.text(text, **styles.MUTED_TEXT),
+            align="center",
+            spacing="2",
+        ),
+        data_testid="usage-empty",
+        **styles.merge(styles.CARD, {"padding": "2em"}),
+    )
