@@ -1,0 +1,26 @@
+"""The demo app's Reflex entry point (``rxconfig.py``: app_name ``billing_ui``).
+
+Configuration comes from the environment at import (see :mod:`billing_ui.demo.config`):
+without ``BILLINGOS_API_URL`` the embedded local billing server starts with the backend;
+with it, the app talks to that API with ``BILLINGOS_SECRET_KEY``.
+"""
+# mypy: disable-error-code="attr-defined,no-any-return"
+# (Reflex types fields of a Var[dataclass] and its component factories loosely.)
+
+from __future__ import annotations
+
+import reflex as rx
+
+from billing_ui.demo import config, dashboard, embedded, playground, security, sign_in
+
+config.setup()
+
+# The theme (Radix accent/gray/radius) is set in rxconfig.py's RadixThemesPlugin.
+app = rx.App(toaster=rx.toast.provider(position="bottom-right"))
+
+if config.uses_embedded_server():
+    app.register_lifespan_task(embedded.lifespan)
+
+app.add_page(sign_in.page, route=sign_in.ROUTE, title=sign_in.TITLE)
+for module in (dashboard, playground, security):
+    app.add_page(module.page, route=module.ROUTE, title=module.TITLE, on_load=module.ON_LOAD)

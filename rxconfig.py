@@ -1,0 +1,16 @@
+"""Reflex configuration of the demo app (``make demo`` = ``reflex run`` from the repo root)."""
+
+import reflex as rx
+
+config = rx.Config(
+    app_name="billing_ui",
+    plugins=[
+        # The components use Radix Themes tokens only; this is the demo's look.
+        rx.plugins.RadixThemesPlugin(
+            theme=rx.theme(accent_color="indigo", gray_color="slate", radius="large")
+        ),
+    ],
+    # The sitemap plugin only warns without a deploy URL; the demo has no sitemap.
+    disable_plugins=[rx.plugins.SitemapPlugin],
+    telemetry_enabled=False,
+)
