@@ -1,0 +1,118 @@
+"""The repo's real demo app (rxconfig.py + billing_ui/billing_ui.py) under AppHarness, pointed
+at a billing server the test controls, and the page helpers the demo tests share.
+
+AppHarness runs an existing app with ``root`` = the repo and ``app_source=None``; ``app_name``
+must be given (it defaults to the folder's name). The app reads its configuration from the
+environment at import, so :func:`running_demo` sets the variables before the harness imports
+the app and keeps them for its whole life (the client is built lazily, per event loop).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from reflex.testing import AppHarness
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+
+from .browser import run_app, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+PAGE_TIMEOUT = 30.0
+"""The first page load compiles the route in the dev server: allow for it."""
+
+
+@contextmanager
+def patched_env(values: Mapping[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+@contextmanager
+def running_demo(
+    api_url: str,
+    api_key: str,
+    customers: list[str],
+    refresh_interval: float = 1.0,
+) -> Iterator[AppHarness]:
+    """The demo app talking to ``api_url``; the sign-in page offers ``customers``."""
+    env = {
+        "BILLINGOS_API_URL": api_url,
+        "BILLINGOS_SECRET_KEY": api_key,
+        "BILLING_UI_REFRESH_INTERVAL": str(refresh_interval),
+        "BILLING_UI_DEMO_CUSTOMERS": ",".join(customers),
+    }
+    with patched_env(env), run_app(REPO, app_source=None, app_name="billing_ui") as harness:
+        yield harness
+
+
+# --- page helpers ---------------------------------------------------------------------------
+def sign_in(browser: WebDriver, harness: AppHarness, customer_id: str) -> None:
+    """Open the sign-in page, pick ``customer_id``, wait for the dashboard to show its data."""
+    assert harness.frontend_url is not None
+    browser.get(harness.frontend_url.rstrip("/") + "/")
+    wait_for(
+        lambda: browser.find_element(By.ID, f"sign-in-{customer_id}").is_enabled(),
+        timeout=PAGE_TIMEOUT,
+        message=lambda: browser.page_source[:1500],
+    )
+
+    # The click is only handled once the websocket is up; retry until the redirect happens.
+    def signed_in() -> bool:
+        if "/dashboard" not in browser.current_url:
+            browser.find_element(By.ID, f"sign-in-{customer_id}").click()
+            return False
+        return browser.find_element(By.CSS_SELECTOR, '[data-testid="signed-in-as"]').text == (
+            customer_id
+        )
+
+    wait_for(signed_in, timeout=PAGE_TIMEOUT, interval=0.25)
+
+
+def go(browser: WebDriver, page: str) -> None:
+    """Client-side navigation through the top bar (keeps the session and the websocket)."""
+    browser.find_element(By.CSS_SELECTOR, f'[data-testid="nav-{page}"]').click()
+    wait_for(lambda: browser.current_url.rstrip("/").endswith(f"/{page}"), timeout=PAGE_TIMEOUT)
+
+
+def meter_bar(browser: WebDriver, feature_key: str) -> WebElement:
+    return browser.find_element(
+        By.CSS_SELECTOR,
+        f'[data-testid="usage-meter"][data-feature-key="{feature_key}"] [role="progressbar"]',
+    )
+
+
+def meter_value(browser: WebDriver, feature_key: str) -> float:
+    """What the meter of ``feature_key`` shows as consumed (its ``aria-valuenow``)."""
+    return float(meter_bar(browser, feature_key).get_attribute("aria-valuenow") or "nan")
+
+
+def wait_meter(browser: WebDriver, feature_key: str, expected: float, timeout: float = 10) -> None:
+    wait_for(
+        lambda: abs(meter_value(browser, feature_key) - expected) < 1e-9,
+        timeout=timeout,
+        message=lambda: (
+            f"{feature_key} meter shows {meter_value(browser, feature_key)}, expected {expected}"
+        ),
+    )
+
+
+def track_button(browser: WebDriver, feature_key: str) -> WebElement:
+    return browser.find_element(By.ID, f"track-{feature_key}")
+
+
+def visible(browser: WebDriver, css: str) -> bool:
+    elements = browser.find_elements(By.CSS_SELECTOR, css)
+    return bool(elements) and elements[0].is_displayed()

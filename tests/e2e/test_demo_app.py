@@ -1,0 +1,241 @@
+"""The demo app in a real browser, against a real billing server the tests control.
+
+One billing server (fresh SQLite file, seeded demo customers) and one demo app per module;
+each test gets its own headless chromium, hence its own Reflex session. Tests that change
+usage use their own customers, so they do not depend on each other's order. Every wait is a
+condition with a deadline, never a sleep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from reflex.testing import AppHarness
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+
+from billing_ui.core import BillingClient, QuotaExceededError
+from billing_ui.server.testing import RunningServer, create_customer, running_server
+
+from .browser import wait_for
+from .demo import (
+    go,
+    meter_bar,
+    meter_value,
+    running_demo,
+    sign_in,
+    track_button,
+    visible,
+    wait_meter,
+)
+
+# Customers only these tests touch: (products, usage to record first).
+OWN_CUSTOMERS: dict[str, tuple[list[str], dict[str, float]]] = {
+    "e2e_track": (["pro"], {"api_calls": 100}),
+    "e2e_seats": (["free"], {"seats": 2}),
+}
+CUSTOMERS = ["demo_free", "demo_pro", "demo_enterprise", "demo_none", *OWN_CUSTOMERS]
+
+
+class BillingServer:
+    """The real local billing server, which a test may stop and start again on the same
+    port with the same database (as an outage would)."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+        self.port = 0
+        self._cm: contextlib.AbstractContextManager[RunningServer] | None = None
+        self.server: RunningServer | None = None
+
+    def start(self, *, seed: bool = False) -> RunningServer:
+        self._cm = running_server(db_path=self.db_path, port=self.port, seed=seed)
+        self.server = self._cm.__enter__()
+        self.port = int(self.server.base_url.rsplit(":", 1)[1])
+        return self.server
+
+    def stop(self) -> None:
+        if self._cm is not None:
+            cm, self._cm, self.server = self._cm, None, None
+            cm.__exit__(None, None, None)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="module")
+def billing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BillingServer]:
+    control = BillingServer(tmp_path_factory.mktemp("demo-billing") / "billing.db")
+    server = control.start(seed=True)
+    with BillingClient(base_url=server.base_url, api_key=server.api_key) as client:
+        for customer, (products, usage) in OWN_CUSTOMERS.items():
+            create_customer(server, products, customer_id=customer)
+            for feature, quantity in usage.items():
+                client.track_usage(customer_id=customer, feature_key=feature, quantity=quantity)
+    try:
+        yield control
+    finally:
+        control.stop()
+
+
+@pytest.fixture(scope="module")
+def api(billing: BillingServer) -> Iterator[BillingClient]:
+    """A client of the billing server, to compare the screen with the server's own counts."""
+    assert billing.server is not None
+    with BillingClient(
+        base_url=billing.base_url, api_key=billing.server.api_key, max_retries=0
+    ) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def demo(billing: BillingServer) -> Iterator[AppHarness]:
+    assert billing.server is not None
+    with running_demo(billing.base_url, billing.server.api_key, CUSTOMERS) as harness:
+        yield harness
+
+
+def consumed(api: BillingClient, customer: str, feature: str) -> float:
+    metrics = api.get_usage_metrics(customer_id=customer)
+    return next(m.consumed for m in metrics if m.feature_key == feature)
+
+
+def no_pending_tracks(browser: WebDriver) -> bool:
+    buttons = browser.find_elements(By.CSS_SELECTOR, '[data-testid="track-button"]')
+    return all(b.get_attribute("aria-busy") in (None, "false") for b in buttons)
+
+
+def test_dashboard_shows_the_customers_seeded_usage(
+    demo: AppHarness, browser: WebDriver, api: BillingClient
+) -> None:
+    sign_in(browser, demo, "demo_pro")
+    expected = api.get_usage_metrics(customer_id="demo_pro")
+    assert expected, "the seeded customer has meters"
+    for metric in expected:
+        wait_for(lambda m=metric: meter_value(browser, m.feature_key) == m.consumed, timeout=10)
+        bar = meter_bar(browser, metric.feature_key)
+        assert float(bar.get_attribute("aria-valuemax") or "nan") == metric.limit
+        card = browser.find_element(
+            By.CSS_SELECTOR,
+            f'[data-testid="usage-meter"][data-feature-key="{metric.feature_key}"]',
+        )
+        assert metric.feature_title in card.text
+        assert f"{metric.consumed:,.0f}" in card.text
+    api_calls = browser.find_element(
+        By.CSS_SELECTOR, '[data-testid="usage-meter"][data-feature-key="api_calls"]'
+    )
+    assert "12,345 / 50,000 used" in api_calls.text  # plans.toml: demo_pro, pro plan
+    assert "37,655 remaining" in api_calls.text
+    # The plan's entitlements and the usage chart are on the dashboard too.
+    wait_for(
+        lambda: visible(browser, '[data-testid="entitlement"][data-feature-key="priority_support"]')
+    )
+    wait_for(
+        lambda: browser.find_elements(
+            By.CSS_SELECTOR,
+            '[data-testid="usage-chart"][data-feature-key="api_calls"] .recharts-area',
+        ),
+        timeout=10,
+    )
+
+
+def test_clicks_move_the_meter_and_the_server_by_the_quantity(
+    demo: AppHarness, browser: WebDriver, api: BillingClient
+) -> None:
+    customer = "e2e_track"
+    sign_in(browser, demo, customer)
+    go(browser, "playground")
+    for feature, quantity in (("api_calls", 1.0), ("storage_gb", 0.25)):
+        before = consumed(api, customer, feature)
+        wait_meter(browser, feature, before)
+        track_button(browser, feature).click()
+        wait_meter(browser, feature, before + quantity)
+        assert consumed(api, customer, feature) == before + quantity
+        wait_for(
+            lambda f=feature: visible(
+                browser,
+                f'[data-testid="track-control"][data-feature-key="{f}"] '
+                '[data-testid="track-success"]',
+            )
+        )
+
+    # Ten quick clicks count ten: each is its own event with its own idempotency key.
+    before = consumed(api, "e2e_track", "api_calls")
+    button = track_button(browser, "api_calls")
+    for _ in range(10):
+        button.click()
+    wait_meter(browser, "api_calls", before + 10, timeout=15)
+    wait_for(lambda: no_pending_tracks(browser), timeout=10)
+    assert consumed(api, customer, "api_calls") == before + 10
+    assert meter_value(browser, "api_calls") == before + 10
+
+
+def test_feature_gate_shows_the_fallback_or_the_content(
+    demo: AppHarness, browser: WebDriver
+) -> None:
+    sso = '[data-testid="sso-settings"]'
+    prompt = '[data-feature-key="sso"] [data-testid="upgrade-prompt"]'
+
+    sign_in(browser, demo, "demo_free")
+    go(browser, "security")
+    wait_for(lambda: visible(browser, prompt), timeout=10)
+    assert not browser.find_elements(By.CSS_SELECTOR, sso)
+    assert visible(browser, '[data-testid="support-fallback"]')
+
+    browser.find_element(By.CSS_SELECTOR, '[data-testid="sign-out"]').click()
+    sign_in(browser, demo, "demo_enterprise")
+    go(browser, "security")
+    wait_for(lambda: visible(browser, sso), timeout=10)
+    assert not browser.find_elements(By.CSS_SELECTOR, prompt)
+    assert visible(browser, '[data-testid="priority-support"]')
+
+
+def test_dashboard_survives_a_billing_server_outage(
+    demo: AppHarness, browser: WebDriver, billing: BillingServer, api: BillingClient
+) -> None:
+    sign_in(browser, demo, "demo_pro")
+    shown = consumed(api, "demo_pro", "api_calls")
+    wait_meter(browser, "api_calls", shown)
+    error = '[data-testid="usage-error"]'
+    assert not visible(browser, error)
+
+    billing.stop()
+    try:
+        wait_for(lambda: visible(browser, error), timeout=20)
+        assert "unreachable" in browser.find_element(By.CSS_SELECTOR, error).text
+        # The last good data stays on screen.
+        assert meter_value(browser, "api_calls") == shown
+        assert visible(browser, '[data-testid="usage-retry"]')
+    finally:
+        billing.start()  # same port, same database
+    # Recovers by itself on the next refresh: no click, no reload.
+    wait_for(lambda: not visible(browser, error), timeout=20)
+    wait_meter(browser, "api_calls", shown)
+
+
+def test_a_hard_limit_disables_the_button_and_the_server_refuses_more(
+    demo: AppHarness, browser: WebDriver, api: BillingClient
+) -> None:
+    customer = "e2e_seats"  # free plan: 3 seats, hard limit; 2 used
+    sign_in(browser, demo, customer)
+    go(browser, "playground")
+    wait_meter(browser, "seats", 2)
+    button = track_button(browser, "seats")
+    assert button.is_enabled()
+
+    button.click()
+    wait_meter(browser, "seats", 3)
+    wait_for(lambda: not track_button(browser, "seats").is_enabled(), timeout=10)
+    assert visible(browser, '[data-testid="track-blocked"]')
+    card: Any = browser.find_element(
+        By.CSS_SELECTOR, '[data-testid="usage-meter"][data-feature-key="seats"]'
+    )
+    assert card.get_attribute("data-level") == "over"
+
+    with pytest.raises(QuotaExceededError):
+        api.track_usage(customer_id=customer, feature_key="seats", quantity=1)
+    assert consumed(api, customer, "seats") == 3
