@@ -76,9 +76,7 @@ class QueryCache:
             return entry
         if slot.inflight is None:
             self.stats.fetches += 1
-            slot.inflight = asyncio.ensure_future(
-                self._run_fetch(slot, fetcher, slot.generation)
-            )
+            slot.inflight = asyncio.ensure_future(self._run_fetch(slot, fetcher, slot.generation))
             # Mark the outcome retrieved even if every caller was cancelled meanwhile.
             slot.inflight.add_done_callback(lambda t: t.cancelled() or t.exception())
         else:

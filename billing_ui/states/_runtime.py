@@ -37,12 +37,13 @@ async def current_customer(state: rx.State) -> str:
 async def is_tab_connected(state: rx.State) -> bool:
     """Whether the tab that owns ``state`` still has a socket, on this or (with Redis) any
     instance. True when it cannot be told (no event namespace, as under unit tests)."""
-    try:
-        from reflex_base.registry import RegistrationContext
+    from reflex_base.registry import RegistrationContext
+    from reflex_base.utils.exceptions import ReflexRuntimeError
 
+    try:
         namespace = RegistrationContext.get().app.event_namespace
-    except (LookupError, AttributeError):
-        return True
+    except (LookupError, AttributeError, ReflexRuntimeError):
+        return True  # no app registered (an event processor run on its own, as in benchmarks)
     if namespace is None:
         return True
     token = state.router.session.client_token

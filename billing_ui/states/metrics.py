@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import ClassVar
 
 import reflex as rx
+from reflex_base.vars.base import Var
+from reflex_base.vars.object import ObjectVar
+from reflex_base.vars.sequence import ArrayVar
 
 from billing_ui.core.customer import NoCustomerError
 from billing_ui.core.errors import BillingError
@@ -39,14 +43,12 @@ class UsageMetricsState(rx.State):
     _poll_generation: int = 0
     _customer: str = ""
 
-    @rx.var
-    def metrics_by_key(self) -> dict[str, MetricView]:
-        return {m.feature_key: m for m in self.metrics}
-
-    @rx.var
-    def near_limit(self) -> list[MetricView]:
-        """Metrics at >= 80 % of their limit, for the upgrade nudge."""
-        return [m for m in self.metrics if m.level in ("near", "over")]
+    # Derived in the browser from `metrics` (see _derive below), so the meters cross the wire
+    # once: a computed var would send every metric a second time on each update.
+    metrics_by_key: ClassVar[ObjectVar[dict[str, MetricView]]]
+    """Frontend var: the metrics by feature key, e.g. ``metrics_by_key["api_calls"].remaining``."""
+    near_limit: ClassVar[ArrayVar[list[MetricView]]]
+    """Frontend var: metrics at >= 80 % of their limit (the upgrade nudge's trigger)."""
 
     @rx.event(background=True)
     async def poll(self) -> None:
@@ -84,7 +86,10 @@ class UsageMetricsState(rx.State):
             rt.queries.cache.invalidate((rt.METRICS, customer))
         try:
             entry = await rt.queries.usage_metrics(
-                customer, stale_time=settings.refresh_interval * 0.9
+                # A tab's own next tick always finds its data older than one interval (it
+                # sleeps a full interval after storing it), so it refetches; the other tabs of
+                # the customer within that interval share the entry: one request per interval.
+                customer, stale_time=settings.refresh_interval
             )
             hard = await _hard_limited_features(customer)
         except BillingError as exc:
@@ -113,6 +118,26 @@ class UsageMetricsState(rx.State):
         self._customer = ""
         self.metrics, self.error = [], message
         self.is_loading = self.is_fetching = False
+
+
+def _derive(js: str, var_type: type) -> Var:  # type: ignore[type-arg]
+    metrics: Var = UsageMetricsState.metrics  # type: ignore[type-arg,assignment]
+    expr = js.format(metrics=f"({metrics} ?? [])")
+    data = metrics._get_all_var_data()
+    return Var(_js_expr=expr, _var_type=var_type, _var_data=data).guess_type()
+
+
+UsageMetricsState.metrics_by_key = _derive(  # type: ignore[assignment]
+    "Object.fromEntries({metrics}.map((m) => [m.feature_key, m]))", dict[str, MetricView]
+)
+UsageMetricsState.near_limit = _derive(  # type: ignore[assignment]
+    '{metrics}.filter((m) => m.level === "near" || m.level === "over")', list[MetricView]
+)
+
+
+def metric_for(state: UsageMetricsState, feature_key: str) -> MetricView | None:
+    """Backend-side lookup of one meter (handlers and tests; the UI uses ``metrics_by_key``)."""
+    return next((m for m in state.metrics if m.feature_key == feature_key), None)
 
 
 async def _hard_limited_features(customer: str) -> set[str]:
