@@ -25,10 +25,12 @@ when to drop it, when to mint again — in :class:`SessionTokenCache`.
 from __future__ import annotations
 
 import copy
+import functools
 import ipaddress
 import json
 import logging
 import os
+import ssl
 import threading
 import time
 import uuid
@@ -185,6 +187,18 @@ def default_limits() -> httpx.Limits:
         max_connections=C.DEFAULT_MAX_CONNECTIONS,
         max_keepalive_connections=C.DEFAULT_MAX_KEEPALIVE,
     )
+
+
+@functools.cache
+def shared_ssl_context() -> ssl.SSLContext:
+    """One TLS context for every client this process creates.
+
+    Loading the CA bundle costs ~20 ms per ``httpx.Client``; an ``SSLContext`` is safe to share
+    between clients and threads, so a process that makes many clients (one per test, per
+    worker, per request in a serverless function) pays it once. Built on first use, honouring
+    ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` as httpx does.
+    """
+    return httpx.create_ssl_context()
 
 
 def new_idempotency_key() -> str:

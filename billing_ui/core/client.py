@@ -38,6 +38,7 @@ from billing_ui.core._base_client import (
     Send,
     Sleep,
     default_limits,
+    shared_ssl_context,
 )
 from billing_ui.core.backends import Backend
 from billing_ui.core.models import (
@@ -173,7 +174,9 @@ class BillingClient(BaseBillingClient[httpx.Client]):
         )
 
     def _make_http_client(self) -> httpx.Client:
-        return httpx.Client(limits=default_limits(), timeout=self._config.timeout)
+        return httpx.Client(
+            limits=default_limits(), timeout=self._config.timeout, verify=shared_ssl_context()
+        )
 
     def _reset_credentials(self) -> None:
         super()._reset_credentials()
@@ -357,7 +360,9 @@ class AsyncBillingClient(BaseBillingClient[httpx.AsyncClient]):
         )
 
     def _make_http_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(limits=default_limits(), timeout=self._config.timeout)
+        return httpx.AsyncClient(
+            limits=default_limits(), timeout=self._config.timeout, verify=shared_ssl_context()
+        )
 
     def _reset_credentials(self) -> None:
         super()._reset_credentials()
