@@ -24,35 +24,42 @@ from billing_ui.states.views import MetricView
 def usage_dashboard(
     feature_key: str | Sequence[str] | None = None,
     *,
+    exclude: Sequence[str] = (),
     columns: Any = styles.GRID_COLUMNS,
-    empty_text: str = "No usage to show yet.",
+    empty_text: str | None = "No usage to show yet.",
+    show_error: bool = True,
     skeletons: int = 3,
     **props: Any,
 ) -> rx.Component:
-    """All of the customer's meters, or only ``feature_key`` (one key or several).
+    """All of the customer's meters, or only ``feature_key`` (one key or several), minus
+    ``exclude``.
 
     While the first load runs it shows skeleton cards; on a failure an error callout with a
-    Retry button sits above the last good meters (they stay visible); with no metric to show,
-    ``empty_text``. The page must keep the metrics fresh (``on_load=UsageMetricsState.poll``)::
+    Retry button sits above the last good meters (they stay visible; ``show_error=False``
+    leaves the callout to another dashboard of the page); with no metric to show,
+    ``empty_text`` (``None``: nothing at all). The page keeps the metrics fresh with
+    ``on_load=UsageMetricsState.poll``::
 
         app.add_page(dashboard, on_load=UsageMetricsState.poll)
 
         def dashboard() -> rx.Component:
             return rx.vstack(
-                usage_dashboard(),                              # every meter
-                usage_dashboard(["api_calls", "ai_tokens"]),    # just these two
+                usage_dashboard(["api_calls", "ai_tokens"]),             # just these two
+                usage_dashboard(["seats"], show_error=False),            # and this one
+                usage_dashboard(exclude=["api_calls", "ai_tokens", "seats"],
+                                empty_text=None, show_error=False),      # the rest
             )
     """
-    metrics = _select(feature_key)
+    metrics = _select(feature_key, exclude)
     return rx.vstack(
-        rx.cond(UsageMetricsState.error != "", error_callout()),
+        rx.cond(UsageMetricsState.error != "", error_callout()) if show_error else rx.fragment(),
         rx.cond(
             UsageMetricsState.is_loading,
             _skeleton_grid(skeletons, columns),
             rx.cond(
                 metrics.length() > 0,
                 rx.grid(rx.foreach(metrics, usage_meter), columns=columns, **styles.GRID),
-                _empty(empty_text),
+                _empty(empty_text) if empty_text is not None else rx.fragment(),
             ),
         ),
         spacing="3",
@@ -92,12 +99,18 @@ def error_callout() -> rx.Component:
     )
 
 
-def _select(feature_key: str | Sequence[str] | None) -> Var[list[MetricView]]:
+def _select(
+    feature_key: str | Sequence[str] | None, exclude: Sequence[str]
+) -> Var[list[MetricView]]:
+    """The metrics to show, filtered in the browser (one list serves every dashboard)."""
     metrics: Any = UsageMetricsState.metrics
-    if feature_key is None:
-        return metrics
-    keys = [feature_key] if isinstance(feature_key, str) else list(feature_key)
-    return metrics.filter(lambda m: Var.create(keys).contains(m.feature_key))
+    if feature_key is not None:
+        keys = Var.create([feature_key] if isinstance(feature_key, str) else list(feature_key))
+        metrics = metrics.filter(lambda m: keys.contains(m.feature_key))
+    if exclude:
+        skip = Var.create(list(exclude))
+        metrics = metrics.filter(lambda m: ~skip.contains(m.feature_key))
+    return metrics
 
 
 def _skeleton_grid(count: int, columns: Any) -> rx.Component:

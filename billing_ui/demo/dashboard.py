@@ -15,6 +15,10 @@ from billing_ui.states.history import UsageHistoryState
 from billing_ui.states.metrics import UsageMetricsState
 
 ROUTE = "/dashboard"
+CONSUMPTION = ["api_calls", "ai_tokens", "report_exports"]
+"""Meters that fill up with use and reset each period."""
+CAPACITY = ["storage_gb", "seats"]
+"""Meters of how much the customer holds."""
 TITLE = "Acme Cloud · Usage"
 ON_LOAD = [
     DemoSessionState.require_customer,
@@ -50,9 +54,18 @@ def page() -> rx.Component:
     return shell(
         "Usage",
         "What you have used this billing period, refreshed automatically.",
+        section("Consumption", usage_dashboard(CONSUMPTION, data_group="consumption")),
         section(
-            "Meters",
-            usage_dashboard(),
+            "Capacity",
+            usage_dashboard(CAPACITY, show_error=False, skeletons=2, data_group="capacity"),
+            # Features of another catalogue (a hosted BillingOS): shown, not lost.
+            usage_dashboard(
+                exclude=[*CONSUMPTION, *CAPACITY],
+                show_error=False,
+                empty_text=None,
+                skeletons=0,
+                data_group="other",
+            ),
             _freshness(),
         ),
         section(

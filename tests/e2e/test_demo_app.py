@@ -239,3 +239,50 @@ def test_a_hard_limit_disables_the_button_and_the_server_refuses_more(
     with pytest.raises(QuotaExceededError):
         api.track_usage(customer_id=customer, feature_key="seats", quantity=1)
     assert consumed(api, customer, "seats") == 3
+
+
+def test_filtered_dashboards_share_one_page_and_unlimited_reads_as_such(
+    demo: AppHarness, browser: WebDriver
+) -> None:
+    sign_in(browser, demo, "demo_enterprise")
+    groups = {
+        "consumption": {"api_calls", "ai_tokens", "report_exports"},
+        "capacity": {"storage_gb", "seats"},
+        "other": set(),
+    }
+
+    def keys_in(group: str) -> set[str]:
+        meters = browser.find_elements(
+            By.CSS_SELECTOR, f'[data-group="{group}"] [data-testid="usage-meter"]'
+        )
+        return {m.get_attribute("data-feature-key") or "" for m in meters}
+
+    wait_for(
+        lambda: all(keys_in(g) == want for g, want in groups.items()),
+        timeout=10,
+        message=lambda: str({g: keys_in(g) for g in groups}),
+    )
+    assert len(browser.find_elements(By.CSS_SELECTOR, '[data-testid="usage-meter"]')) == 5
+
+    unlimited = browser.find_element(
+        By.CSS_SELECTOR, '[data-testid="usage-meter"][data-feature-key="api_calls"]'
+    )
+    assert "Unlimited" in unlimited.text
+    assert unlimited.get_attribute("data-level") == "unlimited"
+    assert meter_bar(browser, "api_calls").get_attribute("aria-valuemax") is None
+
+
+def test_upgrade_nudge_shows_at_80_percent_and_stays_dismissed(
+    demo: AppHarness, browser: WebDriver
+) -> None:
+    nudge = '[data-testid="upgrade-nudge"][data-feature-key="api_calls"]'
+    sign_in(browser, demo, "demo_free")  # api_calls: 850 of 1,000
+    wait_for(lambda: visible(browser, nudge), timeout=10)
+    assert "85 %" in browser.find_element(By.CSS_SELECTOR, nudge).text
+    browser.find_element(By.CSS_SELECTOR, f'{nudge} [data-testid="nudge-dismiss"]').click()
+    wait_for(lambda: not browser.find_elements(By.CSS_SELECTOR, nudge), timeout=10)
+    go(browser, "playground")
+    wait_meter(browser, "api_calls", 850)
+    go(browser, "dashboard")
+    wait_meter(browser, "api_calls", 850)
+    assert not browser.find_elements(By.CSS_SELECTOR, nudge)
