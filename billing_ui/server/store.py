@@ -13,6 +13,8 @@ Why it looks the way it does:
   ON CONFLICT … DO UPDATE … WHERE recorded_at <= cutoff``: it affects one row when the key is
   new or older than 24 h, none when it is a replay. The hard-limit check reads the aggregate
   inside the same write transaction, so concurrent tracks cannot pass a hard limit together.
+  An aggregate never passes ``MAX_CONSUMED_MICROS`` (checked in the transaction, and by a
+  CHECK constraint as a last line), so no input can overflow a BIGINT.
 * **Exact quantities.** Quantities are integer millionths, instants integer microseconds since
   the epoch (BIGINT everywhere), so sums are exact and comparisons are integer comparisons.
 
@@ -109,20 +111,19 @@ _ADD_TO_AGGREGATE: Final = """
 INSERT INTO usage_aggregates AS a
     (customer_id, feature_key, period_start_us, period_end_us, consumed_micros, event_count,
      updated_at_us)
-VALUES (?, ?, ?, ?, ?, 1, ?)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (customer_id, feature_key, period_start_us, period_end_us) DO UPDATE SET
     consumed_micros = a.consumed_micros + excluded.consumed_micros,
-    event_count = a.event_count + 1,
+    event_count = a.event_count + excluded.event_count,
     updated_at_us = excluded.updated_at_us
-RETURNING consumed_micros
 """
 _ADD_TO_HOUR: Final = """
 INSERT INTO usage_hourly AS h
     (customer_id, feature_key, hour_start_us, quantity_micros, event_count)
-VALUES (?, ?, ?, ?, 1)
+VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (customer_id, feature_key, hour_start_us) DO UPDATE SET
     quantity_micros = h.quantity_micros + excluded.quantity_micros,
-    event_count = h.event_count + 1
+    event_count = h.event_count + excluded.event_count
 """
 _INSERT_EVENT: Final = """
 INSERT INTO usage_events
@@ -363,77 +364,18 @@ class Store:
 
         ``key_cutoff_us``: an idempotency key recorded at or before this instant has expired
         and is claimed afresh (the 24-hour window).
+
+        Each key is claimed by its own statement (the unique constraint decides replays, also
+        between events of one batch); the limit checks use a running total of each touched
+        aggregate, read once. Aggregates, hourly buckets and event rows are then written with
+        one ``executemany`` each, still inside the transaction: a batch of 1,000 events to a
+        few customers costs ~1,000 short statements, not ~5,000.
         """
-        outcomes: list[TrackOutcome] = []
         with self._write() as conn:
-            for item in items:
-                outcomes.append(self._track_one(conn, item, now_us, key_cutoff_us))
+            tally = _Tally(conn, now_us)
+            outcomes = [_track_one(conn, tally, item, now_us, key_cutoff_us) for item in items]
+            tally.flush()
         return outcomes
-
-    def _track_one(
-        self, conn: sqlite3.Connection, item: TrackItem, now_us: int, cutoff_us: int
-    ) -> TrackOutcome:
-        p = item.period
-        agg_key = (item.customer_pk, p.feature_key, p.start_us, p.end_us)
-        key = item.idempotency_key
-        if key is not None:
-            claimed = conn.execute(
-                _CLAIM_KEY,
-                (item.customer_pk, key, p.feature_key, item.quantity_micros, now_us, cutoff_us),
-            ).rowcount
-            if not claimed:
-                return self._replay(conn, item)
-
-        def refuse() -> TrackOutcome:
-            if key is not None:  # undo our claim: the key may be used again
-                conn.execute(
-                    "DELETE FROM idempotency_keys WHERE customer_id = ? AND idempotency_key = ?",
-                    (item.customer_pk, key),
-                )
-            row = conn.execute(_CONSUMED, agg_key).fetchone()
-            return TrackOutcome(
-                TrackStatus.QUOTA_EXCEEDED, p.feature_key, item.quantity_micros, now_us,
-                row[0] if row else 0,
-            )  # fmt: skip
-
-        if item.hard_limit_micros is not None:
-            row = conn.execute(_CONSUMED, agg_key).fetchone()
-            if (row[0] if row else 0) + item.quantity_micros > item.hard_limit_micros:
-                return refuse()
-        try:
-            (consumed,) = conn.execute(
-                _ADD_TO_AGGREGATE, (*agg_key, item.quantity_micros, now_us)
-            ).fetchone()
-        except sqlite3.IntegrityError:  # the CHECK ceiling: statement undone, nothing written
-            return refuse()
-        conn.execute(
-            _ADD_TO_HOUR,
-            (item.customer_pk, p.feature_key, item.hour_start_us, item.quantity_micros),
-        )
-        conn.execute(
-            _INSERT_EVENT,
-            (
-                item.customer_pk, p.feature_key, item.quantity_micros, now_us, key,
-                None if item.metadata is None else json.dumps(item.metadata, separators=(",", ":")),
-            ),
-        )  # fmt: skip
-        return TrackOutcome(
-            TrackStatus.RECORDED, p.feature_key, item.quantity_micros, now_us, consumed
-        )
-
-    @staticmethod
-    def _replay(conn: sqlite3.Connection, item: TrackItem) -> TrackOutcome:
-        feature_key, quantity, recorded_at = conn.execute(
-            "SELECT feature_key, quantity_micros, recorded_at_us FROM idempotency_keys "
-            "WHERE customer_id = ? AND idempotency_key = ?",
-            (item.customer_pk, item.idempotency_key),
-        ).fetchone()
-        same = feature_key == item.period.feature_key and quantity == item.quantity_micros
-        p = item.period
-        row = conn.execute(_CONSUMED, (item.customer_pk, p.feature_key, p.start_us, p.end_us))
-        consumed = (row.fetchone() or (0,))[0]
-        status = TrackStatus.REPLAYED if same else TrackStatus.KEY_REUSED
-        return TrackOutcome(status, feature_key, quantity, recorded_at, consumed)
 
     def consumed(self, customer_pk: int, periods: Sequence[PeriodKey]) -> dict[str, int]:
         """Usage per feature in the given periods (0 where nothing was recorded). One
@@ -513,3 +455,91 @@ class Store:
             sql += " WHERE " + " AND ".join(where)
         count: int = self._reader().execute(sql, args).fetchone()[0]
         return count
+
+
+# --- the write path of track_many -------------------------------------------------------
+_AggKey = tuple[int, str, int, int]  # customer, feature, period start, period end
+
+
+class _Tally:
+    """What one write transaction adds: running totals per aggregate (read from the database
+    once, then kept in memory while the transaction holds the write lock), and the rows to
+    write when the items are done."""
+
+    def __init__(self, conn: sqlite3.Connection, now_us: int) -> None:
+        self._conn = conn
+        self._now_us = now_us
+        self._running: dict[_AggKey, int] = {}
+        self._agg_delta: dict[_AggKey, list[int]] = {}
+        self._hour_delta: dict[tuple[int, str, int], list[int]] = {}
+        self._events: list[tuple[int, str, int, int, str | None, str | None]] = []
+
+    def consumed(self, agg: _AggKey) -> int:
+        if agg not in self._running:
+            row = self._conn.execute(_CONSUMED, agg).fetchone()
+            self._running[agg] = row[0] if row else 0
+        return self._running[agg]
+
+    def add(self, agg: _AggKey, item: TrackItem) -> int:
+        q = item.quantity_micros
+        self._running[agg] = total = self.consumed(agg) + q
+        delta = self._agg_delta.setdefault(agg, [0, 0])
+        delta[0] += q
+        delta[1] += 1
+        hour = self._hour_delta.setdefault((agg[0], agg[1], item.hour_start_us), [0, 0])
+        hour[0] += q
+        hour[1] += 1
+        meta = None if item.metadata is None else json.dumps(item.metadata, separators=(",", ":"))
+        self._events.append((agg[0], agg[1], q, self._now_us, item.idempotency_key, meta))
+        return total
+
+    def flush(self) -> None:
+        self._conn.executemany(
+            _ADD_TO_AGGREGATE,
+            [(*agg, q, n, self._now_us) for agg, (q, n) in self._agg_delta.items()],
+        )
+        self._conn.executemany(
+            _ADD_TO_HOUR, [(*hour, q, n) for hour, (q, n) in self._hour_delta.items()]
+        )
+        self._conn.executemany(_INSERT_EVENT, self._events)
+
+
+def _track_one(
+    conn: sqlite3.Connection, tally: _Tally, item: TrackItem, now_us: int, cutoff_us: int
+) -> TrackOutcome:
+    p = item.period
+    agg: _AggKey = (item.customer_pk, p.feature_key, p.start_us, p.end_us)
+    key = item.idempotency_key
+    if key is not None:
+        claimed = conn.execute(
+            _CLAIM_KEY,
+            (item.customer_pk, key, p.feature_key, item.quantity_micros, now_us, cutoff_us),
+        ).rowcount
+        if not claimed:
+            return _replay(conn, tally, agg, item)
+    consumed = tally.consumed(agg)
+    ceiling = MAX_CONSUMED_MICROS
+    if item.hard_limit_micros is not None:
+        ceiling = min(ceiling, item.hard_limit_micros)
+    if consumed + item.quantity_micros > ceiling:
+        if key is not None:  # undo our claim: the key may be used again
+            conn.execute(
+                "DELETE FROM idempotency_keys WHERE customer_id = ? AND idempotency_key = ?",
+                (item.customer_pk, key),
+            )
+        return TrackOutcome(
+            TrackStatus.QUOTA_EXCEEDED, p.feature_key, item.quantity_micros, now_us, consumed
+        )
+    total = tally.add(agg, item)
+    return TrackOutcome(TrackStatus.RECORDED, p.feature_key, item.quantity_micros, now_us, total)
+
+
+def _replay(conn: sqlite3.Connection, tally: _Tally, agg: _AggKey, item: TrackItem) -> TrackOutcome:
+    feature_key, quantity, recorded_at = conn.execute(
+        "SELECT feature_key, quantity_micros, recorded_at_us FROM idempotency_keys "
+        "WHERE customer_id = ? AND idempotency_key = ?",
+        (item.customer_pk, item.idempotency_key),
+    ).fetchone()
+    same = feature_key == item.period.feature_key and quantity == item.quantity_micros
+    status = TrackStatus.REPLAYED if same else TrackStatus.KEY_REUSED
+    return TrackOutcome(status, feature_key, quantity, recorded_at, tally.consumed(agg))
