@@ -73,6 +73,8 @@ def check_quantity(value: object, field: str = "quantity") -> float:
         raise _fail(field, "gt_zero", "must be greater than 0")
     if value > C.MAX_QUANTITY:
         raise _fail(field, "max", f"must be at most {C.MAX_QUANTITY:,.0f}")
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        return float(value)  # whole numbers have no decimals: skip the Decimal round trip
     exact = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
     if exact != exact.quantize(Decimal(1).scaleb(-C.QUANTITY_DECIMALS)):
         raise _fail(field, "decimals", f"must have at most {C.QUANTITY_DECIMALS} decimal places")
