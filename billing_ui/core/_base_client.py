@@ -45,7 +45,7 @@ from pydantic import BaseModel, ValidationError
 
 from billing_ui.core import _constants as C
 from billing_ui.core import validation as V
-from billing_ui.core._retry import backoff_delay, is_retryable_exception, is_retryable_status
+from billing_ui.core._retry import backoff_delay, is_retryable_exception
 from billing_ui.core._retry import retry_delay as _retry_delay
 from billing_ui.core.backends import Backend, BillingOSBackend, Call
 from billing_ui.core.errors import (
@@ -613,7 +613,7 @@ class BaseBillingClient(Generic[HttpT]):
                 if outcome.status_code < 300:
                     return outcome
                 error = self._backend.error_from_response(outcome)
-                if retries_left > 0 and is_retryable_status(outcome.status_code):
+                if retries_left > 0 and self._backend.is_retryable(error):
                     delay = _retry_delay(
                         attempt,
                         outcome.headers,

@@ -31,6 +31,7 @@ import httpx
 from pydantic import BaseModel
 
 from billing_ui.core import _constants as C
+from billing_ui.core._retry import is_retryable_status
 from billing_ui.core.errors import APIStatusError, error_from_response
 from billing_ui.core.models import (
     BatchItemResult,
@@ -151,6 +152,11 @@ class Backend(Protocol):
         ...
 
     def error_from_response(self, response: httpx.Response) -> APIStatusError: ...
+
+    def is_retryable(self, error: APIStatusError) -> bool:
+        """Whether another identical attempt may succeed (the status policy of
+        :func:`~billing_ui.core._retry.is_retryable_status`, refined by the service's codes)."""
+        ...
 
 
 def _model(cls: type[M]) -> Callable[[httpx.Response], M]:
@@ -319,6 +325,13 @@ class BillingOSBackend:
 
     def error_from_response(self, response: httpx.Response) -> APIStatusError:
         return error_from_response(response)
+
+    def is_retryable(self, error: APIStatusError) -> bool:
+        # A 409 is usually transient (another request holds the key right now), but the local
+        # server's IDEMPOTENCY_KEY_REUSED — the key already names a different event — is final.
+        if error.code == "IDEMPOTENCY_KEY_REUSED":
+            return False
+        return is_retryable_status(error.status_code)
 
 
 def _number(value: object) -> float | None:

@@ -22,6 +22,7 @@ from faults import FaultProxy, close, drop_response, free_port, keys, respond, s
 from billing_ui.core import (
     APIConnectionError,
     APITimeoutError,
+    ConflictError,
     InternalServerError,
     QuotaExceededError,
     RateLimitError,
@@ -244,3 +245,19 @@ async def test_the_servers_own_rate_limiter(make_api: MakeApi, tmp_path: Path) -
         srv.manual_clock.advance(61)
         await track(api, cid)
         assert srv.store.count_events(cid) == 4
+
+
+async def test_a_key_reused_for_another_event_is_a_conflict_not_retried(
+    proxied: Api, proxy: FaultProxy, customer: NewCustomer, server: RunningServer
+) -> None:
+    cid = customer("pro")
+    await proxied.track_usage(
+        customer_id=cid, feature_key="api_calls", quantity=1, idempotency_key="evt-9"
+    )
+    with pytest.raises(ConflictError) as err:
+        await proxied.track_usage(
+            customer_id=cid, feature_key="api_calls", quantity=2, idempotency_key="evt-9"
+        )
+    assert err.value.code == "IDEMPOTENCY_KEY_REUSED"
+    assert len(proxy.seen(TRACK)) == 2  # the conflict was not retried
+    assert server.store.count_events(cid) == 1
