@@ -14,10 +14,15 @@ own WAL reader connection, cheaper than the hop to a worker thread and back.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from enum import Enum
 from typing import Annotated, Any, cast
 
 from fastapi import FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from pydantic import BaseModel
@@ -56,6 +61,8 @@ from billing_ui.server.schemas import (
 from billing_ui.server.service import BillingService, TrackCommand
 from billing_ui.server.store import Store
 
+log = logging.getLogger("billing_ui.server")
+
 _REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     CreateSessionTokenRequest,
     TrackUsageRequest,
@@ -80,6 +87,7 @@ def create_app(
     if not api_key:
         raise ValueError("api_key must not be empty")
     app = FastAPI(
+        lifespan=_lifespan,
         title="billing_ui local billing server",
         version="1.0.0",
         description="A BillingOS-compatible billing API over SQLite. See docs/api.md.",
@@ -93,6 +101,32 @@ def create_app(
     _routes(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+PRUNE_INTERVAL_S = 3600.0
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Prune expired idempotency keys at start-up and every hour while serving, so a
+    long-running server's key table holds about one day of keys."""
+    service: BillingService = app.state.service
+
+    async def prune_forever() -> None:
+        while True:
+            try:
+                await run_in_threadpool(service.prune_expired)
+            except Exception:  # a locked or broken database must not kill the server
+                log.exception("pruning idempotency keys failed")
+            await asyncio.sleep(PRUNE_INTERVAL_S)
+
+    task = asyncio.create_task(prune_forever())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
 
 
 # --- helpers ----------------------------------------------------------------------------

@@ -163,6 +163,11 @@ class BillingService:
             customer_id, products, status, to_micros(self.clock.now())
         )
 
+    def prune_expired(self) -> int:
+        """Forget idempotency keys older than the 24-hour window (they protect nothing any
+        more); returns how many. Run at start-up and then hourly by the app's lifespan."""
+        return self.store.prune_idempotency_keys(to_micros(self.clock.now() - IDEMPOTENCY_WINDOW))
+
     # -- tracking --
     def track(self, cmd: TrackCommand) -> Tracked:
         """Record one event (or replay it); raise the BillingOS refusal otherwise."""

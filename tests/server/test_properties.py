@@ -17,7 +17,11 @@ from billing_ui.server.testing import RunningServer, create_customer, running_se
 from .conftest import T0
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
     lambda children: (
         st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
     ),
@@ -28,7 +32,10 @@ near_valid_track = st.fixed_dictionaries(
         "customer_id": st.sampled_from(["prop", "ghost", "", " prop", 7]),
         "feature_key": st.sampled_from(["api_calls", "seats", "sso", "nope", "a b", None]),
         "quantity": st.one_of(
-            st.integers(-2, 10**12), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=5), st.none()
+            st.integers(-2, 10**12),
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.text(max_size=5),
+            st.none(),
         ),
     },
     optional={

@@ -326,3 +326,17 @@ def test_track_at_a_real_loopback_connection_level(server, customer):
     )
     assert response.status_code == 200, response.text
     assert T0.isoformat().startswith(response.json()["recorded_at"][:19])
+
+
+def test_expired_keys_are_pruned(api, customer, server, clock):
+    cid = customer("pro")
+    track(api, cid, "api_calls", 1, idempotency_key="old")
+    clock.advance(timedelta(hours=23))
+    track(api, cid, "api_calls", 1, idempotency_key="young")
+    service = server.app.state.service
+    assert service.prune_expired() == 0
+    clock.advance(timedelta(hours=1))
+    assert service.prune_expired() == 1
+    assert server.store.fingerprint()["idempotency_keys.rows"] == 1
+    assert track(api, cid, "api_calls", 1, idempotency_key="young").json()["duplicate"] is True
+    assert track(api, cid, "api_calls", 1, idempotency_key="old").json()["duplicate"] is False
