@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, Self, TypeVar, cast
 
 import httpx
 
@@ -221,7 +221,7 @@ class BillingClient(BaseBillingClient[httpx.Client]):
     def is_closed(self) -> bool:
         return self._http.is_closed
 
-    def __enter__(self) -> BillingClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -247,7 +247,9 @@ class BillingClient(BaseBillingClient[httpx.Client]):
         Give ``idempotency_key`` when the caller itself may repeat the call (a retried job, a
         double-clicked button): the same key is counted once, for 24 hours, and a repeat
         returns the original result with ``duplicate=True``. Without one the client makes a
-        key for this call, which protects its own retries.
+        key for this call, which protects its own retries; if a retry finds that an earlier
+        attempt of the same call did land (its response was lost), the result says
+        ``duplicate=False``, because for the caller the event was recorded exactly once, now.
 
         Raises :class:`QuotaExceededError` when a hard limit refuses the usage (nothing is
         recorded), :class:`CustomerNotFoundError`, :class:`NotFoundError` (no active
@@ -407,7 +409,7 @@ class AsyncBillingClient(BaseBillingClient[httpx.AsyncClient]):
     def is_closed(self) -> bool:
         return self._http.is_closed
 
-    async def __aenter__(self) -> AsyncBillingClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

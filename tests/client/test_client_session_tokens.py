@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from faults import FaultProxy, respond
+from faults import FaultProxy, respond, stall
 
 from billing_ui.core import (
     AsyncBillingClient,
@@ -174,3 +174,22 @@ async def test_an_unknown_customer_cannot_get_entitlements(proxied: Api, proxy: 
     with pytest.raises(CustomerNotFoundError, match="cus_nobody"):
         await proxied.get_entitlements(customer_id="cus_nobody")
     assert statuses(proxy) == ["mint", "get"]  # a 400 is not retried nor re-minted
+
+
+async def test_a_cancelled_mint_does_not_fail_the_callers_waiting_on_it(
+    proxy: FaultProxy, billing_server: RunningServer
+) -> None:
+    """The first caller's mint hangs and that caller is cancelled (its request timed out in
+    the app, say): the caller that was waiting on the same mint takes over and mints itself."""
+    cid = create_customer(billing_server, ["pro"])
+    proxy.on(MINT, stall())
+    async with AsyncBillingClient(base_url=proxy.url) as client:
+        leader = asyncio.create_task(client.get_entitlements(customer_id=cid))
+        await asyncio.to_thread(proxy.wait_for, lambda seen: len(seen) == 1)
+        follower = asyncio.create_task(client.get_entitlements(customer_id=cid))
+        await asyncio.sleep(0)  # let the follower join the leader's flight
+        leader.cancel()
+        assert await follower
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+    assert statuses(proxy) == ["mint", "mint", "get"]
