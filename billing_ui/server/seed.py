@@ -12,9 +12,10 @@ from datetime import datetime, timedelta
 
 from billing_ui.core import validation as V
 from billing_ui.server.clock import to_micros
+from billing_ui.server.entitlements import resolve_entitlements
 from billing_ui.server.periods import Period, period_containing
 from billing_ui.server.plans import Feature
-from billing_ui.server.service import BillingService, TrackCommand, resolve_entitlements
+from billing_ui.server.service import BillingService, TrackCommand
 from billing_ui.server.store import PeriodKey
 
 MAX_CHUNKS = 30

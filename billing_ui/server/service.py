@@ -4,10 +4,6 @@ Routes (``app.py``) parse and authenticate; the store (``store.py``) keeps the d
 module decides. It resolves a customer's subscriptions against the catalogue, places usage in
 the right period, turns store outcomes into BillingOS answers, and refuses with the exact
 codes and messages of docs/api.md (as :class:`~billing_ui.server.errors.ApiProblem`).
-
-When several products grant one feature, the grant from an active subscription wins over one
-from an inactive subscription, then the most generous grant (unlimited beats any limit), then
-the product listed first.
 """
 
 from __future__ import annotations
@@ -30,16 +26,16 @@ from billing_ui.core.models import (
     UsageSnapshot,
 )
 from billing_ui.server.clock import Clock, from_micros, to_micros
+from billing_ui.server.entitlements import Entitled, resolve_entitlements
 from billing_ui.server.errors import ApiProblem, invalid_input
 from billing_ui.server.periods import Period, Reset, hour_floor, period_containing
-from billing_ui.server.plans import ACTIVE_STATUSES, Grant, Plans, Product
+from billing_ui.server.plans import Grant, Plans
 from billing_ui.server.ratelimit import RateLimiter
 from billing_ui.server.schemas import Bucket, HistoryPoint, UsageHistory
 from billing_ui.server.store import (
     Customer,
     PeriodKey,
     Store,
-    Subscription,
     TrackItem,
     TrackOutcome,
     TrackStatus,
@@ -62,40 +58,6 @@ class TrackCommand:
     quantity: float
     idempotency_key: str | None = None
     metadata: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Entitled:
-    """A feature as a customer has it: the winning grant, its product and subscription."""
-
-    grant: Grant
-    product: Product
-    subscription: Subscription
-
-    @property
-    def active(self) -> bool:
-        return self.subscription.status in ACTIVE_STATUSES
-
-
-def resolve_entitlements(plans: Plans, customer: Customer) -> dict[str, Entitled]:
-    """Feature key -> the grant that applies (see the module docstring for the rule).
-    Products no longer in the plans file are ignored."""
-    best: dict[str, Entitled] = {}
-    for sub in customer.subscriptions:
-        product = plans.products.get(sub.product_key)
-        if product is None:
-            continue
-        for key, grant in product.grants.items():
-            candidate = Entitled(grant, product, sub)
-            current = best.get(key)
-            if current is None or _rank(candidate) > _rank(current):
-                best[key] = candidate
-    order = list(plans.features)
-    return dict(sorted(best.items(), key=lambda kv: order.index(kv[0])))
-
-
-def _rank(e: Entitled) -> tuple[bool, float]:
-    return (e.active, e.grant.generosity())
 
 
 @dataclass(frozen=True, slots=True)
