@@ -18,8 +18,9 @@ Why it looks the way it does:
 * **Exact quantities.** Quantities are integer millionths, instants integer microseconds since
   the epoch (BIGINT everywhere), so sums are exact and comparisons are integer comparisons.
 
-The SQL sticks to what PostgreSQL also accepts (``ON CONFLICT``, ``RETURNING``, no SQLite-only
-functions), so a ``PostgresStore`` with the same methods can be added later.
+The queries stick to what PostgreSQL also accepts (``ON CONFLICT``, no SQLite-only functions),
+so a ``PostgresStore`` with the same methods can be added later; only the DDL is SQLite's own
+(``WITHOUT ROWID`` keeps each keyed table in a single B-tree: one insert, not two).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     position      INTEGER NOT NULL,
     granted_at_us BIGINT  NOT NULL,
     PRIMARY KEY (customer_id, product_key)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS usage_events (
     id              INTEGER PRIMARY KEY,
     customer_id     INTEGER NOT NULL REFERENCES customers (id),
@@ -74,7 +75,7 @@ CREATE TABLE IF NOT EXISTS usage_aggregates (
     event_count     BIGINT  NOT NULL,
     updated_at_us   BIGINT  NOT NULL,
     PRIMARY KEY (customer_id, feature_key, period_start_us, period_end_us)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS usage_hourly (
     customer_id     INTEGER NOT NULL REFERENCES customers (id),
     feature_key     TEXT    NOT NULL,
@@ -82,7 +83,7 @@ CREATE TABLE IF NOT EXISTS usage_hourly (
     quantity_micros BIGINT  NOT NULL CHECK (quantity_micros BETWEEN 0 AND {MAX_CONSUMED_MICROS}),
     event_count     BIGINT  NOT NULL,
     PRIMARY KEY (customer_id, feature_key, hour_start_us)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     customer_id     INTEGER NOT NULL REFERENCES customers (id),
     idempotency_key TEXT    NOT NULL,
@@ -90,7 +91,7 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     quantity_micros BIGINT  NOT NULL,
     recorded_at_us  BIGINT  NOT NULL,
     PRIMARY KEY (customer_id, idempotency_key)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS revoked_tokens (
     jti           TEXT   PRIMARY KEY,
     revoked_at_us BIGINT NOT NULL
