@@ -13,4 +13,6 @@ config = rx.Config(
     # The sitemap plugin only warns without a deploy URL; the demo has no sitemap.
     disable_plugins=[rx.plugins.SitemapPlugin],
     telemetry_enabled=False,
+    # Prod builds otherwise pin a sticky badge over the bottom-right of every page.
+    show_built_with_reflex=False,
 )

@@ -57,7 +57,7 @@ def _banner(metric: Var[MetricView], upgrade_url: str | None, cta: str) -> rx.Co
     scheme = rx.cond(over, "red", "amber")
     message = rx.cond(
         over,
-        f"You have used all of your {metric.feature_title} for this period "
+        f"You have reached your plan's limit of {metric.feature_title} "
         f"({number(metric.consumed)} of {number(metric.limit)}).",
         f"You have used {number(metric.percentage_used)} % of your {metric.feature_title} "
         f"({number(metric.consumed)} of {number(metric.limit)}).",

@@ -65,7 +65,10 @@ def usage_meter(
 
 def meter_bar(metric: Var[MetricView]) -> rx.Component:
     """The bar alone: ``role="progressbar"``, values in the feature's units (an unlimited
-    feature has no ``aria-valuemax`` and a striped full bar)."""
+    feature has no ``aria-valuemax`` and a striped full bar). For a compact display::
+
+        rx.hstack(rx.text("API"), meter_bar(UsageMetricsState.metrics_by_key["api_calls"]))
+    """
     label = rx.cond(
         metric.unlimited,
         f"{number(metric.consumed)} used, unlimited",

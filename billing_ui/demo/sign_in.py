@@ -32,7 +32,8 @@ def _customer_card(customer: DemoCustomer) -> rx.Component:
                 align="center",
                 spacing="3",
             ),
-            rx.text(customer.blurb, size="2", color="var(--gray-11)", min_height="2.6em"),
+            rx.text(customer.blurb, size="2", color="var(--gray-11)"),
+            rx.spacer(),
             rx.button(
                 "Sign in",
                 rx.icon("arrow_right", size=16),
@@ -42,6 +43,7 @@ def _customer_card(customer: DemoCustomer) -> rx.Component:
                 id=f"sign-in-{customer.customer_id}",
             ),
             spacing="3",
+            height="100%",
         ),
         size="2",
     )

@@ -60,9 +60,14 @@ def running_demo(
 
 # --- page helpers ---------------------------------------------------------------------------
 def sign_in(browser: WebDriver, harness: AppHarness, customer_id: str) -> None:
-    """Open the sign-in page, pick ``customer_id``, wait for the dashboard to show its data."""
+    """Open the sign-in page, pick ``customer_id``, wait for the dashboard."""
     assert harness.frontend_url is not None
-    browser.get(harness.frontend_url.rstrip("/") + "/")
+    sign_in_at(browser, harness.frontend_url, customer_id)
+
+
+def sign_in_at(browser: WebDriver, url: str, customer_id: str) -> None:
+    """:func:`sign_in` on the demo app at ``url``."""
+    browser.get(url.rstrip("/") + "/")
     wait_for(
         lambda: browser.find_element(By.ID, f"sign-in-{customer_id}").is_enabled(),
         timeout=PAGE_TIMEOUT,
