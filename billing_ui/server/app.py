@@ -249,7 +249,7 @@ def _routes(app: FastAPI) -> None:
             TrackCommand(e.customer_id, e.feature_key, e.quantity, e.idempotency_key, e.metadata)
             for e in req.events
         ]
-        return _json(TrackUsageBatchResult(results=_service(request).track_batch(cmds)))
+        return _json(_service(request).track_batch(cmds))
 
     @app.get("/v1/usage/check", response_model=FeatureCheck, tags=_BACKEND)
     async def check_usage(
