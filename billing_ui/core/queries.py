@@ -4,6 +4,7 @@ invalidates them — TanStack Query's contract, for any Python web UI.
 ``useUsageMetrics``      -> :meth:`BillingQueries.usage_metrics`
 ``useFeatureEntitlements`` -> :meth:`BillingQueries.entitlements`
 ``useFeature``           -> :meth:`BillingQueries.feature_check`
+``usage_chart``          -> :meth:`BillingQueries.usage_history` (an extension endpoint)
 ``useTrackUsage``        -> :meth:`BillingQueries.track_usage` (patches the cached metric with the
                             usage the server returned, then invalidates what the track affects)
 
@@ -14,7 +15,7 @@ filtered view, and BillingOS's server-side filter is unreliable anyway.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from billing_ui.core.cache import CacheEntry, QueryCache
 from billing_ui.core.client import AsyncBillingClient
@@ -22,6 +23,7 @@ from billing_ui.core.models import (
     FeatureCheck,
     FeatureEntitlement,
     TrackUsageResult,
+    UsageHistory,
     UsageMetric,
     UsageSnapshot,
 )
@@ -29,6 +31,7 @@ from billing_ui.core.models import (
 METRICS = "usage-metrics"
 ENTITLEMENTS = "entitlements"
 FEATURE_CHECK = "feature-check"
+HISTORY = "usage-history"
 
 
 class BillingQueries:
@@ -80,6 +83,23 @@ class BillingQueries:
             stale_time=stale_time,
         )
 
+    async def usage_history(
+        self,
+        customer_id: str,
+        feature_key: str,
+        *,
+        bucket: Literal["day", "hour"] = "day",
+        stale_time: float = 30.0,
+    ) -> CacheEntry[UsageHistory]:
+        client = self.client
+        return await self.cache.fetch(
+            (HISTORY, customer_id, feature_key, bucket),
+            lambda: client.get_usage_history(
+                customer_id=customer_id, feature_key=feature_key, bucket=bucket
+            ),
+            stale_time=stale_time,
+        )
+
     async def track_usage(
         self,
         customer_id: str,
@@ -113,6 +133,7 @@ class BillingQueries:
             )
         self.cache.invalidate((METRICS, customer_id))
         self.cache.invalidate((FEATURE_CHECK, customer_id, result.feature_key))
+        self.cache.invalidate((HISTORY, customer_id, result.feature_key))
 
 
 def filter_metrics(metrics: list[UsageMetric], feature_key: str | None) -> list[UsageMetric]:

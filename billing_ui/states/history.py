@@ -2,11 +2,13 @@
 BillingOS API: ``GET /v1/usage/history``; a hosted BillingOS answers it with an error, which the
 chart shows instead of a graph).
 
-Histories go through the shared query cache like the other queries (one upstream request per
-customer, feature and interval, however many tabs). A chart registers its feature with
-``load(feature_key)`` on mount; the page's ``on_load=UsageHistoryState.poll`` keeps every
-registered feature fresh. A history is refetched early when its last cumulative total no longer
-matches the customer's metric (usage was tracked since), so the chart follows the meters.
+Histories go through the shared query layer like the other queries
+(:meth:`~billing_ui.core.queries.BillingQueries.usage_history`: one upstream request per
+customer, feature and interval, however many tabs; a track of the feature invalidates it).
+A chart registers its history with ``load(history_id)`` on mount; the page's
+``on_load=UsageHistoryState.poll`` keeps every registered one fresh. A history is also
+refetched early when its last cumulative total no longer matches the customer's metric (usage
+recorded elsewhere, which the meters' refresh saw first), so the chart follows the meters.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ import reflex as rx
 from billing_ui.core.customer import NoCustomerError
 from billing_ui.core.errors import BillingError, InvalidInputError
 from billing_ui.core.models import UsageHistory, UsageMetric
+from billing_ui.core.queries import HISTORY
 from billing_ui.core.validation import check_feature_key
 from billing_ui.states import _runtime as rt
 from billing_ui.states.settings import get_settings
 
-HISTORY: Final = "usage-history"
 BUCKETS: Final = ("day", "hour")
 MAX_WATCHED: Final = 16
 """Features one tab may chart at once: ``load`` is public, so the list must be bounded."""
@@ -87,24 +89,20 @@ def history_view(history: UsageHistory) -> HistoryView:
 async def fetch_history(
     customer: str, feature_key: str, bucket: str, *, force: bool
 ) -> UsageHistory:
-    """The history through the shared cache; refetched when forced or when it disagrees with
-    the cached metric of the same feature (usage was tracked after it was fetched)."""
+    """The history through the shared query layer (a track of the feature invalidates it);
+    refetched early when forced or when it disagrees with the cached metric of the same
+    feature (usage recorded elsewhere, seen by the meters' refresh first)."""
     key = (HISTORY, customer, feature_key, bucket)
     cached = rt.queries.cache.peek(key)
     if force or (cached is not None and _behind(cached.data, customer, feature_key)):
         rt.queries.cache.invalidate(key)
-    client = rt.queries.client
-    entry = await rt.queries.cache.fetch(
-        key,
-        lambda: client.get_usage_history(
-            customer_id=customer,
-            feature_key=feature_key,
-            bucket=bucket,  # type: ignore[arg-type]
-        ),
+    entry = await rt.queries.usage_history(
+        customer,
+        feature_key,
+        bucket="hour" if bucket == "hour" else "day",
         stale_time=get_settings().refresh_interval * 0.9,
     )
-    data: UsageHistory = entry.data
-    return data
+    return entry.data
 
 
 def _behind(history: UsageHistory, customer: str, feature_key: str) -> bool:
