@@ -2,7 +2,8 @@
 
 * ``billing_server`` — a fresh server and database for one test (clock: a ManualClock at the
   current time, standing still unless the test moves it: ``billing_server.manual_clock``).
-* ``shared_billing_server`` — one server for the whole session; isolate with fresh customers.
+* ``shared_billing_server`` — one server for the whole session; isolate with fresh customers and
+  leave its clock alone.
 * ``fresh_customer`` — a new customer subscribed to ``pro`` on ``billing_server``.
 
 More helpers (``create_customer``, ``mint_session_token``) are in billing_ui.server.testing.
