@@ -28,6 +28,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from billing_ui.core import _constants as C
 from billing_ui.core import validation as V
 from billing_ui.core._constants import IDEMPOTENCY_HEADER, LOCAL_SECRET_KEY
 from billing_ui.core.errors import FieldError, InvalidInputError
@@ -53,6 +54,7 @@ from billing_ui.server.plans import Plans
 from billing_ui.server.schemas import (
     Bucket,
     CustomerResponse,
+    ErrorEnvelope,
     Health,
     Success,
     UpsertCustomerRequest,
@@ -175,6 +177,26 @@ def _idempotency_key(body_key: str | None, request: Request) -> str | None:
     return cast(str, header_key)
 
 
+_ERROR_TEXT = {
+    400: "Refused: customer not found, not a usage quota, or quota_exceeded (hard limit)",
+    401: "Missing, wrong, expired or revoked credential, or the wrong kind of credential",
+    404: "No active subscription with this feature (or no such feature)",
+    409: "Idempotency key already used for a different event in the last 24 hours",
+    422: "Invalid input: details.fieldErrors names each field and broken rule",
+    429: "Too many tracked events for this customer; see Retry-After",
+    503: "The database is unavailable",
+}
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the error statuses a route can answer (BillingOS envelope)."""
+    return {s: {"model": ErrorEnvelope, "description": _ERROR_TEXT[s]} for s in statuses}
+
+
+_READ = _errors(400, 401, 422)
+_TRACK = _errors(400, 401, 404, 409, 422, 429)
+_ADMIN = _errors(401, 422)
+
 CustomerQuery = Annotated[str, Query(description="The app's own user id (external_user_id).")]
 FeatureQuery = Annotated[str, Query(description="A feature key from the plans.")]
 OptionalFeatureQuery = Annotated[str | None, Query(description="Only this feature.")]
@@ -183,9 +205,13 @@ OptionalFeatureQuery = Annotated[str | None, Query(description="Only this featur
 def _routes(app: FastAPI) -> None:
     # -- session tokens --
     @app.post(
-        "/v1/session-tokens", status_code=201, response_model=SessionToken, tags=_BACKEND,
+        "/v1/session-tokens",
+        responses=_ADMIN,
+        status_code=201,
+        response_model=SessionToken,
+        tags=_BACKEND,
         openapi_extra=_body(CreateSessionTokenRequest),
-    )  # fmt: skip
+    )
     async def create_session_token(_: SecretKey, body: JsonBody, request: Request) -> Response:
         """Mint a session token for one customer (what a browser may hold)."""
         req = parse(CreateSessionTokenRequest, body)
@@ -205,7 +231,7 @@ def _routes(app: FastAPI) -> None:
             SessionToken.model_validate({"sessionToken": token, "expiresAt": expires}), status=201
         )
 
-    @app.delete("/v1/session-tokens/{jti}", response_model=Success, tags=_BACKEND)
+    @app.delete("/v1/session-tokens/{jti}", responses=_ADMIN, response_model=Success, tags=_BACKEND)
     def revoke_session_token(_: SecretKey, jti: str, request: Request) -> Response:
         """Revoke a session token by its ``jti``; it is refused from then on."""
         if not tokens.JTI_PATTERN.fullmatch(jti):
@@ -218,9 +244,12 @@ def _routes(app: FastAPI) -> None:
 
     # -- backend usage endpoints --
     @app.post(
-        "/v1/usage/track", response_model=TrackUsageResult, tags=_BACKEND,
+        "/v1/usage/track",
+        responses=_TRACK,
+        response_model=TrackUsageResult,
+        tags=_BACKEND,
         openapi_extra=_body(TrackUsageRequest),
-    )  # fmt: skip
+    )
     def track_usage(_: SecretKey, body: JsonBody, request: Request) -> Response:
         """Record usage of a feature by a customer (idempotent with ``idempotency_key``)."""
         req = parse(TrackUsageRequest, body)
@@ -231,9 +260,12 @@ def _routes(app: FastAPI) -> None:
         return _json(tracked.result, headers=tracked.rate_headers)
 
     @app.post(
-        "/v1/usage/track-batch", response_model=TrackUsageBatchResult, tags=_BACKEND,
+        "/v1/usage/track-batch",
+        responses=_ADMIN,
+        response_model=TrackUsageBatchResult,
+        tags=_BACKEND,
         openapi_extra=_body(TrackUsageBatchRequest),
-    )  # fmt: skip
+    )
     def track_usage_batch(_: SecretKey, body: JsonBody, request: Request) -> Response:
         """(ext) Record up to 1,000 events in one transaction; each one succeeds or fails on
         its own, and each must carry its own idempotency key so a retried batch is safe."""
@@ -251,7 +283,7 @@ def _routes(app: FastAPI) -> None:
         ]
         return _json(_service(request).track_batch(cmds))
 
-    @app.get("/v1/usage/check", response_model=FeatureCheck, tags=_BACKEND)
+    @app.get("/v1/usage/check", responses=_READ, response_model=FeatureCheck, tags=_BACKEND)
     async def check_usage(
         _: SecretKey, customer_id: CustomerQuery, feature_key: FeatureQuery, request: Request
     ) -> Response:
@@ -260,7 +292,9 @@ def _routes(app: FastAPI) -> None:
         fkey = _checked(V.check_feature_key, feature_key, "feature_key")
         return _json(_service(request).check(cid, fkey))
 
-    @app.get("/v1/usage/metrics", response_model=UsageMetricsResponse, tags=_BACKEND)
+    @app.get(
+        "/v1/usage/metrics", responses=_READ, response_model=UsageMetricsResponse, tags=_BACKEND
+    )
     async def usage_metrics(
         _: SecretKey,
         customer_id: CustomerQuery,
@@ -277,7 +311,12 @@ def _routes(app: FastAPI) -> None:
         metrics = _service(request).metrics(cid, fkey)
         return _json(UsageMetricsResponse(metrics=metrics, customer_id=cid, external_user_id=cid))
 
-    @app.get("/v1/usage/history", response_model=UsageHistory, tags=_BACKEND)
+    @app.get(
+        "/v1/usage/history",
+        responses=_errors(400, 401, 404, 422),
+        response_model=UsageHistory,
+        tags=_BACKEND,
+    )
     async def usage_history(
         _: SecretKey,
         customer_id: CustomerQuery,
@@ -291,9 +330,12 @@ def _routes(app: FastAPI) -> None:
         return _json(_service(request).history(cid, fkey, bucket))
 
     @app.put(
-        "/v1/customers/{external_user_id}", response_model=CustomerResponse, tags=_BACKEND,
+        "/v1/customers/{external_user_id}",
+        responses=_ADMIN,
+        response_model=CustomerResponse,
+        tags=_BACKEND,
         openapi_extra=_body(UpsertCustomerRequest),
-    )  # fmt: skip
+    )
     def upsert_customer(
         _: SecretKey, external_user_id: str, body: JsonBody, request: Request
     ) -> Response:
@@ -307,9 +349,12 @@ def _routes(app: FastAPI) -> None:
 
     # -- session (browser) endpoints --
     @app.post(
-        "/v1/features/track-usage", response_model=TrackUsageResult, tags=_FRONTEND,
+        "/v1/features/track-usage",
+        responses=_TRACK,
+        response_model=TrackUsageResult,
+        tags=_FRONTEND,
         openapi_extra=_body(SessionTrackUsageRequest),
-    )  # fmt: skip
+    )
     def session_track_usage(claims: Session, body: JsonBody, request: Request) -> Response:
         """Record usage for the token's customer (``useTrackUsage``)."""
         req = parse(SessionTrackUsageRequest, body)
@@ -319,7 +364,12 @@ def _routes(app: FastAPI) -> None:
         )
         return _json(tracked.result, headers=tracked.rate_headers)
 
-    @app.get("/v1/features/usage-metrics", response_model=UsageMetricsResponse, tags=_FRONTEND)
+    @app.get(
+        "/v1/features/usage-metrics",
+        responses=_READ,
+        response_model=UsageMetricsResponse,
+        tags=_FRONTEND,
+    )
     async def session_usage_metrics(
         claims: Session, request: Request, feature_key: OptionalFeatureQuery = None
     ) -> Response:
@@ -333,14 +383,19 @@ def _routes(app: FastAPI) -> None:
         metrics = _service(request).metrics(cid, fkey)
         return _json(UsageMetricsResponse(metrics=metrics, customer_id=cid, external_user_id=cid))
 
-    @app.get("/v1/features/entitlements", response_model=EntitlementsResponse, tags=_FRONTEND)
+    @app.get(
+        "/v1/features/entitlements",
+        responses=_READ,
+        response_model=EntitlementsResponse,
+        tags=_FRONTEND,
+    )
     async def session_entitlements(claims: Session, request: Request) -> Response:
         """The features the token's customer has (``useFeatureEntitlements``)."""
         cid = claims.external_user_id
         ents = _service(request).entitlements(cid)
         return _json(EntitlementsResponse(entitlements=ents, customer_id=cid, external_user_id=cid))
 
-    @app.get("/v1/features/check", response_model=FeatureCheck, tags=_FRONTEND)
+    @app.get("/v1/features/check", responses=_READ, response_model=FeatureCheck, tags=_FRONTEND)
     async def session_check(
         claims: Session, feature_key: FeatureQuery, request: Request
     ) -> Response:
@@ -349,7 +404,7 @@ def _routes(app: FastAPI) -> None:
         return _json(_service(request).check(claims.external_user_id, fkey))
 
     # -- operations --
-    @app.get("/health", response_model=Health, tags=_OPERATIONS)
+    @app.get("/health", responses=_errors(503), response_model=Health, tags=_OPERATIONS)
     async def health(request: Request) -> Response:
         """(ext) Liveness and database reachability; no credentials needed."""
         try:
@@ -374,5 +429,51 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for name, definition in defs.get("$defs", {}).items():
             components.setdefault(name, definition)
+        _document_rules(schema)
         app.openapi_schema = schema
     return app.openapi_schema
+
+
+_TEXT_ID = {"type": "string", "minLength": 1, "maxLength": C.CUSTOMER_ID_MAX_LEN}
+_RULES: dict[str, dict[str, Any]] = {
+    "feature_key": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": C.FEATURE_KEY_MAX_LEN,
+        "pattern": C.FEATURE_KEY_PATTERN.pattern,
+    },
+    "customer_id": _TEXT_ID,
+    "externalUserId": _TEXT_ID,
+    "external_user_id": _TEXT_ID,
+    "quantity": {
+        "type": "number",
+        "exclusiveMinimum": 0,
+        "maximum": C.MAX_QUANTITY,
+        "multipleOf": 10**-C.QUANTITY_DECIMALS,
+    },
+    "jti": {"type": "string", "pattern": tokens.JTI_PATTERN.pattern},
+}
+_RULES["products"] = {
+    "type": "array",
+    "items": _RULES["feature_key"],
+    "maxItems": 20,
+    "uniqueItems": True,
+}
+"""The input rules of billing_ui.core.validation, stated in the schema. The models enforce
+them with plain-Python validators, which pydantic cannot describe in JSON Schema."""
+
+
+def _document_rules(schema: dict[str, Any]) -> None:
+    for name, model in schema["components"]["schemas"].items():
+        if name.endswith("Request"):
+            for field, prop in model.get("properties", {}).items():
+                if field in _RULES and "$ref" not in prop:
+                    prop.update(_RULES[field])
+                    prop.pop("anyOf", None)
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            for param in operation.get("parameters", []):
+                rule = _RULES.get(param["name"])
+                if rule is not None:
+                    param["schema"] = {**param.get("schema", {}), **rule}
+                    param["schema"].pop("anyOf", None)

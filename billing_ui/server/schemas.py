@@ -8,7 +8,7 @@ history, health and revocation answers.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -65,3 +65,18 @@ class Health(_Response):
 
 class Success(_Response):
     success: bool = True
+
+
+class ErrorBody(_Response):
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+    requestId: str
+    timestamp: datetime
+
+
+class ErrorEnvelope(_Response):
+    """BillingOS's error envelope (documented in OpenAPI for every error status)."""
+
+    error: ErrorBody
+    statusCode: int

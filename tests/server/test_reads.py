@@ -278,6 +278,14 @@ def test_health_and_openapi(api, server):
     assert body["schema"]["$ref"] == "#/components/schemas/TrackUsageRequest"
     assert "TrackUsageRequest" in spec["components"]["schemas"]
     assert "TrackUsageResult" in spec["components"]["schemas"]
+    # The input rules are stated in the schema, and every error status is documented.
+    track = spec["components"]["schemas"]["TrackUsageRequest"]["properties"]
+    assert track["feature_key"]["pattern"] and track["quantity"]["exclusiveMinimum"] == 0
+    responses = spec["paths"]["/v1/usage/track"]["post"]["responses"]
+    assert set(responses) >= {"200", "400", "401", "404", "409", "422", "429"}
+    assert responses["422"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "ErrorEnvelope"
+    )
 
 
 def test_every_response_has_a_request_id(api):
