@@ -56,8 +56,10 @@ def history_id(feature_key: str, bucket: str = "day") -> str:
     return feature_key if bucket == "day" else f"{feature_key}@{bucket}"
 
 
-def parse_history_id(value: str) -> tuple[str, str]:
+def parse_history_id(value: object) -> tuple[str, str]:
     """``history_id`` reversed, validating both parts (the id comes from the browser)."""
+    if not isinstance(value, str):
+        raise InvalidInputError.single("history", "type", "must be a string")
     key, _, bucket = value.partition("@")
     bucket = bucket or "day"
     if bucket not in BUCKETS:
@@ -132,7 +134,7 @@ class UsageHistoryState(rx.State):
         """Chart ``history`` (a :func:`history_id`; validated, as it comes from the browser)
         and fetch it now."""
         try:
-            ident = history_id(*parse_history_id(str(history)))
+            ident = history_id(*parse_history_id(history))
         except InvalidInputError:
             return
         async with self:
@@ -147,7 +149,7 @@ class UsageHistoryState(rx.State):
     @rx.event(background=True)
     async def refetch(self, history: Any) -> None:
         try:
-            ident = history_id(*parse_history_id(str(history)))
+            ident = history_id(*parse_history_id(history))
         except InvalidInputError:
             return
         await self._refresh([ident], force=True)
