@@ -9,6 +9,7 @@ condition with a deadline, never a sleep.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,7 @@ def test_dashboard_shows_the_customers_seeded_usage(
     expected = api.get_usage_metrics(customer_id="demo_pro")
     assert expected, "the seeded customer has meters"
     for metric in expected:
-        wait_for(lambda m=metric: meter_value(browser, m.feature_key) == m.consumed, timeout=10)
+        wait_meter(browser, metric.feature_key, metric.consumed)
         bar = meter_bar(browser, metric.feature_key)
         assert float(bar.get_attribute("aria-valuemax") or "nan") == metric.limit
         card = browser.find_element(
@@ -155,13 +156,11 @@ def test_clicks_move_the_meter_and_the_server_by_the_quantity(
         track_button(browser, feature).click()
         wait_meter(browser, feature, before + quantity)
         assert consumed(api, customer, feature) == before + quantity
-        wait_for(
-            lambda f=feature: visible(
-                browser,
-                f'[data-testid="track-control"][data-feature-key="{f}"] '
-                '[data-testid="track-success"]',
-            )
+        success = (
+            f'[data-testid="track-control"][data-feature-key="{feature}"] '
+            '[data-testid="track-success"]'
         )
+        wait_for(functools.partial(visible, browser, success))
 
     # Ten quick clicks count ten: each is its own event with its own idempotency key.
     before = consumed(api, "e2e_track", "api_calls")
