@@ -141,7 +141,15 @@ def filter_metrics(metrics: list[UsageMetric], feature_key: str | None) -> list[
 
 
 def apply_usage(metric: UsageMetric, usage: UsageSnapshot) -> UsageMetric:
-    """The metric as it is after a track, from the usage the server returned with it."""
+    """The metric as it is after a track, from the usage the server returned with it.
+
+    Usage only grows within a period, so an answer showing less than the cache already has is
+    an older one that arrived late (concurrent tracks answered out of order): it is ignored,
+    unless it belongs to a newer period (the counter was reset).
+    """
+    newer_period = usage.period_start is not None and usage.period_start > metric.period_start
+    if usage.consumed_units < metric.consumed and not newer_period:
+        return metric
     if metric.unlimited:
         return metric.model_copy(update={"consumed": usage.consumed_units})
     limit = metric.limit or 0.0

@@ -96,6 +96,9 @@ class UsageMetricsState(rx.State):
             async with self:
                 self.error, self.is_fetching, self.is_loading = rt.message_for(exc), False, False
             return
+        # The cache's entry, not the one returned: a track answered while this fetch was in
+        # flight has patched the cache with newer usage than the fetch saw.
+        entry = rt.queries.cache.peek((rt.METRICS, customer)) or entry
         async with self:
             if self._customer != customer:
                 return  # the customer changed while we were fetching

@@ -3,7 +3,10 @@
 ``TrackUsageState.track(feature_key, quantity=1, metadata=None)`` is an event handler, callable
 from any component's trigger::
 
-    rx.button("Call API", on_click=TrackUsageState.track("api_calls", 1))
+    rx.button("Call API", on_click=lambda: TrackUsageState.track("api_calls", 1))
+
+(The ``lambda`` form matters: with ``on_click=TrackUsageState.track("api_calls", 1)`` Reflex
+passes the click's event data on as the next argument, ``metadata``.)
 
 Any browser can call any public handler with any payload, so everything is checked here, on the
 server: the feature must be in the app's ``trackable`` allowlist, the quantity must pass the core

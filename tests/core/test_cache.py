@@ -126,3 +126,28 @@ async def test_set_data_patches_but_keeps_the_entry_due_for_refetch() -> None:
     entry = cache.peek(("m", "c1"))
     assert entry is not None and entry.data == 101
     assert (await cache.fetch(("m", "c1"), up, stale_time=30)).data == 2
+
+
+def test_a_late_track_answer_does_not_move_the_meter_backwards() -> None:
+    from datetime import UTC, datetime
+
+    from billing_ui.core.models import UsageMetric, UsageSnapshot
+    from billing_ui.core.queries import apply_usage
+
+    start, end = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
+    metric = UsageMetric(
+        feature_key="api_calls",
+        consumed=10,
+        limit=100,
+        remaining=90,
+        percentage_used=10,
+        period_start=start,
+        period_end=end,
+        resets_in_days=1,
+    )
+    newer = apply_usage(metric, UsageSnapshot(consumed_units=12, period_start=start))
+    assert (newer.consumed, newer.remaining, newer.percentage_used) == (12, 88, 12)
+    late = apply_usage(newer, UsageSnapshot(consumed_units=11, period_start=start))
+    assert late.consumed == 12
+    reset = apply_usage(newer, UsageSnapshot(consumed_units=1, period_start=end))
+    assert reset.consumed == 1

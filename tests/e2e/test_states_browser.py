@@ -57,7 +57,9 @@ def states_app() -> None:
             rx.text(bs.UsageMetricsState.router.session.client_token, id="token"),
             rx.foreach(bs.UsageMetricsState.metrics, meter),
             rx.text(bs.UsageMetricsState.error, id="error"),
-            rx.button("track", on_click=bs.TrackUsageState.track("api_calls", 1), id="track"),
+            rx.button(
+                "track", on_click=lambda: bs.TrackUsageState.track("api_calls", 1), id="track"
+            ),
         )
 
     app = rx.App()
