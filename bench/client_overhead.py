@@ -1,6 +1,6 @@
 """Benchmark: what ``AsyncBillingClient.track_usage`` costs over a raw ``httpx.AsyncClient`` POST.
 
-    python -m bench.client_overhead [--concurrency 16] [--rounds 12] [--requests 1500]
+    python -m bench.client_overhead [--concurrency 16] [--rounds 30] [--requests 400]
 
 The local server runs in its own process (``python -m billing_ui.server`` on a free port,
 SQLite on a temporary file, rate limit off, no access log). In this process, two arms send the
@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import tempfile
 import time
+import timeit
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -39,7 +41,7 @@ import httpx
 from bench.server_process import machine, server_process
 from billing_ui.core import AsyncBillingClient
 from billing_ui.core import _constants as C
-from billing_ui.core._base_client import default_limits
+from billing_ui.core._base_client import Send, default_limits
 
 CUSTOMERS = [f"bench_client_{i:02d}" for i in range(50)]
 TARGET = 0.85
@@ -129,6 +131,50 @@ async def bench(url: str, concurrency: int, rounds: int, requests: int) -> dict[
         return results
 
 
+def offline_cost(calls: int = 5000) -> tuple[float, float]:
+    """Microseconds per call of the work around the network, with no network at all: the
+    client's operation (validation, key, request, parse into a model) against a canned response,
+    vs building the raw request and receiving the same response. Immune to the server's speed
+    and to other processes, so it isolates what the client adds."""
+    canned = (
+        b'{"success":true,"feature_key":"api_calls","quantity":1.0,'
+        b'"recorded_at":"2026-11-30T04:16:47.977548Z","duplicate":false,"idempotency_key":"k",'
+        b'"usage":{"consumed_units":3.0,"limit_units":null,"remaining_units":null,'
+        b'"period_start":"2026-11-01T00:00:00Z","period_end":"2026-12-01T00:00:00Z",'
+        b'"unlimited":true}}'
+    )
+    client = AsyncBillingClient()
+    http = client._http
+
+    def through_client() -> None:
+        op = client._op_track_usage(CUSTOMERS[0], "api_calls", 1, None, None)
+        effect = next(op)
+        assert isinstance(effect, Send)
+        with contextlib.suppress(StopIteration):
+            op.send(httpx.Response(200, content=canned, request=effect.request))
+
+    def raw() -> None:
+        key = str(uuid.uuid4())
+        body = {"customer_id": CUSTOMERS[0], "feature_key": "api_calls", "quantity": 1}
+        request = http.build_request(
+            "POST",
+            C.DEFAULT_BASE_URL + "/v1/usage/track",
+            json={**body, "idempotency_key": key},
+            headers={"Idempotency-Key": key},
+        )
+        response = httpx.Response(200, content=canned, request=request)
+        if response.status_code != 200:
+            raise RuntimeError
+
+    for fn in (through_client, raw):  # warm-up
+        fn()
+    costs = []
+    for fn in (through_client, raw):
+        best = min(timeit.repeat(fn, number=calls // 5, repeat=5)) / (calls // 5)
+        costs.append(best * 1e6)
+    return costs[0], costs[1]
+
+
 def load() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -139,8 +185,8 @@ def load() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.client_overhead", description=__doc__)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=12)
-    parser.add_argument("--requests", type=int, default=1500, help="per arm per round")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--requests", type=int, default=400, help="per arm per round")
     args = parser.parse_args()
     print(machine())
     print(
@@ -165,6 +211,11 @@ def main() -> None:
         f"{'met' if ratio >= TARGET else 'MISSED'}"
     )
     print(f"client's own CPU cost: {cpu_client - cpu_raw:+.0f} us/request over raw httpx")
+    offline_client, offline_raw = offline_cost()
+    print(
+        f"without the network: client {offline_client:.0f} us/call, raw {offline_raw:.0f} "
+        f"us/call -> the client adds {offline_client - offline_raw:.0f} us per track"
+    )
 
 
 if __name__ == "__main__":
