@@ -258,7 +258,7 @@ class FeatureCheck(_Response):
 
     feature_key: str
     has_access: bool
-    reason: CheckReason | None = None
+    reason: CheckReason | str | None = None  # a str: a reason newer than this client
     limit: float | None = None
     usage: float | None = None
     metadata: FeatureCheckMetadata | None = None
