@@ -23,12 +23,9 @@ from typing import Annotated, Any, cast
 
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
 
-from billing_ui.core import _constants as C
 from billing_ui.core import validation as V
 from billing_ui.core._constants import IDEMPOTENCY_HEADER, LOCAL_SECRET_KEY
 from billing_ui.core.errors import FieldError, InvalidInputError
@@ -50,11 +47,11 @@ from billing_ui.server.bodies import JsonBody, parse
 from billing_ui.server.clock import Clock, SystemClock, from_micros, to_micros
 from billing_ui.server.errors import ApiProblem, install_error_handlers, invalid_input
 from billing_ui.server.middleware import RequestIdMiddleware
+from billing_ui.server.openapi import build_openapi, error_responses, request_body
 from billing_ui.server.plans import Plans
 from billing_ui.server.schemas import (
     Bucket,
     CustomerResponse,
-    ErrorEnvelope,
     Health,
     Success,
     UpsertCustomerRequest,
@@ -101,7 +98,7 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
     _routes(app)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: build_openapi(app, _REQUEST_MODELS)  # type: ignore[method-assign]
     return app
 
 
@@ -145,12 +142,6 @@ def _json(model: BaseModel, status: int = 200, headers: dict[str, str] | None = 
     )
 
 
-def _body(model: type[BaseModel]) -> dict[str, Any]:
-    """``openapi_extra`` documenting a request body we read ourselves (see bodies.py)."""
-    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
-
-
 def _checked(check: Any, value: Any, field: str) -> Any:
     try:
         return check(value, field)
@@ -177,25 +168,9 @@ def _idempotency_key(body_key: str | None, request: Request) -> str | None:
     return cast(str, header_key)
 
 
-_ERROR_TEXT = {
-    400: "Refused: customer not found, not a usage quota, or quota_exceeded (hard limit)",
-    401: "Missing, wrong, expired or revoked credential, or the wrong kind of credential",
-    404: "No active subscription with this feature (or no such feature)",
-    409: "Idempotency key already used for a different event in the last 24 hours",
-    422: "Invalid input: details.fieldErrors names each field and broken rule",
-    429: "Too many tracked events for this customer; see Retry-After",
-    503: "The database is unavailable",
-}
-
-
-def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for the error statuses a route can answer (BillingOS envelope)."""
-    return {s: {"model": ErrorEnvelope, "description": _ERROR_TEXT[s]} for s in statuses}
-
-
-_READ = _errors(400, 401, 422)
-_TRACK = _errors(400, 401, 404, 409, 422, 429)
-_ADMIN = _errors(401, 422)
+_READ = error_responses(400, 401, 422)
+_TRACK = error_responses(400, 401, 404, 409, 422, 429)
+_ADMIN = error_responses(401, 422)
 
 CustomerQuery = Annotated[str, Query(description="The app's own user id (external_user_id).")]
 FeatureQuery = Annotated[str, Query(description="A feature key from the plans.")]
@@ -210,7 +185,7 @@ def _routes(app: FastAPI) -> None:
         status_code=201,
         response_model=SessionToken,
         tags=_BACKEND,
-        openapi_extra=_body(CreateSessionTokenRequest),
+        openapi_extra=request_body(CreateSessionTokenRequest),
     )
     async def create_session_token(_: SecretKey, body: JsonBody, request: Request) -> Response:
         """Mint a session token for one customer (what a browser may hold)."""
@@ -248,7 +223,7 @@ def _routes(app: FastAPI) -> None:
         responses=_TRACK,
         response_model=TrackUsageResult,
         tags=_BACKEND,
-        openapi_extra=_body(TrackUsageRequest),
+        openapi_extra=request_body(TrackUsageRequest),
     )
     def track_usage(_: SecretKey, body: JsonBody, request: Request) -> Response:
         """Record usage of a feature by a customer (idempotent with ``idempotency_key``)."""
@@ -264,7 +239,7 @@ def _routes(app: FastAPI) -> None:
         responses=_ADMIN,
         response_model=TrackUsageBatchResult,
         tags=_BACKEND,
-        openapi_extra=_body(TrackUsageBatchRequest),
+        openapi_extra=request_body(TrackUsageBatchRequest),
     )
     def track_usage_batch(_: SecretKey, body: JsonBody, request: Request) -> Response:
         """(ext) Record up to 1,000 events in one transaction; each one succeeds or fails on
@@ -313,7 +288,7 @@ def _routes(app: FastAPI) -> None:
 
     @app.get(
         "/v1/usage/history",
-        responses=_errors(400, 401, 404, 422),
+        responses=error_responses(400, 401, 404, 422),
         response_model=UsageHistory,
         tags=_BACKEND,
     )
@@ -334,7 +309,7 @@ def _routes(app: FastAPI) -> None:
         responses=_ADMIN,
         response_model=CustomerResponse,
         tags=_BACKEND,
-        openapi_extra=_body(UpsertCustomerRequest),
+        openapi_extra=request_body(UpsertCustomerRequest),
     )
     def upsert_customer(
         _: SecretKey, external_user_id: str, body: JsonBody, request: Request
@@ -353,7 +328,7 @@ def _routes(app: FastAPI) -> None:
         responses=_TRACK,
         response_model=TrackUsageResult,
         tags=_FRONTEND,
-        openapi_extra=_body(SessionTrackUsageRequest),
+        openapi_extra=request_body(SessionTrackUsageRequest),
     )
     def session_track_usage(claims: Session, body: JsonBody, request: Request) -> Response:
         """Record usage for the token's customer (``useTrackUsage``)."""
@@ -404,7 +379,7 @@ def _routes(app: FastAPI) -> None:
         return _json(_service(request).check(claims.external_user_id, fkey))
 
     # -- operations --
-    @app.get("/health", responses=_errors(503), response_model=Health, tags=_OPERATIONS)
+    @app.get("/health", responses=error_responses(503), response_model=Health, tags=_OPERATIONS)
     async def health(request: Request) -> Response:
         """(ext) Liveness and database reachability; no credentials needed."""
         try:
@@ -414,66 +389,3 @@ def _routes(app: FastAPI) -> None:
                 503, "SYS_DATABASE_UNAVAILABLE", f"database unavailable: {exc}"
             ) from None
         return _json(Health(status="ok", database="ok"))
-
-
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema, plus the request models that routes validate themselves."""
-    if app.openapi_schema is None:
-        schema = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes
-        )
-        _, defs = models_json_schema(
-            [(m, "validation") for m in _REQUEST_MODELS],
-            ref_template="#/components/schemas/{model}",
-        )
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for name, definition in defs.get("$defs", {}).items():
-            components.setdefault(name, definition)
-        _document_rules(schema)
-        app.openapi_schema = schema
-    return app.openapi_schema
-
-
-_TEXT_ID = {"type": "string", "minLength": 1, "maxLength": C.CUSTOMER_ID_MAX_LEN}
-_RULES: dict[str, dict[str, Any]] = {
-    "feature_key": {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": C.FEATURE_KEY_MAX_LEN,
-        "pattern": C.FEATURE_KEY_PATTERN.pattern,
-    },
-    "customer_id": _TEXT_ID,
-    "externalUserId": _TEXT_ID,
-    "external_user_id": _TEXT_ID,
-    "quantity": {
-        "type": "number",
-        "exclusiveMinimum": 0,
-        "maximum": C.MAX_QUANTITY,
-        "multipleOf": 10**-C.QUANTITY_DECIMALS,
-    },
-    "jti": {"type": "string", "pattern": tokens.JTI_PATTERN.pattern},
-}
-_RULES["products"] = {
-    "type": "array",
-    "items": _RULES["feature_key"],
-    "maxItems": 20,
-    "uniqueItems": True,
-}
-"""The input rules of billing_ui.core.validation, stated in the schema. The models enforce
-them with plain-Python validators, which pydantic cannot describe in JSON Schema."""
-
-
-def _document_rules(schema: dict[str, Any]) -> None:
-    for name, model in schema["components"]["schemas"].items():
-        if name.endswith("Request"):
-            for field, prop in model.get("properties", {}).items():
-                if field in _RULES and "$ref" not in prop:
-                    prop.update(_RULES[field])
-                    prop.pop("anyOf", None)
-    for operations in schema["paths"].values():
-        for operation in operations.values():
-            for param in operation.get("parameters", []):
-                rule = _RULES.get(param["name"])
-                if rule is not None:
-                    param["schema"] = {**param.get("schema", {}), **rule}
-                    param["schema"].pop("anyOf", None)
