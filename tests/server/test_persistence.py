@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import queue
 import subprocess
 import sys
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -144,16 +146,12 @@ def test_command_line_serves_and_seeds(tmp_path):
         cwd=tmp_path,
     )
     try:
-        assert proc.stderr is not None
-        url = None
-        for line in proc.stderr:  # blocks until uvicorn says where it listens
-            if "Uvicorn running on" in line:
-                url = line.split("running on ")[1].split()[0]
-                break
-        assert url, "the server did not start"
-        api = httpx.Client(base_url=url, headers={"Authorization": "Bearer sk_test_from_env"})
-        assert api.get("/health").json()["status"] == "ok"
-        assert metric(api, "demo_free", "api_calls")["consumed"] == 850
+        url = _wait_for_url(proc)
+        with httpx.Client(
+            base_url=url, headers={"Authorization": "Bearer sk_test_from_env"}
+        ) as api:
+            assert api.get("/health").json()["status"] == "ok"
+            assert metric(api, "demo_free", "api_calls")["consumed"] == 850
         wrong = httpx.get(
             url + "/v1/usage/metrics?customer_id=demo_free",
             headers={"Authorization": "Bearer sk_test_billing_ui_local"},
@@ -163,6 +161,34 @@ def test_command_line_serves_and_seeds(tmp_path):
         proc.terminate()
         proc.wait(timeout=10)
     assert db.exists()
+
+
+def _wait_for_url(proc: subprocess.Popen[str], timeout_s: float = 30.0) -> str:
+    """The URL uvicorn prints once it listens; fails after ``timeout_s`` (waits on the
+    server's output, never polls)."""
+    assert proc.stderr is not None
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout_s
+    seen = []
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        seen.append(line)
+        if "Uvicorn running on" in line:
+            return line.split("running on ")[1].split()[0]
+    raise AssertionError("the server did not start:\n" + "".join(seen))
 
 
 def test_command_line_rejects_a_broken_plans_file(tmp_path):
