@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from billing_ui.core.errors import FieldError
 from billing_ui.core.validation import field_errors_from_pydantic
+from billing_ui.server.store import StoreBusyError
 
 log = logging.getLogger("billing_ui.server")
 
@@ -135,6 +136,16 @@ async def _on_http(request: Request, exc: Exception) -> Response:
     return problem_response(request, problem)
 
 
+async def _on_busy(request: Request, exc: Exception) -> Response:
+    problem = ApiProblem(
+        503,
+        "SYS_DATABASE_BUSY",
+        "The billing database is busy (another process is writing); retry shortly",
+        headers={"Retry-After": "1"},
+    )
+    return problem_response(request, problem)
+
+
 async def _on_crash(request: Request, exc: Exception) -> Response:
     rid = request_id_of(request)
     log.exception("unhandled error in %s %s (request %s)", request.method, request.url.path, rid)
@@ -148,4 +159,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiProblem, _on_problem)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(StoreBusyError, _on_busy)
     app.add_exception_handler(Exception, _on_crash)

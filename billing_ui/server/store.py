@@ -141,6 +141,11 @@ class StoreError(RuntimeError):
     """The database could not be opened or is not a billing_ui database."""
 
 
+class StoreBusyError(StoreError):
+    """Another process held the write lock for longer than the busy timeout; nothing was
+    written, and the request can be retried."""
+
+
 # --- what goes in and comes out ---------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Subscription:
@@ -256,7 +261,10 @@ class Store:
         SQLite's RESERVED lock (BEGIN IMMEDIATE). Rolled back on any exception."""
         with self._write_lock:
             conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:  # "database is locked", after the timeout
+                raise StoreBusyError(f"the billing database is busy: {exc}") from None
             try:
                 yield conn
             except BaseException:

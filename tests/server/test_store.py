@@ -68,3 +68,23 @@ def test_wal_mode_and_close_is_idempotent(tmp_path):
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     store.close()
     store.close()
+
+
+def test_a_writer_in_another_process_gives_a_retryable_503(server, api, customer):
+    """Another process holding the write lock past the busy timeout: 503 with Retry-After
+    (which clients retry), nothing half-written, and all is well once it lets go."""
+    cid = customer("pro")
+    server.store._writer.execute("PRAGMA busy_timeout = 50")  # don't wait 10 s in a test
+    before = server.store.fingerprint()
+    other = sqlite3.connect(server.store.path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        response = track(api, cid, "api_calls", 1)
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "SYS_DATABASE_BUSY"
+        assert response.headers["retry-after"] == "1"
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    assert server.store.fingerprint() == before
+    assert track(api, cid, "api_calls", 1).status_code == 200
