@@ -80,7 +80,8 @@ def start() -> None:
         app = create_app(store=store, plans=load_plans())
         seeded = seed_demo_customers(app.state.service)
         server = uvicorn.Server(
-            uvicorn.Config(app, host=HOST, port=port(), log_level="warning", lifespan="off")
+            # lifespan on: the server prunes expired idempotency keys hourly in it
+            uvicorn.Config(app, host=HOST, port=port(), log_level="warning", lifespan="on")
         )
         thread = threading.Thread(target=server.run, name="billing-server", daemon=True)
         thread.start()
