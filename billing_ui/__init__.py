@@ -39,6 +39,7 @@ _STATES = (
     "FeatureEntitlementsState",
     "TrackUsageState",
     "UsageMetricsState",
+    "reset_billing_states",
     "validate_browser_track",
 )
 _CORE = (
@@ -107,6 +108,7 @@ __all__ = [
     "feature_gate",
     "get_settings",
     "meter_bar",
+    "reset_billing_states",
     "track_button",
     "upgrade_nudge",
     "upgrade_prompt",
@@ -172,6 +174,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; never executed
         FeatureEntitlementsState,
         TrackUsageState,
         UsageMetricsState,
+        reset_billing_states,
         validate_browser_track,
     )
     from billing_ui.states.history import UsageHistoryState

@@ -15,10 +15,7 @@ from typing import Any
 import reflex as rx
 
 from billing_ui.demo.customers import is_demo_customer
-from billing_ui.states.entitlements import FeatureEntitlementsState
-from billing_ui.states.history import UsageHistoryState
-from billing_ui.states.metrics import UsageMetricsState
-from billing_ui.states.track import TrackUsageState
+from billing_ui.states.reset import reset_billing_states
 
 HOME = "/dashboard"
 SIGN_IN = "/"
@@ -48,15 +45,7 @@ class DemoSessionState(rx.State):
     @rx.event
     async def forget_billing_data(self) -> None:
         """Drop what the previous customer's pages showed, so nothing of theirs flashes up."""
-        metrics = await self.get_state(UsageMetricsState)
-        metrics.metrics, metrics.error, metrics.is_loading = [], "", True
-        metrics._customer = ""  # a fetch for the previous customer still in flight is dropped
-        ents = await self.get_state(FeatureEntitlementsState)
-        ents.entitlements, ents.checks, ents.error, ents.is_loading = [], {}, "", True
-        history = await self.get_state(UsageHistoryState)
-        history.histories, history.errors = {}, {}
-        track = await self.get_state(TrackUsageState)
-        track.last_feature_key, track.error, track.is_error, track.is_success = "", "", False, False
+        await reset_billing_states(self)
 
     @rx.event
     def require_customer(self) -> Any:

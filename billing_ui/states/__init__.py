@@ -10,6 +10,7 @@
 
 from billing_ui.states.entitlements import FeatureEntitlementsState
 from billing_ui.states.metrics import UsageMetricsState
+from billing_ui.states.reset import reset_billing_states
 from billing_ui.states.settings import BillingSettings, TrackRule, configure, get_settings
 from billing_ui.states.track import TrackUsageState, validate_browser_track
 
@@ -21,5 +22,6 @@ __all__ = [
     "UsageMetricsState",
     "configure",
     "get_settings",
+    "reset_billing_states",
     "validate_browser_track",
 ]

@@ -36,6 +36,7 @@ class FeatureEntitlementsState(rx.State):
     error: str = ""
     updated_at: str = ""
     data_updated_at: float = 0.0
+    _customer: str = ""
 
     @rx.var
     def enabled_features(self) -> list[str]:
@@ -79,7 +80,8 @@ class FeatureEntitlementsState(rx.State):
                 self.error = rt.message_for(exc)
             return
         async with self:
-            self.checks = {**self.checks, key: check_view(entry.data)}
+            if self._customer in ("", customer):
+                self.checks = {**self.checks, key: check_view(entry.data)}
 
     @staticmethod
     async def refresh_for(state: rx.State, *, force: bool = False) -> None:
@@ -93,6 +95,9 @@ class FeatureEntitlementsState(rx.State):
                 this.entitlements, this.checks = [], {}
                 this.error, this.is_loading = rt.message_for(exc), False
                 return
+            if this._customer and customer != this._customer:  # another customer's data
+                this.entitlements, this.checks, this.is_loading = [], {}, True
+            this._customer = customer
             this.is_fetching = True
         if force:
             rt.queries.cache.invalidate((rt.ENTITLEMENTS, customer))
@@ -107,6 +112,8 @@ class FeatureEntitlementsState(rx.State):
             return
         async with state:
             this = await state.get_state(FeatureEntitlementsState)
+            if this._customer != customer:
+                return  # the customer changed while we were fetching
             this.entitlements = [entitlement_view(e) for e in entry.data]
             this.data_updated_at = entry.updated_at
             this.updated_at = rt.iso_now(entry.updated_at)

@@ -89,7 +89,8 @@ class UsageMetricsState(rx.State):
                 # A tab's own next tick always finds its data older than one interval (it
                 # sleeps a full interval after storing it), so it refetches; the other tabs of
                 # the customer within that interval share the entry: one request per interval.
-                customer, stale_time=settings.refresh_interval
+                customer,
+                stale_time=settings.refresh_interval,
             )
             hard = await _hard_limited_features(customer)
         except BillingError as exc:

@@ -218,3 +218,39 @@ async def test_a_track_invalidates_that_features_check(session: Session) -> None
         return check is not None and check.usage == 3
 
     await wait_until(check_shows_three, message="the feature check was not refreshed")
+
+
+async def test_switching_customers_never_shows_the_previous_customers_data(
+    session: Session,
+) -> None:
+    from billing_ui.server.testing import create_customer
+    from billing_ui.states import reset_billing_states
+
+    await session.send(TrackUsageState.track, feature_key="api_calls", quantity=9)
+    await session.send(UsageMetricsState.refetch)
+    await session.send(FeatureEntitlementsState.load)
+    await session.send(FeatureEntitlementsState.check, feature_key="api_calls")
+    assert meter(await session.get(UsageMetricsState), "api_calls").consumed == 9
+
+    enterprise = create_customer(session.server, ["enterprise"])
+    await session.sign_in(enterprise)
+    # Without a reset, the next refresh replaces the old customer's data and drops its checks.
+    await session.send(FeatureEntitlementsState.refetch)
+    ent = await session.get(FeatureEntitlementsState)
+    assert "sso" in ent.enabled_features and ent.checks == {}
+    await session.send(UsageMetricsState.refetch)
+    api = meter(await session.get(UsageMetricsState), "api_calls")
+    assert api.consumed == 0 and api.unlimited
+
+    # With the reset (what a sign-in handler calls), nothing is left to render meanwhile.
+    manager = session.processor._root_context.state_manager  # type: ignore[union-attr]
+    from reflex.istate.manager.token import BaseStateToken
+
+    async with manager.modify_state(
+        BaseStateToken(ident=session.token, cls=UsageMetricsState)
+    ) as root:
+        await reset_billing_states(root)
+    metrics = await session.get(UsageMetricsState)
+    ent = await session.get(FeatureEntitlementsState)
+    assert metrics.metrics == [] and metrics.is_loading
+    assert ent.entitlements == [] and ent.checks == {}
