@@ -187,3 +187,36 @@ def test_a_click_tracks_once_and_the_meter_moves(
         message=lambda: metric_text(browser, "api_calls"),
     )
     assert len(proxy.seen("/v1/usage/track")) == tracks + 1
+
+
+def test_the_loop_resumes_once_after_a_reconnect(
+    app: AppHarness, browser: WebDriver, billing: tuple[RunningServer, FaultProxy]
+) -> None:
+    """Cut the tab's network (Chromium's own offline emulation, over the DevTools protocol)
+    until the backend sees the socket close, then restore it: the page reconnects by itself,
+    and the refresh loop comes back exactly once."""
+    _, proxy = billing
+    open_page(app, browser)
+    namespace = app.app_instance.event_namespace if app.app_instance else None
+    assert namespace is not None
+    wait_for(lambda: dict(namespace.token_to_sid), timeout=10, message="never connected")
+    (first_sid,) = namespace.token_to_sid.values()
+
+    def network(offline: bool) -> None:
+        browser.execute_cdp_cmd(
+            "Network.emulateNetworkConditions",
+            {"offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
+        )
+
+    browser.execute_cdp_cmd("Network.enable", {})
+    network(offline=True)
+    try:
+        wait_for(lambda: not namespace.token_to_sid, timeout=15, message="the socket stayed up")
+    finally:
+        network(offline=False)
+    wait_for(lambda: dict(namespace.token_to_sid), timeout=20, message="no reconnect")
+    assert first_sid not in namespace.token_to_sid.values(), "expected a new socket"
+    requests_in(proxy, INTERVAL * 1.2)  # the reconnect's own first fetch
+    window = 5
+    count = requests_in(proxy, INTERVAL * window)
+    assert window - 2 <= count <= window + 1, f"{count} requests in {window} intervals"
