@@ -91,3 +91,11 @@ def get_client() -> AsyncBillingClient:
     if client is None:
         client = _clients[loop] = _settings.client_factory()
     return client
+
+
+async def close_client() -> None:
+    """Close the running event loop's client, if one was made (an app's shutdown, a test's
+    teardown): its pooled connections are released instead of left to the garbage collector."""
+    client = _clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()

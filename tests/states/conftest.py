@@ -138,6 +138,7 @@ async def processor() -> AsyncIterator[BaseStateEventProcessor]:
     proc = BaseStateEventProcessor().configure()
     async with proc:
         yield proc
+    await bs.settings.close_client()
 
 
 @pytest.fixture
