@@ -4,7 +4,6 @@ whether the tab is still there, and error messages fit to show a person."""
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import reflex as rx
 
@@ -71,11 +70,7 @@ def message_for(exc: BaseException) -> str:
     return "Something went wrong while talking to the billing service."
 
 
-def iso_now(timestamp: float) -> str:
+def iso_utc(timestamp: float) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
-
-
-def ignore(*_: Any) -> None:
-    return None

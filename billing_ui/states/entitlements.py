@@ -116,5 +116,5 @@ class FeatureEntitlementsState(rx.State):
                 return  # the customer changed while we were fetching
             this.entitlements = [entitlement_view(e) for e in entry.data]
             this.data_updated_at = entry.updated_at
-            this.updated_at = rt.iso_now(entry.updated_at)
+            this.updated_at = rt.iso_utc(entry.updated_at)
             this.error, this.is_fetching, this.is_loading = "", False, False

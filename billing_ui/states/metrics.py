@@ -25,6 +25,7 @@ from reflex_base.vars.sequence import ArrayVar
 from billing_ui.core.customer import NoCustomerError
 from billing_ui.core.errors import BillingError
 from billing_ui.states import _runtime as rt
+from billing_ui.states.entitlements import FeatureEntitlementsState
 from billing_ui.states.settings import get_settings
 from billing_ui.states.views import MetricView, metric_view
 
@@ -105,16 +106,11 @@ class UsageMetricsState(rx.State):
                 return  # the customer changed while we were fetching
             self.metrics = [metric_view(m, hard_limit=m.feature_key in hard) for m in entry.data]
             self.data_updated_at = entry.updated_at
-            self.updated_at = rt.iso_now(entry.updated_at)
+            self.updated_at = rt.iso_utc(entry.updated_at)
             self.error, self.is_fetching, self.is_loading = "", False, False
-        await self._refresh_entitlements_if_stale()
-
-    async def _refresh_entitlements_if_stale(self) -> None:
-        from billing_ui.states.entitlements import FeatureEntitlementsState
-
-        async with self:
+            # Entitlements ride on this loop at their slower interval (no loop of their own).
             ent = await self.get_state(FeatureEntitlementsState)
-            due = time.time() - ent.data_updated_at >= get_settings().entitlements_refresh_interval
+            due = time.time() - ent.data_updated_at >= settings.entitlements_refresh_interval
         if due:
             await FeatureEntitlementsState.refresh_for(self)
 

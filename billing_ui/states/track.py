@@ -126,10 +126,14 @@ class TrackUsageState(rx.State):
                     metric_view(m, hard_limit=m.feature_key in hard) for m in entry.data
                 ]
             ent = await self.get_state(FeatureEntitlementsState)
-            if key in ent.checks:
-                ent.checks = {k: v for k, v in ent.checks.items() if k != key}
-        yield UsageMetricsState.refetch
-        yield FeatureEntitlementsState.check(key)  # type: ignore[misc]
+            shows_check = key in ent.checks
+            # The last track of a burst refetches for all of them: ten quick clicks are one
+            # refetch, not ten racing ones (each click's own usage is already on screen).
+            settled = not self.pending_features
+        if settled:
+            yield UsageMetricsState.refetch
+            if shows_check:
+                yield FeatureEntitlementsState.check(key)  # type: ignore[misc]
 
     def _finish(self, key: str, *, error: str = "", pending: str | None = None) -> None:
         if pending is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
@@ -254,3 +255,31 @@ async def test_switching_customers_never_shows_the_previous_customers_data(
     ent = await session.get(FeatureEntitlementsState)
     assert metrics.metrics == [] and metrics.is_loading
     assert ent.entitlements == [] and ent.checks == {}
+
+
+async def test_a_burst_of_tracks_counts_each_and_refetches_once(session: Session) -> None:
+    await session.send(UsageMetricsState.refetch)
+    fetched = session.upstream(METRICS)
+    await asyncio.gather(
+        *[
+            session.send(TrackUsageState.track, feature_key="api_calls", quantity=1)
+            for _ in range(10)
+        ]
+    )
+    assert consumed(session, "api_calls") == 10
+    assert len({r.idempotency_key for r in session.proxy.seen(TRACK)}) == 10
+
+    async def settled() -> bool:
+        metrics = await session.get(UsageMetricsState)
+        track = await session.get(TrackUsageState)
+        return (
+            session.upstream(METRICS) > fetched
+            and not metrics.is_fetching
+            and not track.is_pending
+            and meter(metrics, "api_calls").consumed == 10
+        )
+
+    await wait_until(settled, message="the burst never settled on the server's count")
+    # Each click's usage came back with its track; the refetch is for the burst, not per click.
+    assert session.upstream(METRICS) - fetched == 1
+    assert session.upstream("/v1/usage/check") == 0, "no check was on screen to refresh"
