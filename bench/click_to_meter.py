@@ -135,7 +135,8 @@ def write_section(text: str, path: Path = REPO / "docs" / "benchmarks.md") -> No
         new = old.rstrip("\n") + "\n\n" + text
     else:
         end = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text + (old[end + 1 :] if end != -1 else "")
+        rest = "\n" + old[end + 1 :] if end != -1 else ""
+        new = old[:start] + text.rstrip("\n") + "\n" + rest
     path.write_text(new)
 
 
