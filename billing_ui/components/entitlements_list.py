@@ -18,6 +18,18 @@ from billing_ui.states.views import EntitlementView
 TYPE_LABEL = {"boolean": "Feature", "metered": "Usage quota", "static": "Limit"}
 
 
+def type_badge(kind: Var[str]) -> rx.Component:
+    """The entitlement's type as a badge in the theme's accent colour (no ``color_scheme``, so
+    ``rx.theme(accent_color=...)`` re-colours it); a static limit or an unknown type in gray."""
+    return rx.match(
+        kind,
+        ("boolean", rx.badge(TYPE_LABEL["boolean"], variant="outline")),
+        ("metered", rx.badge(TYPE_LABEL["metered"], variant="soft")),
+        ("static", rx.badge(TYPE_LABEL["static"], variant="soft", color_scheme="gray")),
+        rx.badge(kind, variant="soft", color_scheme="gray"),
+    )
+
+
 def entitlements_list(*, show_plan: bool = True, **props: Any) -> rx.Component:
     """Every feature the signed-in customer is entitled to. Loads on mount (cached)::
 
@@ -71,13 +83,7 @@ def _row(ent: Var[EntitlementView], show_plan: bool) -> rx.Component:
     )
     cells = [
         rx.table.row_header_cell(rx.text(ent.feature_title, weight="medium"), status),
-        rx.table.cell(
-            rx.badge(
-                rx.match(ent.type, *TYPE_LABEL.items(), ent.type),
-                variant="soft",
-                color_scheme=rx.match(ent.type, ("boolean", "grass"), ("metered", "blue"), "gray"),
-            )
-        ),
+        rx.table.cell(type_badge(ent.type)),
         rx.table.cell(allowance),
     ]
     if show_plan:

@@ -23,7 +23,7 @@ LEVEL_SCHEME: Final[dict[str, str]] = {
     "normal": "accent",
     "near": "amber",
     "over": "red",
-    "unlimited": "grass",
+    "unlimited": "accent",
 }
 LEVEL_LABEL: Final[dict[str, str]] = {
     "normal": "",
@@ -47,12 +47,16 @@ def level_color(level: Var[str], step: int = 9) -> Any:
     )
 
 
-def level_badge_scheme(level: Var[str]) -> Any:
-    """The ``color_scheme`` of a level's badge (Radix names; "accent" is the theme's)."""
-    return level_match(
-        level,
-        {name: ("gray" if s == "accent" else s) for name, s in LEVEL_SCHEME.items()},
-        "gray",
+def level_badge(level: Var[str], **props: Any) -> rx.Component:
+    """A level's badge ("Near limit", "Unlimited", ...). Levels on the theme's accent get no
+    ``color_scheme`` at all (Radix has no "accent" value; a badge without one inherits the
+    theme's), so ``rx.theme(accent_color="grass")`` re-colours them; warnings keep their scale."""
+    label = level_match(level, LEVEL_LABEL, "")
+    warning = {name: s for name, s in LEVEL_SCHEME.items() if s != "accent"}
+    return rx.cond(
+        Var.create(list(warning)).contains(level),
+        rx.badge(label, color_scheme=level_match(level, warning, "gray"), **props),
+        rx.badge(label, **props),
     )
 
 
@@ -86,7 +90,7 @@ UNLIMITED_FILL: Final[dict[str, Any]] = {
     **METER_FILL,
     "width": "100%",
     "background": (
-        "repeating-linear-gradient(135deg, var(--grass-a5) 0 8px, var(--grass-a3) 8px 16px)"
+        "repeating-linear-gradient(135deg, var(--accent-a5) 0 8px, var(--accent-a3) 8px 16px)"
     ),
 }
 

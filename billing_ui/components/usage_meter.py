@@ -106,12 +106,7 @@ def _header(metric: Var[MetricView], show_product: bool) -> rx.Component:
         rx.spacer(),
         rx.cond(
             metric.level != "normal",
-            rx.badge(
-                styles.level_match(metric.level, styles.LEVEL_LABEL, ""),
-                color_scheme=styles.level_badge_scheme(metric.level),
-                variant="soft",
-                data_testid="meter-level",
-            ),
+            styles.level_badge(metric.level, variant="soft", data_testid="meter-level"),
         ),
         width="100%",
         align="start",
