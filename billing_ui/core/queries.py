@@ -14,8 +14,8 @@ filtered view, and BillingOS's server-side filter is unreliable anyway.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
 
 from billing_ui.core.cache import CacheEntry, QueryCache
 from billing_ui.core.client import AsyncBillingClient
@@ -27,6 +27,9 @@ from billing_ui.core.models import (
     UsageMetric,
     UsageSnapshot,
 )
+from billing_ui.core.problems import ProblemLog
+
+T = TypeVar("T")
 
 METRICS = "usage-metrics"
 ENTITLEMENTS = "entitlements"
@@ -38,16 +41,29 @@ class BillingQueries:
     """Cached reads and invalidating writes over an :class:`AsyncBillingClient`.
 
     ``client`` is a client or a zero-argument callable returning one (so a framework can keep one
-    client per event loop).
+    client per event loop). Every upstream call's outcome goes to ``problems``, which logs a
+    wrong key or an unreachable API once for the operator (see :mod:`billing_ui.core.problems`).
     """
 
     def __init__(
         self,
         client: AsyncBillingClient | Callable[[], AsyncBillingClient],
         cache: QueryCache | None = None,
+        problems: ProblemLog | None = None,
     ) -> None:
         self._client = client
         self.cache = cache if cache is not None else QueryCache()
+        self.problems = problems if problems is not None else ProblemLog()
+
+    async def _watched(self, call: Awaitable[T]) -> T:
+        """Await one upstream call, reporting its outcome to ``problems``."""
+        try:
+            result = await call
+        except Exception as exc:
+            self.problems.failed(exc)
+            raise
+        self.problems.succeeded()
+        return result
 
     @property
     def client(self) -> AsyncBillingClient:
@@ -59,7 +75,7 @@ class BillingQueries:
         client = self.client
         return await self.cache.fetch(
             (METRICS, customer_id),
-            lambda: client.get_usage_metrics(customer_id=customer_id),
+            lambda: self._watched(client.get_usage_metrics(customer_id=customer_id)),
             stale_time=stale_time,
         )
 
@@ -69,7 +85,7 @@ class BillingQueries:
         client = self.client
         return await self.cache.fetch(
             (ENTITLEMENTS, customer_id),
-            lambda: client.get_entitlements(customer_id=customer_id),
+            lambda: self._watched(client.get_entitlements(customer_id=customer_id)),
             stale_time=stale_time,
         )
 
@@ -79,7 +95,9 @@ class BillingQueries:
         client = self.client
         return await self.cache.fetch(
             (FEATURE_CHECK, customer_id, feature_key),
-            lambda: client.check_feature(customer_id=customer_id, feature_key=feature_key),
+            lambda: self._watched(
+                client.check_feature(customer_id=customer_id, feature_key=feature_key)
+            ),
             stale_time=stale_time,
         )
 
@@ -94,8 +112,10 @@ class BillingQueries:
         client = self.client
         return await self.cache.fetch(
             (HISTORY, customer_id, feature_key, bucket),
-            lambda: client.get_usage_history(
-                customer_id=customer_id, feature_key=feature_key, bucket=bucket
+            lambda: self._watched(
+                client.get_usage_history(
+                    customer_id=customer_id, feature_key=feature_key, bucket=bucket
+                )
             ),
             stale_time=stale_time,
         )
@@ -109,12 +129,14 @@ class BillingQueries:
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> TrackUsageResult:
-        result = await self.client.track_usage(
-            customer_id=customer_id,
-            feature_key=feature_key,
-            quantity=quantity,
-            metadata=metadata,
-            idempotency_key=idempotency_key,
+        result = await self._watched(
+            self.client.track_usage(
+                customer_id=customer_id,
+                feature_key=feature_key,
+                quantity=quantity,
+                metadata=metadata,
+                idempotency_key=idempotency_key,
+            )
         )
         self.after_track(customer_id, result)
         return result

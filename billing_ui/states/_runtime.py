@@ -9,6 +9,7 @@ import reflex as rx
 
 from billing_ui.core import errors
 from billing_ui.core.customer import NoCustomerError, resolve_customer
+from billing_ui.core.problems import USER_MESSAGE, classify
 from billing_ui.core.queries import ENTITLEMENTS, FEATURE_CHECK, METRICS, BillingQueries
 from billing_ui.states.settings import cache, get_client, get_settings
 
@@ -51,7 +52,13 @@ async def is_tab_connected(state: rx.State) -> bool:
 
 
 def message_for(exc: BaseException) -> str:
-    """A sentence for the UI. Details go to the log, never a stack trace to the browser."""
+    """A sentence for the UI. Details go to the log, never a stack trace to the browser.
+
+    A wrong key, an unreachable or failing API: the end user gets one neutral sentence; the
+    operator's advice (BILLINGOS_SECRET_KEY, BILLINGOS_API_URL) is logged once by
+    ``queries.problems`` (:mod:`billing_ui.core.problems`), never sent to the browser."""
+    if classify(exc) is not None:
+        return USER_MESSAGE
     if isinstance(exc, NoCustomerError):
         return "Sign in to see your usage."
     if isinstance(exc, errors.InvalidInputError):
@@ -60,10 +67,6 @@ def message_for(exc: BaseException) -> str:
         return "Limit reached: upgrade your plan or wait for the period to reset."
     if isinstance(exc, errors.RateLimitError):
         return "Too many requests: try again in a moment."
-    if isinstance(exc, errors.APIConnectionError):
-        return "The billing service is unreachable; showing the last known data."
-    if isinstance(exc, errors.AuthenticationError):
-        return "The billing service refused our credentials (check BILLINGOS_SECRET_KEY)."
     if isinstance(exc, errors.APIStatusError):
         return f"The billing service answered: {exc.message}"
     log.exception("unexpected error in a billing state", exc_info=exc)

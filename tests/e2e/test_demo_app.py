@@ -205,7 +205,7 @@ def test_dashboard_survives_a_billing_server_outage(
     billing.stop()
     try:
         wait_for(lambda: visible(browser, error), timeout=20)
-        assert "unreachable" in browser.find_element(By.CSS_SELECTOR, error).text
+        assert "temporarily unavailable" in browser.find_element(By.CSS_SELECTOR, error).text
         # The last good data stays on screen.
         assert meter_value(browser, "api_calls") == shown
         assert visible(browser, '[data-testid="usage-retry"]')
