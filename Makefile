@@ -4,7 +4,7 @@ SHELL := bash
 ENV := . scripts/env.sh &&
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap demo test lint bench
+.PHONY: bootstrap demo test lint bench bench-smoke bench-docs
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -21,7 +21,17 @@ test: bootstrap
 lint: bootstrap
 	$(ENV) ruff check . && mypy billing_ui
 
+# Every benchmark at its documented size: one JSON file per run in bench/results/, then the
+# tables of docs/benchmarks.md and README.md regenerated from it (also when one failed: the
+# others' figures are recorded). CPU-heavy (minutes).
 bench: bootstrap
-	$(ENV) if [[ -f bench/run_all.py ]]; then python bench/run_all.py; \
-	  elif [[ -f bench/__main__.py ]]; then python -m bench; \
-	  else echo "no benchmarks yet (bench/run_all.py)"; fi
+	$(ENV) status=0; python -m bench || status=$$?; python -m bench.docs; exit $$status
+
+# Every benchmark at a tiny size (under a minute): checks each runs and reports every figure.
+# `make test` runs it too (tests/benchmarks).
+bench-smoke: bootstrap
+	$(ENV) out="$$(mktemp -d)" && trap 'rm -rf "$$out"' EXIT && python -m bench --smoke --out "$$out"
+
+# Regenerate the docs' tables from the committed results (no benchmark runs).
+bench-docs: bootstrap
+	$(ENV) python -m bench.docs

@@ -1,6 +1,6 @@
 """Benchmark: click a track button -> the meter shows the new count, in a real browser.
 
-    python -m bench.click_to_meter [--clicks 50] [--write]
+    python -m bench.click_to_meter [--smoke]
 
 The repo's demo app runs under AppHarness (Reflex backend in this process, the dev frontend
 under bun), headless Debian chromium drives it, and the local billing server runs as its own
@@ -12,21 +12,24 @@ MutationObserver on the meter's ``aria-valuenow``, and the next animation frame 
 the expected count (so "on screen", not just "in the DOM"). The path: websocket event -> the
 ``TrackUsageState.track`` background task -> ``POST /v1/usage/track`` -> the meter's state
 patched from the server's answer -> delta over the websocket -> React render. The next click
-starts when the button is idle again. Target: p50 <= 150 ms.
-``--write`` puts the results in docs/benchmarks.md under "## Components".
+starts when the button is idle again. Target: p50 <= 150 ms. The baseline, measured in the same
+run against the same server: one ``POST /v1/usage/track`` from a keep-alive httpx client (the
+part of the path that is the billing API itself); the ratio says how much the UI path adds.
 """
 
 from __future__ import annotations
 
-import argparse
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
 from selenium.webdriver.common.by import By
 
-from bench.server_process import machine, server_process
+from bench._harness import cli, result
+from bench.server_process import server_process
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the e2e helpers live in tests/e2e
@@ -37,7 +40,6 @@ from tests.e2e.demo import go, meter_value, running_demo, sign_in  # noqa: E402
 KEY = "sk_test_billing_ui_local"
 CUSTOMER = "bench_clicks"
 FEATURE = "api_calls"
-SECTION = "## Components"
 
 # Resolves with the milliseconds from click to the first frame showing `expected`.
 MEASURE_JS = """
@@ -63,7 +65,7 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[index]
 
 
-def run(clicks: int, warmup: int) -> list[float]:
+def measure(clicks: int, warmup: int) -> tuple[list[float], list[float]]:
     with tempfile.TemporaryDirectory() as tmp, server_process(Path(tmp) / "billing.db") as url:
         httpx.put(
             f"{url}/v1/customers/{CUSTOMER}",
@@ -100,58 +102,44 @@ def run(clicks: int, warmup: int) -> list[float]:
             params={"customer_id": CUSTOMER},
             headers={"Authorization": f"Bearer {KEY}"},
         ).json()["metrics"]
+        direct = direct_tracks(url, clicks)  # after the count check's snapshot
     consumed = next(m["consumed"] for m in server_count if m["feature_key"] == FEATURE)
     assert consumed == final == warmup + clicks, (consumed, final)
+    return samples, direct
+
+
+def direct_tracks(url: str, n: int) -> list[float]:
+    """Milliseconds of ``n`` tracks posted straight to the server (after 5 warm-up ones)."""
+    samples = []
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}) as http:
+        for i in range(n + 5):
+            t = time.perf_counter()
+            http.post(
+                "/v1/usage/track",
+                json={"customer_id": CUSTOMER, "feature_key": FEATURE, "quantity": 1},
+            ).raise_for_status()
+            if i >= 5:
+                samples.append((time.perf_counter() - t) * 1000)
     return samples
 
 
-def markdown(samples: list[float], clicks: int) -> str:
-    p50, p95 = percentile(samples, 50), percentile(samples, 95)
-    verdict = "meets" if p50 <= 150 else "misses"
-    return f"""{SECTION}
-
-Click -> meter updated on screen (`bench/click_to_meter.py`): the demo app under AppHarness,
-headless Debian chromium, the local billing server as its own process, all on loopback; {clicks}
-clicks of "Call the API", one at a time, each timed inside the page from the click to the
-first animation frame showing the new count.
-
-    python -m bench.click_to_meter --clicks {clicks} --write
-
-| clicks | p50 | p95 | min | max |
-|---:|---:|---:|---:|---:|
-| {clicks} | {p50:.0f} ms | {p95:.0f} ms | {min(samples):.0f} ms | {max(samples):.0f} ms |
-
-Target p50 <= 150 ms: {verdict} it. After the run the server's count equalled the meter's
-(every click counted exactly once).
-Machine: {machine()}.
-"""
-
-
-def write_section(text: str, path: Path = REPO / "docs" / "benchmarks.md") -> None:
-    """Replace the "## Components" section of ``path`` (or append it), leaving the rest."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = old.find(SECTION)
-    if start == -1:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + len(SECTION))
-        rest = "\n" + old[end + 1 :] if end != -1 else ""
-        new = old[:start] + text.rstrip("\n") + "\n" + rest
-    path.write_text(new)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clicks", type=int, default=50)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
-    args = parser.parse_args()
-    samples = run(args.clicks, args.warmup)
-    text = markdown(samples, args.clicks)
-    print(text)
-    if args.write:
-        write_section(text)
+def run(*, smoke: bool = False) -> dict[str, object]:
+    clicks, warmup = (3, 1) if smoke else (50, 5)
+    config = {"clicks": clicks, "warmup_clicks": warmup, "feature": FEATURE}
+    print(f"click_to_meter: {config}", flush=True)
+    samples, direct = measure(clicks, warmup)
+    p50 = percentile(samples, 50)
+    figures: dict[str, float] = {
+        "click_to_meter_p50_ms": round(p50, 1),
+        "click_to_meter_p95_ms": round(percentile(samples, 95), 1),
+        "click_to_meter_min_ms": round(min(samples), 1),
+        "click_to_meter_max_ms": round(max(samples), 1),
+        "direct_track_p50_ms": round(statistics.median(direct), 2),
+        "click_over_direct_track_p50": round(p50 / statistics.median(direct), 1),
+    }
+    goals = {"click_to_meter_p50_ms": "<= 150 ms"}
+    return result("click_to_meter", config, figures, goals, {"click_to_meter_p50_ms": p50 <= 150})
 
 
 if __name__ == "__main__":
-    main()
+    cli(run)

@@ -1,36 +1,37 @@
 """Benchmark: what ``AsyncBillingClient.track_usage`` costs over a raw ``httpx.AsyncClient`` POST.
 
-    python -m bench.client_overhead [--concurrency 16] [--rounds 30] [--requests 400]
+    python -m bench.client_overhead [--smoke]
 
-The local server runs in its own process (``python -m billing_ui.server`` on a free port,
-SQLite on a temporary file, rate limit off, no access log). In this process, two arms send the
-same tracks to it with the same concurrency (``--concurrency`` tasks on one event loop) and the
-same connection-pool limits:
+Two arms send the same tracks with the same connection-pool limits:
 
-* **client** — ``await client.track_usage(customer_id=…, feature_key="api_calls", quantity=1)``:
+* **client** - ``await client.track_usage(customer_id=..., feature_key="api_calls", quantity=1)``:
   validation, a generated idempotency key (body and header), request building, the retry
   machinery, and the response parsed into a ``TrackUsageResult``;
-* **raw** — ``await http.post("/v1/usage/track", json=body, headers={"Idempotency-Key": …})``
+* **raw** - ``await http.post("/v1/usage/track", json=body, headers={"Idempotency-Key": ...})``
   with the same body (a fresh ``uuid4`` key per request, as the client makes) and the status
   checked; the response is not parsed.
 
-Each round runs both arms back to back, in alternating order (client, raw, raw, client, …), so
-that the database growing and the machine's speed drifting weigh on both arms alike. Reported:
-each arm's median throughput, the median of the per-round ratios client/raw (target >= 0.85),
-and the CPU time this process spent per request in each arm: their difference is the client's
-own cost, independent of the server's speed. The load average is printed because on a small
-shared machine other work moves the figures more than the client does.
+They run twice:
+
+1. **canned transport** (the headline): both arms' ``httpx.AsyncClient`` answer every request
+   from an in-process transport with the bytes of a real answer of the local server, so no
+   server shares the CPU and the figure is the client process's CPU per track. The ratio
+   raw/client of CPU per track is the client's speed relative to raw httpx; it falls below 1
+   by exactly what the client adds, so it can fail (goal >= 0.85).
+2. **loopback** (kept for reference): the local server in its own process on a free port;
+   throughput and client-process CPU per request. Both arms are bound by the server sharing
+   the CPUs, so this ratio stays near 1 whatever the client does.
+
+Each round runs both arms back to back in alternating order (client, raw, raw, client, ...), so
+drift of the machine's speed weighs on both alike; figures are medians over rounds.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import statistics
 import tempfile
 import time
-import timeit
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -38,10 +39,11 @@ from pathlib import Path
 
 import httpx
 
-from bench.server_process import machine, server_process
+from bench._harness import cli, result
+from bench.server_process import server_process
 from billing_ui.core import AsyncBillingClient
 from billing_ui.core import _constants as C
-from billing_ui.core._base_client import Send, default_limits
+from billing_ui.core._base_client import default_limits
 
 CUSTOMERS = [f"bench_client_{i:02d}" for i in range(50)]
 TARGET = 0.85
@@ -100,123 +102,127 @@ async def measure(arm: Arm, concurrency: int, requests: int, samples: Samples) -
     samples.add(requests, time.perf_counter() - wall0, time.process_time() - cpu0)
 
 
-async def bench(url: str, concurrency: int, rounds: int, requests: int) -> dict[str, Samples]:
-    async with (
-        AsyncBillingClient(base_url=url) as client,
-        httpx.AsyncClient(
-            base_url=url,
-            headers={
-                "Authorization": f"Bearer {C.LOCAL_SECRET_KEY}",
-                C.API_VERSION_HEADER: C.API_VERSION,
-            },
-            limits=default_limits(),
-            timeout=client.timeout,
-        ) as http,
-    ):
+def http_client(url: str, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    """The raw arm's client: the same base URL, headers and pool limits as the billing client."""
+    return httpx.AsyncClient(
+        base_url=url,
+        headers={
+            "Authorization": f"Bearer {C.LOCAL_SECRET_KEY}",
+            C.API_VERSION_HEADER: C.API_VERSION,
+        },
+        limits=default_limits(),
+        transport=transport,
+    )
+
+
+async def compare(
+    client: AsyncBillingClient,
+    http: httpx.AsyncClient,
+    concurrency: int,
+    rounds: int,
+    requests: int,
+) -> dict[str, Samples]:
+    """Both arms, ``rounds`` times in alternating order, after one warm-up round each."""
+    arms = {"client": client_arm(client), "raw": raw_arm(http)}
+    for arm in arms.values():  # warm-up: connections, caches, code paths
+        await arm(concurrency, requests)
+    results = {name: Samples() for name in arms}
+    for r in range(rounds):
+        order = ["client", "raw"] if r % 2 == 0 else ["raw", "client"]
+        for name in order:
+            await measure(arms[name], concurrency, requests, results[name])
+    return results
+
+
+class CannedTransport(httpx.AsyncBaseTransport):
+    """Answers every request with the same recorded bytes: the server costs nothing here."""
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], content: bytes) -> None:
+        self.status, self.headers, self.content = status, headers, content
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(self.status, headers=self.headers, content=self.content)
+
+
+async def loopback_and_canned(
+    url: str, loop_cfg: tuple[int, int, int], canned_cfg: tuple[int, int]
+) -> tuple[dict[str, Samples], dict[str, Samples]]:
+    async with AsyncBillingClient(base_url=url) as client, http_client(url) as http:
         for cid in CUSTOMERS:  # unlimited api_calls: no quota ever refuses a track
             await client.upsert_customer(customer_id=cid, products=["enterprise"])
-        arms = {"client": client_arm(client), "raw": raw_arm(http)}
-        for arm in arms.values():  # warm-up: connections, caches, code paths
-            await arm(concurrency, min(requests, 500))
-        results = {name: Samples() for name in arms}
-        for r in range(rounds):
-            order = ["client", "raw"] if r % 2 == 0 else ["raw", "client"]
-            for name in order:
-                await measure(arms[name], concurrency, requests, results[name])
-            print(
-                f"  round {r + 1}/{rounds}: client {results['client'].rps[-1]:8.0f} req/s   "
-                f"raw {results['raw'].rps[-1]:8.0f} req/s",
-                flush=True,
-            )
-        return results
-
-
-def offline_cost(calls: int = 5000) -> tuple[float, float]:
-    """Microseconds per call of the work around the network, with no network at all: the
-    client's operation (validation, key, request, parse into a model) against a canned response,
-    vs building the raw request and receiving the same response. Immune to the server's speed
-    and to other processes, so it isolates what the client adds."""
-    canned = (
-        b'{"success":true,"feature_key":"api_calls","quantity":1.0,'
-        b'"recorded_at":"2026-11-30T04:16:47.977548Z","duplicate":false,"idempotency_key":"k",'
-        b'"usage":{"consumed_units":3.0,"limit_units":null,"remaining_units":null,'
-        b'"period_start":"2026-11-01T00:00:00Z","period_end":"2026-12-01T00:00:00Z",'
-        b'"unlimited":true}}'
+        recorded = await raw_track(http)
+        loopback = await compare(client, http, *loop_cfg)
+    canned = CannedTransport(
+        recorded.status_code,
+        [(k, v) for k, v in recorded.headers.raw if k.lower() != b"content-length"],
+        recorded.content,
     )
-    client = AsyncBillingClient()
-    http = client._http
-
-    def through_client() -> None:
-        op = client._op_track_usage(CUSTOMERS[0], "api_calls", 1, None, None)
-        effect = next(op)
-        assert isinstance(effect, Send)
-        with contextlib.suppress(StopIteration):
-            op.send(httpx.Response(200, content=canned, request=effect.request))
-
-    def raw() -> None:
-        key = str(uuid.uuid4())
-        body = {"customer_id": CUSTOMERS[0], "feature_key": "api_calls", "quantity": 1}
-        request = http.build_request(
-            "POST",
-            C.DEFAULT_BASE_URL + "/v1/usage/track",
-            json={**body, "idempotency_key": key},
-            headers={"Idempotency-Key": key},
-        )
-        response = httpx.Response(200, content=canned, request=request)
-        if response.status_code != 200:
-            raise RuntimeError
-
-    for fn in (through_client, raw):  # warm-up
-        fn()
-    costs = []
-    for fn in (through_client, raw):
-        best = min(timeit.repeat(fn, number=calls // 5, repeat=5)) / (calls // 5)
-        costs.append(best * 1e6)
-    return costs[0], costs[1]
+    async with (
+        AsyncBillingClient(base_url=url, http_client=http_client(url, canned)) as client,
+        http_client(url, canned) as http,
+    ):
+        offline = await compare(client, http, 1, *canned_cfg)
+    return loopback, offline
 
 
-def load() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "n/a"
+async def raw_track(http: httpx.AsyncClient) -> httpx.Response:
+    """One real answer of the server to a track: what the canned transport replays."""
+    key = str(uuid.uuid4())
+    body = {
+        "customer_id": CUSTOMERS[0],
+        "feature_key": "api_calls",
+        "quantity": 1,
+        "idempotency_key": key,
+    }
+    response = await http.post("/v1/usage/track", json=body, headers={"Idempotency-Key": key})
+    response.raise_for_status()
+    return response
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.client_overhead", description=__doc__)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--requests", type=int, default=400, help="per arm per round")
-    args = parser.parse_args()
-    print(machine())
-    print(
-        f"track_usage: AsyncBillingClient vs raw httpx.AsyncClient, concurrency "
-        f"{args.concurrency}, {args.rounds} rounds x {args.requests} requests per arm "
-        f"(load average before: {load()})"
-    )
+def run(*, smoke: bool = False) -> dict[str, object]:
+    concurrency, rounds, requests = (4, 2, 40) if smoke else (16, 20, 400)
+    canned_rounds, canned_calls = (2, 100) if smoke else (30, 2000)
+    config = {
+        "loopback_concurrency": concurrency,
+        "loopback_rounds": rounds,
+        "loopback_requests_per_arm_round": requests,
+        "canned_rounds": canned_rounds,
+        "canned_calls_per_arm_round": canned_calls,
+    }
+    print(f"client_overhead: {config}", flush=True)
     with tempfile.TemporaryDirectory() as tmp, server_process(Path(tmp) / "bench.db") as url:
-        results = asyncio.run(bench(url, args.concurrency, args.rounds, args.requests))
-    client, raw = results["client"], results["raw"]
-    # Each round runs the two arms back to back, so their ratio compares like with like even
-    # when the machine's speed drifts between rounds; the median of those ratios is the figure.
-    per_round = [c / r for c, r in zip(client.rps, raw.rps, strict=True)]
-    ratio = statistics.median(per_round)
-    cpu_client, cpu_raw = statistics.median(client.cpu_us), statistics.median(raw.cpu_us)
-    print(f"load average after: {load()}")
-    print(f"client: {statistics.median(client.rps):8.0f} req/s, {cpu_client:6.0f} us CPU/request")
-    print(f"raw:    {statistics.median(raw.rps):8.0f} req/s, {cpu_raw:6.0f} us CPU/request")
-    print(
-        f"ratio client/raw: {ratio:.3f} (median of per-round ratios; range "
-        f"{min(per_round):.3f}..{max(per_round):.3f}); target >= {TARGET} -> "
-        f"{'met' if ratio >= TARGET else 'MISSED'}"
+        loop, canned = asyncio.run(
+            loopback_and_canned(url, (concurrency, rounds, requests), (canned_rounds, canned_calls))
+        )
+    c_cpu, r_cpu = (
+        statistics.median(canned["client"].cpu_us),
+        statistics.median(canned["raw"].cpu_us),
     )
-    print(f"client's own CPU cost: {cpu_client - cpu_raw:+.0f} us/request over raw httpx")
-    offline_client, offline_raw = offline_cost()
-    print(
-        f"without the network: client {offline_client:.0f} us/call, raw {offline_raw:.0f} "
-        f"us/call -> the client adds {offline_client - offline_raw:.0f} us per track"
-    )
+    figures: dict[str, float] = {
+        "canned_speed_ratio": round(
+            statistics.median(
+                r / c for c, r in zip(canned["client"].cpu_us, canned["raw"].cpu_us, strict=True)
+            ),
+            3,
+        ),
+        "canned_client_cpu_us_per_track": round(c_cpu, 1),
+        "canned_raw_cpu_us_per_track": round(r_cpu, 1),
+        "canned_client_added_us_per_track": round(c_cpu - r_cpu, 1),
+        "loopback_ratio": round(
+            statistics.median(
+                c / r for c, r in zip(loop["client"].rps, loop["raw"].rps, strict=True)
+            ),
+            3,
+        ),
+        "loopback_client_req_per_s": round(statistics.median(loop["client"].rps)),
+        "loopback_raw_req_per_s": round(statistics.median(loop["raw"].rps)),
+        "loopback_client_cpu_us_per_track": round(statistics.median(loop["client"].cpu_us), 1),
+        "loopback_raw_cpu_us_per_track": round(statistics.median(loop["raw"].cpu_us), 1),
+    }
+    goals = {"canned_speed_ratio": f">= {TARGET} (raw CPU per track / client CPU per track)"}
+    checks = {"canned_speed_ratio": figures["canned_speed_ratio"] >= TARGET}
+    return result("client_overhead", config, figures, goals, checks)
 
 
 if __name__ == "__main__":
-    main()
+    cli(run)

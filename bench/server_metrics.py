@@ -1,6 +1,6 @@
 """Benchmark: usage-metrics read latency with 1,000,000 stored events.
 
-    python -m bench.server_metrics [--events 1000000] [--requests 5000]
+    python -m bench.server_metrics [--smoke]
 
 1. Bulk-load ``--events`` events into a fresh SQLite file *through the store*
    (``BillingService.track_batch``, batches of 5,000 — the same write path as the API, without
@@ -16,7 +16,6 @@ event count. Target: p99 <= 5 ms.
 
 from __future__ import annotations
 
-import argparse
 import random
 import statistics
 import tempfile
@@ -26,7 +25,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.server_process import machine, server_process
+from bench._harness import cli, result
+from bench.server_process import server_process
 from billing_ui.server.clock import SystemClock
 from billing_ui.server.plans import load_plans
 from billing_ui.server.service import BillingService, TrackCommand
@@ -61,14 +61,16 @@ def load(db: Path, events: int) -> float:
         store.close()
 
 
-def percentiles(samples: list[float]) -> str:
-    """``n``, p50, p90, p99 and max of ``samples`` (seconds), in milliseconds."""
+def percentiles(prefix: str, samples: list[float]) -> dict[str, float]:
+    """p50, p90, p99 and max of ``samples`` (seconds), in milliseconds, as named figures."""
     ms = sorted(s * 1000 for s in samples)
     q = statistics.quantiles(ms, n=100)
-    return (
-        f"n={len(ms):,}  p50 {q[49]:.2f} ms  p90 {q[89]:.2f} ms  p99 {q[98]:.2f} ms  "
-        f"max {ms[-1]:.2f} ms"
-    )
+    return {
+        f"{prefix}_p50_ms": round(q[49], 3),
+        f"{prefix}_p90_ms": round(q[89], 3),
+        f"{prefix}_p99_ms": round(q[98], 3),
+        f"{prefix}_max_ms": round(ms[-1], 3),
+    }
 
 
 def time_requests(client: httpx.Client, path: str, params: list[dict[str, str]]) -> list[float]:
@@ -83,46 +85,49 @@ def time_requests(client: httpx.Client, path: str, params: list[dict[str, str]])
     return samples
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--requests", type=int, default=5000)
-    args = parser.parse_args()
-    print(f"machine: {machine()}")
+def run(*, smoke: bool = False) -> dict[str, object]:
+    events, requests = (5_000, 300) if smoke else (1_000_000, 5_000)
+    config = {"events": events, "requests": requests, "customers": len(CUSTOMERS)}
+    print(f"server_metrics: {config}", flush=True)
     rng = random.Random(11)
+    figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "metrics.db"
-        elapsed = load(db, args.events)
-        size = sum(f.stat().st_size for f in Path(tmp).iterdir()) / 1e6
-        print(
-            f"bulk load: {args.events:,} events in {elapsed:.1f} s "
-            f"({args.events / elapsed:,.0f} events/s through the store), database {size:.0f} MB"
-        )
+        elapsed = load(db, events)
+        figures["bulk_load_events_per_s"] = round(events / elapsed)
+        figures["database_mb"] = round(sum(f.stat().st_size for f in Path(tmp).iterdir()) / 1e6, 1)
         with server_process(db) as url:
             headers = {"Authorization": f"Bearer {KEY}"}
             with httpx.Client(base_url=url, headers=headers) as client:
-                params = [{"customer_id": rng.choice(CUSTOMERS)} for _ in range(args.requests)]
-                samples = time_requests(client, "/v1/usage/metrics", params)
-                print(f"GET /v1/usage/metrics (secret key):        {percentiles(samples)}")
+                params = [{"customer_id": rng.choice(CUSTOMERS)} for _ in range(requests)]
+                figures |= percentiles(
+                    "http_secret", time_requests(client, "/v1/usage/metrics", params)
+                )
                 token = client.post(
                     "/v1/session-tokens", json={"externalUserId": CUSTOMERS[0]}
                 ).json()["sessionToken"]
             with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
-                samples = time_requests(client, "/v1/features/usage-metrics", [{}] * args.requests)
-                print(f"GET /v1/features/usage-metrics (session): {percentiles(samples)}")
+                samples = time_requests(client, "/v1/features/usage-metrics", [{}] * requests)
+                figures |= percentiles("http_session", samples)
         store = Store(db)
         try:
             service = BillingService(store, load_plans(), SystemClock())
             samples = []
-            for _ in range(args.requests):
+            for _ in range(requests):
                 cid = rng.choice(CUSTOMERS)
                 t = time.perf_counter()
                 service.metrics(cid)
                 samples.append(time.perf_counter() - t)
-            print(f"BillingService.metrics (in-process):       {percentiles(samples)}")
+            figures |= percentiles("in_process", samples)
         finally:
             store.close()
+    figures["http_over_in_process_p50"] = round(
+        figures["http_secret_p50_ms"] / figures["in_process_p50_ms"], 1
+    )
+    goals = {"http_secret_p99_ms": "<= 5 ms"}
+    checks = {"http_secret_p99_ms": figures["http_secret_p99_ms"] <= 5}
+    return result("server_metrics", config, figures, goals, checks)
 
 
 if __name__ == "__main__":
-    main()
+    cli(run)

@@ -41,21 +41,3 @@ def server_process(db: Path, *extra: str) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-
-
-def machine() -> str:
-    """One line about the machine, for the record."""
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import sqlite3
-
-    return (
-        f"{os.cpu_count()} CPUs ({cpu}), Python {sys.version.split()[0]}, "
-        f"SQLite {sqlite3.sqlite_version}"
-    )
