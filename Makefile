@@ -4,7 +4,7 @@ SHELL := bash
 ENV := . scripts/env.sh &&
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap demo test lint bench bench-smoke bench-docs
+.PHONY: bootstrap demo test lint bench bench-smoke bench-docs clean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -35,3 +35,8 @@ bench-smoke: bootstrap
 # Regenerate the docs' tables from the committed results (no benchmark runs).
 bench-docs: bootstrap
 	$(ENV) python -m bench.docs
+
+# The demo's data (billing.db and its WAL files: customers and tracked usage; the next
+# `make demo` seeds the customers again) and Reflex's build output. Keeps .venv/ and .tools/.
+clean:
+	rm -rf billing.db billing.db-wal billing.db-shm .web .states
