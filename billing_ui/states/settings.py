@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from billing_ui.core import AsyncBillingClient
 from billing_ui.core.cache import QueryCache
 from billing_ui.core.customer import CustomerResolver
+from billing_ui.core.errors import InvalidInputError
 from billing_ui.core.validation import check_feature_key
 
 
@@ -45,21 +46,64 @@ def _no_resolver(_state: Any) -> None:
 
 @dataclass(frozen=True)
 class BillingSettings:
-    """See the module docstring. ``client_factory`` makes one client per event loop (an
-    ``httpx.AsyncClient`` must not be shared across loops); by default it reads
-    ``BILLINGOS_API_URL`` and ``BILLINGOS_SECRET_KEY``."""
+    """Everything :func:`configure` sets. To add a setting: a field here with its docstring
+    (docs/components.md's settings table is generated from these), a check in
+    ``__post_init__`` if it has rules, and the same keyword in :func:`configure`; then run
+    ``python scripts/gen_components_doc.py --write``. tests/components/test_docs.py keeps the
+    three in step."""
 
     customer_resolver: CustomerResolver = _no_resolver
+    """``(state) -> str | None``, sync or async: the signed-in customer's id (BillingOS's
+    ``external_user_id``) from the handler's state (your auth state, cookies, headers), or
+    ``None`` when nobody is signed in. Runs on the server: the browser never names the
+    customer. Required."""
+
     trackable: Mapping[str, TrackRule] = field(default_factory=dict)
+    """Which features a browser may track and how much per call:
+    ``{"api_calls": TrackRule(max_quantity=10, integer_only=True, metadata_max_bytes=1024)}``.
+    A browser's track of any other feature is refused. Empty: the browser may track nothing."""
+
     refresh_interval: float = 30.0
+    """Seconds between usage refreshes while a page with ``on_load=UsageMetricsState.poll`` is
+    open (the SDK's ``useUsageMetrics`` refetches every 30 s): one upstream request per
+    customer per interval, however many tabs. Feature checks are reused as long."""
+
     entitlements_refresh_interval: float = 300.0
+    """Seconds an entitlements answer (the plan's features) is reused before it is fetched
+    again. Plans change rarely, so they ride on the usage loop at this slower pace."""
+
     client_factory: Callable[[], AsyncBillingClient] = AsyncBillingClient
+    """``() -> AsyncBillingClient``, called once per event loop (an httpx client must not be
+    shared across loops). The default reads ``BILLINGOS_API_URL`` and ``BILLINGOS_SECRET_KEY``
+    (the local server when unset). Pass your own for another URL, key, timeout or retry
+    count: ``lambda: AsyncBillingClient(base_url=..., api_key=..., timeout=5)``."""
 
     def __post_init__(self) -> None:
-        for key in self.trackable:
+        for name in ("customer_resolver", "client_factory"):
+            if not callable(getattr(self, name)):
+                raise InvalidInputError.single(name, "callable", "must be a function")
+        if not isinstance(self.trackable, Mapping):
+            raise InvalidInputError.single(
+                "trackable", "type", "must be a mapping of feature key to TrackRule"
+            )
+        for key, rule in self.trackable.items():
             check_feature_key(key, field="trackable")
-        if not self.refresh_interval > 0 or not self.entitlements_refresh_interval > 0:
-            raise ValueError("refresh intervals must be greater than 0 seconds")
+            if not isinstance(rule, TrackRule):
+                raise InvalidInputError.single(
+                    f"trackable.{key}", "type", "must be a billing_ui.TrackRule"
+                )
+        for name in ("refresh_interval", "entitlements_refresh_interval"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise InvalidInputError.single(name, "gt", "must be a number of seconds > 0")
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unchanged>"
+
+
+_UNCHANGED: Any = _Unset()
 
 
 _settings = BillingSettings()
@@ -70,14 +114,33 @@ cache = QueryCache()
 """The process-wide query cache shared by every session (see billing_ui.core.cache)."""
 
 
-def configure(**changes: Any) -> BillingSettings:
-    """Change the settings (fields of :class:`BillingSettings`); returns the new settings."""
+def configure(
+    *,
+    customer_resolver: CustomerResolver = _UNCHANGED,
+    trackable: Mapping[str, TrackRule] = _UNCHANGED,
+    refresh_interval: float = _UNCHANGED,
+    entitlements_refresh_interval: float = _UNCHANGED,
+    client_factory: Callable[[], AsyncBillingClient] = _UNCHANGED,
+) -> BillingSettings:
+    """Change the settings given (each is a field of :class:`BillingSettings`, documented
+    there and in docs/components.md); the others keep their value. Returns the new settings.
+
+    Raises :class:`~billing_ui.core.errors.InvalidInputError` naming the setting and the rule
+    it breaks (``refresh_interval: must be a number of seconds > 0``); nothing changes then.
+    """
     global _settings
+    given = dict(locals())
+    changes = {name: value for name, value in given.items() if value is not _UNCHANGED}
     _settings = replace(_settings, **changes)
     if "client_factory" in changes:
         _clients.clear()
     cache.clear()
     return _settings
+
+
+def setting_names() -> list[str]:
+    """The names of every setting, in declaration order."""
+    return [f.name for f in fields(BillingSettings)]
 
 
 def get_settings() -> BillingSettings:
