@@ -15,8 +15,12 @@ from billing_ui.demo import config, dashboard, embedded, playground, security, s
 
 config.setup()
 
-# The theme (Radix accent/gray/radius) is set in rxconfig.py's RadixThemesPlugin.
-app = rx.App(toaster=rx.toast.provider(position="bottom-right"))
+# The theme (Radix accent/gray/radius) is set in rxconfig.py's RadixThemesPlugin. Static files
+# (favicon, logo) live in the repo's top-level assets/ folder, which Reflex serves at "/".
+app = rx.App(
+    toaster=rx.toast.provider(position="bottom-right"),
+    head_components=[rx.el.link(rel="icon", href="/favicon.svg", type="image/svg+xml")],
+)
 
 if config.uses_embedded_server():
     app.register_lifespan_task(embedded.lifespan)

@@ -25,6 +25,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -127,24 +128,34 @@ def run_demo(clone: Path, env: dict[str, str], log_path: Path) -> dict[str, floa
     return figures
 
 
-def sentence(result: dict[str, dict[str, float]]) -> str:
-    cold, warm = result["cold"], result["warm"]
+def sentence(result: dict[str, Any]) -> str:
+    runs = [result["cold"], result["warm"]]
+
+    def span(key: str) -> str:
+        low, high = sorted(round(run[key]) for run in runs)
+        return f"{low} s" if low == high else f"{low}-{high} s"
+
     return (
-        f"The first `make demo` on a machine with nothing cached took {cold['page_shown_s']:.0f} s "
-        f"until the sign-in page was shown ({cold['bootstrap_s']:.0f} s of it installing the "
-        f"Python packages and bun; the rest is Reflex installing the frontend's packages and "
-        f"compiling); with pip's and bun's caches warm, a fresh clone took "
-        f"{warm['page_shown_s']:.0f} s, and a second `make demo` in the same checkout "
-        f"{warm['second_run_s']:.0f} s. "
-        f"(Measured by `scripts/first_run.py` on this project's 2-CPU machine.)"
+        f"A fresh clone's first `make demo` takes about {span('page_shown_s')} until the "
+        f"sign-in page shows: {span('bootstrap_s')} installing the Python packages and bun, "
+        f"the rest Reflex installing the frontend's packages and compiling. A second `make "
+        f"demo` in the same checkout takes {span('second_run_s')}. (`scripts/first_run.py`, "
+        f"on this project's 2-CPU machine, once with empty pip/npm/bun caches and once with "
+        f"warm ones, load average {result['load_average']:.1f} while it ran.)"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="update README.md")
+    parser.add_argument("--from-json", help="reuse a previous run's JSON output")
     args = parser.parse_args()
-    result = {"cold": measure(cold=True), "warm": measure(cold=False)}
+    result: dict[str, Any]
+    if args.from_json:
+        result = json.loads(args.from_json)
+    else:
+        result = {"cold": measure(cold=True), "warm": measure(cold=False)}
+        result["load_average"] = os.getloadavg()[1]  # the last 5 minutes
     print(json.dumps(result))
     text = sentence(result)
     print(text)

@@ -16,18 +16,14 @@ NAV: list[tuple[str, str, str]] = [
     ("Security", "/security", "shield_check"),
 ]
 PRICING_URL = "/#plans"
+LOGO = "/logo.svg"
+"""The demo's logo, from the repo's top-level assets/ folder (Reflex serves it at "/")."""
 
 
 def brand() -> rx.Component:
     return rx.link(
         rx.hstack(
-            rx.center(
-                rx.icon("cloud", size=18, color="white"),
-                background="var(--accent-9)",
-                border_radius="var(--radius-3)",
-                width="28px",
-                height="28px",
-            ),
+            rx.image(src=LOGO, alt="", width="28px", height="28px", data_testid="logo"),
             rx.text("Acme Cloud", weight="bold", size="4", color="var(--gray-12)"),
             align="center",
             spacing="2",

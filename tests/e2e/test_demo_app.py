@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from reflex.testing import AppHarness
 from selenium.webdriver.common.by import By
@@ -24,6 +25,7 @@ from billing_ui.server.testing import RunningServer, create_customer, running_se
 
 from .browser import wait_for
 from .demo import (
+    REPO,
     go,
     meter_bar,
     meter_value,
@@ -285,3 +287,29 @@ def test_upgrade_nudge_shows_at_80_percent_and_stays_dismissed(
     go(browser, "dashboard")
     wait_meter(browser, "api_calls", 850)
     assert not browser.find_elements(By.CSS_SELECTOR, nudge)
+
+
+def test_the_demo_serves_its_favicon_and_logo_from_assets(
+    demo: AppHarness, browser: WebDriver
+) -> None:
+    """The top-level assets/ folder is the demo's static files: the page links the favicon,
+    and the top bar's logo loads (an <img> that failed to load has naturalWidth 0)."""
+    sign_in(browser, demo, "demo_pro")
+    icon = browser.find_element(By.CSS_SELECTOR, 'link[rel="icon"]').get_attribute("href")
+    assert icon is not None and icon.endswith("/favicon.svg")
+    served = httpx.get(icon, timeout=10)
+    assert (
+        served.status_code == 200 and served.content == (REPO / "assets/favicon.svg").read_bytes()
+    )
+    logo = '[data-testid="logo"]'
+    wait_for(
+        lambda: browser.execute_script(
+            "const i = document.querySelector(arguments[0]);"
+            " return i && i.complete && i.naturalWidth;",
+            logo,
+        ),
+        timeout=10,
+        message="the logo did not load",
+    )
+    src = browser.find_element(By.CSS_SELECTOR, logo).get_attribute("src") or ""
+    assert src.endswith("/logo.svg")
