@@ -116,6 +116,21 @@ CHART_LIMIT: Final[dict[str, Any]] = {"stroke": "var(--red-9)", "stroke_dasharra
 
 NUDGE: Final[dict[str, Any]] = {"width": "100%"}
 
+TOAST_STACK: Final[dict[str, Any]] = {
+    "position": "fixed",
+    "z_index": "50",
+    "width": "min(24rem, calc(100vw - 2.5em))",
+    # Only the toasts take clicks, not the empty stack over the page.
+    "pointer_events": "none",
+}
+
+TOAST: Final[dict[str, Any]] = {
+    **CARD,
+    "padding": "0.9em 1em",
+    "box_shadow": "var(--shadow-4)",
+    "pointer_events": "auto",
+}
+
 GATE_PROMPT: Final[dict[str, Any]] = {
     **CARD,
     "border_style": "dashed",

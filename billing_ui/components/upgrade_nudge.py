@@ -1,5 +1,6 @@
-"""``upgrade_nudge``: a banner that appears when a meter reaches 80 % of its limit (the SDK's
-``UpgradeNudge``), one per feature, each dismissible for the rest of the session.
+"""``upgrade_nudge``: a banner (or a toast) that appears when a meter reaches 80 % of its limit
+(the SDK's ``UpgradeNudge``, whose ``banner`` and ``toast`` styles these are), one per feature,
+each dismissible for the rest of the session.
 
 Driven by ``UsageMetricsState.near_limit``, so it appears and disappears as usage changes,
 with no extra request; dismissals live in :class:`UpgradeNudgeState`.
@@ -9,7 +10,7 @@ with no extra request; dismissals live in :class:`UpgradeNudgeState`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import reflex as rx
 from reflex_base.vars.base import Var
@@ -20,31 +21,56 @@ from billing_ui.states.metrics import UsageMetricsState
 from billing_ui.states.nudge import UpgradeNudgeState
 from billing_ui.states.views import MetricView
 
+TOAST_CORNERS: dict[str, dict[str, str]] = {
+    "bottom-right": {"bottom": "1.25em", "right": "1.25em"},
+    "bottom-left": {"bottom": "1.25em", "left": "1.25em"},
+    "top-right": {"top": "1.25em", "right": "1.25em"},
+    "top-left": {"top": "1.25em", "left": "1.25em"},
+}
+
 
 def upgrade_nudge(
     *,
     upgrade_url: str | None = None,
     cta: str = "Upgrade",
     feature_key: str | None = None,
+    style: Literal["banner", "toast"] = "banner",
+    position: Literal["bottom-right", "bottom-left", "top-right", "top-left"] = "bottom-right",
     **props: Any,
 ) -> rx.Component:
-    """Banners for the metrics at >= 80 % of their limit (or only ``feature_key``'s), with an
-    upgrade link and a close button::
+    """Nudges for the metrics at >= 80 % of their limit (or only ``feature_key``'s), with an
+    upgrade link and a close button: full-width banners where the component sits
+    (``style="banner"``), or toasts stacked in a corner of the window above the page
+    (``style="toast"``, at ``position``)::
 
         upgrade_nudge(upgrade_url="/pricing")
+        upgrade_nudge(upgrade_url="/pricing", style="toast", position="bottom-left")
     """
+    if style not in ("banner", "toast"):
+        raise ValueError(f"upgrade_nudge(style=...) is 'banner' or 'toast', not {style!r}")
+    if position not in TOAST_CORNERS:
+        raise ValueError(f"upgrade_nudge(position=...) is one of {sorted(TOAST_CORNERS)}")
     near: Any = UsageMetricsState.near_limit
     if feature_key is not None:
         near = near.filter(lambda m: m.feature_key == feature_key)
-    return rx.vstack(
-        rx.foreach(
-            near,
-            lambda metric: rx.cond(
-                UpgradeNudgeState.dismissed.contains(metric.feature_key),
-                rx.fragment(),
-                _banner(metric, upgrade_url, cta),
-            ),
+    render = _banner if style == "banner" else _toast
+    nudges = rx.foreach(
+        near,
+        lambda metric: rx.cond(
+            UpgradeNudgeState.dismissed.contains(metric.feature_key),
+            rx.fragment(),
+            render(metric, upgrade_url, cta),
         ),
+    )
+    if style == "toast":
+        return rx.vstack(
+            nudges,
+            spacing="2",
+            data_testid="upgrade-toasts",
+            **styles.merge({**styles.TOAST_STACK, **TOAST_CORNERS[position]}, props),
+        )
+    return rx.vstack(
+        nudges,
         spacing="2",
         width="100%",
         data_testid="upgrade-nudges",
@@ -52,36 +78,68 @@ def upgrade_nudge(
     )
 
 
-def _banner(metric: Var[MetricView], upgrade_url: str | None, cta: str) -> rx.Component:
-    over = metric.level == "over"
-    scheme = rx.cond(over, "red", "amber")
-    message = rx.cond(
-        over,
+def _message(metric: Var[MetricView]) -> Any:
+    return rx.cond(
+        metric.level == "over",
         f"You have reached your plan's limit of {metric.feature_title} "
         f"({number(metric.consumed)} of {number(metric.limit)}).",
         f"You have used {number(metric.percentage_used)} % of your {metric.feature_title} "
         f"({number(metric.consumed)} of {number(metric.limit)}).",
     )
-    action = (
-        rx.link(rx.button(cta, size="1", color_scheme=scheme), href=upgrade_url)
-        if upgrade_url
-        else rx.fragment()
+
+
+def _dismiss(metric: Var[MetricView]) -> rx.Component:
+    return rx.icon_button(
+        rx.icon("x", size=14),
+        on_click=UpgradeNudgeState.dismiss(metric.feature_key),  # type: ignore[operator]
+        size="1",
+        variant="ghost",
+        color_scheme="gray",
+        aria_label="Dismiss",
+        data_testid="nudge-dismiss",
     )
+
+
+def _action(upgrade_url: str | None, cta: str, scheme: Any) -> rx.Component:
+    if not upgrade_url:
+        return rx.fragment()
+    return rx.link(rx.button(cta, size="1", color_scheme=scheme), href=upgrade_url)
+
+
+def _toast(metric: Var[MetricView], upgrade_url: str | None, cta: str) -> rx.Component:
+    """One nudge as a toast: a small floating card, coloured like the meter's level."""
+    scheme = rx.cond(metric.level == "over", "red", "amber")
+    return rx.hstack(
+        rx.icon("trending_up", size=18, color=styles.level_color(metric.level, 11)),
+        rx.vstack(
+            rx.text(metric.feature_title, weight="medium", size="2"),
+            rx.text(_message(metric), **styles.MUTED_TEXT),
+            _action(upgrade_url, cta, scheme),
+            spacing="2",
+            align="start",
+        ),
+        _dismiss(metric),
+        align="start",
+        spacing="3",
+        role="status",
+        aria_live="polite",
+        data_testid="upgrade-nudge",
+        data_feature_key=metric.feature_key,
+        **styles.merge(
+            styles.TOAST, {"border_left": f"3px solid {styles.level_color(metric.level)}"}
+        ),
+    )
+
+
+def _banner(metric: Var[MetricView], upgrade_url: str | None, cta: str) -> rx.Component:
+    scheme = rx.cond(metric.level == "over", "red", "amber")
     return rx.callout.root(
         rx.callout.icon(rx.icon("trending_up")),
         rx.hstack(
-            rx.callout.text(message),
+            rx.callout.text(_message(metric)),
             rx.spacer(),
-            action,
-            rx.icon_button(
-                rx.icon("x", size=14),
-                on_click=UpgradeNudgeState.dismiss(metric.feature_key),  # type: ignore[operator]
-                size="1",
-                variant="ghost",
-                color_scheme="gray",
-                aria_label="Dismiss",
-                data_testid="nudge-dismiss",
-            ),
+            _action(upgrade_url, cta, scheme),
+            _dismiss(metric),
             align="center",
             width="100%",
             spacing="3",

@@ -5,6 +5,8 @@ and a centred content column. Pages pass their title and body."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import reflex as rx
 
 from billing_ui.components import upgrade_nudge
@@ -103,12 +105,18 @@ def top_bar() -> rx.Component:
     )
 
 
-def page(title: str, subtitle: str, *body: rx.Component, nudge: bool = True) -> rx.Component:
-    """A signed-in page: the top bar, the upgrade nudges, a heading and ``body``."""
+def page(
+    title: str,
+    subtitle: str,
+    *body: rx.Component,
+    nudge: Literal["banner", "toast"] | None = "banner",
+) -> rx.Component:
+    """A signed-in page: the top bar, the upgrade nudges (banners above the heading, or toasts
+    in the window's corner), a heading and ``body``."""
     return rx.box(
         top_bar(),
         rx.vstack(
-            upgrade_nudge(upgrade_url=PRICING_URL) if nudge else rx.fragment(),
+            upgrade_nudge(upgrade_url=PRICING_URL, style=nudge) if nudge else rx.fragment(),
             rx.vstack(
                 rx.heading(title, size="7", weight="bold"),
                 rx.text(subtitle, color="var(--gray-11)", size="3"),

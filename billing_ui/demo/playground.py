@@ -59,4 +59,7 @@ def page() -> rx.Component:
             gap="1em",
             width="100%",
         ),
+        # The clicks here push meters past 80 %: the nudge pops up as a toast, not a banner
+        # that would shift the buttons under the pointer.
+        nudge="toast",
     )

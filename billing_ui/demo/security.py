@@ -90,5 +90,5 @@ def page() -> rx.Component:
                 ),
             ),
         ),
-        nudge=False,
+        nudge=None,
     )

@@ -289,6 +289,33 @@ def test_upgrade_nudge_shows_at_80_percent_and_stays_dismissed(
     assert not browser.find_elements(By.CSS_SELECTOR, nudge)
 
 
+def test_the_toast_nudge_floats_in_the_corner_and_shares_the_dismissal(
+    demo: AppHarness, browser: WebDriver
+) -> None:
+    """The playground shows the nudge as a toast (upgrade_nudge(style="toast")): fixed to the
+    window's bottom-right corner, over the page, not in its flow. Dismissing it dismisses the
+    dashboard's banner too (one dismissal per feature, whatever the form)."""
+    toast = '[data-testid="upgrade-toasts"] [data-feature-key="api_calls"]'
+    sign_in(browser, demo, "demo_free")  # api_calls: 850 of 1,000
+    go(browser, "playground")
+    wait_for(lambda: visible(browser, toast), timeout=10)
+    assert "85 %" in browser.find_element(By.CSS_SELECTOR, toast).text
+    assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="upgrade-nudges"]')
+    box = browser.execute_script(
+        "const s = document.querySelector('[data-testid=\"upgrade-toasts\"]');"
+        " const r = s.getBoundingClientRect();"
+        " return [getComputedStyle(s).position, innerWidth - r.right, innerHeight - r.bottom];"
+    )
+    assert box[0] == "fixed" and 0 < box[1] < 40 and 0 < box[2] < 40, box
+    browser.find_element(By.CSS_SELECTOR, f'{toast} [data-testid="nudge-dismiss"]').click()
+    wait_for(lambda: not browser.find_elements(By.CSS_SELECTOR, toast), timeout=10)
+    go(browser, "dashboard")
+    wait_meter(browser, "api_calls", 850)
+    assert not browser.find_elements(
+        By.CSS_SELECTOR, '[data-testid="upgrade-nudge"][data-feature-key="api_calls"]'
+    )
+
+
 def test_the_demo_serves_its_favicon_and_logo_from_assets(
     demo: AppHarness, browser: WebDriver
 ) -> None:
