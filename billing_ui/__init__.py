@@ -40,6 +40,7 @@ _STATES = (
     "TrackUsageState",
     "UsageMetricsState",
     "reset_billing_states",
+    "switches_customer",
     "validate_browser_track",
 )
 _CORE = (
@@ -68,6 +69,8 @@ _WHERE: dict[str, str] = {
     **dict.fromkeys(_STATES, "billing_ui.states"),
     "UsageHistoryState": "billing_ui.states.history",
     "UpgradeNudgeState": "billing_ui.states.nudge",
+    "BillingState": "billing_ui.states.base",
+    "billing_event": "billing_ui.states.base",
     "BillingSettings": "billing_ui.states.settings",
     "TrackRule": "billing_ui.states.settings",
     "configure": "billing_ui.states.settings",
@@ -86,6 +89,7 @@ __all__ = [
     "BillingClient",
     "BillingError",
     "BillingSettings",
+    "BillingState",
     "CustomerNotFoundError",
     "FeatureCheck",
     "FeatureEntitlement",
@@ -103,12 +107,14 @@ __all__ = [
     "UsageMetric",
     "UsageMetricsState",
     "__version__",
+    "billing_event",
     "configure",
     "entitlements_list",
     "feature_gate",
     "get_settings",
     "meter_bar",
     "reset_billing_states",
+    "switches_customer",
     "track_button",
     "upgrade_nudge",
     "upgrade_prompt",
@@ -175,8 +181,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; never executed
         TrackUsageState,
         UsageMetricsState,
         reset_billing_states,
+        switches_customer,
         validate_browser_track,
     )
+    from billing_ui.states.base import BillingState, billing_event
     from billing_ui.states.history import UsageHistoryState
     from billing_ui.states.nudge import UpgradeNudgeState
     from billing_ui.states.settings import BillingSettings, TrackRule, configure, get_settings

@@ -37,7 +37,7 @@ from types import TracebackType
 from typing import Literal
 from urllib.parse import urlsplit
 
-ActionKind = Literal["forward", "respond", "drop_response", "close", "stall"]
+ActionKind = Literal["forward", "respond", "drop_response", "close", "stall", "hold"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,8 @@ class Action:
     status: int = 0
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
+    gate: threading.Event | None = None
+    then: Action | None = None
 
 
 def forward() -> Action:
@@ -86,6 +88,13 @@ def stall() -> Action:
     """Hold the request without forwarding or answering until the client gives up and closes
     the connection (a hung server: the client's timeout must fire)."""
     return Action("stall")
+
+
+def hold(gate: threading.Event, then: Action | None = None) -> Action:
+    """Hold the request, neither forwarded nor answered, until the test sets ``gate``; then do
+    ``then`` (forward it, by default): a slow upstream whose answer arrives when the test
+    chooses, e.g. after the signed-in customer changed."""
+    return Action("hold", gate=gate, then=then or forward())
 
 
 @dataclass(frozen=True)
@@ -240,6 +249,11 @@ class FaultProxy:
                 self._record(
                     SeenRequest(method, url.path, url.query, _headers(head), body, action.kind)
                 )
+                if action.kind == "hold":
+                    assert action.gate is not None and action.then is not None
+                    while not action.gate.is_set():
+                        await asyncio.sleep(0.005)
+                    action = action.then
                 if action.kind == "close":
                     return
                 if action.kind == "stall":

@@ -48,7 +48,7 @@ def track_button(
         label,
         # A lambda, not the bare spec: Reflex appends a trigger's own arguments (the mouse
         # event) to a handler's remaining parameters, which would reach `track` as arguments.
-        on_click=lambda: TrackUsageState.track(feature_key, quantity, metadata),  # type: ignore[misc]
+        on_click=lambda: TrackUsageState.track(feature_key, quantity, metadata),
         disabled=blocked,
         data_testid="track-button",
         data_feature_key=feature_key,

@@ -107,7 +107,7 @@ def usage_chart(
                 rx.skeleton(rx.box(height=f"{height}px", width="100%"), loading=True),
             ),
         ),
-        on_mount=UsageHistoryState.load(ident),  # type: ignore[misc]
+        on_mount=UsageHistoryState.load(ident),
         spacing="3",
         data_testid="usage-chart",
         data_feature_key=feature_key,

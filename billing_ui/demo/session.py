@@ -15,7 +15,7 @@ from typing import Any
 import reflex as rx
 
 from billing_ui.demo.customers import is_demo_customer
-from billing_ui.states.reset import reset_billing_states
+from billing_ui.states.reset import switches_customer
 
 HOME = "/dashboard"
 SIGN_IN = "/"
@@ -28,24 +28,21 @@ class DemoSessionState(rx.State):
     signed_in_as: str = ""
 
     @rx.event
+    @switches_customer
     def sign_in(self, customer_id: Any) -> Any:
-        """Become ``customer_id`` (one of the demo's customers) and go to the dashboard."""
+        """Become ``customer_id`` (one of the demo's customers) and go to the dashboard. The
+        billing states are reset in this same event (``switches_customer``), so nothing of the
+        previous customer is shown, or arrives, after the new name appears."""
         if not is_demo_customer(customer_id):
             return rx.toast.error("No such demo customer.")
-        if customer_id != self._customer_id:
-            self._customer_id = self.signed_in_as = str(customer_id)
-            return [DemoSessionState.forget_billing_data, rx.redirect(HOME)]
+        self._customer_id = self.signed_in_as = str(customer_id)
         return rx.redirect(HOME)
 
     @rx.event
+    @switches_customer
     def sign_out(self) -> Any:
         self._customer_id = self.signed_in_as = ""
-        return [DemoSessionState.forget_billing_data, rx.redirect(SIGN_IN)]
-
-    @rx.event
-    async def forget_billing_data(self) -> None:
-        """Drop what the previous customer's pages showed, so nothing of theirs flashes up."""
-        await reset_billing_states(self)
+        return rx.redirect(SIGN_IN)
 
     @rx.event
     def require_customer(self) -> Any:

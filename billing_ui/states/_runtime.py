@@ -1,37 +1,51 @@
-"""What the billing states need from Reflex and the settings: the customer, the shared queries,
+"""What the billing states need from Reflex and the settings: the shared queries (behind a ticket),
 whether the tab is still there, and error messages fit to show a person."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import reflex as rx
 
 from billing_ui.core import errors
-from billing_ui.core.customer import NoCustomerError, resolve_customer
+from billing_ui.core.customer import NoCustomerError
 from billing_ui.core.problems import USER_MESSAGE, classify
 from billing_ui.core.queries import ENTITLEMENTS, FEATURE_CHECK, METRICS, BillingQueries
-from billing_ui.states.settings import cache, get_client, get_settings
+from billing_ui.states.settings import cache, get_client
 
 log = logging.getLogger("billing_ui.states")
 __all__ = [
     "ENTITLEMENTS",
     "FEATURE_CHECK",
     "METRICS",
-    "current_customer",
     "is_tab_connected",
     "queries",
 ]
 
-queries = BillingQueries(get_client, cache)
-"""One query layer (and one cache) for every session of this process."""
+_queries = BillingQueries(get_client, cache)
 
 
-async def current_customer(state: rx.State) -> str:
-    """The signed-in customer, from the app's resolver; never from what the browser sent.
-    Call inside ``async with state`` in a background handler (the resolver may read other
-    states)."""
-    return await resolve_customer(get_settings().customer_resolver, state)
+class _TicketedQueries:
+    """The one query layer (and one cache) of this process, reachable only by a handler that
+    holds a ticket (:meth:`billing_ui.states.base.BillingState.begin`): a state that forgot to
+    take one fails at its first request instead of leaking an answer across customers."""
+
+    _NO_CUSTOMER_DATA = frozenset({"problems"})  # the operator's log of upstream health
+
+    def __getattr__(self, name: str) -> Any:
+        from billing_ui.states.base import current_ticket
+
+        if current_ticket() is None and name not in self._NO_CUSTOMER_DATA:
+            raise RuntimeError(
+                "billing_ui: a billing state reached the billing API without a ticket; call "
+                "`await self._begin()` inside `async with self` in a @billing_event handler"
+            )
+        return getattr(_queries, name)
+
+
+queries: BillingQueries = _TicketedQueries()  # type: ignore[assignment]
+"""Every upstream call of the states goes through here (see :class:`_TicketedQueries`)."""
 
 
 async def is_tab_connected(state: rx.State) -> bool:

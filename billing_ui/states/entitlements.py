@@ -21,22 +21,25 @@ from billing_ui.core.customer import NoCustomerError
 from billing_ui.core.errors import BillingError, InvalidInputError
 from billing_ui.core.validation import check_feature_key
 from billing_ui.states import _runtime as rt
+from billing_ui.states.base import BillingState, billing_event
 from billing_ui.states.settings import get_settings
+from billing_ui.states.status import PENDING, SIGNED_OUT, SUCCESS, after_error
 from billing_ui.states.views import CheckView, EntitlementView, check_view, entitlement_view
 
 
-class FeatureEntitlementsState(rx.State):
-    """Vars: ``entitlements``, ``enabled_features``, ``checks`` (by feature key),
-    ``is_loading``, ``is_fetching``, ``error``, ``updated_at`` / ``data_updated_at``."""
+class FeatureEntitlementsState(BillingState):
+    """Vars: ``entitlements``, ``enabled_features``, ``checks`` (by feature key), ``status``
+    (see :mod:`billing_ui.states.status`), ``is_loading``, ``is_fetching``, ``error``,
+    ``updated_at`` / ``data_updated_at``."""
 
     entitlements: list[EntitlementView] = []  # noqa: RUF012 - Reflex vars are declared this way
     checks: dict[str, CheckView] = {}  # noqa: RUF012
+    status: str = PENDING
     is_loading: bool = True
     is_fetching: bool = False
     error: str = ""
     updated_at: str = ""
     data_updated_at: float = 0.0
-    _customer: str = ""
 
     @rx.var
     def enabled_features(self) -> list[str]:
@@ -47,16 +50,16 @@ class FeatureEntitlementsState(rx.State):
         """A frontend expression: does the customer have ``feature_key`` now?"""
         return cls.enabled_features.contains(feature_key)
 
-    @rx.event(background=True)
+    @billing_event
     async def load(self) -> None:
         """Page ``on_load``: entitlements from the cache, fetched if stale."""
         await FeatureEntitlementsState.refresh_for(self)
 
-    @rx.event(background=True)
+    @billing_event
     async def refetch(self) -> None:
         await FeatureEntitlementsState.refresh_for(self, force=True)
 
-    @rx.event(background=True)
+    @billing_event
     async def check(self, feature_key: Any) -> None:
         """Load the access check for one feature (``useFeature``). ``feature_key`` comes from
         the browser, so it is validated like any input."""
@@ -68,37 +71,35 @@ class FeatureEntitlementsState(rx.State):
             return
         async with self:
             try:
-                customer = await rt.current_customer(self)
+                ticket = await self._begin()
             except NoCustomerError:
                 return
         try:
             entry = await rt.queries.feature_check(
-                customer, key, stale_time=get_settings().refresh_interval * 0.9
+                ticket.customer, key, stale_time=get_settings().refresh_interval * 0.9
             )
         except BillingError as exc:
             async with self:
+                await self._confirm(ticket)
                 self.error = rt.message_for(exc)
             return
         async with self:
-            if self._customer in ("", customer):
-                self.checks = {**self.checks, key: check_view(entry.data)}
+            await self._confirm(ticket)
+            self.checks = {**self.checks, key: check_view(entry.data)}
 
     @staticmethod
-    async def refresh_for(state: rx.State, *, force: bool = False) -> None:
-        """Refresh this tab's entitlements from inside any background handler (``state`` is
-        that handler's state proxy)."""
+    async def refresh_for(state: BillingState, *, force: bool = False) -> None:
+        """Refresh this tab's entitlements from inside any billing handler (``state`` is that
+        handler's state proxy)."""
         async with state:
             this = await state.get_state(FeatureEntitlementsState)
             try:
-                customer = await rt.current_customer(state)
+                ticket = await this._begin()
             except NoCustomerError as exc:
-                this.entitlements, this.checks = [], {}
-                this.error, this.is_loading = rt.message_for(exc), False
+                this.status, this.error, this.is_loading = SIGNED_OUT, rt.message_for(exc), False
                 return
-            if this._customer and customer != this._customer:  # another customer's data
-                this.entitlements, this.checks, this.is_loading = [], {}, True
-            this._customer = customer
             this.is_fetching = True
+        customer = ticket.customer
         if force:
             rt.queries.cache.invalidate((rt.ENTITLEMENTS, customer))
         try:
@@ -108,13 +109,15 @@ class FeatureEntitlementsState(rx.State):
         except BillingError as exc:
             async with state:
                 this = await state.get_state(FeatureEntitlementsState)
+                await this._confirm(ticket)
                 this.error, this.is_fetching, this.is_loading = rt.message_for(exc), False, False
+                this.status = after_error(bool(this.entitlements))
             return
         async with state:
             this = await state.get_state(FeatureEntitlementsState)
-            if this._customer != customer:
-                return  # the customer changed while we were fetching
+            await this._confirm(ticket)
             this.entitlements = [entitlement_view(e) for e in entry.data]
             this.data_updated_at = entry.updated_at
             this.updated_at = rt.iso_utc(entry.updated_at)
             this.error, this.is_fetching, this.is_loading = "", False, False
+            this.status = SUCCESS

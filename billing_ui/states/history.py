@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Any, Final
-
-import reflex as rx
+from typing import Any, ClassVar, Final
 
 from billing_ui.core.customer import NoCustomerError
 from billing_ui.core.errors import BillingError, InvalidInputError
@@ -25,6 +23,7 @@ from billing_ui.core.models import UsageHistory, UsageMetric
 from billing_ui.core.queries import HISTORY
 from billing_ui.core.validation import check_feature_key
 from billing_ui.states import _runtime as rt
+from billing_ui.states.base import BillingState, billing_event
 from billing_ui.states.settings import get_settings
 
 BUCKETS: Final = ("day", "hour")
@@ -118,18 +117,19 @@ def _behind(history: UsageHistory, customer: str, feature_key: str) -> bool:
     return metric is not None and abs(metric.consumed - total) > 1e-9
 
 
-class UsageHistoryState(rx.State):
+class UsageHistoryState(BillingState):
     """Vars: ``histories`` and ``errors`` by :func:`history_id` (the feature key for daily
-    buckets), ``loading`` (ids without data yet)."""
+    buckets), ``loading`` (ids without data yet), ``signed_out``."""
 
     histories: dict[str, HistoryView] = {}  # noqa: RUF012 - Reflex vars are declared this way
     errors: dict[str, str] = {}  # noqa: RUF012
     loading: list[str] = []  # noqa: RUF012
+    signed_out: bool = False
     _watched: list[str] = []  # noqa: RUF012
-    _customer: str = ""
     _poll_generation: int = 0
+    _keep_on_customer_change: ClassVar[tuple[str, ...]] = ("_watched", "_poll_generation")
 
-    @rx.event(background=True)
+    @billing_event
     async def load(self, history: Any) -> None:
         """Chart ``history`` (a :func:`history_id`; validated, as it comes from the browser)
         and fetch it now."""
@@ -146,7 +146,7 @@ class UsageHistoryState(rx.State):
                 self.loading = [*self.loading, ident]
         await self._refresh([ident], force=False)
 
-    @rx.event(background=True)
+    @billing_event
     async def refetch(self, history: Any) -> None:
         try:
             ident = history_id(*parse_history_id(history))
@@ -154,7 +154,7 @@ class UsageHistoryState(rx.State):
             return
         await self._refresh([ident], force=True)
 
-    @rx.event(background=True)
+    @billing_event
     async def poll(self) -> None:
         """Page ``on_load``: refresh every charted history each ``refresh_interval`` seconds
         while the tab is open (same lifecycle as ``UsageMetricsState.poll``)."""
@@ -174,25 +174,27 @@ class UsageHistoryState(rx.State):
     async def _refresh(self, idents: list[str], *, force: bool) -> None:
         async with self:
             try:
-                customer = await rt.current_customer(self)
-            except NoCustomerError as exc:
-                self._customer, self.histories, self.loading = "", {}, []
-                self.errors = dict.fromkeys(idents, rt.message_for(exc))
+                ticket = await self._begin()
+            except NoCustomerError:
+                self.signed_out = True
                 return
-            if customer != self._customer:
-                self._customer, self.histories = customer, {}
-                self.loading = list(self._watched)
+            self.signed_out = False
+            self.loading = [
+                i for i in self._watched if i not in self.histories and i not in self.errors
+            ]
         for ident in idents:
             try:
-                history = await fetch_history(customer, *parse_history_id(ident), force=force)
+                history = await fetch_history(
+                    ticket.customer, *parse_history_id(ident), force=force
+                )
             except BillingError as exc:
                 async with self:
+                    await self._confirm(ticket)
                     self.errors = {**self.errors, ident: rt.message_for(exc)}
                     self.loading = [k for k in self.loading if k != ident]
                 continue
             async with self:
-                if self._customer != customer:
-                    return
+                await self._confirm(ticket)
                 self.histories = {**self.histories, ident: history_view(history)}
                 self.errors = {k: v for k, v in self.errors.items() if k != ident}
                 self.loading = [k for k in self.loading if k != ident]

@@ -17,7 +17,6 @@ import asyncio
 import time
 from typing import ClassVar
 
-import reflex as rx
 from reflex_base.vars.base import Var
 from reflex_base.vars.object import ObjectVar
 from reflex_base.vars.sequence import ArrayVar
@@ -25,24 +24,28 @@ from reflex_base.vars.sequence import ArrayVar
 from billing_ui.core.customer import NoCustomerError
 from billing_ui.core.errors import BillingError
 from billing_ui.states import _runtime as rt
+from billing_ui.states.base import BillingState, billing_event
 from billing_ui.states.entitlements import FeatureEntitlementsState
 from billing_ui.states.settings import get_settings
+from billing_ui.states.status import PENDING, SIGNED_OUT, SUCCESS, after_error
 from billing_ui.states.views import MetricView, metric_view
 
 
-class UsageMetricsState(rx.State):
-    """Vars: ``metrics`` (all of the customer's meters), ``metrics_by_key``, ``is_loading``
-    (no data yet), ``is_fetching`` (any refresh in flight), ``error`` (last failure; the last
-    good data stays), ``updated_at`` / ``data_updated_at`` (when the data was fetched)."""
+class UsageMetricsState(BillingState):
+    """Vars: ``metrics`` (all of the customer's meters), ``metrics_by_key``, ``status`` (see
+    :mod:`billing_ui.states.status`), ``is_loading`` (no data yet), ``is_fetching`` (a refresh
+    in flight), ``error`` (last failure; the last good data stays, ``status`` "stale"),
+    ``updated_at`` / ``data_updated_at`` (when the data was fetched)."""
 
     metrics: list[MetricView] = []  # noqa: RUF012 - Reflex vars are declared this way
+    status: str = PENDING
     is_loading: bool = True
     is_fetching: bool = False
     error: str = ""
     updated_at: str = ""
     data_updated_at: float = 0.0
     _poll_generation: int = 0
-    _customer: str = ""
+    _keep_on_customer_change: ClassVar[tuple[str, ...]] = ("_poll_generation",)
 
     # Derived in the browser from `metrics` (see _derive below), so the meters cross the wire
     # once: a computed var would send every metric a second time on each update.
@@ -51,7 +54,7 @@ class UsageMetricsState(rx.State):
     near_limit: ClassVar[ArrayVar[list[MetricView]]]
     """Frontend var: metrics at >= 80 % of their limit (the upgrade nudge's trigger)."""
 
-    @rx.event(background=True)
+    @billing_event
     async def poll(self) -> None:
         """Refresh now and then every ``refresh_interval`` seconds while the tab is open."""
         async with self:
@@ -66,7 +69,7 @@ class UsageMetricsState(rx.State):
             if superseded or not await rt.is_tab_connected(self):
                 return
 
-    @rx.event(background=True)
+    @billing_event
     async def refetch(self) -> None:
         """Fetch now, bypassing the cache's freshness (still one request for all callers)."""
         await self._refresh(force=True)
@@ -75,14 +78,12 @@ class UsageMetricsState(rx.State):
         settings = get_settings()
         async with self:
             try:
-                customer = await rt.current_customer(self)
+                ticket = await self._begin()
             except NoCustomerError as exc:
-                self._clear(rt.message_for(exc))
+                self.status, self.error, self.is_loading = SIGNED_OUT, rt.message_for(exc), False
                 return
-            if customer != self._customer:
-                self._customer = customer
-                self.metrics, self.is_loading = [], True
             self.is_fetching = True
+        customer = ticket.customer
         if force:
             rt.queries.cache.invalidate((rt.METRICS, customer))
         try:
@@ -96,28 +97,25 @@ class UsageMetricsState(rx.State):
             hard = await _hard_limited_features(customer)
         except BillingError as exc:
             async with self:
+                await self._confirm(ticket)
                 self.error, self.is_fetching, self.is_loading = rt.message_for(exc), False, False
+                self.status = after_error(bool(self.metrics))
             return
         # The cache's entry, not the one returned: a track answered while this fetch was in
         # flight has patched the cache with newer usage than the fetch saw.
         entry = rt.queries.cache.peek((rt.METRICS, customer)) or entry
         async with self:
-            if self._customer != customer:
-                return  # the customer changed while we were fetching
+            await self._confirm(ticket)
             self.metrics = [metric_view(m, hard_limit=m.feature_key in hard) for m in entry.data]
             self.data_updated_at = entry.updated_at
             self.updated_at = rt.iso_utc(entry.updated_at)
             self.error, self.is_fetching, self.is_loading = "", False, False
+            self.status = SUCCESS
             # Entitlements ride on this loop at their slower interval (no loop of their own).
             ent = await self.get_state(FeatureEntitlementsState)
             due = time.time() - ent.data_updated_at >= settings.entitlements_refresh_interval
         if due:
             await FeatureEntitlementsState.refresh_for(self)
-
-    def _clear(self, message: str) -> None:
-        self._customer = ""
-        self.metrics, self.error = [], message
-        self.is_loading = self.is_fetching = False
 
 
 def _derive(js: str, var_type: type) -> Var:  # type: ignore[type-arg]

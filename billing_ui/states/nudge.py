@@ -1,7 +1,9 @@
 """Which upgrade nudges this tab's visitor has dismissed (the SDK's ``UpgradeNudge`` memory).
 
-Per session, on purpose: a dismissal lasts as long as the Reflex session (the tab), so a
-nudge that was waved away does not nag again on every navigation, but comes back another day.
+Per session and customer, on purpose: a dismissal lasts as long as the Reflex session (the
+tab) and the signed-in customer (a customer change clears it, as it clears every billing
+state), so a nudge that was waved away does not nag again on every navigation, but comes back
+another day.
 Only display data: feature keys, validated, and capped so a client cannot grow the state.
 """
 
@@ -13,11 +15,12 @@ import reflex as rx
 
 from billing_ui.core.errors import InvalidInputError
 from billing_ui.core.validation import check_feature_key
+from billing_ui.states.base import BillingState
 
 MAX_DISMISSED = 64
 
 
-class UpgradeNudgeState(rx.State):
+class UpgradeNudgeState(BillingState):
     """Vars: ``dismissed`` (feature keys whose nudge was closed in this session)."""
 
     dismissed: list[str] = []  # noqa: RUF012 - Reflex vars are declared this way

@@ -24,8 +24,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import reflex as rx
-
 from billing_ui.core.errors import BillingError, InvalidInputError
 from billing_ui.core.validation import (
     check_feature_key,
@@ -34,6 +32,7 @@ from billing_ui.core.validation import (
     check_quantity,
 )
 from billing_ui.states import _runtime as rt
+from billing_ui.states.base import BillingState, billing_event
 from billing_ui.states.entitlements import FeatureEntitlementsState
 from billing_ui.states.metrics import UsageMetricsState
 from billing_ui.states.settings import TrackRule, get_settings
@@ -68,7 +67,7 @@ def validate_browser_track(
     return key, amount, meta, idem
 
 
-class TrackUsageState(rx.State):
+class TrackUsageState(BillingState):
     """Vars, as a TanStack mutation: ``is_pending`` (any track in flight), ``pending_features``,
     ``is_success``, ``is_error``, ``error`` (a sentence for a person), ``last_result``,
     ``last_feature_key`` (which button the feedback belongs to)."""
@@ -82,7 +81,7 @@ class TrackUsageState(rx.State):
     last_result: TrackResultView = TrackResultView()
     tracked_count: int = 0
 
-    @rx.event(background=True)  # type: ignore[arg-type]  # Reflex's stub has no **kwargs form
+    @billing_event  # type: ignore[arg-type]  # the **unexpected catch-all
     async def track(
         self, feature_key: Any, quantity: Any = 1, metadata: Any = None, **unexpected: Any
     ) -> AsyncIterator[Any]:
@@ -99,28 +98,31 @@ class TrackUsageState(rx.State):
             return
         async with self:
             try:
-                customer = await rt.current_customer(self)
+                ticket = await self._begin()
             except (BillingError, LookupError) as exc:
                 self._finish(key, error=rt.message_for(exc))
                 return
             self.pending_features = [*self.pending_features, key]
             self.is_pending = True
+        customer = ticket.customer
         try:
             result = await rt.queries.track_usage(
                 customer, key, amount, metadata=meta, idempotency_key=idem
             )
         except BillingError as exc:
             async with self:
+                await self._confirm(ticket)
                 self._finish(key, error=rt.message_for(exc), pending=key)
             return
         async with self:
+            await self._confirm(ticket)
             self._finish(key, pending=key)
             self.last_result = track_result_view(result)
             self.tracked_count += 1
             metrics = await self.get_state(UsageMetricsState)
             # Show the server's usage at once (no round trip), then refetch.
             entry = rt.queries.cache.peek((rt.METRICS, customer))
-            if entry is not None and metrics._customer == customer:
+            if entry is not None:
                 hard = {m.feature_key for m in metrics.metrics if m.hard_limit}
                 metrics.metrics = [
                     metric_view(m, hard_limit=m.feature_key in hard) for m in entry.data
@@ -133,7 +135,7 @@ class TrackUsageState(rx.State):
         if settled:
             yield UsageMetricsState.refetch
             if shows_check:
-                yield FeatureEntitlementsState.check(key)  # type: ignore[misc]
+                yield FeatureEntitlementsState.check(key)
 
     def _finish(self, key: str, *, error: str = "", pending: str | None = None) -> None:
         if pending is not None:

@@ -36,6 +36,13 @@ class AuthTestState(rx.State):
 
     _customer_id: str = ""
 
+    @rx.event
+    @bs.switches_customer
+    def switch_to(self, customer_id: str) -> None:
+        """An app's sign-in handler (test only: takes the id as given), with the billing reset
+        in the same event."""
+        self._customer_id = customer_id
+
 
 async def resolve_from_auth_state(state: rx.State) -> str | None:
     auth = await state.get_state(AuthTestState)
