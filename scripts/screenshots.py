@@ -4,11 +4,12 @@
     python scripts/screenshots.py --url http://localhost:3000   # an app that is already up
 
 Without ``--url`` it runs the demo as ``make demo`` does — ``reflex run`` from the repo root,
-the embedded billing server seeding the demo customers — but in production mode, on its own
-port and a temporary database, so it neither disturbs nor depends on a demo you may have
-running. Pages
-are shot in headless Debian chromium (1280 px wide, full height) once every meter, chart and
-gate has rendered, with CSS transitions off, into ``docs/img/``.
+against the local billing server seeded with the demo customers — but in production mode, on
+its own ports and a temporary database, so it neither disturbs nor depends on a demo you may
+have running. The billing server runs in this process (``BILLINGOS_API_URL`` points the demo at
+it), so the script can stop it for the "outage" pictures and start it again. Pages are shot in
+headless Debian chromium (1280 px wide, full height) once every meter, chart and gate has
+rendered, with CSS transitions off, into ``docs/img/``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from selenium.webdriver.common.by import By
@@ -32,12 +33,16 @@ from selenium.webdriver.remote.webdriver import WebDriver
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the browser helpers live in tests/e2e
 
+from billing_ui.server.clock import SystemClock  # noqa: E402
+from billing_ui.server.testing import RunningServer, running_server  # noqa: E402
 from tests.e2e.browser import chromium, wait_for  # noqa: E402
 from tests.e2e.demo import go, sign_in_at  # noqa: E402
 
 OUT = REPO / "docs" / "img"
 WIDTH = 1280
 START_TIMEOUT_S = 180.0
+REFRESH_S = 3
+"""The demo's refresh interval here: short, so an outage shows within seconds."""
 NO_MOTION = (
     "*,*::before,*::after{transition:none!important;animation:none!important}"
     "html{scrollbar-width:none}"
@@ -51,16 +56,48 @@ def _free_port() -> int:
         return port
 
 
+class BillingServer:
+    """The local billing server on a fixed port and database, which the script can stop (an
+    outage, as the demo sees it) and start again."""
+
+    def __init__(self, db: Path) -> None:
+        self.db, self.port = db, _free_port()
+        self._running: AbstractContextManager[RunningServer] | None = None
+        self.api_key = ""
+
+    def start(self, *, seed: bool = False) -> None:
+        self._running = running_server(
+            db_path=self.db, port=self.port, seed=seed, clock=SystemClock()
+        )
+        self.api_key = self._running.__enter__().api_key
+
+    def stop(self) -> None:
+        if self._running is not None:
+            running, self._running = self._running, None
+            running.__exit__(None, None, None)
+
+    @contextmanager
+    def down(self) -> Iterator[None]:
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
 @contextmanager
-def reflex_run(db: Path) -> Iterator[str]:
+def reflex_run(billing: BillingServer) -> Iterator[str]:
     """``reflex run`` in its own process group; yields the frontend URL once it is up."""
     env = {
         **os.environ,
-        "BILLING_UI_DB": str(db),
-        "BILLING_UI_PORT": str(_free_port()),
-        "BILLING_UI_REFRESH_INTERVAL": "30",
+        "BILLINGOS_API_URL": billing.url,
+        "BILLINGOS_SECRET_KEY": billing.api_key,
+        "BILLING_UI_REFRESH_INTERVAL": str(REFRESH_S),
     }
-    env.pop("BILLINGOS_API_URL", None)  # the embedded server, as on a fresh machine
     # Production mode: a built frontend, and no hot reload (which would restart the backend,
     # and drop the session, whenever a file of the repo changes mid-run).
     cmd = [
@@ -136,7 +173,7 @@ def set_mode(page: WebDriver, mode: str) -> None:
     )
 
 
-def shoot_all(url: str) -> list[Path]:
+def shoot_all(url: str, billing: BillingServer | None) -> list[Path]:
     OUT.mkdir(parents=True, exist_ok=True)
     shots: list[Path] = []
     with chromium() as page:
@@ -164,8 +201,23 @@ def shoot_all(url: str) -> list[Path]:
             go(page, "security")
             wait_for(lambda: page.find_elements(By.CSS_SELECTOR, '[data-testid="sso-settings"]'))
             shots.append(shoot(page, f"security-unlocked-{mode}"))
+            if billing is not None:
+                shots.append(shoot_outage(page, billing, mode))
             page.find_element(By.CSS_SELECTOR, '[data-testid="sign-out"]').click()
     return shots
+
+
+def shoot_outage(page: WebDriver, billing: BillingServer, mode: str) -> Path:
+    """The dashboard of a signed-in customer whose data loaded, after the billing server went
+    down: the last known data with the outage said (the Retry reaches a dead server)."""
+    go(page, "dashboard")
+    wait_for(lambda: page.find_elements(By.CSS_SELECTOR, '[data-testid="usage-meter"]'))
+    with billing.down():  # the next refresh (REFRESH_S) fails
+        wait_for(
+            lambda: "temporarily unavailable" in page.find_element(By.TAG_NAME, "body").text,
+            timeout=60,
+        )
+        return shoot(page, f"outage-{mode}")
 
 
 def main() -> None:
@@ -173,10 +225,16 @@ def main() -> None:
     parser.add_argument("--url", help="shoot this running app instead of starting one")
     args = parser.parse_args()
     if args.url:
-        shoot_all(args.url)
+        shoot_all(args.url, None)
         return
-    with tempfile.TemporaryDirectory() as tmp, reflex_run(Path(tmp) / "billing.db") as url:
-        shoot_all(url)
+    with tempfile.TemporaryDirectory() as tmp:
+        billing = BillingServer(Path(tmp) / "billing.db")
+        billing.start(seed=True)
+        try:
+            with reflex_run(billing) as url:
+                shoot_all(url, billing)
+        finally:
+            billing.stop()
 
 
 if __name__ == "__main__":
