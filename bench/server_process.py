@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,12 +18,31 @@ REPO = Path(__file__).resolve().parents[1]
 @contextmanager
 def server_process(db: Path, *extra: str) -> Iterator[str]:
     """Yield the base URL of a server on ``db`` (no seed, no rate limit, no access log)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [
-        sys.executable, "-m", "billing_ui.server", "--port", "0", "--db", str(db),
+        "-m", "billing_ui.server", "--port", "0", "--db", str(db),
         "--no-seed", "--rate-limit-per-minute", "0", "--no-access-log", *extra,
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    with uvicorn_process(*cmd) as served:
+        yield served.url
+
+
+@dataclass(frozen=True)
+class Served:
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, all threads) the serving process has used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def uvicorn_process(*args: str) -> Iterator[Served]:
+    """Run ``python *args`` (a program serving with uvicorn on port 0) and yield its base URL
+    and pid once uvicorn says it is listening; terminate it on exit."""
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, *args], env=env, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     url = None
     lines = []
@@ -33,11 +53,11 @@ def server_process(db: Path, *extra: str) -> Iterator[str]:
             break
     if url is None:
         proc.wait()
-        raise RuntimeError("server did not start:\n" + "".join(lines))
+        raise RuntimeError(f"{args} did not start:\n" + "".join(lines))
     # Keep draining stderr so the server never blocks on a full pipe.
     threading.Thread(target=proc.stderr.read, daemon=True).start()
     try:
-        yield url
+        yield Served(url, proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
