@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any
 
 import reflex as rx
 from reflex_base.vars.base import Var
 from reflex_base.vars.number import NumberVar
 
-NEVER_RESETS_DAYS: Final = 36_500
-"""A period longer than a century is a quota that never resets (e.g. seats)."""
+from billing_ui.core._constants import NEVER_RESETS_DAYS
 
 
 def number(value: Any) -> Var[str]:

@@ -53,3 +53,7 @@ QUANTITY_DECIMALS: Final = 6
 METADATA_MAX_BYTES: Final = 4096
 METADATA_MAX_DEPTH: Final = 5
 MAX_BATCH_SIZE: Final = 1000
+
+NEVER_RESETS_DAYS: Final = 36_500
+"""What the UI's ``resets_in_days`` holds for a quota that never resets (the API sends
+``null``): the meter then says "Does not reset"."""

@@ -32,7 +32,7 @@ from pydantic import BaseModel
 
 from billing_ui.core import _constants as C
 from billing_ui.core._retry import is_retryable_status
-from billing_ui.core.errors import APIStatusError, error_from_response
+from billing_ui.core.errors import APIStatusError, error_from_response, is_stale_session
 from billing_ui.core.models import (
     BatchItemResult,
     CreateSessionTokenRequest,
@@ -318,10 +318,7 @@ class BillingOSBackend:
         )
 
     def is_stale_session(self, error: APIStatusError) -> bool:
-        # "Token expired" / "Token not found or revoked". Not "Invalid token signature": a
-        # token we minted a moment ago would be refused again.
-        message = error.message.lower()
-        return error.status_code == 401 and ("expired" in message or "revoked" in message)
+        return is_stale_session(error)
 
     def error_from_response(self, response: httpx.Response) -> APIStatusError:
         return error_from_response(response)

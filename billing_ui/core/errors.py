@@ -9,17 +9,23 @@
         │   └── APITimeoutError
         └── APIStatusError           the API answered with an error status
             ├── BadRequestError          400
-            │   ├── QuotaExceededError   400 ``quota_exceeded``: a hard limit refused the usage
-            │   └── CustomerNotFoundError  400 ``Customer not found: …``
+            │   ├── InvalidRequestError  400 ``VAL_INVALID_INPUT``: the input broke a rule
+            │   │   ├── QuotaExceededError   message ``quota_exceeded``: a hard limit refused it
+            │   │   └── CustomerNotFoundError  message ``Customer not found[: …]``
             ├── AuthenticationError      401
             ├── PermissionDeniedError    403
             ├── NotFoundError            404
             ├── ConflictError            409
-            ├── UnprocessableEntityError 422 (and BillingOS's 400 ``VAL_INVALID_INPUT``)
+            ├── UnprocessableEntityError 422 (not BillingOS's: it sends 400; other servers may)
             ├── RateLimitError           429
             └── InternalServerError      5xx
 
 Every message says what happened and what to do about it.
+
+Errors are classified by status and the envelope's ``error.code``. BillingOS sends one code for
+several cases (every 400 is ``VAL_INVALID_INPUT``, every 401 ``AUTH_INVALID_TOKEN``); only
+there does the message decide, and only in :func:`refine_by_message`, against the exact
+messages BillingOS sends (:class:`BillingOSMessage`).
 """
 
 from __future__ import annotations
@@ -134,16 +140,45 @@ class APIStatusError(APIError):
         return f"{self.status_code} {self.code or ''}: {self.message}{suffix}".replace("  ", " ")
 
 
+class _FieldErrors(APIStatusError):
+    @property
+    def field_errors(self) -> tuple[FieldError, ...]:
+        """Which field broke which rule: the local server's ``details.fieldErrors`` list of
+        ``{field, rule, message}``, or BillingOS's object ``{field: [message, …]}``."""
+        raw = self.details.get("fieldErrors") or []
+        out: list[FieldError] = []
+        if isinstance(raw, Mapping):
+            for name, messages in raw.items():
+                for message in messages if isinstance(messages, list) else [messages]:
+                    out.append(FieldError(str(name), "", str(message)))
+        elif isinstance(raw, list):
+            for item in raw:
+                if isinstance(item, Mapping):
+                    out.append(
+                        FieldError(
+                            str(item.get("field", "")),
+                            str(item.get("rule", "")),
+                            str(item.get("message", "")),
+                        )
+                    )
+        return tuple(out)
+
+
 class BadRequestError(APIStatusError):
     """400: the API refused the request as it stands."""
 
 
-class QuotaExceededError(BadRequestError):
+class InvalidRequestError(BadRequestError, _FieldErrors):
+    """400 ``VAL_INVALID_INPUT``: the request broke a rule (``field_errors`` names the field when
+    the server says), or was refused as it stands ("Feature is not a usage quota type")."""
+
+
+class QuotaExceededError(InvalidRequestError):
     """The feature's hard limit would be exceeded; nothing was recorded. Upgrade the plan or
     wait for the period to reset."""
 
 
-class CustomerNotFoundError(BadRequestError):
+class CustomerNotFoundError(InvalidRequestError):
     """The billing API has no customer with this id: create or subscribe it first."""
 
 
@@ -163,23 +198,9 @@ class ConflictError(APIStatusError):
     """409: the request conflicts with the current state."""
 
 
-class UnprocessableEntityError(APIStatusError):
-    """The API rejected the input; ``field_errors`` says which field broke which rule."""
-
-    @property
-    def field_errors(self) -> tuple[FieldError, ...]:
-        raw = self.details.get("fieldErrors") or []
-        out = []
-        for item in raw if isinstance(raw, list) else []:
-            if isinstance(item, Mapping):
-                out.append(
-                    FieldError(
-                        str(item.get("field", "")),
-                        str(item.get("rule", "")),
-                        str(item.get("message", "")),
-                    )
-                )
-        return tuple(out)
+class UnprocessableEntityError(_FieldErrors):
+    """422 from a server other than BillingOS (which sends 400 ``VAL_INVALID_INPUT``);
+    ``field_errors`` says which field broke which rule."""
 
 
 class RateLimitError(APIStatusError):
@@ -196,6 +217,20 @@ class InternalServerError(APIStatusError):
     """5xx: the billing API failed. Retried automatically; raised when retries ran out."""
 
 
+class BillingOSMessage:
+    """The exact messages BillingOS sends where one code covers several cases (from its public
+    source). The local server sends the same; :func:`refine_by_message` reads them."""
+
+    QUOTA_EXCEEDED = "quota_exceeded"
+    CUSTOMER_NOT_FOUND = "Customer not found"
+    """Session endpoints say exactly this; secret-key endpoints add ``: <customer id>``."""
+    NOT_USAGE_QUOTA = "Feature is not a usage quota type"
+    NO_SUBSCRIPTION = "No active subscription with this feature"
+    TOKEN_EXPIRED = "Token expired"
+    TOKEN_REVOKED = "Token not found or revoked"
+    TOKEN_INVALID = "Invalid token signature"
+
+
 _BY_STATUS: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
     401: AuthenticationError,
@@ -205,6 +240,42 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
     422: UnprocessableEntityError,
     429: RateLimitError,
 }
+_BY_CODE: dict[tuple[int, str], type[APIStatusError]] = {
+    (400, "VAL_INVALID_INPUT"): InvalidRequestError,
+}
+
+
+def classify(status: int, code: str | None, message: str) -> type[APIStatusError]:
+    """The error class for a status and ``error.code``, refined by the message only where
+    BillingOS shares one code between cases."""
+    cls = _BY_CODE.get((status, code or "")) or _BY_STATUS.get(status)
+    if cls is None:
+        cls = InternalServerError if status >= 500 else APIStatusError
+    return refine_by_message(cls, message)
+
+
+def refine_by_message(cls: type[APIStatusError], message: str) -> type[APIStatusError]:
+    """The one place that reads error messages: BillingOS's 400 ``VAL_INVALID_INPUT`` is also
+    its quota refusal and its unknown customer."""
+    if cls is InvalidRequestError:
+        if message == BillingOSMessage.QUOTA_EXCEEDED:
+            return QuotaExceededError
+        if message == BillingOSMessage.CUSTOMER_NOT_FOUND or message.startswith(
+            BillingOSMessage.CUSTOMER_NOT_FOUND + ": "
+        ):
+            return CustomerNotFoundError
+    return cls
+
+
+def is_stale_session(error: APIStatusError) -> bool:
+    """Whether a 401 means "this session token expired or was revoked" — the one case in
+    which a client mints a new token and tries once more. Not "Invalid token signature": a
+    token minted a moment ago would be refused again. BillingOS sends ``AUTH_INVALID_TOKEN``
+    for all three, so the message decides (here, the only other place that reads one)."""
+    return isinstance(error, AuthenticationError) and error.message in (
+        BillingOSMessage.TOKEN_EXPIRED,
+        BillingOSMessage.TOKEN_REVOKED,
+    )
 
 
 def error_from_response(response: httpx.Response) -> APIStatusError:
@@ -227,18 +298,7 @@ def error_from_response(response: httpx.Response) -> APIStatusError:
             request_id = _str_or_none(envelope.get("requestId")) or request_id
         elif isinstance(body.get("message"), str):
             message = body["message"]
-    cls: type[APIStatusError]
-    status = response.status_code
-    if status == 400 and (message == "quota_exceeded" or code == "QUOTA_EXCEEDED"):
-        cls = QuotaExceededError
-    elif status == 400 and message.startswith("Customer not found"):
-        cls = CustomerNotFoundError
-    elif status == 400 and code == "VAL_INVALID_INPUT":
-        cls = UnprocessableEntityError
-    elif status >= 500:
-        cls = InternalServerError
-    else:
-        cls = _BY_STATUS.get(status, APIStatusError)
+    cls = classify(response.status_code, code, message)
     return cls(message, response=response, code=code, details=details, request_id=request_id)
 
 

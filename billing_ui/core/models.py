@@ -16,7 +16,9 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     field_serializer,
+    model_serializer,
     model_validator,
 )
 
@@ -121,14 +123,26 @@ class CreateSessionTokenRequest(_Request):
 
 # --- responses --------------------------------------------------------------------------
 class UsageSnapshot(_Response):
-    """A feature's usage in the current period, as returned after a track."""
+    """A feature's usage in the current period, as returned after a track.
+
+    An unlimited quota has ``limit_units`` and ``remaining_units`` ``null`` on the wire (the
+    quota's stored limit, as BillingOS sends it); ``unlimited`` says so on the Python side.
+    ``period_end`` is ``None`` for a quota that never resets.
+    """
 
     consumed_units: float
     limit_units: float | None = None
     remaining_units: float | None = None
     period_start: datetime | None = None
     period_end: datetime | None = None
-    unlimited: bool = False
+    unlimited: Annotated[bool, Field(exclude=True)] = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_unlimited(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "unlimited" not in data and data.get("limit_units") is None:
+            data = {**data, "unlimited": True, "remaining_units": None}
+        return data
 
 
 class TrackUsageResult(_Response):
@@ -169,7 +183,10 @@ class UsageMetric(_Response):
     """One feature's usage in its current period (``useUsageMetrics``).
 
     ``limit`` and ``remaining`` are ``None`` for an unlimited feature. BillingOS reports an
-    unlimited quota as ``limit: 0``: that is read as unlimited, and written back the same way.
+    unlimited quota as ``limit: 0`` (and ``remaining: 0``): that is read as unlimited, and
+    written back the same way; ``unlimited`` is never sent. ``period_end`` and
+    ``resets_in_days`` are ``None`` for a quota that never resets (BillingOS has no such quota:
+    every usage record ends with its subscription's period).
     """
 
     feature_key: str
@@ -180,9 +197,9 @@ class UsageMetric(_Response):
     remaining: float | None
     percentage_used: float
     period_start: datetime
-    period_end: datetime
-    resets_in_days: int
-    unlimited: bool = False
+    period_end: datetime | None
+    resets_in_days: int | None
+    unlimited: Annotated[bool, Field(exclude=True)] = False
 
     @model_validator(mode="before")
     @classmethod
@@ -248,13 +265,24 @@ class EntitlementsResponse(_Response):
 
 
 class FeatureCheckMetadata(_Response):
+    """What BillingOS knows beyond yes/no; a key it does not know is left out, not ``null``."""
+
     remaining: float | None = None
     resets_at: datetime | None = None
     type: str | None = None
 
+    @model_serializer(mode="wrap")
+    def _leave_out_unknown(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
 
 class FeatureCheck(_Response):
-    """``useFeature`` / ``useFeatureGate``: may the customer use the feature now, and why not."""
+    """``useFeature`` / ``useFeatureGate``: may the customer use the feature now, and why not.
+
+    An unlimited quota has ``limit: 0`` on the wire (as BillingOS's check sends a quota without
+    a stored limit); it is read as ``limit=None, unlimited=True``. ``reason`` is also
+    ``"Customer not found"`` for a session token whose customer does not exist (yet).
+    """
 
     feature_key: str
     has_access: bool
@@ -262,6 +290,21 @@ class FeatureCheck(_Response):
     limit: float | None = None
     usage: float | None = None
     metadata: FeatureCheckMetadata | None = None
+    unlimited: Annotated[bool, Field(exclude=True)] = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_unlimited(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "unlimited" in data or data.get("limit") != 0:
+            return data
+        meta = data.get("metadata")
+        if isinstance(meta, dict) and meta.get("type") == "usage_quota":
+            data = {**data, "unlimited": True, "limit": None}
+        return data
+
+    @field_serializer("limit")
+    def _write_unlimited(self, value: float | None) -> float | None:
+        return 0.0 if self.unlimited else value
 
 
 class SessionToken(_Response):
@@ -284,7 +327,7 @@ class UsageHistory(_Response):
 
     feature_key: str
     period_start: datetime
-    period_end: datetime
+    period_end: datetime | None
     bucket: Literal["hour", "day"]
     points: list[UsageHistoryPoint]
 

@@ -19,6 +19,7 @@ import uvicorn
 from billing_ui.core._constants import ENV_SECRET_KEY, LOCAL_SECRET_KEY
 from billing_ui.server.app import create_app
 from billing_ui.server.clock import SystemClock
+from billing_ui.server.options import ENV_CORS_ORIGINS, CorsPolicy, WireOptions
 from billing_ui.server.plans import PlansError, default_plans_path, load_plans
 from billing_ui.server.seed import seed_demo_customers
 from billing_ui.server.store import Store, StoreError
@@ -63,6 +64,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="tracked events per customer per minute, 0 = off (default: %(default)s)",
     )
     parser.add_argument(
+        "--cors-origins",
+        default=None,
+        help=f"browser origins allowed to call, comma-separated: http(s) origins, 'loopback' "
+        f"(any port of localhost/127.0.0.1/[::1]), '*' or 'none' (default: ${ENV_CORS_ORIGINS}, "
+        "else 'loopback' when --host is loopback and 'none' otherwise)",
+    )
+    parser.add_argument(
+        "--reject-reused-keys",
+        action="store_true",
+        help="refuse an idempotency key reused for another event with 409 (default: off, "
+        "BillingOS's behaviour: replay the first event)",
+    )
+    parser.add_argument(
+        "--strict-feature-filter",
+        action="store_true",
+        help="usage metrics filtered by an unknown feature answer [] (default: off, BillingOS's "
+        "behaviour: the filter is skipped)",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["critical", "error", "warning", "info", "debug"],
@@ -85,9 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     api_key = args.api_key or os.environ.get(ENV_SECRET_KEY) or LOCAL_SECRET_KEY
     try:
+        cors = CorsPolicy.for_host(args.host, args.cors_origins)
         plans = load_plans(args.plans)
         store = Store(args.db)
-    except (PlansError, StoreError) as exc:
+    except (PlansError, StoreError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
@@ -97,6 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             clock=SystemClock(),
             api_key=api_key,
             rate_limit_per_minute=args.rate_limit_per_minute,
+            options=WireOptions(
+                reject_reused_keys=args.reject_reused_keys,
+                strict_feature_filter=args.strict_feature_filter,
+            ),
+            cors=cors,
         )
         if args.seed:
             seeded = seed_demo_customers(app.state.service)

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 
 from billing_ui.core import validation as V
 from billing_ui.core._constants import IDEMPOTENCY_HEADER, LOCAL_SECRET_KEY
-from billing_ui.core.errors import FieldError, InvalidInputError
+from billing_ui.core.errors import BillingOSMessage, FieldError, InvalidInputError
 from billing_ui.core.models import (
     CreateSessionTokenRequest,
     EntitlementsResponse,
@@ -45,9 +45,15 @@ from billing_ui.server import tokens
 from billing_ui.server.auth import SecretKey, Session
 from billing_ui.server.bodies import JsonBody, parse
 from billing_ui.server.clock import Clock, SystemClock, from_micros, to_micros
-from billing_ui.server.errors import ApiProblem, install_error_handlers, invalid_input
+from billing_ui.server.errors import (
+    ApiProblem,
+    customer_not_found,
+    install_error_handlers,
+    invalid_input,
+)
 from billing_ui.server.middleware import RequestIdMiddleware
 from billing_ui.server.openapi import build_openapi, error_responses, request_body
+from billing_ui.server.options import CorsPolicy, WireOptions
 from billing_ui.server.plans import Plans
 from billing_ui.server.schemas import (
     Bucket,
@@ -81,8 +87,13 @@ def create_app(
     clock: Clock | None = None,
     api_key: str = LOCAL_SECRET_KEY,
     rate_limit_per_minute: int = 0,
+    options: WireOptions | None = None,
+    cors: CorsPolicy | None = None,
 ) -> FastAPI:
-    """The billing API over ``store`` and ``plans``. The caller owns (and closes) the store."""
+    """The billing API over ``store`` and ``plans``. The caller owns (and closes) the store.
+
+    ``options``: departures from BillingOS (none by default); ``cors``: which browser origins
+    may call (none by default; the CLI and ``running_server`` pick by the bound host)."""
     if not api_key:
         raise ValueError("api_key must not be empty")
     app = FastAPI(
@@ -92,11 +103,16 @@ def create_app(
         description="A BillingOS-compatible billing API over SQLite. See docs/api.md.",
     )
     app.state.service = BillingService(
-        store, plans, clock or SystemClock(), rate_limit_per_minute=rate_limit_per_minute
+        store,
+        plans,
+        clock or SystemClock(),
+        rate_limit_per_minute=rate_limit_per_minute,
+        options=options,
     )
     app.state.api_key = api_key
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
+    (cors or CorsPolicy()).install(app)  # outermost: preflights never reach the routes
     _routes(app)
     app.openapi = lambda: build_openapi(app, _REQUEST_MODELS)  # type: ignore[method-assign]
     return app
@@ -133,9 +149,16 @@ def _service(request: Request) -> BillingService:
     return cast(BillingService, request.app.state.service)
 
 
-def _json(model: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def _json(
+    model: BaseModel,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    *,
+    include: set[str] | None = None,
+    exclude: set[str] | None = None,
+) -> Response:
     return Response(
-        model.model_dump_json(by_alias=True),
+        model.model_dump_json(by_alias=True, include=include, exclude=exclude),
         status_code=status,
         headers=headers,
         media_type="application/json",
@@ -168,9 +191,9 @@ def _idempotency_key(body_key: str | None, request: Request) -> str | None:
     return cast(str, header_key)
 
 
-_READ = error_responses(400, 401, 422)
-_TRACK = error_responses(400, 401, 404, 409, 422, 429)
-_ADMIN = error_responses(401, 422)
+_READ = error_responses(400, 401)
+_TRACK = error_responses(400, 401, 404, 409, 429)
+_ADMIN = error_responses(400, 401)
 
 CustomerQuery = Annotated[str, Query(description="The app's own user id (external_user_id).")]
 FeatureQuery = Annotated[str, Query(description="A feature key from the plans.")]
@@ -284,11 +307,14 @@ def _routes(app: FastAPI) -> None:
             else _checked(V.check_feature_key, feature_key, "feature_key")
         )
         metrics = _service(request).metrics(cid, fkey)
-        return _json(UsageMetricsResponse(metrics=metrics, customer_id=cid, external_user_id=cid))
+        # BillingOS: {metrics, customer_id} here (external_user_id only on the session route).
+        return _json(
+            UsageMetricsResponse(metrics=metrics, customer_id=cid), exclude={"external_user_id"}
+        )
 
     @app.get(
         "/v1/usage/history",
-        responses=error_responses(400, 401, 404, 422),
+        responses=error_responses(400, 401, 404),
         response_model=UsageHistory,
         tags=_BACKEND,
     )
@@ -334,7 +360,10 @@ def _routes(app: FastAPI) -> None:
         """Record usage for the token's customer (``useTrackUsage``)."""
         req = parse(SessionTrackUsageRequest, body)
         key = _idempotency_key(req.idempotency_key, request)
-        tracked = _service(request).track(
+        service = _service(request)
+        if not service.knows(claims.external_user_id):
+            raise customer_not_found()  # BillingOS names no customer here: the token's
+        tracked = service.track(
             TrackCommand(claims.external_user_id, req.feature_key, req.quantity, key, req.metadata)
         )
         return _json(tracked.result, headers=tracked.rate_headers)
@@ -355,7 +384,10 @@ def _routes(app: FastAPI) -> None:
             else _checked(V.check_feature_key, feature_key, "feature_key")
         )
         cid = claims.external_user_id
-        metrics = _service(request).metrics(cid, fkey)
+        service = _service(request)
+        if not service.knows(cid):  # BillingOS: an empty list, so hooks show "no usage yet"
+            return _json(UsageMetricsResponse(metrics=[]), include={"metrics"})
+        metrics = service.metrics(cid, fkey)
         return _json(UsageMetricsResponse(metrics=metrics, customer_id=cid, external_user_id=cid))
 
     @app.get(
@@ -367,7 +399,10 @@ def _routes(app: FastAPI) -> None:
     async def session_entitlements(claims: Session, request: Request) -> Response:
         """The features the token's customer has (``useFeatureEntitlements``)."""
         cid = claims.external_user_id
-        ents = _service(request).entitlements(cid)
+        service = _service(request)
+        if not service.knows(cid):  # BillingOS: an empty list
+            return _json(EntitlementsResponse(entitlements=[]), include={"entitlements"})
+        ents = service.entitlements(cid)
         return _json(EntitlementsResponse(entitlements=ents, customer_id=cid, external_user_id=cid))
 
     @app.get("/v1/features/check", responses=_READ, response_model=FeatureCheck, tags=_FRONTEND)
@@ -376,7 +411,13 @@ def _routes(app: FastAPI) -> None:
     ) -> Response:
         """May the token's customer use this feature now? (``useFeature``)"""
         fkey = _checked(V.check_feature_key, feature_key, "feature_key")
-        return _json(_service(request).check(claims.external_user_id, fkey))
+        service = _service(request)
+        if not service.knows(claims.external_user_id):  # BillingOS: no access, and why
+            unknown = FeatureCheck(
+                feature_key=fkey, has_access=False, reason=BillingOSMessage.CUSTOMER_NOT_FOUND
+            )
+            return _json(unknown, include={"feature_key", "has_access", "reason"})
+        return _json(service.check(claims.external_user_id, fkey))
 
     # -- operations --
     @app.get("/health", responses=error_responses(503), response_model=Health, tags=_OPERATIONS)

@@ -3,7 +3,7 @@
 FastAPI's own body handling decodes JSON before any dependency runs (so a bad body would be
 reported before a missing credential) and lets a missing content type through. Instead the
 routes read the raw JSON through :func:`json_body` (after authentication) and validate it with
-the shared pydantic models through :func:`parse`; every failure is a 422 ``VAL_INVALID_INPUT``
+the shared pydantic models through :func:`parse`; every failure is a 400 ``VAL_INVALID_INPUT``
 naming the field.
 """
 
@@ -30,7 +30,7 @@ def _body_error(rule: str, message: str) -> Exception:
 
 
 async def json_body(request: Request) -> Any:
-    """The request's JSON document (any JSON value), or a 422."""
+    """The request's JSON document (any JSON value), or a 400."""
     ctype = request.headers.get("content-type", "")
     media = ctype.split(";", 1)[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
@@ -60,7 +60,7 @@ JsonBody = Annotated[Any, Depends(json_body)]
 
 
 def parse(model: type[M], data: Any) -> M:
-    """Validate ``data`` with one of the shared request models, or raise a 422."""
+    """Validate ``data`` with one of the shared request models, or raise a 400."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from billing_ui.core.errors import FieldError
+from billing_ui.core.errors import BillingOSMessage, FieldError
 from billing_ui.core.validation import field_errors_from_pydantic
 from billing_ui.server.store import StoreBusyError
 
@@ -50,10 +50,11 @@ class ApiProblem(Exception):
 
 
 def invalid_input(errors: Sequence[FieldError]) -> ApiProblem:
-    """422 ``VAL_INVALID_INPUT`` listing every broken rule in ``details.fieldErrors``."""
+    """400 ``VAL_INVALID_INPUT`` (as BillingOS's validation pipe) listing every broken rule in
+    ``details.fieldErrors``."""
     summary = "; ".join(f"{e.field} {e.message}" for e in errors[:3])
     return ApiProblem(
-        422,
+        400,
         "VAL_INVALID_INPUT",
         f"Invalid input: {summary}",
         details={
@@ -62,6 +63,20 @@ def invalid_input(errors: Sequence[FieldError]) -> ApiProblem:
             ]
         },
     )
+
+
+def bad_request(message: str, details: Mapping[str, Any] | None = None) -> ApiProblem:
+    """A 400 refusal as BillingOS sends it: its exception filter gives every 400 the code
+    ``VAL_INVALID_INPUT``, and the message (``quota_exceeded``, ``Customer not found: X``, …;
+    see :class:`~billing_ui.core.errors.BillingOSMessage`) says which case it is."""
+    return ApiProblem(400, "VAL_INVALID_INPUT", message, details=details)
+
+
+def customer_not_found(customer_id: str | None = None) -> ApiProblem:
+    """BillingOS's unknown customer: ``Customer not found: X`` on the secret-key endpoints,
+    plain ``Customer not found`` on the session track endpoint."""
+    message = BillingOSMessage.CUSTOMER_NOT_FOUND
+    return bad_request(message if customer_id is None else f"{message}: {customer_id}")
 
 
 def unauthorized(message: str) -> ApiProblem:
@@ -123,13 +138,9 @@ def _strip_location(field: str) -> str:
 
 async def _on_http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code == 404:
-        problem = ApiProblem(404, "RES_NOT_FOUND", f"No route {request.method} {request.url.path}")
-    elif exc.status_code == 405:
-        problem = ApiProblem(
-            405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed on {request.url.path}",
-            headers=exc.headers,
-        )  # fmt: skip
+    if exc.status_code in (404, 405):
+        # Express (under NestJS) has no 405: an unknown method on a known path is a 404 too.
+        problem = ApiProblem(404, "RES_NOT_FOUND", f"Cannot {request.method} {request.url.path}")
     else:
         code = "SYS_ERROR" if exc.status_code >= 500 else "REQUEST_ERROR"
         problem = ApiProblem(exc.status_code, code, str(exc.detail), headers=exc.headers)

@@ -29,11 +29,12 @@ def request_body(model: type[BaseModel]) -> dict[str, Any]:
 
 
 _ERROR_TEXT = {
-    400: "Refused: customer not found, not a usage quota, or quota_exceeded (hard limit)",
+    400: "VAL_INVALID_INPUT: invalid input (details.fieldErrors names each field and broken "
+    "rule), or refused: 'Customer not found: X', 'Feature is not a usage quota type', "
+    "'quota_exceeded' (hard limit)",
     401: "Missing, wrong, expired or revoked credential, or the wrong kind of credential",
     404: "No active subscription with this feature (or no such feature)",
     409: "Idempotency key already used for a different event in the last 24 hours",
-    422: "Invalid input: details.fieldErrors names each field and broken rule",
     429: "Too many tracked events for this customer; see Retry-After",
     503: "The database is unavailable",
 }

@@ -53,7 +53,8 @@ class HistoryPoint(_Response):
 class UsageHistory(_Response):
     feature_key: str
     period_start: datetime
-    period_end: datetime
+    period_end: datetime | None
+    """``None`` for a quota that never resets."""
     bucket: Bucket
     points: list[HistoryPoint]
 

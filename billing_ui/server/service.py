@@ -8,13 +8,14 @@ codes and messages of docs/api.md (as :class:`~billing_ui.server.errors.ApiProbl
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 from billing_ui.core import validation as V
-from billing_ui.core.errors import FieldError
+from billing_ui.core.errors import BillingOSMessage, FieldError
 from billing_ui.core.models import (
     FeatureCheck,
     FeatureCheckMetadata,
@@ -25,7 +26,8 @@ from billing_ui.core.models import (
 )
 from billing_ui.server.clock import Clock, from_micros, to_micros
 from billing_ui.server.entitlements import Entitled, resolve_entitlements
-from billing_ui.server.errors import ApiProblem, invalid_input
+from billing_ui.server.errors import ApiProblem, bad_request, customer_not_found, invalid_input
+from billing_ui.server.options import WireOptions
 from billing_ui.server.periods import Period, Reset, hour_floor, period_containing
 from billing_ui.server.plans import Grant, Plans
 from billing_ui.server.ratelimit import RateLimiter
@@ -95,19 +97,31 @@ class BillingService:
     """Everything the routes ask of the billing side, for one catalogue and one store."""
 
     def __init__(
-        self, store: Store, plans: Plans, clock: Clock, *, rate_limit_per_minute: int = 0
+        self,
+        store: Store,
+        plans: Plans,
+        clock: Clock,
+        *,
+        rate_limit_per_minute: int = 0,
+        options: WireOptions | None = None,
     ) -> None:
         self.store = store
         self.plans = plans
         self.clock = clock
+        self.options = options or WireOptions()
         self.limiter = RateLimiter(rate_limit_per_minute, clock)
 
     # -- customers --
     def customer(self, customer_id: str) -> Customer:
         found = self.store.get_customer(customer_id)
         if found is None:
-            raise ApiProblem(400, "RES_CUSTOMER_NOT_FOUND", f"Customer not found: {customer_id}")
+            raise customer_not_found(customer_id)
         return found
+
+    def knows(self, customer_id: str) -> bool:
+        """Whether the customer exists (the session read endpoints answer an unknown one with
+        an empty result, as BillingOS does, instead of an error)."""
+        return self.store.get_customer(customer_id) is not None
 
     def upsert_customer(self, customer_id: str, products: Sequence[str], status: str) -> Customer:
         errors = [
@@ -187,17 +201,14 @@ class BillingService:
                 batch.entitlements[cmd.customer_id] = resolve_entitlements(self.plans, customer)
         customer = batch.customers[cmd.customer_id]
         if customer is None:
-            raise ApiProblem(
-                400, "RES_CUSTOMER_NOT_FOUND", f"Customer not found: {cmd.customer_id}"
-            )
+            raise customer_not_found(cmd.customer_id)
+        # BillingOS's order: first the grant (404), then the feature's type (400).
         feature = self.plans.features.get(cmd.feature_key)
-        if feature is None:
+        entitled = batch.entitlements[cmd.customer_id].get(cmd.feature_key)
+        if feature is None or entitled is None or not entitled.active:
             raise ApiProblem(404, "RES_NOT_FOUND", NO_SUBSCRIPTION)
         if feature.type != "usage_quota" or feature.reset is None:
-            raise ApiProblem(400, "FEATURE_NOT_USAGE_QUOTA", "Feature is not a usage quota type")
-        entitled = batch.entitlements[cmd.customer_id].get(cmd.feature_key)
-        if entitled is None or not entitled.active:
-            raise ApiProblem(404, "RES_NOT_FOUND", NO_SUBSCRIPTION)
+            raise bad_request(BillingOSMessage.NOT_USAGE_QUOTA)
         period, period_key = batch.period(feature.key, feature.reset)
         grant = entitled.grant
         item = TrackItem(
@@ -217,10 +228,8 @@ class BillingService:
         """A ``TrackUsageResult`` as plain data, or the refusal."""
         grant = prepared.entitled.grant
         if outcome.status is TrackStatus.QUOTA_EXCEEDED:
-            return ApiProblem(
-                400,
-                "QUOTA_EXCEEDED",
-                "quota_exceeded",
+            return bad_request(
+                BillingOSMessage.QUOTA_EXCEEDED,
                 details={
                     "feature_key": outcome.feature_key,
                     "limit": grant.limit,
@@ -228,7 +237,7 @@ class BillingService:
                     "requested": V.micros_to_quantity(outcome.quantity_micros),
                 },
             )
-        if outcome.status is TrackStatus.KEY_REUSED:
+        if outcome.status is TrackStatus.KEY_REUSED and self.options.reject_reused_keys:
             return ApiProblem(
                 409,
                 "IDEMPOTENCY_KEY_REUSED",
@@ -246,8 +255,12 @@ class BillingService:
             "feature_key": outcome.feature_key,
             "quantity": V.micros_to_quantity(outcome.quantity_micros),
             "recorded_at": recorded_at,
-            "usage": _snapshot(grant, prepared.period, outcome.consumed_micros),
-            "duplicate": outcome.status is TrackStatus.REPLAYED,
+            "usage": (
+                _snapshot(grant, prepared.period, outcome.consumed_micros)
+                if outcome.feature_key == prepared.item.period.feature_key
+                else None  # a reused key replays another feature's event (BillingOS's way)
+            ),
+            "duplicate": outcome.status is not TrackStatus.RECORDED,
             "idempotency_key": prepared.item.idempotency_key,
         }
 
@@ -257,6 +270,12 @@ class BillingService:
         current period; only ``feature_key`` when given (an unknown key gives none)."""
         customer = self.customer(customer_id)
         now = self.clock.now()
+        if (
+            feature_key is not None
+            and feature_key not in self.plans.features
+            and not self.options.strict_feature_filter
+        ):
+            feature_key = None  # BillingOS skips a filter whose feature it cannot find
         wanted = [
             (key, e)
             for key, e in resolve_entitlements(self.plans, customer).items()
@@ -299,11 +318,7 @@ class BillingService:
         grant, feature = entitled.grant, entitled.grant.feature
         if not entitled.active:
             return FeatureCheck(
-                feature_key=feature_key,
-                has_access=False,
-                reason="subscription_not_active",
-                limit=grant.limit,
-                metadata=FeatureCheckMetadata(type=feature.type),
+                feature_key=feature_key, has_access=False, reason="subscription_not_active"
             )
         if feature.type != "usage_quota" or feature.reset is None:
             return FeatureCheck(
@@ -324,9 +339,10 @@ class BillingService:
             has_access=not exhausted,
             reason="quota_exceeded" if exhausted else None,
             limit=grant.limit,
+            unlimited=grant.unlimited,
             usage=V.micros_to_quantity(used),
             metadata=FeatureCheckMetadata(
-                remaining=_remaining(grant, used),
+                remaining=_remaining(grant, used) if not grant.unlimited else 0.0,
                 resets_at=period.end if period.resets else None,
                 type=feature.type,
             ),
@@ -339,7 +355,7 @@ class BillingService:
         if feature is None:
             raise ApiProblem(404, "RES_NOT_FOUND", f"Feature not found: {feature_key}")
         if feature.type != "usage_quota" or feature.reset is None:
-            raise ApiProblem(400, "FEATURE_NOT_USAGE_QUOTA", "Feature is not a usage quota type")
+            raise bad_request(BillingOSMessage.NOT_USAGE_QUOTA)
         bucket = bucket or ("hour" if feature.reset == "day" else "day")
         span = _BUCKET_SPAN[bucket]
         now = self.clock.now()
@@ -370,7 +386,7 @@ class BillingService:
         return UsageHistory(
             feature_key=feature_key,
             period_start=period.start,
-            period_end=period.end,
+            period_end=period.end if period.resets else None,
             bucket=bucket,
             points=points,
         )
@@ -408,15 +424,15 @@ def _snapshot(grant: Grant, period: Period, consumed_micros: int) -> dict[str, A
         "limit_units": grant.limit,
         "remaining_units": _remaining(grant, consumed_micros),
         "period_start": period.start,
-        "period_end": period.end,
-        "unlimited": grant.unlimited,
+        "period_end": period.end if period.resets else None,
     }
 
 
 def _metric(e: Entitled, period: Period, consumed_micros: int, now: datetime) -> UsageMetric:
     grant = e.grant
     limit = grant.limit_micros
-    percentage = 0.0 if not limit else round(consumed_micros / limit * 100, 2)
+    # BillingOS: Math.round(consumed / limit * 100), a whole number (halves round up).
+    percentage = 0.0 if not limit else float(math.floor(consumed_micros / limit * 100 + 0.5))
     return UsageMetric(
         feature_key=grant.feature.key,
         feature_title=grant.feature.title,
@@ -426,8 +442,8 @@ def _metric(e: Entitled, period: Period, consumed_micros: int, now: datetime) ->
         remaining=_remaining(grant, consumed_micros),
         percentage_used=percentage,
         period_start=period.start,
-        period_end=period.end,
-        resets_in_days=period.resets_in_days(now),
+        period_end=period.end if period.resets else None,
+        resets_in_days=period.resets_in_days(now) if period.resets else None,
         unlimited=grant.unlimited,
     )
 

@@ -25,6 +25,7 @@ from fastapi import FastAPI
 from billing_ui.core._constants import LOCAL_SECRET_KEY
 from billing_ui.server.app import create_app
 from billing_ui.server.clock import Clock, ManualClock
+from billing_ui.server.options import CorsPolicy, WireOptions
 from billing_ui.server.plans import Plans, load_plans
 from billing_ui.server.seed import seed_demo_customers
 from billing_ui.server.store import Store
@@ -111,12 +112,16 @@ def running_server(
     rate_limit_per_minute: int = 0,
     port: int = 0,
     seed: bool = False,
+    options: WireOptions | None = None,
+    cors: CorsPolicy | None = None,
 ) -> Iterator[RunningServer]:
     """Serve the billing API on ``127.0.0.1:port`` (0: a free port) until the block ends.
 
     ``plans``: a :class:`Plans`, a path to a plans TOML, or ``None`` for the packaged sample.
     ``clock``: defaults to a :class:`ManualClock` at the current time, so time stands still
     unless the test moves it. ``seed``: create the plans' demo customers first.
+    ``options``: departures from BillingOS (none by default). ``cors``: by default what the
+    CLI allows on loopback (the developer's own origins).
     """
     catalogue = plans if isinstance(plans, Plans) else load_plans(plans)
     the_clock = clock if clock is not None else ManualClock()
@@ -133,6 +138,8 @@ def running_server(
             clock=the_clock,
             api_key=api_key,
             rate_limit_per_minute=rate_limit_per_minute,
+            options=options,
+            cors=cors if cors is not None else CorsPolicy.for_host("127.0.0.1", environ={}),
         )
         if seed:
             seed_demo_customers(app.state.service)

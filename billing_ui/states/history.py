@@ -81,7 +81,7 @@ def history_view(history: UsageHistory) -> HistoryView:
         feature_key=history.feature_key,
         bucket=history.bucket,
         period_start=history.period_start.isoformat(),
-        period_end=history.period_end.isoformat(),
+        period_end=history.period_end.isoformat() if history.period_end else "",
         total=points[-1].cumulative if points else 0.0,
         points=points,
     )

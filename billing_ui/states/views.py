@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from billing_ui.core import _constants as C
 from billing_ui.core.models import FeatureCheck, FeatureEntitlement, TrackUsageResult, UsageMetric
 
 Level = Literal["normal", "near", "over", "unlimited"]
@@ -86,8 +87,10 @@ def metric_view(metric: UsageMetric, *, hard_limit: bool = False) -> MetricView:
         percentage_used=metric.percentage_used,
         bar_percent=0.0 if metric.unlimited else min(metric.percentage_used, 100.0),
         period_start=metric.period_start.isoformat(),
-        period_end=metric.period_end.isoformat(),
-        resets_in_days=metric.resets_in_days,
+        period_end=metric.period_end.isoformat() if metric.period_end else "",
+        resets_in_days=(
+            C.NEVER_RESETS_DAYS if metric.resets_in_days is None else metric.resets_in_days
+        ),
         unlimited=metric.unlimited,
         hard_limit=hard_limit,
         blocked=hard_limit and not metric.unlimited and remaining <= 0,

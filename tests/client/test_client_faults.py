@@ -28,6 +28,7 @@ from billing_ui.core import (
     RateLimitError,
 )
 from billing_ui.core.errors import APIStatusError
+from billing_ui.server.options import WireOptions
 from billing_ui.server.testing import RunningServer, create_customer, running_server
 
 from .conftest import Api, MakeApi
@@ -248,16 +249,23 @@ async def test_the_servers_own_rate_limiter(make_api: MakeApi, tmp_path: Path) -
 
 
 async def test_a_key_reused_for_another_event_is_a_conflict_not_retried(
-    proxied: Api, proxy: FaultProxy, customer: NewCustomer, server: RunningServer
+    make_api: MakeApi, tmp_path: Path
 ) -> None:
-    cid = customer("pro")
-    await proxied.track_usage(
-        customer_id=cid, feature_key="api_calls", quantity=1, idempotency_key="evt-9"
-    )
-    with pytest.raises(ConflictError) as err:
+    """With the local server's --reject-reused-keys (BillingOS itself replays the first event)."""
+    options = WireOptions(reject_reused_keys=True)
+    with (
+        running_server(db_path=tmp_path / "strict.db", options=options) as strict,
+        FaultProxy(strict.base_url) as proxy,
+    ):
+        cid = create_customer(strict, ["pro"])
+        proxied = make_api(proxy.url)
         await proxied.track_usage(
-            customer_id=cid, feature_key="api_calls", quantity=2, idempotency_key="evt-9"
+            customer_id=cid, feature_key="api_calls", quantity=1, idempotency_key="evt-9"
         )
-    assert err.value.code == "IDEMPOTENCY_KEY_REUSED"
-    assert len(proxy.seen(TRACK)) == 2  # the conflict was not retried
-    assert server.store.count_events(cid) == 1
+        with pytest.raises(ConflictError) as err:
+            await proxied.track_usage(
+                customer_id=cid, feature_key="api_calls", quantity=2, idempotency_key="evt-9"
+            )
+        assert err.value.code == "IDEMPOTENCY_KEY_REUSED"
+        assert len(proxy.seen(TRACK)) == 2  # the conflict was not retried
+        assert strict.store.count_events(cid) == 1

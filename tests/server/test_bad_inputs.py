@@ -50,7 +50,7 @@ class Case:
     headers: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] | None = None
     session: bool = False
-    status: int = 422
+    status: int = 400
     code: str = "VAL_INVALID_INPUT"
 
 
@@ -307,7 +307,7 @@ CASES = [
     Case("customer-no-body", "PUT", f"/v1/customers/{CID}", "body", content=b"", headers=JSON),
     # -- not input errors, but refusals that must change nothing either --
     Case("unknown-route", "GET", "/v1/nothing-here", None, status=404, code="RES_NOT_FOUND"),
-    Case("wrong-method", "GET", TRACK, None, status=405, code="METHOD_NOT_ALLOWED"),
+    Case("wrong-method", "GET", TRACK, None, status=404, code="RES_NOT_FOUND"),
 ]
 
 

@@ -50,7 +50,7 @@ POSTS = [
     "/v1/session-tokens",
     "/v1/features/track-usage",
 ]
-ALLOWED = {200, 201, 400, 401, 404, 409, 422}
+ALLOWED = {200, 201, 400, 401, 404, 409}
 
 
 @pytest.fixture(scope="module")
