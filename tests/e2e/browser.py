@@ -17,8 +17,15 @@ from typing import TypeVar
 
 from reflex.testing import AppHarness
 from selenium import webdriver
+from selenium.common.exceptions import (
+    ElementClickInterceptedException,
+    ElementNotInteractableException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.remote.webdriver import WebDriver
 
 T = TypeVar("T")
 
@@ -76,6 +83,43 @@ def wait_for(
     if extra:
         detail += f"; {extra}"
     raise WaitTimeout(f"{name} not true after {timeout:g}s ({detail})")
+
+
+NOT_CLICKED = (
+    StaleElementReferenceException,  # a re-render replaced the element between find and click
+    ElementClickInterceptedException,  # something (an overlay, a transition) covered it
+    ElementNotInteractableException,  # not laid out yet
+    NoSuchElementException,  # not rendered yet
+)
+"""Errors after which the click was certainly not delivered, so clicking again is safe."""
+
+
+def click(browser: WebDriver, by: str, selector: str, timeout: float = 10.0) -> None:
+    """Find the element and click it, finding it afresh and clicking again while the click
+    was not delivered (see NOT_CLICKED), until ``timeout``. React re-renders replace DOM
+    nodes at any moment on a busy machine: finding once and clicking later is a race."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            browser.find_element(by, selector).click()
+            return
+        except NOT_CLICKED as exc:
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(f"could not click {selector!r} in {timeout:g}s: {exc!r}") from exc
+        time.sleep(0.05)
+
+
+def fresh(read: Callable[[], T], timeout: float = 10.0) -> T:
+    """``read()`` (which finds elements and reads them), again if a re-render made an element
+    stale between finding and reading it; any other error propagates."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return read()
+        except StaleElementReferenceException:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(0.05)
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 
-from .browser import run_app, wait_for
+from .browser import click, fresh, run_app, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE_TIMEOUT = 30.0
@@ -87,8 +87,9 @@ def sign_in_at(browser: WebDriver, url: str, customer_id: str) -> None:
 
 
 def go(browser: WebDriver, page: str) -> None:
-    """Client-side navigation through the top bar (keeps the session and the websocket)."""
-    browser.find_element(By.CSS_SELECTOR, f'[data-testid="nav-{page}"]').click()
+    """Client-side navigation through the top bar (keeps the session and the websocket). The
+    link is found afresh for the click (the bar re-renders as state arrives)."""
+    click(browser, By.CSS_SELECTOR, f'[data-testid="nav-{page}"]', timeout=PAGE_TIMEOUT)
     wait_for(lambda: browser.current_url.rstrip("/").endswith(f"/{page}"), timeout=PAGE_TIMEOUT)
 
 
@@ -101,7 +102,9 @@ def meter_bar(browser: WebDriver, feature_key: str) -> WebElement:
 
 def meter_value(browser: WebDriver, feature_key: str) -> float:
     """What the meter of ``feature_key`` shows as consumed (its ``aria-valuenow``)."""
-    return float(meter_bar(browser, feature_key).get_attribute("aria-valuenow") or "nan")
+    return fresh(
+        lambda: float(meter_bar(browser, feature_key).get_attribute("aria-valuenow") or "nan")
+    )
 
 
 def wait_meter(browser: WebDriver, feature_key: str, expected: float, timeout: float = 10) -> None:
@@ -119,5 +122,13 @@ def track_button(browser: WebDriver, feature_key: str) -> WebElement:
 
 
 def visible(browser: WebDriver, css: str) -> bool:
-    elements = browser.find_elements(By.CSS_SELECTOR, css)
-    return bool(elements) and elements[0].is_displayed()
+    def read() -> bool:
+        elements = browser.find_elements(By.CSS_SELECTOR, css)
+        return bool(elements) and elements[0].is_displayed()
+
+    return fresh(read)
+
+
+def text_of(browser: WebDriver, css: str) -> str:
+    """The text of the element at ``css``, read from a fresh find (see ``fresh``)."""
+    return fresh(lambda: browser.find_element(By.CSS_SELECTOR, css).text)

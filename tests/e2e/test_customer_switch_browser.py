@@ -20,7 +20,7 @@ from billing_ui.core import BillingClient
 from billing_ui.server.testing import RunningServer, create_customer, running_server
 from tests.faults import FaultProxy, hold
 
-from .browser import wait_for
+from .browser import click, wait_for
 from .demo import PAGE_TIMEOUT, running_demo, sign_in, wait_meter
 
 A, B = "e2e_switch_a", "e2e_switch_b"
@@ -66,15 +66,16 @@ def demo(billing: tuple[RunningServer, FaultProxy]) -> Iterator[AppHarness]:
 
 def switch_to(browser: WebDriver, customer: str) -> None:
     """Sign out and in as ``customer`` by clicking, without reloading (the sampler lives on)."""
-    browser.find_element(By.CSS_SELECTOR, '[data-testid="sign-out"]').click()
+    click(browser, By.CSS_SELECTOR, '[data-testid="sign-out"]')
     wait_for(
         lambda: browser.find_element(By.ID, f"sign-in-{customer}").is_displayed(),
         timeout=PAGE_TIMEOUT,
     )
-    browser.find_element(By.ID, f"sign-in-{customer}").click()
+    click(browser, By.ID, f"sign-in-{customer}")
     wait_for(
-        lambda: browser.find_element(By.CSS_SELECTOR, '[data-testid="signed-in-as"]').text
-        == customer,
+        lambda: (
+            browser.find_element(By.CSS_SELECTOR, '[data-testid="signed-in-as"]').text == customer
+        ),
         timeout=PAGE_TIMEOUT,
     )
 
@@ -111,5 +112,5 @@ def test_the_previous_customers_meters_never_show_under_the_new_name(
         assert under_b, "the sampler saw nothing under B's name"
         leaked = [s for s in under_b if f"{A_API_CALLS:g}" in s["values"]]
         assert not leaked, f"{len(leaked)} of {len(under_b)} samples under {B} show {A}'s meter"
-        browser.find_element(By.CSS_SELECTOR, '[data-testid="sign-out"]').click()
+        click(browser, By.CSS_SELECTOR, '[data-testid="sign-out"]')
         wait_for(lambda: "/dashboard" not in browser.current_url, timeout=PAGE_TIMEOUT)

@@ -12,7 +12,6 @@ import contextlib
 import functools
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -23,7 +22,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from billing_ui.core import BillingClient, QuotaExceededError
 from billing_ui.server.testing import RunningServer, create_customer, running_server
 
-from .browser import wait_for
+from .browser import click, fresh, wait_for
 from .demo import (
     REPO,
     go,
@@ -31,6 +30,7 @@ from .demo import (
     meter_value,
     running_demo,
     sign_in,
+    text_of,
     track_button,
     visible,
     wait_meter,
@@ -107,6 +107,10 @@ def consumed(api: BillingClient, customer: str, feature: str) -> float:
     return next(m.consumed for m in metrics if m.feature_key == feature)
 
 
+def meter_attribute(browser: WebDriver, feature_key: str, name: str) -> str | None:
+    return meter_bar(browser, feature_key).get_attribute(name)
+
+
 def no_pending_tracks(browser: WebDriver) -> bool:
     buttons = browser.find_elements(By.CSS_SELECTOR, '[data-testid="track-button"]')
     return all(b.get_attribute("aria-busy") in (None, "false") for b in buttons)
@@ -120,19 +124,15 @@ def test_dashboard_shows_the_customers_seeded_usage(
     assert expected, "the seeded customer has meters"
     for metric in expected:
         wait_meter(browser, metric.feature_key, metric.consumed)
-        bar = meter_bar(browser, metric.feature_key)
-        assert float(bar.get_attribute("aria-valuemax") or "nan") == metric.limit
-        card = browser.find_element(
-            By.CSS_SELECTOR,
-            f'[data-testid="usage-meter"][data-feature-key="{metric.feature_key}"]',
-        )
-        assert metric.feature_title in card.text
-        assert f"{metric.consumed:,.0f}" in card.text
-    api_calls = browser.find_element(
-        By.CSS_SELECTOR, '[data-testid="usage-meter"][data-feature-key="api_calls"]'
-    )
-    assert "12,345 / 50,000 used" in api_calls.text  # plans.toml: demo_pro, pro plan
-    assert "37,655 remaining" in api_calls.text
+        key = metric.feature_key
+        limit = fresh(functools.partial(meter_attribute, browser, key, "aria-valuemax"))
+        assert float(limit or "nan") == metric.limit
+        card = text_of(browser, f'[data-testid="usage-meter"][data-feature-key="{key}"]')
+        assert metric.feature_title in card
+        assert f"{metric.consumed:,.0f}" in card
+    api_calls = text_of(browser, '[data-testid="usage-meter"][data-feature-key="api_calls"]')
+    assert "12,345 / 50,000 used" in api_calls  # plans.toml: demo_pro, pro plan
+    assert "37,655 remaining" in api_calls
     # The plan's entitlements and the usage chart are on the dashboard too.
     wait_for(
         lambda: visible(browser, '[data-testid="entitlement"][data-feature-key="priority_support"]')
@@ -155,7 +155,7 @@ def test_clicks_move_the_meter_and_the_server_by_the_quantity(
     for feature, quantity in (("api_calls", 1.0), ("storage_gb", 0.25)):
         before = consumed(api, customer, feature)
         wait_meter(browser, feature, before)
-        track_button(browser, feature).click()
+        click(browser, By.ID, f"track-{feature}")
         wait_meter(browser, feature, before + quantity)
         assert consumed(api, customer, feature) == before + quantity
         success = (
@@ -166,9 +166,8 @@ def test_clicks_move_the_meter_and_the_server_by_the_quantity(
 
     # Ten quick clicks count ten: each is its own event with its own idempotency key.
     before = consumed(api, "e2e_track", "api_calls")
-    button = track_button(browser, "api_calls")
     for _ in range(10):
-        button.click()
+        click(browser, By.ID, "track-api_calls")
     wait_meter(browser, "api_calls", before + 10, timeout=15)
     wait_for(lambda: no_pending_tracks(browser), timeout=10)
     assert consumed(api, customer, "api_calls") == before + 10
@@ -187,7 +186,7 @@ def test_feature_gate_shows_the_fallback_or_the_content(
     assert not browser.find_elements(By.CSS_SELECTOR, sso)
     assert visible(browser, '[data-testid="support-fallback"]')
 
-    browser.find_element(By.CSS_SELECTOR, '[data-testid="sign-out"]').click()
+    click(browser, By.CSS_SELECTOR, '[data-testid="sign-out"]')
     sign_in(browser, demo, "demo_enterprise")
     go(browser, "security")
     wait_for(lambda: visible(browser, sso), timeout=10)
@@ -207,7 +206,7 @@ def test_dashboard_survives_a_billing_server_outage(
     billing.stop()
     try:
         wait_for(lambda: visible(browser, error), timeout=20)
-        assert "temporarily unavailable" in browser.find_element(By.CSS_SELECTOR, error).text
+        assert "temporarily unavailable" in text_of(browser, error)
         # The last good data stays on screen.
         assert meter_value(browser, "api_calls") == shown
         assert visible(browser, '[data-testid="usage-retry"]')
@@ -225,17 +224,15 @@ def test_a_hard_limit_disables_the_button_and_the_server_refuses_more(
     sign_in(browser, demo, customer)
     go(browser, "playground")
     wait_meter(browser, "seats", 2)
-    button = track_button(browser, "seats")
-    assert button.is_enabled()
+    assert fresh(lambda: track_button(browser, "seats").is_enabled())
 
-    button.click()
+    click(browser, By.ID, "track-seats")
     wait_meter(browser, "seats", 3)
     wait_for(lambda: not track_button(browser, "seats").is_enabled(), timeout=10)
     assert visible(browser, '[data-testid="track-blocked"]')
-    card: Any = browser.find_element(
-        By.CSS_SELECTOR, '[data-testid="usage-meter"][data-feature-key="seats"]'
-    )
-    assert card.get_attribute("data-level") == "over"
+    seats = '[data-testid="usage-meter"][data-feature-key="seats"]'
+    level = fresh(lambda: browser.find_element(By.CSS_SELECTOR, seats).get_attribute("data-level"))
+    assert level == "over"
 
     with pytest.raises(QuotaExceededError):
         api.track_usage(customer_id=customer, feature_key="seats", quantity=1)
@@ -265,12 +262,13 @@ def test_filtered_dashboards_share_one_page_and_unlimited_reads_as_such(
     )
     assert len(browser.find_elements(By.CSS_SELECTOR, '[data-testid="usage-meter"]')) == 5
 
-    unlimited = browser.find_element(
-        By.CSS_SELECTOR, '[data-testid="usage-meter"][data-feature-key="api_calls"]'
+    unlimited = '[data-testid="usage-meter"][data-feature-key="api_calls"]'
+    assert "Unlimited" in text_of(browser, unlimited)
+    level = fresh(
+        lambda: browser.find_element(By.CSS_SELECTOR, unlimited).get_attribute("data-level")
     )
-    assert "Unlimited" in unlimited.text
-    assert unlimited.get_attribute("data-level") == "unlimited"
-    assert meter_bar(browser, "api_calls").get_attribute("aria-valuemax") is None
+    assert level == "unlimited"
+    assert fresh(lambda: meter_attribute(browser, "api_calls", "aria-valuemax")) is None
 
 
 def test_upgrade_nudge_shows_at_80_percent_and_stays_dismissed(
@@ -279,8 +277,8 @@ def test_upgrade_nudge_shows_at_80_percent_and_stays_dismissed(
     nudge = '[data-testid="upgrade-nudge"][data-feature-key="api_calls"]'
     sign_in(browser, demo, "demo_free")  # api_calls: 850 of 1,000
     wait_for(lambda: visible(browser, nudge), timeout=10)
-    assert "85 %" in browser.find_element(By.CSS_SELECTOR, nudge).text
-    browser.find_element(By.CSS_SELECTOR, f'{nudge} [data-testid="nudge-dismiss"]').click()
+    assert "85 %" in text_of(browser, nudge)
+    click(browser, By.CSS_SELECTOR, f'{nudge} [data-testid="nudge-dismiss"]')
     wait_for(lambda: not browser.find_elements(By.CSS_SELECTOR, nudge), timeout=10)
     go(browser, "playground")
     wait_meter(browser, "api_calls", 850)
@@ -299,7 +297,7 @@ def test_the_toast_nudge_floats_in_the_corner_and_shares_the_dismissal(
     sign_in(browser, demo, "demo_free")  # api_calls: 850 of 1,000
     go(browser, "playground")
     wait_for(lambda: visible(browser, toast), timeout=10)
-    assert "85 %" in browser.find_element(By.CSS_SELECTOR, toast).text
+    assert "85 %" in text_of(browser, toast)
     assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="upgrade-nudges"]')
     box = browser.execute_script(
         "const s = document.querySelector('[data-testid=\"upgrade-toasts\"]');"
@@ -307,7 +305,7 @@ def test_the_toast_nudge_floats_in_the_corner_and_shares_the_dismissal(
         " return [getComputedStyle(s).position, innerWidth - r.right, innerHeight - r.bottom];"
     )
     assert box[0] == "fixed" and 0 < box[1] < 40 and 0 < box[2] < 40, box
-    browser.find_element(By.CSS_SELECTOR, f'{toast} [data-testid="nudge-dismiss"]').click()
+    click(browser, By.CSS_SELECTOR, f'{toast} [data-testid="nudge-dismiss"]')
     wait_for(lambda: not browser.find_elements(By.CSS_SELECTOR, toast), timeout=10)
     go(browser, "dashboard")
     wait_meter(browser, "api_calls", 850)

@@ -26,7 +26,7 @@ from billing_ui.core import AsyncBillingClient, BillingClient
 from billing_ui.core.problems import USER_MESSAGE
 from billing_ui.server.testing import RunningServer, running_server
 
-from .browser import run_app, wait_for
+from .browser import click, fresh, run_app, wait_for
 from .demo import PAGE_TIMEOUT, REPO, patched_env
 
 APP_NAME = "readme_app"
@@ -146,19 +146,17 @@ def test_the_readme_example_runs_as_written_in_a_fresh_app(
     )
 
     # The example's track button moves the meter and the server by one.
-    browser.find_element(
-        By.CSS_SELECTOR, '[data-testid="track-button"][data-feature-key="api_calls"]'
-    ).click()
+    click(browser, By.CSS_SELECTOR, '[data-testid="track-button"][data-feature-key="api_calls"]')
     wait_for(lambda: meter(browser, "api_calls") == f"{before + 1:,.0f}", timeout=10)
     assert consumed(billing, ada_id, "api_calls") == before + 1
 
     # The gate: the customers the example maps to have no SSO; its content stays hidden.
     gate = '[data-testid="feature-gate"][data-feature-key="sso"]'
     wait_for(lambda: browser.find_element(By.CSS_SELECTOR, gate).text, timeout=10)
-    assert "SSO settings" not in browser.find_element(By.CSS_SELECTOR, gate).text
+    assert "SSO settings" not in fresh(lambda: browser.find_element(By.CSS_SELECTOR, gate).text)
 
     # Sign out and in as the other user: the meter is theirs, never the previous one's.
-    browser.find_element(By.XPATH, '//button[normalize-space()="Sign out"]').click()
+    click(browser, By.XPATH, '//button[normalize-space()="Sign out"]')
     wait_for(lambda: browser.find_elements(By.NAME, "email"), timeout=PAGE_TIMEOUT)
     sign_in(browser, app, bob)
     bob_used = consumed(billing, bob_id, "api_calls")
@@ -166,10 +164,10 @@ def test_the_readme_example_runs_as_written_in_a_fresh_app(
     wait_for(lambda: meter(browser, "api_calls") == f"{bob_used:,.0f}", timeout=PAGE_TIMEOUT)
 
     # An unknown e-mail is refused by the example's handler.
-    browser.find_element(By.XPATH, '//button[normalize-space()="Sign out"]').click()
+    click(browser, By.XPATH, '//button[normalize-space()="Sign out"]')
     field = wait_for(lambda: browser.find_element(By.NAME, "email"), timeout=PAGE_TIMEOUT)
     field.send_keys("nobody@example.com")
-    browser.find_element(By.CSS_SELECTOR, 'button[type="submit"]').click()
+    click(browser, By.CSS_SELECTOR, 'button[type="submit"]')
     wait_for(lambda: "Unknown e-mail address." in body(browser), timeout=10)
     assert "/dashboard" not in browser.current_url
 
