@@ -2,8 +2,10 @@
 
 Everything but the I/O lives here: configuration, validation, request building, credentials,
 session-token caching policy, retries and backoff, idempotency keys, response parsing and
-error mapping. Each client operation is written once, as a generator that *describes* its I/O
-instead of doing it — it yields an effect and is resumed with the effect's outcome:
+error mapping. Each client operation (declared in :mod:`billing_ui.core.operations`) is a
+generator that *describes* its I/O instead of doing it — it yields a typed effect and is resumed
+with the effect's outcome (through :func:`send`, :func:`sleep` and :func:`session_token`, which
+give each outcome its type):
 
 * :class:`Send` — send this ``httpx.Request``; resumed with the ``httpx.Response`` or with the
   ``httpx.RequestError`` that sending raised (as a value, so the retry loop here decides).
@@ -11,10 +13,11 @@ instead of doing it — it yields an effect and is resumed with the effect's out
 * :class:`NeedSessionToken` — a session token for this customer (dropping ``stale``, which
   the server refused); resumed with the token.
 
-The sync client drives these generators with ``httpx.Client`` and ``time.sleep``, the async one
-with ``httpx.AsyncClient`` and ``asyncio.sleep``: a dozen lines each (``client.py``). This is
-the "sans-I/O" pattern (h11, h2): one copy of every decision, so the two clients cannot drift,
-and the decisions are testable without a network.
+One loop, :func:`drive`, runs them for both clients: it is a coroutine over an
+:class:`EffectHandler`. The async client awaits it; the sync client's handler blocks instead of
+awaiting, so its ``drive`` coroutine never suspends and is run to completion by
+:func:`run_blocking`. This is the "sans-I/O" pattern (h11, h2): one copy of every decision and
+of the loop, so the two clients cannot drift, and the decisions are testable without a network.
 
 Why the session-token *single flight* is in the drivers, not here: sharing one in-flight mint
 between concurrent callers needs the I/O model's own primitive (a thread-safe future for
@@ -35,10 +38,10 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Generic, Literal, Self, TypeAlias, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeAlias, TypedDict, TypeVar, Unpack
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -57,20 +60,7 @@ from billing_ui.core.errors import (
     FieldError,
     InvalidInputError,
 )
-from billing_ui.core.models import (
-    BatchItemResult,
-    CreateSessionTokenRequest,
-    Customer,
-    FeatureCheck,
-    FeatureEntitlement,
-    HealthStatus,
-    SessionToken,
-    TrackUsageRequest,
-    TrackUsageResult,
-    UpsertCustomerRequest,
-    UsageHistory,
-    UsageMetric,
-)
+from billing_ui.core.models import TrackUsageRequest, TrackUsageResult
 
 log = logging.getLogger("billing_ui.core")
 
@@ -83,9 +73,6 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     _VERSION = "0"
 USER_AGENT = f"billing_ui-python/{_VERSION}"
-
-Bucket = Literal["hour", "day"]
-_BUCKETS = ("hour", "day")
 
 
 # --- effects ----------------------------------------------------------------------------
@@ -106,11 +93,84 @@ class NeedSessionToken:
 
 
 Effect: TypeAlias = Send | Sleep | NeedSessionToken
-Op: TypeAlias = Generator[Effect, Any, T]
+Outcome: TypeAlias = httpx.Response | httpx.RequestError | str | None
+"""What an effect is resumed with: a response or the send's error, nothing, a token."""
+Op: TypeAlias = Generator[Effect, Outcome, T]
 """An operation: yields effects, is resumed with their outcomes, returns its result."""
 
 
+def send(request: httpx.Request) -> Op[httpx.Response | httpx.RequestError]:
+    outcome = yield Send(request)
+    assert isinstance(outcome, httpx.Response | httpx.RequestError)
+    return outcome
+
+
+def sleep(seconds: float) -> Op[None]:
+    yield Sleep(seconds)
+
+
+def session_token(customer_id: str, stale: str | None = None) -> Op[str]:
+    token = yield NeedSessionToken(customer_id, stale)
+    assert isinstance(token, str)
+    return token
+
+
+class EffectHandler(Protocol):
+    """The I/O one client does for the operations: the only part that differs between the
+    sync client (blocking, never suspends) and the async one."""
+
+    async def _send_request(self, request: httpx.Request) -> httpx.Response: ...
+
+    async def _sleep(self, seconds: float) -> None: ...
+
+    async def _session_token(self, need: NeedSessionToken) -> str: ...
+
+
+async def drive(op: Op[T], io: EffectHandler) -> T:
+    """Run an operation to its result, doing the I/O each effect asks for (the one loop)."""
+    try:
+        effect = next(op)
+        while True:
+            outcome: Outcome
+            if isinstance(effect, Send):
+                try:
+                    outcome = await io._send_request(effect.request)
+                except httpx.RequestError as exc:
+                    outcome = exc  # a value: the operation's retry loop decides
+            elif isinstance(effect, Sleep):
+                await io._sleep(effect.seconds)
+                outcome = None
+            else:
+                outcome = await io._session_token(effect)
+            effect = op.send(outcome)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+    finally:
+        op.close()
+
+
+def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (the sync client's :func:`drive`) to its result."""
+    try:
+        coroutine.send(None)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+    coroutine.close()
+    raise RuntimeError("a blocking effect handler suspended")
+
+
 # --- configuration ----------------------------------------------------------------------
+class ClientOptions(TypedDict, total=False):
+    """What :meth:`BaseBillingClient.with_options` may change."""
+
+    api_key: str
+    base_url: str
+    timeout: float | httpx.Timeout
+    max_retries: int
+
+
 @dataclass(frozen=True, slots=True)
 class ClientConfig:
     """Resolved settings: explicit argument, else environment, else the default."""
@@ -272,11 +332,18 @@ class SessionTokenCache:
 
 
 # --- validation helpers -----------------------------------------------------------------
-def _validate(model: type[M], fields: Mapping[str, Any], prefix: str = "") -> M:
+def validated(
+    model: type[M],
+    fields: Mapping[str, Any],
+    prefix: str = "",
+    rename: Mapping[str, str] | None = None,
+) -> M:
+    """``model`` from ``fields``, or :class:`InvalidInputError` naming the caller's words for
+    the fields (``rename``: wire name -> argument name)."""
     try:
         return model.model_validate(fields)
     except ValidationError as exc:
-        raise _invalid(exc, prefix) from None
+        raise _invalid(exc, prefix, rename) from None
 
 
 def _invalid(
@@ -298,14 +365,6 @@ def _invalid(
     return InvalidInputError(errors)
 
 
-_SESSION_TOKEN_FIELDS = {
-    "externalUserId": "customer_id",
-    "externalOrganizationId": "external_organization_id",
-    "allowedOperations": "allowed_operations",
-    "expiresIn": "expires_in",
-}
-
-
 # --- the shared client ------------------------------------------------------------------
 class BaseBillingClient(Generic[HttpT]):
     """Shared state and operations of the sync and async clients (see the module docstring).
@@ -315,19 +374,21 @@ class BaseBillingClient(Generic[HttpT]):
     """
 
     _http: HttpT
+    _is_async: ClassVar[bool] = False
 
     def __init__(
         self,
         *,
-        api_key: str | None,
-        base_url: str | None,
-        timeout: float | httpx.Timeout | None,
-        max_retries: int | None,
-        http_client: HttpT | None,
-        backend: Backend | None,
-        retry_initial_delay: float | None,
-        retry_max_delay: float | None,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        max_retries: int | None = None,
+        http_client: HttpT | None = None,
+        backend: Backend | None = None,
+        retry_initial_delay: float | None = None,
+        retry_max_delay: float | None = None,
     ) -> None:
+        """See :class:`~billing_ui.core.client.BillingClient` for the options."""
         self._api_key_arg = api_key
         self._config = resolve_config(
             api_key=api_key,
@@ -378,14 +439,7 @@ class BaseBillingClient(Generic[HttpT]):
     def backend(self) -> Backend:
         return self._backend
 
-    def with_options(
-        self,
-        *,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        timeout: float | httpx.Timeout | None = None,
-        max_retries: int | None = None,
-    ) -> Self:
+    def with_options(self, **changes: Unpack[ClientOptions]) -> Self:
         """A copy with other settings that shares this client's connection pool.
 
         Typical use: ``client.with_options(max_retries=0).track_usage(...)`` for one call. The
@@ -394,13 +448,13 @@ class BaseBillingClient(Generic[HttpT]):
         host does not silently reuse the local server's key).
         """
         clone = copy.copy(self)
-        key_arg = api_key if api_key is not None else self._api_key_arg
+        key_arg = changes.get("api_key", self._api_key_arg)
         clone._api_key_arg = key_arg
         clone._config = resolve_config(
             api_key=key_arg,
-            base_url=base_url or self._config.base_url,
-            timeout=timeout if timeout is not None else self._config.timeout,
-            max_retries=max_retries if max_retries is not None else self._config.max_retries,
+            base_url=changes.get("base_url") or self._config.base_url,
+            timeout=changes.get("timeout", self._config.timeout),
+            max_retries=changes.get("max_retries", self._config.max_retries),
             retry_initial_delay=self._config.retry_initial_delay,
             retry_max_delay=self._config.retry_max_delay,
         )
@@ -415,141 +469,6 @@ class BaseBillingClient(Generic[HttpT]):
             f"max_retries={self.max_retries}, timeout={self.timeout!r})"
         )
 
-    # -- operations ----------------------------------------------------------------------
-    def _op_track_usage(
-        self,
-        customer_id: object,
-        feature_key: object,
-        quantity: object,
-        metadata: object,
-        idempotency_key: object,
-    ) -> Op[TrackUsageResult]:
-        generated = idempotency_key is None
-        request = _validate(
-            TrackUsageRequest,
-            {
-                "customer_id": customer_id,
-                "feature_key": feature_key,
-                "quantity": quantity,
-                "metadata": metadata,
-                "idempotency_key": new_idempotency_key() if generated else idempotency_key,
-            },
-        )
-        result = yield from self._execute(self._backend.track_usage(request))
-        return _own_replay(result, generated)
-
-    def _op_track_usage_batch(
-        self, events: object, bound_customer: str | None = None
-    ) -> Op[list[BatchItemResult]]:
-        prepared = _prepare_batch(events, bound_customer)
-        size = max(1, self._backend.max_batch_size)
-        results: list[BatchItemResult] = []
-        for offset in range(0, len(prepared), size):
-            chunk = prepared[offset : offset + size]
-            items = yield from self._execute(
-                self._backend.track_usage_batch([event for event, _ in chunk])
-            )
-            for item in items:
-                generated = 0 <= item.index < len(chunk) and chunk[item.index][1]
-                update: dict[str, Any] = {"index": offset + item.index}
-                if item.result is not None and generated and item.result.duplicate:
-                    update["result"] = _own_replay(item.result, True)
-                results.append(item.model_copy(update=update))
-        return results
-
-    def _op_usage_metrics(self, customer_id: object, feature_key: object) -> Op[list[UsageMetric]]:
-        customer = V.check_customer_id(customer_id, "customer_id")
-        key = None if feature_key is None else V.check_feature_key(feature_key, "feature_key")
-        metrics = yield from self._execute(self._backend.usage_metrics(customer, key))
-        # BillingOS skips the filter when its (unscoped) feature lookup fails and returns every
-        # metric, so the filter is applied here too.
-        return metrics if key is None else [m for m in metrics if m.feature_key == key]
-
-    def _op_entitlements(self, customer_id: object) -> Op[list[FeatureEntitlement]]:
-        customer = V.check_customer_id(customer_id, "customer_id")
-        return (yield from self._execute(self._backend.entitlements(customer)))
-
-    def _op_check_feature(self, customer_id: object, feature_key: object) -> Op[FeatureCheck]:
-        customer = V.check_customer_id(customer_id, "customer_id")
-        key = V.check_feature_key(feature_key, "feature_key")
-        return (yield from self._execute(self._backend.check_feature(customer, key)))
-
-    def _op_usage_history(
-        self, customer_id: object, feature_key: object, bucket: object
-    ) -> Op[UsageHistory]:
-        customer = V.check_customer_id(customer_id, "customer_id")
-        key = V.check_feature_key(feature_key, "feature_key")
-        if bucket not in _BUCKETS:
-            raise InvalidInputError.single("bucket", "choice", "must be 'hour' or 'day'")
-        assert isinstance(bucket, str)
-        return (yield from self._execute(self._backend.usage_history(customer, key, bucket)))
-
-    def _op_create_session_token(
-        self,
-        customer_id: object,
-        expires_in: object,
-        external_organization_id: object,
-        allowed_operations: object,
-        metadata: object,
-    ) -> Op[SessionToken]:
-        fields = {
-            "externalUserId": customer_id,
-            "externalOrganizationId": external_organization_id,
-            "allowedOperations": allowed_operations,
-            "expiresIn": expires_in,
-            "metadata": metadata,
-        }
-        try:
-            request = CreateSessionTokenRequest.model_validate(fields)
-        except ValidationError as exc:
-            raise _invalid(exc, rename=_SESSION_TOKEN_FIELDS) from None
-        return (yield from self._execute(self._backend.create_session_token(request)))
-
-    def _op_revoke_session_token(self, token_or_jti: object) -> Op[None]:
-        if not isinstance(token_or_jti, str):
-            raise InvalidInputError.single(
-                "token_or_jti", "type", f"must be a string, got {type(token_or_jti).__name__}"
-            )
-        info = self._backend.session_token_info(token_or_jti)
-        # Not a readable token: then it is a jti, held to the rules of any short key.
-        jti = (
-            info.jti if info is not None else V.check_idempotency_key(token_or_jti, "token_or_jti")
-        )
-        assert jti is not None
-        yield from self._execute(self._backend.revoke_session_token(jti))
-        self._tokens.discard(jti=jti)
-
-    def _op_upsert_customer(
-        self, customer_id: object, products: object, status: object
-    ) -> Op[Customer]:
-        customer = V.check_customer_id(customer_id, "customer_id")
-        request = _validate(UpsertCustomerRequest, {"products": products, "status": status})
-        return (yield from self._execute(self._backend.upsert_customer(customer, request)))
-
-    def _op_health(self) -> Op[HealthStatus]:
-        return (yield from self._execute(self._backend.health()))
-
-    def _op_mint_cached(self, customer_id: str) -> Op[str]:
-        """Mint a session token for ``customer_id`` and cache it (run by the driver's single
-        flight, so concurrent callers for one customer share this one mint)."""
-        started = self._clock()
-        request = CreateSessionTokenRequest(
-            externalUserId=customer_id, expiresIn=C.SESSION_TOKEN_TTL_S
-        )
-        minted = yield from self._execute(self._backend.create_session_token(request))
-        info = self._backend.session_token_info(minted.session_token)
-        if info is not None:
-            lifetime = info.lifetime
-        else:  # a token we cannot read: trust expiresAt against our own wall clock
-            lifetime = max(0.0, minted.expires_at.timestamp() - time.time())
-        self._tokens.put(
-            customer_id,
-            minted.session_token,
-            jti=info.jti if info is not None else None,
-            refresh_at=self._tokens.refresh_at(started, lifetime),
-        )
-        return minted.session_token
-
     # -- the request machinery -----------------------------------------------------------
     def _execute(self, call: Call[T]) -> Op[T]:
         """Run one call: present its credential, retry, re-mint a refused session token once,
@@ -558,7 +477,7 @@ class BaseBillingClient(Generic[HttpT]):
         if call.credential == "session":
             if call.customer_id is None:
                 raise BillingError("a session-token call needs a customer_id")
-            token = yield NeedSessionToken(call.customer_id)
+            token = yield from session_token(call.customer_id)
         try:
             response = yield from self._send(call, token)
         except APIStatusError as error:
@@ -568,7 +487,7 @@ class BaseBillingClient(Generic[HttpT]):
             log.debug(
                 "session token for %r refused (%s); minting a new one", call.customer_id, error
             )
-            token = yield NeedSessionToken(call.customer_id, stale=token)
+            token = yield from session_token(call.customer_id, stale=token)
             response = yield from self._send(call, token)
         try:
             return call.parse(response)
@@ -607,8 +526,8 @@ class BaseBillingClient(Generic[HttpT]):
                 headers=headers,
                 timeout=config.timeout,
             )
-            outcome = yield Send(request)
-            retries_left = config.max_retries - attempt
+            outcome = yield from send(request)
+            retries_left = (config.max_retries - attempt) if call.retryable else 0
             if isinstance(outcome, httpx.Response):
                 if outcome.status_code < 300:
                     return outcome
@@ -622,7 +541,7 @@ class BaseBillingClient(Generic[HttpT]):
                     )
                     if delay is not None:
                         self._log_retry(call, attempt, delay, f"status {outcome.status_code}")
-                        yield Sleep(delay)
+                        yield from sleep(delay)
                         attempt += 1
                         continue
                 raise error
@@ -631,7 +550,7 @@ class BaseBillingClient(Generic[HttpT]):
                     attempt, initial=config.retry_initial_delay, maximum=config.retry_max_delay
                 )
                 self._log_retry(call, attempt, delay, type(outcome).__name__)
-                yield Sleep(delay)
+                yield from sleep(delay)
                 attempt += 1
                 continue
             raise self._transport_error(outcome, request) from outcome
@@ -659,7 +578,7 @@ class BaseBillingClient(Generic[HttpT]):
             )
 
 
-def _own_replay(result: TrackUsageResult, generated_key: bool) -> TrackUsageResult:
+def own_replay(result: TrackUsageResult, generated_key: bool) -> TrackUsageResult:
     """A key this client generated for this very call cannot have been used by anyone else, so
     a "duplicate" answer means an earlier attempt of the same call landed (its response was
     lost) and was counted once: from the caller's side the event is new, not a replay."""
@@ -668,7 +587,7 @@ def _own_replay(result: TrackUsageResult, generated_key: bool) -> TrackUsageResu
     return result
 
 
-def _prepare_batch(
+def prepare_batch(
     events: object, bound_customer: str | None
 ) -> list[tuple[TrackUsageRequest, bool]]:
     """Validate every event (all errors at once, fields named ``events.<i>.<field>``) and give

@@ -1,20 +1,21 @@
-"""Every path, query parameter and JSON field of the billing API, in one module.
+"""The seam between the client and one billing service's HTTP API.
 
-The clients (:mod:`billing_ui.core.client`) never spell a URL or a wire field name. They ask a
-*backend* for a :class:`Call` — the HTTP method, the path, the query, the JSON body, which
-credential to present, and how to turn the response into a model — and then run it with their
-shared retry, credential and error machinery. :class:`BillingOSBackend` is the BillingOS HTTP API
-(``docs/api.md``), spoken identically by a hosted BillingOS and by the embedded local server.
+The clients never spell a URL: each operation declares its :class:`Endpoint` once (method, path,
+credential, request and response models, retryable / idempotent; in
+:mod:`billing_ui.core.operations`), and a *backend* turns it into a :class:`Call` — method, path,
+query, JSON body, credential, parser — that the client runs with its shared retry, credential
+and error machinery. :class:`BillingOSBackend` is the BillingOS HTTP API (``docs/api.md``),
+spoken identically by a hosted BillingOS and by the embedded local server: it sends each
+endpoint as declared.
 
 Why the seam: a different usage-billing service (Autumn, OpenMeter, Lago, …) is one more class
-with the methods of :class:`Backend`, mapping the same operations onto its own endpoints
-(OpenMeter: ``POST /api/v1/events`` with a CloudEvents body for a track, ``GET
-/api/v1/entitlements`` …) and its error envelope onto :mod:`billing_ui.core.errors`. Retries,
-idempotency keys, session-token caching, validation and the sync/async split come for free.
-Pass it as ``BillingClient(backend=...)``.
-
-Operations a service lacks may raise :class:`NotImplementedError` from the builder; a hosted
-BillingOS answers the **(ext)** endpoints with an error status, which the client raises.
+with the methods of :class:`Backend` whose ``build`` maps each operation (``endpoint.name``)
+onto its own endpoints (OpenMeter: ``POST /api/v1/events`` with a CloudEvents body for a
+track, …) and its error envelope onto :mod:`billing_ui.core.errors`. Retries, idempotency keys,
+session-token caching, validation and the sync/async split come for free. Pass it as
+``BillingClient(backend=...)``; an operation a service lacks may raise
+:class:`NotImplementedError` from ``build``. A hosted BillingOS answers the **(ext)** endpoints
+with an error status, which the client raises.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypedDict, TypeVar, Unpack
 from urllib.parse import quote
 
 import httpx
@@ -33,38 +34,55 @@ from pydantic import BaseModel
 from billing_ui.core import _constants as C
 from billing_ui.core._retry import is_retryable_status
 from billing_ui.core.errors import APIStatusError, error_from_response, is_stale_session
-from billing_ui.core.models import (
-    BatchItemResult,
-    CreateSessionTokenRequest,
-    Customer,
-    EntitlementsResponse,
-    FeatureCheck,
-    FeatureEntitlement,
-    HealthStatus,
-    SessionToken,
-    TrackUsageBatchResult,
-    TrackUsageRequest,
-    TrackUsageResult,
-    UpsertCustomerRequest,
-    UsageHistory,
-    UsageMetric,
-    UsageMetricsResponse,
-)
 
 __all__ = [
     "Backend",
     "BillingOSBackend",
     "Call",
     "Credential",
+    "Endpoint",
     "SessionTokenInfo",
 ]
 
 T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
+B = TypeVar("B", bound=BaseModel)
 
 Credential = Literal["secret", "session", "none"]
 """Which credential a call presents: the secret key, a session token minted for the call's
 customer (the client mints and caches it), or none."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint(Generic[B, T]):
+    """Where and how one operation goes over the wire (declared once, in
+    :mod:`billing_ui.core.operations`): the BillingOS method and path (``{name}`` placeholders
+    are filled from ``path_args``), the credential, the request model (body or query), the
+    response model and the part of it the operation returns, and whether another attempt is
+    safe (``retryable``) and changes nothing more (``idempotent``)."""
+
+    name: str
+    method: str
+    path: str
+    credential: Credential
+    request: type[BaseModel] | None
+    response: type[B]
+    unwrap: Callable[[B], T]
+    retryable: bool = True
+    idempotent: bool = True
+
+    def parse(self, response: httpx.Response) -> T:
+        """A 2xx body read straight into the response model (pydantic parses in Rust)."""
+        return self.unwrap(self.response.model_validate_json(response.content))
+
+
+class CallParts(TypedDict, total=False):
+    """What an operation adds to its endpoint to make one call."""
+
+    path_args: Mapping[str, str]
+    params: Mapping[str, str]
+    json: Any
+    headers: Mapping[str, str]
+    customer_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +102,7 @@ class Call(Generic[T]):
     credential: Credential = "secret"
     customer_id: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    retryable: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,33 +133,9 @@ class Backend(Protocol):
 
     def auth_headers(self, credential: str) -> Mapping[str, str]: ...
 
-    def track_usage(self, request: TrackUsageRequest) -> Call[TrackUsageResult]: ...
-
-    def track_usage_batch(
-        self, events: Sequence[TrackUsageRequest]
-    ) -> Call[list[BatchItemResult]]: ...
-
-    def usage_metrics(
-        self, customer_id: str, feature_key: str | None
-    ) -> Call[list[UsageMetric]]: ...
-
-    def entitlements(self, customer_id: str) -> Call[list[FeatureEntitlement]]: ...
-
-    def check_feature(self, customer_id: str, feature_key: str) -> Call[FeatureCheck]: ...
-
-    def usage_history(
-        self, customer_id: str, feature_key: str, bucket: str
-    ) -> Call[UsageHistory]: ...
-
-    def create_session_token(self, request: CreateSessionTokenRequest) -> Call[SessionToken]: ...
-
-    def revoke_session_token(self, jti: str) -> Call[None]: ...
-
-    def upsert_customer(
-        self, customer_id: str, request: UpsertCustomerRequest
-    ) -> Call[Customer]: ...
-
-    def health(self) -> Call[HealthStatus]: ...
+    def build(self, endpoint: Endpoint[Any, T], **parts: Unpack[CallParts]) -> Call[T]:
+        """The call for one operation (``endpoint.name`` says which)."""
+        ...
 
     def session_token_info(self, token: str) -> SessionTokenInfo | None:
         """Decode a session token's public claims, or ``None`` if it is not this service's."""
@@ -159,46 +154,6 @@ class Backend(Protocol):
         ...
 
 
-def _model(cls: type[M]) -> Callable[[httpx.Response], M]:
-    """A parser reading the body straight into ``cls`` (pydantic parses the JSON in Rust)."""
-
-    def parse(response: httpx.Response) -> M:
-        return cls.model_validate_json(response.content)
-
-    return parse
-
-
-def _track_body(event: TrackUsageRequest) -> dict[str, Any]:
-    # Built by hand rather than model_dump(): this runs once per tracked event, and only set
-    # optional fields are sent (BillingOS rejects unknown fields, and null is not "absent").
-    body: dict[str, Any] = {
-        "customer_id": event.customer_id,
-        "feature_key": event.feature_key,
-        "quantity": event.quantity,
-    }
-    if event.idempotency_key is not None:
-        body["idempotency_key"] = event.idempotency_key
-    if event.metadata is not None:
-        body["metadata"] = event.metadata
-    return body
-
-
-def _parse_metrics(response: httpx.Response) -> list[UsageMetric]:
-    return UsageMetricsResponse.model_validate_json(response.content).metrics
-
-
-def _parse_entitlements(response: httpx.Response) -> list[FeatureEntitlement]:
-    return EntitlementsResponse.model_validate_json(response.content).entitlements
-
-
-def _parse_batch(response: httpx.Response) -> list[BatchItemResult]:
-    return TrackUsageBatchResult.model_validate_json(response.content).results
-
-
-def _parse_nothing(response: httpx.Response) -> None:
-    return None
-
-
 class BillingOSBackend:
     """The BillingOS HTTP API (``docs/api.md``): hosted BillingOS or the local server.
 
@@ -215,81 +170,20 @@ class BillingOSBackend:
     def auth_headers(self, credential: str) -> Mapping[str, str]:
         return {"Authorization": f"Bearer {credential}"}
 
-    # --- secret key -------------------------------------------------------------------
-    def track_usage(self, request: TrackUsageRequest) -> Call[TrackUsageResult]:
-        headers = {}
-        if request.idempotency_key is not None:
-            headers[C.IDEMPOTENCY_HEADER] = request.idempotency_key
+    def build(self, endpoint: Endpoint[Any, T], **parts: Unpack[CallParts]) -> Call[T]:
+        """The endpoint as declared: BillingOS is what the declarations describe."""
+        path_args = parts.get("path_args") or {}
+        path = endpoint.path.format_map({k: quote(v, safe="") for k, v in path_args.items()})
         return Call(
-            "POST",
-            "/v1/usage/track",
-            _model(TrackUsageResult),
-            json=_track_body(request),
-            headers=headers,
-        )
-
-    def track_usage_batch(self, events: Sequence[TrackUsageRequest]) -> Call[list[BatchItemResult]]:
-        # (ext) Every event carries its own key in the body; there is no batch-level header
-        # because one key cannot describe a batch that the server applies event by event.
-        return Call(
-            "POST",
-            "/v1/usage/track-batch",
-            _parse_batch,
-            json={"events": [_track_body(event) for event in events]},
-        )
-
-    def usage_metrics(self, customer_id: str, feature_key: str | None) -> Call[list[UsageMetric]]:
-        params = {"customer_id": customer_id}
-        if feature_key is not None:
-            params["feature_key"] = feature_key
-        return Call("GET", "/v1/usage/metrics", _parse_metrics, params=params)
-
-    def check_feature(self, customer_id: str, feature_key: str) -> Call[FeatureCheck]:
-        return Call(
-            "GET",
-            "/v1/usage/check",
-            _model(FeatureCheck),
-            params={"customer_id": customer_id, "feature_key": feature_key},
-        )
-
-    def usage_history(self, customer_id: str, feature_key: str, bucket: str) -> Call[UsageHistory]:
-        return Call(
-            "GET",
-            "/v1/usage/history",
-            _model(UsageHistory),
-            params={"customer_id": customer_id, "feature_key": feature_key, "bucket": bucket},
-        )
-
-    def create_session_token(self, request: CreateSessionTokenRequest) -> Call[SessionToken]:
-        return Call(
-            "POST",
-            "/v1/session-tokens",
-            _model(SessionToken),
-            json=request.model_dump(mode="json", exclude_none=True),
-        )
-
-    def revoke_session_token(self, jti: str) -> Call[None]:
-        return Call("DELETE", f"/v1/session-tokens/{quote(jti, safe='')}", _parse_nothing)
-
-    def upsert_customer(self, customer_id: str, request: UpsertCustomerRequest) -> Call[Customer]:
-        return Call(
-            "PUT",
-            f"/v1/customers/{quote(customer_id, safe='')}",
-            _model(Customer),
-            json=request.model_dump(mode="json", exclude_none=True),
-        )
-
-    def health(self) -> Call[HealthStatus]:
-        return Call("GET", "/health", _model(HealthStatus), credential="none")
-
-    # --- session token ----------------------------------------------------------------
-    def entitlements(self, customer_id: str) -> Call[list[FeatureEntitlement]]:
-        return Call(
-            "GET",
-            "/v1/features/entitlements",
-            _parse_entitlements,
-            credential="session",
-            customer_id=customer_id,
+            endpoint.method,
+            path,
+            endpoint.parse,
+            params=parts.get("params"),
+            json=parts.get("json"),
+            credential=endpoint.credential,
+            customer_id=parts.get("customer_id"),
+            headers=parts.get("headers") or {},
+            retryable=endpoint.retryable,
         )
 
     def session_token_info(self, token: str) -> SessionTokenInfo | None:

@@ -1,10 +1,10 @@
 """``BillingClient`` and ``AsyncBillingClient``: the billing API from Python.
 
-Both are thin drivers over one implementation (:mod:`billing_ui.core._base_client`): each
-public method validates nothing and decides nothing itself — it runs the shared operation,
-doing only the I/O the operation asks for (send a request, sleep before a retry, get a session
-token through a single flight). So the sync and async clients behave identically by
-construction.
+Both are thin drivers over one implementation (:mod:`billing_ui.core._base_client`). Every
+public method is made from the operation's one declaration (:mod:`billing_ui.core.operations`)
+and runs it through the one loop, doing only the I/O it asks for (send a request, sleep before
+a retry, get a session token through a single flight). So the sync and async clients, and their
+customer views, behave identically and have the same parameters by construction.
 
 ::
 
@@ -22,45 +22,29 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from types import TracebackType
-from typing import Any, Generic, Self, TypeVar, cast
+from collections.abc import Awaitable, Callable
+from typing import ClassVar, Generic, Self, TypeVar, cast
 
 import httpx
 
-from billing_ui.core import _constants as C
+from billing_ui.core import operations as ops
 from billing_ui.core import validation as V
 from billing_ui.core._base_client import (
     BaseBillingClient,
-    Bucket,
+    HttpT,
     NeedSessionToken,
     Op,
-    Send,
-    Sleep,
     default_limits,
+    drive,
+    run_blocking,
     shared_ssl_context,
 )
-from billing_ui.core.backends import Backend
-from billing_ui.core.models import (
-    BatchItemResult,
-    Customer,
-    FeatureCheck,
-    FeatureEntitlement,
-    HealthStatus,
-    SessionToken,
-    SubscriptionStatus,
-    TrackUsageRequest,
-    TrackUsageResult,
-    UsageHistory,
-    UsageMetric,
-)
+from billing_ui.core.operations import method
 
 __all__ = ["AsyncBillingClient", "AsyncCustomerView", "BillingClient", "CustomerView"]
 
 T = TypeVar("T")
 K = TypeVar("K")
-
-Events = Iterable[TrackUsageRequest | Mapping[str, Any]]
 
 
 # --- single flights: one in-flight mint per customer, shared by concurrent callers --------
@@ -128,8 +112,33 @@ class _AsyncSingleFlight(Generic[K, T]):
                 del self._calls[key]
 
 
+# --- the operations, once for both clients ----------------------------------------------
+class _Api(BaseBillingClient[HttpT]):
+    """Every operation, one line each (declared in :mod:`billing_ui.core.operations`); a sync
+    client's return results, an async client's return coroutines."""
+
+    _http_class: ClassVar[type[httpx.Client] | type[httpx.AsyncClient]]
+
+    def _make_http_client(self) -> HttpT:
+        http = self._http_class(
+            limits=default_limits(), timeout=self._config.timeout, verify=shared_ssl_context()
+        )
+        return cast(HttpT, http)
+
+    track_usage = method(ops.TRACK_USAGE)
+    track_usage_batch = method(ops.TRACK_USAGE_BATCH)
+    get_usage_metrics = method(ops.USAGE_METRICS)
+    get_entitlements = method(ops.ENTITLEMENTS)
+    check_feature = method(ops.CHECK_FEATURE)
+    get_usage_history = method(ops.USAGE_HISTORY)
+    create_session_token = method(ops.CREATE_SESSION_TOKEN)
+    revoke_session_token = method(ops.REVOKE_SESSION_TOKEN)
+    upsert_customer = method(ops.UPSERT_CUSTOMER)
+    health = method(ops.HEALTH)
+
+
 # --- the sync client --------------------------------------------------------------------
-class BillingClient(BaseBillingClient[httpx.Client]):
+class BillingClient(_Api[httpx.Client]):
     """The billing API over ``httpx.Client`` (thread-safe; pooled keep-alive connections).
 
     Configuration, by argument or environment:
@@ -150,66 +159,28 @@ class BillingClient(BaseBillingClient[httpx.Client]):
     :class:`~billing_ui.core.errors.InvalidInputError` before any request.
     """
 
-    def __init__(
-        self,
-        *,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        timeout: float | httpx.Timeout | None = None,
-        max_retries: int | None = None,
-        http_client: httpx.Client | None = None,
-        backend: Backend | None = None,
-        retry_initial_delay: float | None = None,
-        retry_max_delay: float | None = None,
-    ) -> None:
-        super().__init__(
-            api_key=api_key,
-            base_url=base_url,
-            timeout=timeout,
-            max_retries=max_retries,
-            http_client=http_client,
-            backend=backend,
-            retry_initial_delay=retry_initial_delay,
-            retry_max_delay=retry_max_delay,
-        )
-
-    def _make_http_client(self) -> httpx.Client:
-        return httpx.Client(
-            limits=default_limits(), timeout=self._config.timeout, verify=shared_ssl_context()
-        )
+    _http_class = httpx.Client
 
     def _reset_credentials(self) -> None:
         super()._reset_credentials()
         self._mints: _ThreadSingleFlight[str, str] = _ThreadSingleFlight()
 
-    # -- the driver: the only sync-specific logic
+    # -- the effects, done by blocking (drive() never suspends here)
     def _run(self, op: Op[T]) -> T:
-        try:
-            effect = next(op)
-            while True:
-                if isinstance(effect, Send):
-                    outcome: httpx.Response | httpx.RequestError
-                    try:
-                        outcome = self._http.send(effect.request)
-                    except httpx.RequestError as exc:
-                        outcome = exc
-                    effect = op.send(outcome)
-                elif isinstance(effect, Sleep):
-                    time.sleep(effect.seconds)
-                    effect = op.send(None)
-                else:
-                    effect = op.send(self._session_token(effect))
-        except StopIteration as stop:
-            return cast(T, stop.value)
-        finally:
-            op.close()
+        return run_blocking(drive(op, self))
 
-    def _session_token(self, need: NeedSessionToken) -> str:
+    async def _send_request(self, request: httpx.Request) -> httpx.Response:
+        return self._http.send(request)
+
+    async def _sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    async def _session_token(self, need: NeedSessionToken) -> str:
         cached = self._tokens.get(need.customer_id, self._clock(), stale=need.stale)
         if cached is not None:
             return cached
         customer = need.customer_id
-        return self._mints.run(customer, lambda: self._run(self._op_mint_cached(customer)))
+        return self._mints.run(customer, lambda: self._run(ops.mint_cached(self, customer)))
 
     # -- lifecycle
     def close(self) -> None:
@@ -224,108 +195,8 @@ class BillingClient(BaseBillingClient[httpx.Client]):
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    # -- the API
-    def track_usage(
-        self,
-        *,
-        customer_id: str,
-        feature_key: str,
-        quantity: float,
-        metadata: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-    ) -> TrackUsageResult:
-        """Record ``quantity`` units of ``feature_key`` used by ``customer_id``.
-
-        Give ``idempotency_key`` when the caller itself may repeat the call (a retried job, a
-        double-clicked button): the same key is counted once, for 24 hours, and a repeat
-        returns the original result with ``duplicate=True``. Without one the client makes a
-        key for this call, which protects its own retries; if a retry finds that an earlier
-        attempt of the same call did land (its response was lost), the result says
-        ``duplicate=False``, because for the caller the event was recorded exactly once, now.
-
-        Raises :class:`QuotaExceededError` when a hard limit refuses the usage (nothing is
-        recorded), :class:`CustomerNotFoundError`, :class:`NotFoundError` (no active
-        subscription with the feature).
-        """
-        return self._run(
-            self._op_track_usage(customer_id, feature_key, quantity, metadata, idempotency_key)
-        )
-
-    def track_usage_batch(self, events: Events) -> list[BatchItemResult]:
-        """Record many events (``TrackUsageRequest`` or dicts with the same fields) in as few
-        requests as possible (``MAX_BATCH_SIZE`` events each). A local-server extension.
-
-        Each event is applied on its own: one refused event (``BatchItemResult.error``) does not
-        refuse the others. Events without an idempotency key get one, so retrying a request
-        never counts an event twice. To retry a failed *call* yourself, give the events keys:
-        generated keys live only as long as this call.
-        """
-        return self._run(self._op_track_usage_batch(events))
-
-    def get_usage_metrics(
-        self, *, customer_id: str, feature_key: str | None = None
-    ) -> list[UsageMetric]:
-        """Usage of each metered feature in its current period (``useUsageMetrics``),
-        optionally of one feature only."""
-        return self._run(self._op_usage_metrics(customer_id, feature_key))
-
-    def get_entitlements(self, *, customer_id: str) -> list[FeatureEntitlement]:
-        """The features the customer's subscriptions grant (``useFeatureEntitlements``).
-
-        BillingOS serves these only to a session token: the client mints one for the customer
-        with the secret key, caches it until shortly before it expires, and mints again once if
-        the server says it expired or was revoked.
-        """
-        return self._run(self._op_entitlements(customer_id))
-
-    def check_feature(self, *, customer_id: str, feature_key: str) -> FeatureCheck:
-        """Whether the customer may use the feature now, and why not (``useFeature``)."""
-        return self._run(self._op_check_feature(customer_id, feature_key))
-
-    def get_usage_history(
-        self, *, customer_id: str, feature_key: str, bucket: Bucket = "day"
-    ) -> UsageHistory:
-        """The feature's usage in the current period, per hour or day (local-server extension)."""
-        return self._run(self._op_usage_history(customer_id, feature_key, bucket))
-
-    def create_session_token(
-        self,
-        *,
-        customer_id: str,
-        expires_in: int = C.SESSION_TOKEN_TTL_S,
-        external_organization_id: str | None = None,
-        allowed_operations: Sequence[str] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> SessionToken:
-        """Mint a session token for one customer (to hand to a browser-side SDK).
-        ``expires_in`` is 60..86400 seconds."""
-        return self._run(
-            self._op_create_session_token(
-                customer_id, expires_in, external_organization_id, allowed_operations, metadata
-            )
-        )
-
-    def revoke_session_token(self, token_or_jti: str) -> None:
-        """Revoke a session token, given whole or by its ``jti``."""
-        return self._run(self._op_revoke_session_token(token_or_jti))
-
-    def upsert_customer(
-        self, *, customer_id: str, products: Sequence[str], status: SubscriptionStatus | None = None
-    ) -> Customer:
-        """Create a customer or re-subscribe it to ``products`` (local-server extension)."""
-        return self._run(self._op_upsert_customer(customer_id, products, status))
-
-    def health(self) -> HealthStatus:
-        """The server's health (local-server extension)."""
-        return self._run(self._op_health())
 
     def for_customer(self, customer_id: str) -> CustomerView:
         """This client bound to one customer: the same methods, without ``customer_id``."""
@@ -333,71 +204,34 @@ class BillingClient(BaseBillingClient[httpx.Client]):
 
 
 # --- the async client -------------------------------------------------------------------
-class AsyncBillingClient(BaseBillingClient[httpx.AsyncClient]):
+class AsyncBillingClient(_Api[httpx.AsyncClient]):
     """The billing API over ``httpx.AsyncClient`` (asyncio). Same options and methods as
     :class:`BillingClient`, awaited; close it with ``await client.aclose()`` or
     ``async with``."""
 
-    def __init__(
-        self,
-        *,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        timeout: float | httpx.Timeout | None = None,
-        max_retries: int | None = None,
-        http_client: httpx.AsyncClient | None = None,
-        backend: Backend | None = None,
-        retry_initial_delay: float | None = None,
-        retry_max_delay: float | None = None,
-    ) -> None:
-        super().__init__(
-            api_key=api_key,
-            base_url=base_url,
-            timeout=timeout,
-            max_retries=max_retries,
-            http_client=http_client,
-            backend=backend,
-            retry_initial_delay=retry_initial_delay,
-            retry_max_delay=retry_max_delay,
-        )
-
-    def _make_http_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            limits=default_limits(), timeout=self._config.timeout, verify=shared_ssl_context()
-        )
+    _is_async = True
+    _http_class = httpx.AsyncClient
 
     def _reset_credentials(self) -> None:
         super()._reset_credentials()
         self._mints: _AsyncSingleFlight[str, str] = _AsyncSingleFlight()
 
-    # -- the driver: the only async-specific logic
+    # -- the effects, awaited
     async def _run(self, op: Op[T]) -> T:
-        try:
-            effect = next(op)
-            while True:
-                if isinstance(effect, Send):
-                    outcome: httpx.Response | httpx.RequestError
-                    try:
-                        outcome = await self._http.send(effect.request)
-                    except httpx.RequestError as exc:
-                        outcome = exc
-                    effect = op.send(outcome)
-                elif isinstance(effect, Sleep):
-                    await asyncio.sleep(effect.seconds)
-                    effect = op.send(None)
-                else:
-                    effect = op.send(await self._session_token(effect))
-        except StopIteration as stop:
-            return cast(T, stop.value)
-        finally:
-            op.close()
+        return await drive(op, self)
+
+    async def _send_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._http.send(request)
+
+    async def _sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
     async def _session_token(self, need: NeedSessionToken) -> str:
         cached = self._tokens.get(need.customer_id, self._clock(), stale=need.stale)
         if cached is not None:
             return cached
         customer = need.customer_id
-        return await self._mints.run(customer, lambda: self._run(self._op_mint_cached(customer)))
+        return await self._mints.run(customer, lambda: self._run(ops.mint_cached(self, customer)))
 
     # -- lifecycle
     async def aclose(self) -> None:
@@ -412,82 +246,8 @@ class AsyncBillingClient(BaseBillingClient[httpx.AsyncClient]):
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-
-    # -- the API (documented on BillingClient)
-    async def track_usage(
-        self,
-        *,
-        customer_id: str,
-        feature_key: str,
-        quantity: float,
-        metadata: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-    ) -> TrackUsageResult:
-        """See :meth:`BillingClient.track_usage`."""
-        return await self._run(
-            self._op_track_usage(customer_id, feature_key, quantity, metadata, idempotency_key)
-        )
-
-    async def track_usage_batch(self, events: Events) -> list[BatchItemResult]:
-        """See :meth:`BillingClient.track_usage_batch`."""
-        return await self._run(self._op_track_usage_batch(events))
-
-    async def get_usage_metrics(
-        self, *, customer_id: str, feature_key: str | None = None
-    ) -> list[UsageMetric]:
-        """See :meth:`BillingClient.get_usage_metrics`."""
-        return await self._run(self._op_usage_metrics(customer_id, feature_key))
-
-    async def get_entitlements(self, *, customer_id: str) -> list[FeatureEntitlement]:
-        """See :meth:`BillingClient.get_entitlements`."""
-        return await self._run(self._op_entitlements(customer_id))
-
-    async def check_feature(self, *, customer_id: str, feature_key: str) -> FeatureCheck:
-        """See :meth:`BillingClient.check_feature`."""
-        return await self._run(self._op_check_feature(customer_id, feature_key))
-
-    async def get_usage_history(
-        self, *, customer_id: str, feature_key: str, bucket: Bucket = "day"
-    ) -> UsageHistory:
-        """See :meth:`BillingClient.get_usage_history`."""
-        return await self._run(self._op_usage_history(customer_id, feature_key, bucket))
-
-    async def create_session_token(
-        self,
-        *,
-        customer_id: str,
-        expires_in: int = C.SESSION_TOKEN_TTL_S,
-        external_organization_id: str | None = None,
-        allowed_operations: Sequence[str] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> SessionToken:
-        """See :meth:`BillingClient.create_session_token`."""
-        return await self._run(
-            self._op_create_session_token(
-                customer_id, expires_in, external_organization_id, allowed_operations, metadata
-            )
-        )
-
-    async def revoke_session_token(self, token_or_jti: str) -> None:
-        """See :meth:`BillingClient.revoke_session_token`."""
-        return await self._run(self._op_revoke_session_token(token_or_jti))
-
-    async def upsert_customer(
-        self, *, customer_id: str, products: Sequence[str], status: SubscriptionStatus | None = None
-    ) -> Customer:
-        """See :meth:`BillingClient.upsert_customer`."""
-        return await self._run(self._op_upsert_customer(customer_id, products, status))
-
-    async def health(self) -> HealthStatus:
-        """See :meth:`BillingClient.health`."""
-        return await self._run(self._op_health())
 
     def for_customer(self, customer_id: str) -> AsyncCustomerView:
         """This client bound to one customer: the same methods, without ``customer_id``."""
@@ -495,124 +255,13 @@ class AsyncBillingClient(BaseBillingClient[httpx.AsyncClient]):
 
 
 # --- customer views ---------------------------------------------------------------------
-class CustomerView:
-    """A :class:`BillingClient` bound to one customer (``client.for_customer("user_1")``).
-    Cheap to create; shares the client's pool, retries and token cache."""
+class CustomerView(ops.View[BillingClient]):
+    """A :class:`BillingClient` bound to one customer (``client.for_customer("user_1")``)."""
 
-    __slots__ = ("client", "customer_id")
-
-    def __init__(self, client: BillingClient, customer_id: str) -> None:
-        self.client = client
-        self.customer_id = customer_id
-
-    def __repr__(self) -> str:
-        return f"CustomerView({self.customer_id!r})"
-
-    def track_usage(
-        self,
-        *,
-        feature_key: str,
-        quantity: float,
-        metadata: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-    ) -> TrackUsageResult:
-        return self.client.track_usage(
-            customer_id=self.customer_id,
-            feature_key=feature_key,
-            quantity=quantity,
-            metadata=metadata,
-            idempotency_key=idempotency_key,
-        )
-
-    def track_usage_batch(self, events: Events) -> list[BatchItemResult]:
-        """Events may leave ``customer_id`` out; one naming another customer is refused."""
-        return self.client._run(self.client._op_track_usage_batch(events, self.customer_id))
-
-    def get_usage_metrics(self, *, feature_key: str | None = None) -> list[UsageMetric]:
-        return self.client.get_usage_metrics(customer_id=self.customer_id, feature_key=feature_key)
-
-    def get_entitlements(self) -> list[FeatureEntitlement]:
-        return self.client.get_entitlements(customer_id=self.customer_id)
-
-    def check_feature(self, *, feature_key: str) -> FeatureCheck:
-        return self.client.check_feature(customer_id=self.customer_id, feature_key=feature_key)
-
-    def get_usage_history(self, *, feature_key: str, bucket: Bucket = "day") -> UsageHistory:
-        return self.client.get_usage_history(
-            customer_id=self.customer_id, feature_key=feature_key, bucket=bucket
-        )
-
-    def create_session_token(self, *, expires_in: int = C.SESSION_TOKEN_TTL_S) -> SessionToken:
-        return self.client.create_session_token(customer_id=self.customer_id, expires_in=expires_in)
-
-    def upsert_customer(
-        self, *, products: Sequence[str], status: SubscriptionStatus | None = None
-    ) -> Customer:
-        return self.client.upsert_customer(
-            customer_id=self.customer_id, products=products, status=status
-        )
+    __slots__ = ()
 
 
-class AsyncCustomerView:
+class AsyncCustomerView(ops.View[AsyncBillingClient]):
     """An :class:`AsyncBillingClient` bound to one customer; see :class:`CustomerView`."""
 
-    __slots__ = ("client", "customer_id")
-
-    def __init__(self, client: AsyncBillingClient, customer_id: str) -> None:
-        self.client = client
-        self.customer_id = customer_id
-
-    def __repr__(self) -> str:
-        return f"AsyncCustomerView({self.customer_id!r})"
-
-    async def track_usage(
-        self,
-        *,
-        feature_key: str,
-        quantity: float,
-        metadata: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-    ) -> TrackUsageResult:
-        return await self.client.track_usage(
-            customer_id=self.customer_id,
-            feature_key=feature_key,
-            quantity=quantity,
-            metadata=metadata,
-            idempotency_key=idempotency_key,
-        )
-
-    async def track_usage_batch(self, events: Events) -> list[BatchItemResult]:
-        """Events may leave ``customer_id`` out; one naming another customer is refused."""
-        return await self.client._run(self.client._op_track_usage_batch(events, self.customer_id))
-
-    async def get_usage_metrics(self, *, feature_key: str | None = None) -> list[UsageMetric]:
-        return await self.client.get_usage_metrics(
-            customer_id=self.customer_id, feature_key=feature_key
-        )
-
-    async def get_entitlements(self) -> list[FeatureEntitlement]:
-        return await self.client.get_entitlements(customer_id=self.customer_id)
-
-    async def check_feature(self, *, feature_key: str) -> FeatureCheck:
-        return await self.client.check_feature(
-            customer_id=self.customer_id, feature_key=feature_key
-        )
-
-    async def get_usage_history(self, *, feature_key: str, bucket: Bucket = "day") -> UsageHistory:
-        return await self.client.get_usage_history(
-            customer_id=self.customer_id, feature_key=feature_key, bucket=bucket
-        )
-
-    async def create_session_token(
-        self, *, expires_in: int = C.SESSION_TOKEN_TTL_S
-    ) -> SessionToken:
-        return await self.client.create_session_token(
-            customer_id=self.customer_id, expires_in=expires_in
-        )
-
-    async def upsert_customer(
-        self, *, products: Sequence[str], status: SubscriptionStatus | None = None
-    ) -> Customer:
-        return await self.client.upsert_customer(
-            customer_id=self.customer_id, products=products, status=status
-        )
+    __slots__ = ()

@@ -8,6 +8,7 @@ client. Validation happens here, at the edge; code inside the package trusts the
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -26,6 +27,9 @@ from billing_ui.core import validation as V
 
 CheckReason = Literal["no_active_subscription", "subscription_not_active", "quota_exceeded"]
 """Why a feature check denied access."""
+
+Bucket = Literal["hour", "day"]
+"""The width of a usage-history bucket."""
 
 FeatureType = Literal["boolean_flag", "usage_quota", "numeric_limit"]
 """BillingOS's feature types."""
@@ -122,7 +126,28 @@ class CreateSessionTokenRequest(_Request):
 
 
 # --- responses --------------------------------------------------------------------------
-class UsageSnapshot(_Response):
+class _MaybeUnlimited(_Response):
+    """A response whose ``unlimited`` flag is read from the wire's convention for it (each
+    endpoint has its own, as BillingOS does) and is never sent back."""
+
+    unlimited: Annotated[bool, Field(exclude=True)] = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_unlimited(cls, data: Any) -> Any:
+        if isinstance(data, dict) and (data.get("unlimited") or "unlimited" not in data):
+            fields = cls._when_unlimited(data)
+            if fields is not None:
+                return {**data, **fields, "unlimited": True}
+        return data
+
+    @classmethod
+    def _when_unlimited(cls, data: dict[str, Any]) -> dict[str, Any] | None:
+        """The fields as they are for an unlimited feature, if ``data`` describes one."""
+        raise NotImplementedError
+
+
+class UsageSnapshot(_MaybeUnlimited):
     """A feature's usage in the current period, as returned after a track.
 
     An unlimited quota has ``limit_units`` and ``remaining_units`` ``null`` on the wire (the
@@ -135,14 +160,10 @@ class UsageSnapshot(_Response):
     remaining_units: float | None = None
     period_start: datetime | None = None
     period_end: datetime | None = None
-    unlimited: Annotated[bool, Field(exclude=True)] = False
 
-    @model_validator(mode="before")
     @classmethod
-    def _read_unlimited(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "unlimited" not in data and data.get("limit_units") is None:
-            data = {**data, "unlimited": True, "remaining_units": None}
-        return data
+    def _when_unlimited(cls, data: dict[str, Any]) -> dict[str, Any] | None:
+        return {"remaining_units": None} if data.get("limit_units") is None else None
 
 
 class TrackUsageResult(_Response):
@@ -179,7 +200,7 @@ class TrackUsageBatchResult(_Response):
     results: list[BatchItemResult]
 
 
-class UsageMetric(_Response):
+class UsageMetric(_MaybeUnlimited):
     """One feature's usage in its current period (``useUsageMetrics``).
 
     ``limit`` and ``remaining`` are ``None`` for an unlimited feature. BillingOS reports an
@@ -199,14 +220,12 @@ class UsageMetric(_Response):
     period_start: datetime
     period_end: datetime | None
     resets_in_days: int | None
-    unlimited: Annotated[bool, Field(exclude=True)] = False
 
-    @model_validator(mode="before")
     @classmethod
-    def _read_unlimited(cls, data: Any) -> Any:
-        if isinstance(data, dict) and (data.get("unlimited") or data.get("limit") in (0, None)):
-            data = {**data, "unlimited": True, "limit": None, "remaining": None}
-        return data
+    def _when_unlimited(cls, data: dict[str, Any]) -> dict[str, Any] | None:
+        if data.get("unlimited") or data.get("limit") in (0, None):
+            return {"limit": None, "remaining": None}
+        return None
 
     @field_serializer("limit", "remaining")
     def _write_unlimited(self, value: float | None) -> float:
@@ -220,6 +239,12 @@ class UsageMetric(_Response):
     @property
     def is_over_limit(self) -> bool:
         return not self.unlimited and self.percentage_used >= 100
+
+
+def percentage_used(consumed: float, limit: float | None) -> float:
+    """``consumed / limit * 100`` as a whole number, halves up (BillingOS's ``Math.round``);
+    0 without a limit. May exceed 100 for a soft limit."""
+    return float(math.floor(consumed / limit * 100 + 0.5)) if limit else 0.0
 
 
 class UsageMetricsResponse(_Response):
@@ -276,7 +301,7 @@ class FeatureCheckMetadata(_Response):
         return {k: v for k, v in handler(self).items() if v is not None}
 
 
-class FeatureCheck(_Response):
+class FeatureCheck(_MaybeUnlimited):
     """``useFeature`` / ``useFeatureGate``: may the customer use the feature now, and why not.
 
     An unlimited quota has ``limit: 0`` on the wire (as BillingOS's check sends a quota without
@@ -290,17 +315,14 @@ class FeatureCheck(_Response):
     limit: float | None = None
     usage: float | None = None
     metadata: FeatureCheckMetadata | None = None
-    unlimited: Annotated[bool, Field(exclude=True)] = False
 
-    @model_validator(mode="before")
     @classmethod
-    def _read_unlimited(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or "unlimited" in data or data.get("limit") != 0:
-            return data
+    def _when_unlimited(cls, data: dict[str, Any]) -> dict[str, Any] | None:
         meta = data.get("metadata")
-        if isinstance(meta, dict) and meta.get("type") == "usage_quota":
-            data = {**data, "unlimited": True, "limit": None}
-        return data
+        quota = isinstance(meta, dict) and meta.get("type") == "usage_quota"
+        return (
+            {"limit": None} if data.get("unlimited") or (quota and data.get("limit") == 0) else None
+        )
 
     @field_serializer("limit")
     def _write_unlimited(self, value: float | None) -> float | None:
@@ -328,7 +350,7 @@ class UsageHistory(_Response):
     feature_key: str
     period_start: datetime
     period_end: datetime | None
-    bucket: Literal["hour", "day"]
+    bucket: Bucket
     points: list[UsageHistoryPoint]
 
 
@@ -339,6 +361,12 @@ class Customer(_Response):
     products: list[str]
     status: str | None = None
     """The subscriptions' status; ``None`` when the customer has no product."""
+
+
+class Success(_Response):
+    """What a call with nothing else to say answers (revoking a session token)."""
+
+    success: bool = True
 
 
 class HealthStatus(_Response):

@@ -26,6 +26,7 @@ from billing_ui.core.models import (
     UsageHistory,
     UsageMetric,
     UsageSnapshot,
+    percentage_used,
 )
 from billing_ui.core.problems import ProblemLog
 
@@ -69,36 +70,39 @@ class BillingQueries:
     def client(self) -> AsyncBillingClient:
         return self._client if isinstance(self._client, AsyncBillingClient) else self._client()
 
+    async def _fetch(
+        self,
+        key: tuple[str, ...],
+        call: Callable[[AsyncBillingClient], Awaitable[T]],
+        stale_time: float,
+    ) -> CacheEntry[T]:
+        """One cached query: ``call`` runs (watched) only when the entry is missing or stale."""
+        client = self.client
+        return await self.cache.fetch(
+            key, lambda: self._watched(call(client)), stale_time=stale_time
+        )
+
     async def usage_metrics(
         self, customer_id: str, *, stale_time: float = 30.0
     ) -> CacheEntry[list[UsageMetric]]:
-        client = self.client
-        return await self.cache.fetch(
-            (METRICS, customer_id),
-            lambda: self._watched(client.get_usage_metrics(customer_id=customer_id)),
-            stale_time=stale_time,
+        return await self._fetch(
+            (METRICS, customer_id), lambda c: c.get_usage_metrics(customer_id), stale_time
         )
 
     async def entitlements(
         self, customer_id: str, *, stale_time: float = 300.0
     ) -> CacheEntry[list[FeatureEntitlement]]:
-        client = self.client
-        return await self.cache.fetch(
-            (ENTITLEMENTS, customer_id),
-            lambda: self._watched(client.get_entitlements(customer_id=customer_id)),
-            stale_time=stale_time,
+        return await self._fetch(
+            (ENTITLEMENTS, customer_id), lambda c: c.get_entitlements(customer_id), stale_time
         )
 
     async def feature_check(
         self, customer_id: str, feature_key: str, *, stale_time: float = 30.0
     ) -> CacheEntry[FeatureCheck]:
-        client = self.client
-        return await self.cache.fetch(
+        return await self._fetch(
             (FEATURE_CHECK, customer_id, feature_key),
-            lambda: self._watched(
-                client.check_feature(customer_id=customer_id, feature_key=feature_key)
-            ),
-            stale_time=stale_time,
+            lambda c: c.check_feature(customer_id, feature_key=feature_key),
+            stale_time,
         )
 
     async def usage_history(
@@ -109,15 +113,10 @@ class BillingQueries:
         bucket: Literal["day", "hour"] = "day",
         stale_time: float = 30.0,
     ) -> CacheEntry[UsageHistory]:
-        client = self.client
-        return await self.cache.fetch(
+        return await self._fetch(
             (HISTORY, customer_id, feature_key, bucket),
-            lambda: self._watched(
-                client.get_usage_history(
-                    customer_id=customer_id, feature_key=feature_key, bucket=bucket
-                )
-            ),
-            stale_time=stale_time,
+            lambda c: c.get_usage_history(customer_id, feature_key=feature_key, bucket=bucket),
+            stale_time,
         )
 
     async def track_usage(
@@ -158,10 +157,6 @@ class BillingQueries:
         self.cache.invalidate((HISTORY, customer_id, result.feature_key))
 
 
-def filter_metrics(metrics: list[UsageMetric], feature_key: str | None) -> list[UsageMetric]:
-    return metrics if feature_key is None else [m for m in metrics if m.feature_key == feature_key]
-
-
 def apply_usage(metric: UsageMetric, usage: UsageSnapshot) -> UsageMetric:
     """The metric as it is after a track, from the usage the server returned with it.
 
@@ -180,6 +175,6 @@ def apply_usage(metric: UsageMetric, usage: UsageSnapshot) -> UsageMetric:
         update={
             "consumed": consumed,
             "remaining": max(limit - consumed, 0.0),
-            "percentage_used": round(consumed / limit * 100, 2) if limit else 0.0,
+            "percentage_used": percentage_used(consumed, limit),
         }
     )

@@ -8,7 +8,6 @@ codes and messages of docs/api.md (as :class:`~billing_ui.server.errors.ApiProbl
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,6 +22,7 @@ from billing_ui.core.models import (
     TrackUsageBatchResult,
     TrackUsageResult,
     UsageMetric,
+    percentage_used,
 )
 from billing_ui.server.clock import Clock, from_micros, to_micros
 from billing_ui.server.entitlements import Entitled, resolve_entitlements
@@ -431,8 +431,7 @@ def _snapshot(grant: Grant, period: Period, consumed_micros: int) -> dict[str, A
 def _metric(e: Entitled, period: Period, consumed_micros: int, now: datetime) -> UsageMetric:
     grant = e.grant
     limit = grant.limit_micros
-    # BillingOS: Math.round(consumed / limit * 100), a whole number (halves round up).
-    percentage = 0.0 if not limit else float(math.floor(consumed_micros / limit * 100 + 0.5))
+    percentage = percentage_used(consumed_micros, limit)  # as BillingOS: a whole number
     return UsageMetric(
         feature_key=grant.feature.key,
         feature_title=grant.feature.title,

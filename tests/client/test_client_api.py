@@ -83,8 +83,10 @@ async def test_metrics_filter_also_applies_when_the_server_ignores_it(
     Played here by a backend that never sends the filter."""
 
     class UnfilteredBackend(BillingOSBackend):
-        def usage_metrics(self, customer_id: str, feature_key: str | None):  # type: ignore[no-untyped-def]
-            return super().usage_metrics(customer_id, None)
+        def build(self, endpoint, **parts):  # type: ignore[no-untyped-def]
+            if endpoint.name == "get_usage_metrics":
+                parts["params"] = {k: v for k, v in parts["params"].items() if k != "feature_key"}
+            return super().build(endpoint, **parts)
 
     cid = customer("pro")
     api = make_api(proxy.url, backend=UnfilteredBackend())
