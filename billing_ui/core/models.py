@@ -42,7 +42,8 @@ _SIMPLE_TYPE: dict[str, SimpleFeatureType] = {
     "usage_quota": "metered",
     "numeric_limit": "static",
 }
-_ACTIVE_STATUSES = frozenset({"active", "trialing"})
+ACTIVE_STATUSES = frozenset({"active", "trialing"})
+"""Subscription statuses that grant their features."""
 
 FeatureKey = Annotated[str, BeforeValidator(V.check_feature_key)]
 CustomerId = Annotated[str, BeforeValidator(V.check_customer_id)]
@@ -270,7 +271,7 @@ class FeatureEntitlement(_Response):
 
     @property
     def enabled(self) -> bool:
-        return self.subscription_status in _ACTIVE_STATUSES
+        return self.subscription_status in ACTIVE_STATUSES
 
     @property
     def limit(self) -> float | None:
@@ -339,8 +340,11 @@ class UsageHistoryPoint(_Response):
     total since ``period_start``, so a chart needs no client-side summing."""
 
     at: datetime
+    """Start of the bucket (UTC)."""
     quantity: float
+    """Usage recorded within the bucket."""
     cumulative: float
+    """Usage in the period up to the end of the bucket."""
 
 
 class UsageHistory(_Response):
@@ -359,7 +363,7 @@ class Customer(_Response):
 
     customer_id: str
     products: list[str]
-    status: str | None = None
+    status: SubscriptionStatus | str | None = None  # a str: a status newer than this client
     """The subscriptions' status; ``None`` when the customer has no product."""
 
 
@@ -378,3 +382,19 @@ class HealthStatus(_Response):
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+
+class ErrorBody(_Response):
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+    requestId: str
+    timestamp: datetime
+
+
+class ErrorEnvelope(_Response):
+    """BillingOS's error envelope, on every error status (the client reads it in
+    :func:`billing_ui.core.errors.error_from_response`)."""
+
+    error: ErrorBody
+    statusCode: int

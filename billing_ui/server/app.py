@@ -30,15 +30,21 @@ from billing_ui.core import validation as V
 from billing_ui.core._constants import IDEMPOTENCY_HEADER, LOCAL_SECRET_KEY
 from billing_ui.core.errors import BillingOSMessage, FieldError, InvalidInputError
 from billing_ui.core.models import (
+    Bucket,
     CreateSessionTokenRequest,
+    Customer,
     EntitlementsResponse,
     FeatureCheck,
+    HealthStatus,
     SessionToken,
     SessionTrackUsageRequest,
+    Success,
     TrackUsageBatchRequest,
     TrackUsageBatchResult,
     TrackUsageRequest,
     TrackUsageResult,
+    UpsertCustomerRequest,
+    UsageHistory,
     UsageMetricsResponse,
 )
 from billing_ui.server import tokens
@@ -55,14 +61,6 @@ from billing_ui.server.middleware import RequestIdMiddleware
 from billing_ui.server.openapi import build_openapi, error_responses, request_body
 from billing_ui.server.options import CorsPolicy, WireOptions
 from billing_ui.server.plans import Plans
-from billing_ui.server.schemas import (
-    Bucket,
-    CustomerResponse,
-    Health,
-    Success,
-    UpsertCustomerRequest,
-    UsageHistory,
-)
 from billing_ui.server.service import BillingService, TrackCommand
 from billing_ui.server.store import Store
 
@@ -333,7 +331,7 @@ def _routes(app: FastAPI) -> None:
     @app.put(
         "/v1/customers/{external_user_id}",
         responses=_ADMIN,
-        response_model=CustomerResponse,
+        response_model=Customer,
         tags=_BACKEND,
         openapi_extra=request_body(UpsertCustomerRequest),
     )
@@ -346,7 +344,7 @@ def _routes(app: FastAPI) -> None:
         customer = _service(request).upsert_customer(cid, req.products, req.status)
         products = [s.product_key for s in customer.subscriptions]
         status = customer.subscriptions[0].status if customer.subscriptions else None
-        return _json(CustomerResponse(customer_id=cid, products=products, status=status))
+        return _json(Customer(customer_id=cid, products=products, status=status))
 
     # -- session (browser) endpoints --
     @app.post(
@@ -420,7 +418,9 @@ def _routes(app: FastAPI) -> None:
         return _json(service.check(claims.external_user_id, fkey))
 
     # -- operations --
-    @app.get("/health", responses=error_responses(503), response_model=Health, tags=_OPERATIONS)
+    @app.get(
+        "/health", responses=error_responses(503), response_model=HealthStatus, tags=_OPERATIONS
+    )
     async def health(request: Request) -> Response:
         """(ext) Liveness and database reachability; no credentials needed."""
         try:
@@ -429,4 +429,4 @@ def _routes(app: FastAPI) -> None:
             raise ApiProblem(
                 503, "SYS_DATABASE_UNAVAILABLE", f"database unavailable: {exc}"
             ) from None
-        return _json(Health(status="ok", database="ok"))
+        return _json(HealthStatus(status="ok", database="ok"))

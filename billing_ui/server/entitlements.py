@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from billing_ui.server.plans import ACTIVE_STATUSES, Grant, Plans, Product
+from billing_ui.core.models import ACTIVE_STATUSES
+from billing_ui.server.plans import Grant, Plans, Product
 from billing_ui.server.store import Customer, Subscription
 
 

@@ -18,8 +18,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from billing_ui.core import _constants as C
+from billing_ui.core.models import ErrorEnvelope
 from billing_ui.server import tokens
-from billing_ui.server.schemas import ErrorEnvelope
 
 
 def request_body(model: type[BaseModel]) -> dict[str, Any]:

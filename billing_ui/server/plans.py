@@ -13,21 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from billing_ui.core import validation as V
 from billing_ui.core.errors import InvalidInputError
-from billing_ui.core.models import FeatureType
+from billing_ui.core.models import FeatureType, SubscriptionStatus
 from billing_ui.server.periods import Reset
-
-SubscriptionStatus = Literal[
-    "active", "trialing", "past_due", "canceled", "incomplete", "incomplete_expired",
-    "unpaid", "paused",
-]  # fmt: skip
-"""Stripe's subscription statuses, which BillingOS reports as ``subscription_status``."""
-ACTIVE_STATUSES = frozenset({"active", "trialing"})
 
 
 class PlansError(ValueError):

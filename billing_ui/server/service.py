@@ -16,11 +16,14 @@ from typing import Any, Final
 from billing_ui.core import validation as V
 from billing_ui.core.errors import BillingOSMessage, FieldError
 from billing_ui.core.models import (
+    Bucket,
     FeatureCheck,
     FeatureCheckMetadata,
     FeatureEntitlement,
     TrackUsageBatchResult,
     TrackUsageResult,
+    UsageHistory,
+    UsageHistoryPoint,
     UsageMetric,
     percentage_used,
 )
@@ -31,7 +34,6 @@ from billing_ui.server.options import WireOptions
 from billing_ui.server.periods import Period, Reset, hour_floor, period_containing
 from billing_ui.server.plans import Grant, Plans
 from billing_ui.server.ratelimit import RateLimiter
-from billing_ui.server.schemas import Bucket, HistoryPoint, UsageHistory
 from billing_ui.server.store import (
     Customer,
     PeriodKey,
@@ -123,7 +125,10 @@ class BillingService:
         an empty result, as BillingOS does, instead of an error)."""
         return self.store.get_customer(customer_id) is not None
 
-    def upsert_customer(self, customer_id: str, products: Sequence[str], status: str) -> Customer:
+    def upsert_customer(
+        self, customer_id: str, products: Sequence[str], status: str | None
+    ) -> Customer:
+        """Create or re-subscribe a customer; ``status`` ``None`` means ``active``."""
         errors = [
             FieldError(f"products.{i}", "unknown_product", f"no product {key!r} in the plans")
             for i, key in enumerate(products)
@@ -134,7 +139,7 @@ class BillingService:
         if errors:
             raise invalid_input(errors)
         return self.store.upsert_customer(
-            customer_id, products, status, to_micros(self.clock.now())
+            customer_id, products, status or "active", to_micros(self.clock.now())
         )
 
     def prune_expired(self) -> int:
@@ -376,7 +381,7 @@ class BillingService:
         while at <= last:
             running += per_bucket.get(at, 0)
             points.append(
-                HistoryPoint(
+                UsageHistoryPoint(
                     at=at,
                     quantity=V.micros_to_quantity(per_bucket.get(at, 0)),
                     cumulative=V.micros_to_quantity(running),
