@@ -4,7 +4,7 @@ SHELL := bash
 ENV := . scripts/env.sh &&
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap demo test lint bench bench-smoke bench-docs clean
+.PHONY: bootstrap demo test lint reflex-range bench bench-smoke bench-docs clean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -20,6 +20,11 @@ test: bootstrap
 
 lint: bootstrap
 	$(ENV) ruff check . && mypy billing_ui
+
+# The lowest and newest Reflex that pyproject.toml allows: a version other than .venv's gets a
+# venv of its own (.tools/reflex-<version>) and a bounded states + toolchain-smoke run.
+reflex-range: bootstrap
+	$(ENV) python scripts/reflex_range.py
 
 # Every benchmark at its documented size: one JSON file per run in bench/results/, then the
 # tables of docs/benchmarks.md and README.md regenerated from it (also when one failed: the

@@ -79,7 +79,6 @@ class TrackUsageState(BillingState):
     error: str = ""
     last_feature_key: str = ""
     last_result: TrackResultView = TrackResultView()
-    tracked_count: int = 0
 
     @billing_event  # type: ignore[arg-type]  # the **unexpected catch-all
     async def track(
@@ -118,7 +117,6 @@ class TrackUsageState(BillingState):
             await self._confirm(ticket)
             self._finish(key, pending=key)
             self.last_result = track_result_view(result)
-            self.tracked_count += 1
             metrics = await self.get_state(UsageMetricsState)
             # Show the server's usage at once (no round trip), then refetch.
             entry = rt.queries.cache.peek((rt.METRICS, customer))
