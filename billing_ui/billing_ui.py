@@ -12,6 +12,7 @@ from __future__ import annotations
 import reflex as rx
 
 from billing_ui.demo import config, dashboard, embedded, playground, security, sign_in
+from billing_ui.states.browser_errors import log_browser_error
 
 config.setup()
 
@@ -20,6 +21,7 @@ config.setup()
 app = rx.App(
     toaster=rx.toast.provider(position="bottom-right"),
     head_components=[rx.el.link(rel="icon", href="/favicon.svg", type="image/svg+xml")],
+    frontend_exception_handler=log_browser_error,  # browser text: truncated and escaped
 )
 
 if config.uses_embedded_server():

@@ -62,13 +62,16 @@ def check_idempotency_key(value: object, field: str = "idempotency_key") -> str 
 def check_quantity(value: object, field: str = "quantity") -> float:
     """A finite number > 0 and <= ``MAX_QUANTITY`` with at most 6 decimal places.
 
-    Refuses ``bool`` (a Python ``int``), strings, NaN and infinities.
+    Refuses ``bool`` (a Python ``int``), strings, NaN and infinities. Integers are compared
+    as integers: ``10**400`` is simply too large (``math.isfinite`` would raise
+    ``OverflowError`` on it, and ``float()`` too).
     """
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         raise _fail(field, "type", f"must be a number, got {type(value).__name__}")
-    finite = value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)
-    if not finite:  # Decimal("sNaN") would make math.isfinite raise a bare ValueError
-        raise _fail(field, "finite", "must be a finite number (not NaN or infinity)")
+    if not isinstance(value, int):
+        finite = value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)
+        if not finite:  # Decimal("sNaN") would make math.isfinite raise a bare ValueError
+            raise _fail(field, "finite", "must be a finite number (not NaN or infinity)")
     if value <= 0:
         raise _fail(field, "gt_zero", "must be greater than 0")
     if value > C.MAX_QUANTITY:

@@ -22,6 +22,11 @@ from billing_ui.server.clock import SystemClock
 from billing_ui.server.options import ENV_CORS_ORIGINS, CorsPolicy, WireOptions
 from billing_ui.server.plans import PlansError, default_plans_path, load_plans
 from billing_ui.server.seed import seed_demo_customers
+from billing_ui.server.slow_requests import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    protocol_with_deadlines,
+)
 from billing_ui.server.store import Store, StoreError
 
 DEFAULT_PORT = 8700
@@ -83,6 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
         "behaviour: the filter is skipped)",
     )
     parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=DEFAULT_HEADER_TIMEOUT_S,
+        help="seconds a client has to send a request head, else it is disconnected "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=DEFAULT_BODY_TIMEOUT_S,
+        help="seconds a client has to send a request body once its head arrived "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["critical", "error", "warning", "info", "debug"],
@@ -102,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(message)s")
     if args.rate_limit_per_minute < 0:
         print("error: --rate-limit-per-minute must be >= 0", file=sys.stderr)
+        return 2
+    if args.header_timeout <= 0 or args.body_timeout <= 0:
+        print("error: --header-timeout and --body-timeout must be > 0", file=sys.stderr)
         return 2
     api_key = args.api_key or os.environ.get(ENV_SECRET_KEY) or LOCAL_SECRET_KEY
     try:
@@ -140,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=args.port,
             log_level=args.log_level,
             access_log=args.access_log,
+            http=protocol_with_deadlines(
+                header_timeout=args.header_timeout, body_timeout=args.body_timeout
+            ),
         )
     finally:
         store.close()

@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager, suppress
 from enum import Enum
 from typing import Annotated, Any, cast
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel
@@ -63,6 +63,7 @@ from billing_ui.server.options import CorsPolicy, WireOptions
 from billing_ui.server.plans import Plans
 from billing_ui.server.service import BillingService, TrackCommand
 from billing_ui.server.store import Store
+from billing_ui.server.urls import strict_utf8_url
 
 log = logging.getLogger("billing_ui.server")
 
@@ -95,6 +96,7 @@ def create_app(
     if not api_key:
         raise ValueError("api_key must not be empty")
     app = FastAPI(
+        dependencies=[Depends(strict_utf8_url)],
         lifespan=_lifespan,
         title="billing_ui local billing server",
         version="1.0.0",

@@ -9,8 +9,13 @@ look straight into its database (``srv.store``).
 from __future__ import annotations
 
 import asyncio
+import queue
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -28,6 +33,7 @@ from billing_ui.server.clock import Clock, ManualClock
 from billing_ui.server.options import CorsPolicy, WireOptions
 from billing_ui.server.plans import Plans, load_plans
 from billing_ui.server.seed import seed_demo_customers
+from billing_ui.server.slow_requests import protocol_with_deadlines
 from billing_ui.server.store import Store
 
 START_TIMEOUT_S = 10.0
@@ -143,7 +149,13 @@ def running_server(
         )
         if seed:
             seed_demo_customers(app.state.service)
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            http=protocol_with_deadlines(),
+        )
         server = _ThreadedServer(config)
         failure: list[BaseException] = []
 
@@ -209,3 +221,72 @@ def mint_session_token(server: RunningServer, customer_id: str, expires_in: int 
     response.raise_for_status()
     token: str = response.json()["sessionToken"]
     return token
+
+
+@dataclass
+class ServerProcess:
+    """The billing server as its own OS process (``python -m billing_ui.server``), for tests
+    that must stop it the way an outage does (``pause``/``resume``: SIGSTOP/SIGCONT)."""
+
+    base_url: str
+    process: subprocess.Popen[str]
+    api_key: str = LOCAL_SECRET_KEY
+
+    def pause(self) -> None:
+        """Freeze the server: the kernel still accepts connections, nothing is answered."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+
+@contextmanager
+def server_process(
+    *, db_path: str | Path, extra_args: Sequence[str] = (), start_timeout_s: float = 30.0
+) -> Iterator[ServerProcess]:
+    """Run ``python -m billing_ui.server`` on a free loopback port (seeded, no rate limit, no
+    access log) until the block ends; waits for uvicorn's "running on" line, never polls."""
+    command = [
+        sys.executable, "-m", "billing_ui.server", "--port", "0", "--db", str(db_path),
+        "--rate-limit-per-minute", "0", "--no-access-log", "--log-level", "info", *extra_args,
+    ]  # fmt: skip
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        server = ServerProcess(base_url=_wait_for_url(proc, start_timeout_s), process=proc)
+        yield server
+    finally:
+        proc.send_signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
+        proc.terminate()
+        try:
+            proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_for_url(proc: subprocess.Popen[str], timeout_s: float) -> str:
+    """The URL uvicorn prints once it listens (read from its stderr by a helper thread, which
+    then keeps draining the pipe so the server never blocks on a full one)."""
+    assert proc.stderr is not None
+    stream = proc.stderr
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True, name="billing-server-stderr").start()
+    deadline = time.monotonic() + timeout_s
+    seen: list[str] = []
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        seen.append(line)
+        if "Uvicorn running on" in line:
+            return line.split("running on ")[1].split()[0]
+    raise RuntimeError("the billing server did not start:\n" + "".join(seen))
