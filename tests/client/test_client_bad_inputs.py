@@ -65,6 +65,11 @@ CATALOGUE = [
     case("quantity-list", track(quantity=[1]), "quantity", "type"),
     case("quantity-1e30", track(quantity=1e30), "quantity", "max"),
     case("quantity-huge-int", track(quantity=10**30), "quantity", "max"),
+    case("quantity-10**400", track(quantity=10**400), "quantity", "max"),
+    case("quantity--10**400", track(quantity=-(10**400)), "quantity", "gt_zero"),
+    case("quantity-decimal-1e400", track(quantity=Decimal("1e400")), "quantity", "max"),
+    case("quantity-decimal-300-digits", track(quantity=Decimal("9" * 300)), "quantity", "max"),
+    case("quantity-decimal-tiny", track(quantity=Decimal("1e-400")), "quantity", "decimals"),
     case("quantity-7-decimals", track(quantity=0.1234567), "quantity", "decimals"),
     case("quantity-float-noise", track(quantity=0.1 + 0.2), "quantity", "decimals"),
     # metadata

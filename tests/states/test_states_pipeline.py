@@ -92,6 +92,8 @@ HOSTILE: list[tuple[str, dict[str, Any], str]] = [
     ("nan", {"feature_key": "api_calls", "quantity": math.nan}, "finite"),
     ("inf", {"feature_key": "api_calls", "quantity": math.inf}, "finite"),
     ("huge", {"feature_key": "api_calls", "quantity": 10**30}, "at most"),
+    ("10**400", {"feature_key": "api_calls", "quantity": 10**400}, "at most"),
+    ("-10**400", {"feature_key": "api_calls", "quantity": -(10**400)}, "greater than 0"),
     ("over the rule", {"feature_key": "api_calls", "quantity": 101}, "at most 100"),
     ("fraction", {"feature_key": "api_calls", "quantity": 1.5}, "whole number"),
     ("string", {"feature_key": "api_calls", "quantity": "7"}, "must be a number"),
