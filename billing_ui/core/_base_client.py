@@ -53,12 +53,14 @@ from billing_ui.core._retry import retry_delay as _retry_delay
 from billing_ui.core.backends import Backend, BillingOSBackend, Call
 from billing_ui.core.errors import (
     APIConnectionError,
+    APIError,
     APIResponseValidationError,
     APIStatusError,
     APITimeoutError,
     BillingError,
     FieldError,
     InvalidInputError,
+    PoolExhaustedError,
 )
 from billing_ui.core.models import TrackUsageRequest, TrackUsageResult
 
@@ -545,6 +547,8 @@ class BaseBillingClient(Generic[HttpT]):
                         attempt += 1
                         continue
                 raise error
+            if isinstance(outcome, httpx.PoolTimeout):  # our own overload: not retried
+                raise self._pool_error(call, request, sent=attempt > 0) from outcome
             if retries_left > 0 and is_retryable_exception(outcome):
                 delay = backoff_delay(
                     attempt, initial=config.retry_initial_delay, maximum=config.retry_max_delay
@@ -555,7 +559,18 @@ class BaseBillingClient(Generic[HttpT]):
                 continue
             raise self._transport_error(outcome, request) from outcome
 
+    def _pool_error(self, call: Call[Any], request: httpx.Request, *, sent: bool) -> APIError:
+        log.info(  # per call; billing_ui.core.problems logs the problem once as an ERROR
+            "billing API %s %s not sent: no free connection in time (this app's own overload, "
+            "not the API being down)%s",
+            call.method,
+            call.path,
+            "; an earlier attempt was sent, its outcome is unknown" if sent else "",
+        )
+        return PoolExhaustedError(request=request, request_sent=sent)
+
     def _transport_error(self, exc: BaseException, request: httpx.Request) -> APIConnectionError:
+        log.info("billing API at %s unreachable: %s: %s", self.base_url, type(exc).__name__, exc)
         if isinstance(exc, httpx.TimeoutException):
             return APITimeoutError(request=request)
         return APIConnectionError(

@@ -32,6 +32,9 @@ MAX_RETRY_AFTER_S: Final = 60.0
 
 DEFAULT_MAX_CONNECTIONS: Final = 100
 DEFAULT_MAX_KEEPALIVE: Final = 20
+DEFAULT_MAX_WAITING: Final = 1000
+"""Async calls that may wait for a free connection at once; more fail at once with
+``PoolExhaustedError`` (a bounded queue in front of the billing API, see ``_transport.py``)."""
 
 SESSION_TOKEN_TTL_S: Final = 3600
 SESSION_TOKEN_REFRESH_MARGIN_S: Final = 300

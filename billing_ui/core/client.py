@@ -39,6 +39,7 @@ from billing_ui.core._base_client import (
     run_blocking,
     shared_ssl_context,
 )
+from billing_ui.core._transport import send_gated
 from billing_ui.core.operations import method
 
 __all__ = ["AsyncBillingClient", "AsyncCustomerView", "BillingClient", "CustomerView"]
@@ -221,7 +222,7 @@ class AsyncBillingClient(_Api[httpx.AsyncClient]):
         return await drive(op, self)
 
     async def _send_request(self, request: httpx.Request) -> httpx.Response:
-        return await self._http.send(request)
+        return await send_gated(self._http, request)  # see _transport.py: httpcore#1093
 
     async def _sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

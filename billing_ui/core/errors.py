@@ -5,8 +5,9 @@
     BillingError
     ├── InvalidInputError            bad arguments, caught before any request (also a ValueError)
     └── APIError                     anything that went wrong talking to the billing API
-        ├── APIConnectionError       no response (refused, reset, DNS…)
+        ├── APIConnectionError       no response (refused, reset, DNS…): the API may be down
         │   └── APITimeoutError
+        ├── PoolExhaustedError       not sent: every connection of this app was busy (overload)
         └── APIStatusError           the API answered with an error status
             ├── BadRequestError          400
             │   ├── InvalidRequestError  400 ``VAL_INVALID_INPUT``: the input broke a rule
@@ -103,6 +104,26 @@ class APITimeoutError(APIConnectionError):
             "the server.",
             request=request,
         )
+
+
+class PoolExhaustedError(APIError):
+    """No connection to the billing API came free in time: this app has more calls in flight
+    than its pool serves (a burst, or an API slower than the browsers). The API itself may be
+    fine — this is the app's own overload, so it is not an :class:`APIConnectionError` and is
+    not retried (retrying would only lengthen the queue).
+
+    ``request_sent`` is ``False`` when no attempt of the call reached the API, so nothing was
+    recorded; ``True`` when an earlier attempt was sent and its outcome is unknown.
+    """
+
+    def __init__(self, *, request: httpx.Request | None = None, request_sent: bool = False) -> None:
+        super().__init__(
+            "Every connection to the billing API was busy: this app is sending more calls than "
+            "its pool serves. Try again in a moment; if it persists, raise the pool size or the "
+            "pool timeout, or send fewer calls.",
+            request=request,
+        )
+        self.request_sent = request_sent
 
 
 class APIResponseValidationError(APIError):

@@ -22,7 +22,7 @@ from billing_ui.core import errors
 
 log = logging.getLogger("billing_ui.operator")
 
-Problem = Literal["credentials", "unreachable", "not_a_billing_api", "server_error"]
+Problem = Literal["credentials", "unreachable", "overloaded", "not_a_billing_api", "server_error"]
 
 ADVICE: Final[dict[Problem, str]] = {
     "credentials": (
@@ -33,6 +33,11 @@ ADVICE: Final[dict[Problem, str]] = {
     "unreachable": (
         "the billing API at {url} is unreachable ({detail}). Check BILLINGOS_API_URL (or the "
         "base_url your client_factory passes) and that the server is up"
+    ),
+    "overloaded": (
+        "no connection to the billing API at {url} came free in time: this app sends more calls "
+        "than its connection pool serves (a burst, or an API slower than the browsers); the API "
+        "itself may be fine ({detail}). Calls that found no connection were not sent"
     ),
     "not_a_billing_api": (
         "{url} answered with something that is not this billing API ({detail}). Check "
@@ -45,12 +50,18 @@ ADVICE: Final[dict[Problem, str]] = {
 USER_MESSAGE: Final = "Billing is temporarily unavailable. Please try again in a few minutes."
 """What an end user is told about any of these problems: neutral, no setup details."""
 
+BUSY_MESSAGE: Final = "Billing is busy right now. Please try again in a moment."
+"""What an end user is told when the app itself is overloaded (``overloaded``): a moment, not
+minutes, and nothing is down."""
+
 
 def classify(exc: BaseException) -> Problem | None:
     """The operator problem behind ``exc``, or None for an ordinary answer (a quota, a bad
     input, an unknown customer: the API works)."""
     if isinstance(exc, errors.AuthenticationError | errors.PermissionDeniedError):
         return "credentials"
+    if isinstance(exc, errors.PoolExhaustedError):
+        return "overloaded"
     if isinstance(exc, errors.APIConnectionError):
         return "unreachable"
     if isinstance(exc, errors.APIResponseValidationError):
@@ -81,7 +92,7 @@ class ProblemLog:
             self._log.error(
                 "billing_ui: %s. Users see %r. Logged once until it recovers.",
                 ADVICE[problem].format(**_url_and_detail(exc)),
-                USER_MESSAGE,
+                BUSY_MESSAGE if problem == "overloaded" else USER_MESSAGE,
                 extra={"billing_problem": problem},
             )
         return problem
@@ -115,6 +126,10 @@ def _url_and_detail(exc: BaseException) -> dict[str, str]:
         # Scheme, host and port only: a path or query could carry a customer id or a token.
         url = f"{request.url.scheme}://{request.url.netloc.decode('ascii', 'replace')}"
     # A connection error's own text is advice already; its cause says what actually happened.
-    cause = exc.__cause__ if isinstance(exc, errors.APIConnectionError) else None
+    cause = (
+        exc.__cause__
+        if isinstance(exc, errors.APIConnectionError | errors.PoolExhaustedError)
+        else None
+    )
     shown = cause if cause is not None else exc
     return {"url": url, "detail": f"{type(shown).__name__}: {shown}".rstrip(": ")}

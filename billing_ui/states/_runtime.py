@@ -10,7 +10,7 @@ import reflex as rx
 
 from billing_ui.core import errors
 from billing_ui.core.customer import NoCustomerError
-from billing_ui.core.problems import USER_MESSAGE, classify
+from billing_ui.core.problems import BUSY_MESSAGE, USER_MESSAGE, classify
 from billing_ui.core.queries import ENTITLEMENTS, FEATURE_CHECK, METRICS, BillingQueries
 from billing_ui.states.settings import cache, get_client
 
@@ -71,6 +71,8 @@ def message_for(exc: BaseException) -> str:
     A wrong key, an unreachable or failing API: the end user gets one neutral sentence; the
     operator's advice (BILLINGOS_SECRET_KEY, BILLINGOS_API_URL) is logged once by
     ``queries.problems`` (:mod:`billing_ui.core.problems`), never sent to the browser."""
+    if isinstance(exc, errors.PoolExhaustedError):  # the app's own overload, not an outage
+        return BUSY_MESSAGE
     if classify(exc) is not None:
         return USER_MESSAGE
     if isinstance(exc, NoCustomerError):
