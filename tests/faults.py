@@ -207,6 +207,11 @@ class FaultProxy:
         with self._cond:
             self._rules.append(_Rule(path, deque(actions)))
 
+    def clear(self) -> None:
+        """Drop every queued action: from now on every request is forwarded."""
+        with self._cond:
+            self._rules.clear()
+
     def seen(self, path: str | None = None) -> list[SeenRequest]:
         with self._cond:
             return [r for r in self._seen if path is None or r.path == path]

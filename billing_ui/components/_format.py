@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import reflex as rx
 from reflex_base.vars.base import Var
@@ -29,3 +29,26 @@ def resets_in(days: NumberVar[int]) -> Any:
             rx.cond(days == 1, "Resets in 1 day", f"Resets in {days} days"),
         ),
     )
+
+
+def ago(timestamp: Var[float]) -> Var[str]:
+    """Seconds since the epoch as ``just now`` / ``3 min ago`` / ``2 h ago``, computed in the
+    browser whenever the component re-renders (a retrying query re-renders it on each try)."""
+    expr = (
+        "((s) => s < 60 ? 'just now' : s < 3600 ? `${Math.floor(s / 60)} min ago` : "
+        f"`${{Math.floor(s / 3600)}} h ago`)(Math.max(0, Date.now() / 1000 - ({timestamp})))"
+    )
+    return Var(_js_expr=expr, _var_type=str, _var_data=timestamp._get_all_var_data()).to(str)
+
+
+ACRONYMS: Final = frozenset({"ai", "api", "gb", "ip", "mb", "sla", "sso", "tb"})
+
+
+def humanize(feature_key: str) -> str:
+    """A readable name for a feature key when no title is known: ``priority_support`` ->
+    ``Priority support``, ``sso`` -> ``SSO``. Never shown when the entitlements have a title."""
+    words = [w.upper() if w in ACRONYMS else w for w in feature_key.replace("-", "_").split("_")]
+    words = [w for w in words if w]
+    if not words:
+        return feature_key
+    return " ".join([words[0][:1].upper() + words[0][1:], *words[1:]])

@@ -12,7 +12,10 @@ from reflex_base.vars.base import Var
 
 from billing_ui.components import styles
 from billing_ui.components._format import number
+from billing_ui.components._status import error_callout, stale_callout
 from billing_ui.states.entitlements import FeatureEntitlementsState
+from billing_ui.states.metrics import UsageMetricsState
+from billing_ui.states.status import ERROR, PENDING, SIGNED_OUT, STALE
 from billing_ui.states.views import EntitlementView
 
 TYPE_LABEL = {"boolean": "Feature", "metered": "Usage quota", "static": "Limit"}
@@ -31,40 +34,63 @@ def type_badge(kind: Var[str]) -> rx.Component:
 
 
 def entitlements_list(*, show_plan: bool = True, **props: Any) -> rx.Component:
-    """Every feature the signed-in customer is entitled to. Loads on mount (cached)::
+    """Every feature the signed-in customer is entitled to. Loads on mount (cached). "No
+    features" only when the billing API said so; a failed load says it failed, stale data
+    says how old it is, and a signed-out page shows nothing here::
 
     rx.card(rx.heading("Your plan"), entitlements_list())
     """
     headers = ["Feature", "Type", "Allowance", *(["Plan"] if show_plan else [])]
+    state = FeatureEntitlementsState
+    table = rx.cond(
+        state.entitlements.length() > 0,
+        rx.table.root(
+            rx.table.header(rx.table.row(*[rx.table.column_header_cell(h) for h in headers])),
+            rx.table.body(rx.foreach(state.entitlements, lambda e: _row(e, show_plan))),
+            variant="surface",
+            size="2",
+            width="100%",
+        ),
+        rx.text(
+            "No features: the customer has no active plan.",
+            data_testid="entitlements-empty",
+            **styles.MUTED_TEXT,
+        ),
+    )
     return rx.box(
-        rx.cond(
-            FeatureEntitlementsState.is_loading,
-            rx.skeleton(rx.box(height="8em", width="100%"), loading=True),
-            rx.cond(
-                FeatureEntitlementsState.entitlements.length() > 0,
-                rx.table.root(
-                    rx.table.header(
-                        rx.table.row(*[rx.table.column_header_cell(h) for h in headers])
-                    ),
-                    rx.table.body(
-                        rx.foreach(
-                            FeatureEntitlementsState.entitlements,
-                            lambda e: _row(e, show_plan),
-                        )
-                    ),
-                    variant="surface",
-                    size="2",
-                    width="100%",
-                ),
-                rx.text(
-                    "No features: the customer has no active plan.",
-                    data_testid="entitlements-empty",
-                    **styles.MUTED_TEXT,
+        rx.match(
+            state.status,
+            (PENDING, rx.skeleton(rx.box(height="8em", width="100%"), loading=True)),
+            (SIGNED_OUT, rx.fragment()),
+            (
+                ERROR,
+                error_callout(
+                    state.error,
+                    retry=UsageMetricsState.retry_all,
+                    busy=state.is_fetching,
+                    testid="entitlements-error",
                 ),
             ),
+            (
+                STALE,
+                rx.vstack(
+                    stale_callout(
+                        state.data_updated_at,
+                        state.error,
+                        retry=UsageMetricsState.retry_all,
+                        busy=state.is_fetching,
+                        testid="entitlements-error",
+                    ),
+                    table,
+                    spacing="3",
+                    width="100%",
+                ),
+            ),
+            table,
         ),
-        on_mount=FeatureEntitlementsState.load,
+        on_mount=state.load,
         data_testid="entitlements-list",
+        data_status=state.status,
         width="100%",
         **props,
     )

@@ -15,7 +15,7 @@ import reflex as rx
 from reflex_base.vars.base import Var
 
 from billing_ui.components import styles
-from billing_ui.components._format import number
+from billing_ui.components._format import humanize, number
 from billing_ui.states.history import UsageHistoryState, history_id
 from billing_ui.states.metrics import UsageMetricsState
 
@@ -81,8 +81,14 @@ def usage_chart(
         width="100%",
         margin={"top": 10, "right": 16, "bottom": 0, "left": 0},
     )
-    heading = title if title is not None else rx.cond(has_metric, metric.feature_title, feature_key)
-    return rx.vstack(
+    heading = (
+        title
+        if title is not None
+        else rx.cond(has_metric, metric.feature_title, humanize(feature_key))
+    )
+    has_data = UsageHistoryState.histories.contains(ident)
+    failed = UsageHistoryState.errors.contains(ident)
+    card = rx.vstack(
         rx.hstack(
             rx.text(heading, weight="medium", size="3"),
             rx.spacer(),
@@ -94,10 +100,18 @@ def usage_chart(
             align="baseline",
         ),
         rx.cond(
-            UsageHistoryState.histories.contains(ident),
+            has_data & failed,
+            rx.text(
+                "Not up to date: retrying.",
+                data_testid="chart-stale",
+                **styles.merge(styles.MUTED_TEXT, {"size": "1"}),
+            ),
+        ),
+        rx.cond(
+            has_data,
             rx.box(chart, width="100%", height=f"{height}px"),
             rx.cond(
-                UsageHistoryState.errors.contains(ident),
+                failed,
                 rx.center(
                     rx.text(UsageHistoryState.errors[ident], **styles.MUTED_TEXT),
                     height=f"{height}px",
@@ -113,3 +127,5 @@ def usage_chart(
         data_feature_key=feature_key,
         **styles.merge(styles.CARD, props),
     )
+    # Signed out: nothing to chart, and the page says so once (usage_dashboard).
+    return rx.cond(UsageHistoryState.signed_out, rx.fragment(), card)

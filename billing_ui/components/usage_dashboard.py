@@ -16,8 +16,11 @@ import reflex as rx
 from reflex_base.vars.base import Var
 
 from billing_ui.components import styles
+from billing_ui.components._status import calm_note, stale_callout
+from billing_ui.components._status import error_callout as _error_callout
 from billing_ui.components.usage_meter import usage_meter
 from billing_ui.states.metrics import UsageMetricsState
+from billing_ui.states.status import ERROR, PENDING, SIGNED_OUT, STALE
 from billing_ui.states.views import MetricView
 
 
@@ -34,10 +37,12 @@ def usage_dashboard(
     """All of the customer's meters, or only ``feature_key`` (one key or several), minus
     ``exclude``.
 
-    While the first load runs it shows skeleton cards; on a failure an error callout with a
-    Retry button sits above the last good meters (they stay visible; ``show_error=False``
-    leaves the callout to another dashboard of the page); with no metric to show,
-    ``empty_text`` (``None``: nothing at all). The page keeps the metrics fresh with
+    Each query status renders in its own way (:mod:`billing_ui.states.status`): skeleton
+    cards while the first load runs; an error callout with a Retry button when it failed and
+    nothing is known (never "no usage"); the last good meters under a "last updated 2 min ago,
+    retrying" note when a refresh failed; one calm "sign in" line when nobody is. The notes
+    belong to one dashboard of a page (``show_error=False`` leaves them to another); with no
+    metric to show, ``empty_text`` (``None``: nothing at all). The page keeps the metrics fresh with
     ``on_load=UsageMetricsState.poll``::
 
         app.add_page(dashboard, on_load=UsageMetricsState.poll)
@@ -51,51 +56,59 @@ def usage_dashboard(
             )
     """
     metrics = _select(feature_key, exclude)
+    state = UsageMetricsState
+    grid = rx.cond(
+        metrics.length() > 0,
+        rx.grid(rx.foreach(metrics, usage_meter), columns=columns, **styles.GRID),
+        _empty(empty_text) if empty_text is not None else rx.fragment(),
+    )
+
+    def own(component: rx.Component) -> rx.Component:
+        """The page-level notes go to the dashboard that shows errors (one per page)."""
+        return component if show_error else rx.fragment()
+
     return rx.vstack(
-        rx.cond(UsageMetricsState.error != "", error_callout()) if show_error else rx.fragment(),
-        rx.cond(
-            UsageMetricsState.is_loading,
-            _skeleton_grid(skeletons, columns),
-            rx.cond(
-                metrics.length() > 0,
-                rx.grid(rx.foreach(metrics, usage_meter), columns=columns, **styles.GRID),
-                _empty(empty_text) if empty_text is not None else rx.fragment(),
+        rx.match(
+            state.status,
+            (PENDING, _skeleton_grid(skeletons, columns)),
+            (SIGNED_OUT, own(calm_note(SIGNED_OUT_TEXT, icon="log_in", testid="usage-signed-out"))),
+            (ERROR, own(error_callout())),
+            (
+                STALE,
+                rx.fragment(
+                    own(
+                        stale_callout(
+                            state.data_updated_at,
+                            state.error,
+                            retry=state.retry_all,
+                            busy=state.is_fetching,
+                            testid="usage-error",
+                        )
+                    ),
+                    grid,
+                ),
             ),
+            grid,
         ),
         spacing="3",
         width="100%",
         data_testid="usage-dashboard",
-        aria_busy=UsageMetricsState.is_fetching,
+        data_status=state.status,
+        aria_busy=state.is_fetching,
         **props,
     )
 
 
+SIGNED_OUT_TEXT = "Sign in to see your usage."
+
+
 def error_callout() -> rx.Component:
-    """The last refresh failed: say why, offer a retry. The meters below keep their data."""
-    return rx.callout.root(
-        rx.callout.icon(rx.icon("triangle_alert")),
-        rx.hstack(
-            rx.callout.text(UsageMetricsState.error, data_testid="usage-error"),
-            rx.spacer(),
-            rx.button(
-                rx.cond(
-                    UsageMetricsState.is_fetching,
-                    rx.spinner(size="1"),
-                    rx.icon("refresh_cw", size=14),
-                ),
-                "Retry",
-                on_click=UsageMetricsState.refetch,
-                size="1",
-                variant="soft",
-                color_scheme="red",
-                data_testid="usage-retry",
-            ),
-            align="center",
-            width="100%",
-        ),
-        color_scheme="red",
-        role="alert",
-        width="100%",
+    """The first load failed and nothing is known: say why, offer a retry (never "no usage")."""
+    return _error_callout(
+        UsageMetricsState.error,
+        retry=UsageMetricsState.retry_all,
+        busy=UsageMetricsState.is_fetching,
+        testid="usage-error",
     )
 
 

@@ -47,6 +47,9 @@ class _Slot:
     inflight: asyncio.Future[Any] | None = None
     generation: int = 0
     stale: bool = False
+    failed: bool = False
+    """The last fetch failed: the entry, however young, is not served as fresh (an outage
+    shows at once on every tab, not an interval later)."""
 
 
 @dataclass
@@ -71,7 +74,8 @@ class QueryCache:
         """
         slot = self._slots.setdefault(key, _Slot())
         entry = slot.entry
-        if entry is not None and not slot.stale and self.clock() - entry.fetched_at < stale_time:
+        fresh = entry is not None and self.clock() - entry.fetched_at < stale_time
+        if entry is not None and fresh and not slot.stale and not slot.failed:
             self.stats.hits += 1
             return entry
         if slot.inflight is None:
@@ -91,10 +95,14 @@ class QueryCache:
         task = asyncio.current_task()
         try:
             data = await fetcher()
+        except BaseException:
+            slot.failed = True
+            raise
         finally:
             if slot.inflight is task:
                 slot.inflight = None
         entry = CacheEntry(data=data, updated_at=self.wall_clock(), fetched_at=self.clock())
+        slot.failed = False
         if slot.generation == generation:
             # Not invalidated while in flight: this is the freshest data there is.
             slot.entry, slot.stale = entry, False

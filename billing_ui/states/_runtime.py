@@ -65,6 +65,12 @@ async def is_tab_connected(state: rx.State) -> bool:
     return connected
 
 
+def outage_message() -> str:
+    """The neutral outage sentence while some upstream request of this process has found the
+    billing API down (wrong key, unreachable, failing) and none has succeeded since; else ""."""
+    return USER_MESSAGE if _queries.problems.open_problems() else ""
+
+
 def message_for(exc: BaseException) -> str:
     """A sentence for the UI. Details go to the log, never a stack trace to the browser.
 

@@ -12,6 +12,7 @@ event, not a side effect of rendering.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import reflex as rx
@@ -23,7 +24,7 @@ from billing_ui.core.validation import check_feature_key
 from billing_ui.states import _runtime as rt
 from billing_ui.states.base import BillingState, billing_event
 from billing_ui.states.settings import get_settings
-from billing_ui.states.status import PENDING, SIGNED_OUT, SUCCESS, after_error
+from billing_ui.states.status import PENDING, SIGNED_OUT, STALE, SUCCESS, after_error
 from billing_ui.states.views import CheckView, EntitlementView, check_view, entitlement_view
 
 
@@ -49,6 +50,15 @@ class FeatureEntitlementsState(BillingState):
     def has_feature(cls, feature_key: str | Var[str]) -> Var[bool]:
         """A frontend expression: does the customer have ``feature_key`` now?"""
         return cls.enabled_features.contains(feature_key)
+
+    @classmethod
+    def title_of(cls, feature_key: str, default: str) -> Var[str]:
+        """A frontend expression: the feature's title from the customer's entitlements, else
+        ``default`` (a feature the plan does not grant is not in them)."""
+        ents: Var = cls.entitlements  # type: ignore[type-arg,assignment]
+        key, fallback = json.dumps(feature_key), json.dumps(default)
+        expr = f"(({ents} ?? []).find((e) => e.feature_key === {key})?.feature_title || {fallback})"
+        return Var(_js_expr=expr, _var_type=str, _var_data=ents._get_all_var_data()).to(str)
 
     @billing_event
     async def load(self) -> None:
@@ -102,6 +112,7 @@ class FeatureEntitlementsState(BillingState):
         customer = ticket.customer
         if force:
             rt.queries.cache.invalidate((rt.ENTITLEMENTS, customer))
+        started = rt.queries.cache.clock()
         try:
             entry = await rt.queries.entitlements(
                 customer, stale_time=get_settings().entitlements_refresh_interval
@@ -119,5 +130,6 @@ class FeatureEntitlementsState(BillingState):
             this.entitlements = [entitlement_view(e) for e in entry.data]
             this.data_updated_at = entry.updated_at
             this.updated_at = rt.iso_utc(entry.updated_at)
-            this.error, this.is_fetching, this.is_loading = "", False, False
-            this.status = SUCCESS
+            outage = rt.outage_message() if entry.fetched_at < started else ""
+            this.error, this.is_fetching, this.is_loading = outage, False, False
+            this.status = STALE if outage else SUCCESS

@@ -155,6 +155,13 @@ class UsageHistoryState(BillingState):
         await self._refresh([ident], force=True)
 
     @billing_event
+    async def refetch_all(self) -> None:
+        """Refetch every history this tab charts (the page's Retry)."""
+        async with self:
+            watched = list(self._watched)
+        await self._refresh(watched, force=True)
+
+    @billing_event
     async def poll(self) -> None:
         """Page ``on_load``: refresh every charted history each ``refresh_interval`` seconds
         while the tab is open (same lifecycle as ``UsageMetricsState.poll``)."""

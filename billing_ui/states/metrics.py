@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import ClassVar
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
 
 from reflex_base.vars.base import Var
 from reflex_base.vars.object import ObjectVar
@@ -26,8 +27,17 @@ from billing_ui.core.errors import BillingError
 from billing_ui.states import _runtime as rt
 from billing_ui.states.base import BillingState, billing_event
 from billing_ui.states.entitlements import FeatureEntitlementsState
+from billing_ui.states.history import UsageHistoryState
 from billing_ui.states.settings import get_settings
-from billing_ui.states.status import PENDING, SIGNED_OUT, SUCCESS, after_error
+from billing_ui.states.status import (
+    ERROR,
+    PENDING,
+    SIGNED_OUT,
+    STALE,
+    SUCCESS,
+    after_error,
+    retry_delay,
+)
 from billing_ui.states.views import MetricView, metric_view
 
 
@@ -61,9 +71,11 @@ class UsageMetricsState(BillingState):
             self._poll_generation += 1
             generation = self._poll_generation
         interval = get_settings().refresh_interval
+        failures = 0
         while True:
-            await self._refresh(force=False)
-            await asyncio.sleep(interval)
+            ok = await self._refresh(force=False)
+            failures = 0 if ok else failures + 1
+            await asyncio.sleep(retry_delay(failures, interval))
             async with self:
                 superseded = self._poll_generation != generation
             if superseded or not await rt.is_tab_connected(self):
@@ -74,18 +86,28 @@ class UsageMetricsState(BillingState):
         """Fetch now, bypassing the cache's freshness (still one request for all callers)."""
         await self._refresh(force=True)
 
-    async def _refresh(self, *, force: bool) -> None:
+    @billing_event
+    async def retry_all(self) -> AsyncIterator[Any]:
+        """The page's Retry: refetch everything the billing states show (meters, entitlements,
+        charts), not only the meters."""
+        yield FeatureEntitlementsState.refetch
+        yield UsageHistoryState.refetch_all
+        await self._refresh(force=True)
+
+    async def _refresh(self, *, force: bool) -> bool:
+        """One refresh; False when the billing API failed (the poll then retries sooner)."""
         settings = get_settings()
         async with self:
             try:
                 ticket = await self._begin()
             except NoCustomerError as exc:
                 self.status, self.error, self.is_loading = SIGNED_OUT, rt.message_for(exc), False
-                return
+                return True
             self.is_fetching = True
         customer = ticket.customer
         if force:
             rt.queries.cache.invalidate((rt.METRICS, customer))
+        started = rt.queries.cache.clock()
         try:
             entry = await rt.queries.usage_metrics(
                 # A tab's own next tick always finds its data older than one interval (it
@@ -100,7 +122,7 @@ class UsageMetricsState(BillingState):
                 await self._confirm(ticket)
                 self.error, self.is_fetching, self.is_loading = rt.message_for(exc), False, False
                 self.status = after_error(bool(self.metrics))
-            return
+            return False
         # The cache's entry, not the one returned: a track answered while this fetch was in
         # flight has patched the cache with newer usage than the fetch saw.
         entry = rt.queries.cache.peek((rt.METRICS, customer)) or entry
@@ -109,13 +131,20 @@ class UsageMetricsState(BillingState):
             self.metrics = [metric_view(m, hard_limit=m.feature_key in hard) for m in entry.data]
             self.data_updated_at = entry.updated_at
             self.updated_at = rt.iso_utc(entry.updated_at)
-            self.error, self.is_fetching, self.is_loading = "", False, False
-            self.status = SUCCESS
+            # Served from the cache while other requests find the API down: say so now, not
+            # when this entry expires.
+            outage = rt.outage_message() if entry.fetched_at < started else ""
+            self.error, self.is_fetching, self.is_loading = outage, False, False
+            self.status = STALE if outage else SUCCESS
             # Entitlements ride on this loop at their slower interval (no loop of their own).
             ent = await self.get_state(FeatureEntitlementsState)
-            due = time.time() - ent.data_updated_at >= settings.entitlements_refresh_interval
+            due = (
+                time.time() - ent.data_updated_at >= settings.entitlements_refresh_interval
+                or ent.status in (STALE, ERROR)  # recovered: they retry with the meters
+            )
         if due:
             await FeatureEntitlementsState.refresh_for(self)
+        return not outage
 
 
 def _derive(js: str, var_type: type) -> Var:  # type: ignore[type-arg]

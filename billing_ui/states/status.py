@@ -30,3 +30,15 @@ def after_error(has_data: bool) -> str:
     """The status after a failed fetch: the previous data is kept (``stale``) or there is
     none (``error``)."""
     return STALE if has_data else ERROR
+
+
+RETRY_FIRST: Final = 2.0
+"""Seconds before the first retry after a failed refresh; doubled each time, up to the
+refresh interval ("retrying" on screen is true, and an outage does not become a flood)."""
+
+
+def retry_delay(failures: int, interval: float) -> float:
+    """How long a refresh loop sleeps after ``failures`` failures in a row (0: the interval)."""
+    if failures <= 0:
+        return interval
+    return min(interval, RETRY_FIRST * 2.0 ** min(failures - 1, 16))

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from billing_ui.core.errors import BillingError, InvalidInputError
+from billing_ui.core.problems import classify
 from billing_ui.core.validation import (
     check_feature_key,
     check_idempotency_key,
@@ -36,6 +37,7 @@ from billing_ui.states.base import BillingState, billing_event
 from billing_ui.states.entitlements import FeatureEntitlementsState
 from billing_ui.states.metrics import UsageMetricsState
 from billing_ui.states.settings import TrackRule, get_settings
+from billing_ui.states.status import STALE, SUCCESS
 from billing_ui.states.views import TrackResultView, metric_view, track_result_view
 
 
@@ -112,6 +114,11 @@ class TrackUsageState(BillingState):
             async with self:
                 await self._confirm(ticket)
                 self._finish(key, error=rt.message_for(exc), pending=key)
+                if classify(exc) is not None:
+                    # The API is down: the meters say so now, not at their next refresh.
+                    metrics = await self.get_state(UsageMetricsState)
+                    if metrics.status == SUCCESS:
+                        metrics.status, metrics.error = STALE, rt.message_for(exc)
             return
         async with self:
             await self._confirm(ticket)

@@ -1,0 +1,296 @@
+"""Every component in every query status, in a real browser (issue 7, part 2: the UI says only
+what it knows).
+
+One small Reflex app puts every component on one page, against the real local server behind
+the fault proxy. Each status is reached for real: ``pending`` by holding the first requests,
+``error`` (nothing known) and ``stale`` (last data kept) by an outage the proxy injects (every
+request closed: the one fault here the real server cannot produce on demand), ``signed_out``
+by a resolver that names nobody. Each test uses a fresh customer, so no other test's cache
+entries are involved.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from reflex.testing import AppHarness
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+
+from billing_ui.server.testing import RunningServer, create_customer, running_server
+from tests.faults import FaultProxy, close, hold
+
+from .browser import run_app, wait_for
+
+INTERVAL = 30.0
+"""Long on purpose: whatever appears within a few seconds did not wait for a refresh tick."""
+PROMPT = 8.0
+"""How soon an outage must show on screen (well under one interval)."""
+UPSTREAM = [
+    "/v1/usage/metrics",
+    "/v1/features/entitlements",
+    "/v1/session-tokens",
+    "/v1/usage/check",
+    "/v1/usage/history",
+    "/v1/usage/track",
+]
+
+
+def status_app() -> None:
+    # Written out by AppHarness as the app module; runs in the test process.
+    import os
+
+    import reflex as rx
+
+    import billing_ui
+    import billing_ui.states as bs
+    from billing_ui.core import AsyncBillingClient
+    from billing_ui.states.history import UsageHistoryState
+
+    bs.configure(
+        customer_resolver=lambda state: os.environ.get("BUI_STATUS_CUSTOMER") or None,
+        trackable={"api_calls": bs.TrackRule(max_quantity=100)},
+        refresh_interval=float(os.environ["BUI_STATUS_INTERVAL"]),
+        client_factory=lambda: AsyncBillingClient(
+            base_url=os.environ["BUI_STATUS_BILLING_URL"],
+            api_key=os.environ["BUI_STATUS_KEY"],
+            max_retries=0,
+            timeout=3.0,
+        ),
+    )
+
+    def index() -> rx.Component:
+        return rx.vstack(
+            billing_ui.upgrade_nudge(),
+            billing_ui.usage_dashboard(),
+            billing_ui.track_button("Call", "api_calls", id="track"),
+            rx.box(
+                billing_ui.feature_gate("priority_support", rx.text("SUPPORT", id="support")),
+                id="support-gate",
+            ),
+            rx.box(
+                billing_ui.feature_gate("sso", rx.text("SSO", id="sso"), upgrade_url="/pricing"),
+                id="sso-gate",
+            ),
+            rx.box(
+                billing_ui.feature_gate("sso", rx.text("OPEN", id="open"), fail_open=True),
+                id="open-gate",
+            ),
+            billing_ui.entitlements_list(),
+            billing_ui.usage_chart("api_calls"),
+        )
+
+    app = rx.App()
+    app.add_page(
+        index,
+        on_load=[
+            bs.UsageMetricsState.poll,
+            bs.FeatureEntitlementsState.load,
+            UsageHistoryState.poll,
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def billing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, FaultProxy]]:
+    db = tmp_path_factory.mktemp("status-billing") / "billing.db"
+    with running_server(db_path=db, seed=True) as server, FaultProxy(server.base_url) as proxy:
+        yield server, proxy
+
+
+@pytest.fixture(scope="module")
+def app(
+    tmp_path_factory: pytest.TempPathFactory, billing: tuple[RunningServer, FaultProxy]
+) -> Iterator[AppHarness]:
+    server, proxy = billing
+    env = {
+        "BUI_STATUS_INTERVAL": str(INTERVAL),
+        "BUI_STATUS_BILLING_URL": proxy.url,
+        "BUI_STATUS_KEY": server.api_key,
+    }
+    os.environ.update(env)
+    try:
+        with run_app(Path(tmp_path_factory.mktemp("status_app")), app_source=status_app) as h:
+            yield h
+    finally:
+        for key in [*env, "BUI_STATUS_CUSTOMER"]:
+            os.environ.pop(key, None)
+
+
+@pytest.fixture
+def proxy(billing: tuple[RunningServer, FaultProxy]) -> Iterator[FaultProxy]:
+    _, p = billing
+    yield p
+    p.clear()
+
+
+def new_customer(server: RunningServer, products: list[str], api_calls: float = 0) -> str:
+    customer = create_customer(server, products)
+    if api_calls:
+        httpx.post(
+            f"{server.base_url}/v1/usage/track",
+            json={"customer_id": customer, "feature_key": "api_calls", "quantity": api_calls},
+            headers=server.auth(),
+        ).raise_for_status()
+    os.environ["BUI_STATUS_CUSTOMER"] = customer
+    return customer
+
+
+def outage(proxy: FaultProxy) -> None:
+    for path in UPSTREAM:
+        proxy.on(path, *[close() for _ in range(500)])
+
+
+def count(browser: WebDriver, css: str) -> int:
+    return len([e for e in browser.find_elements(By.CSS_SELECTOR, css) if e.is_displayed()])
+
+
+def tid(name: str) -> str:
+    return f'[data-testid="{name}"]'
+
+
+def open_page(app: AppHarness, browser: WebDriver) -> None:
+    assert app.frontend_url is not None
+    browser.get(app.frontend_url)
+    wait_for(lambda: count(browser, tid("usage-dashboard")), timeout=30)
+
+
+def text(browser: WebDriver) -> str:
+    return str(browser.find_element(By.TAG_NAME, "body").text)
+
+
+def test_success(
+    app: AppHarness, browser: WebDriver, billing: tuple[RunningServer, FaultProxy]
+) -> None:
+    server, _ = billing
+    new_customer(server, ["pro"], api_calls=12)
+    open_page(app, browser)
+    meter = '[data-testid="usage-meter"][data-feature-key="api_calls"] [role="progressbar"]'
+    wait_for(
+        lambda: browser.find_element(By.CSS_SELECTOR, meter).get_attribute("aria-valuenow") == "12"
+    )
+    wait_for(lambda: count(browser, "#support"), message="pro has priority support")
+    # sso is not on pro: the fallback names it by a title, never by its raw key, with the link.
+    prompt = browser.find_element(By.CSS_SELECTOR, f"#sso-gate {tid('upgrade-prompt')}")
+    assert "is not on your plan" in prompt.text and "sso is" not in prompt.text
+    assert count(browser, f"#sso-gate {tid('upgrade-link')}") == 1
+    assert count(browser, "#open") == 0, "fail_open only opens when access is unknown"
+    wait_for(lambda: count(browser, tid("entitlement")) >= 3)
+    wait_for(lambda: count(browser, f"{tid('usage-chart')} .recharts-surface"))
+    for absent in ("usage-error", "stale-note", "gate-unknown", "usage-signed-out"):
+        assert count(browser, tid(absent)) == 0, absent
+
+
+def test_pending_shows_skeletons_and_no_verdict(
+    app: AppHarness,
+    browser: WebDriver,
+    billing: tuple[RunningServer, FaultProxy],
+    proxy: FaultProxy,
+) -> None:
+    server, _ = billing
+    new_customer(server, ["pro"])
+    gate = threading.Event()
+    for path in ("/v1/usage/metrics", "/v1/features/entitlements", "/v1/session-tokens"):
+        proxy.on(path, *[hold(gate) for _ in range(5)])
+    try:
+        open_page(app, browser)
+        wait_for(lambda: count(browser, tid("usage-loading")), message="no skeleton")
+        wait_for(
+            lambda: (
+                browser.find_element(By.CSS_SELECTOR, "#sso-gate [data-status]").get_attribute(
+                    "data-status"
+                )
+                == "pending"
+            )
+        )
+        for absent in ("upgrade-prompt", "usage-empty", "entitlements-empty", "gate-unknown"):
+            assert count(browser, tid(absent)) == 0, absent
+        assert count(browser, "#support") == 0 and count(browser, "#open") == 0
+    finally:
+        gate.set()
+    wait_for(lambda: count(browser, "#support"), timeout=15)
+
+
+def test_outage_without_cached_data_says_nothing_is_known(
+    app: AppHarness,
+    browser: WebDriver,
+    billing: tuple[RunningServer, FaultProxy],
+    proxy: FaultProxy,
+) -> None:
+    server, _ = billing
+    new_customer(server, ["enterprise"])
+    outage(proxy)
+    open_page(app, browser)
+    wait_for(lambda: count(browser, tid("usage-error")), timeout=20)
+    assert (
+        "temporarily unavailable" in browser.find_element(By.CSS_SELECTOR, tid("usage-error")).text
+    )
+    wait_for(lambda: count(browser, tid("gate-unknown")) == 2, message="both gates unknown")
+    wait_for(lambda: count(browser, tid("entitlements-error")))
+    wait_for(lambda: count(browser, "#open"), message="fail_open shows the content")
+    body = text(browser)
+    assert "not on your plan" not in body
+    assert "No usage to show" not in body and "no active plan" not in body
+    assert count(browser, "#support") == 0 and count(browser, tid("usage-meter")) == 0
+
+
+def test_outage_with_cached_data_warns_promptly_and_keeps_the_data(
+    app: AppHarness,
+    browser: WebDriver,
+    billing: tuple[RunningServer, FaultProxy],
+    proxy: FaultProxy,
+) -> None:
+    server, _ = billing
+    new_customer(server, ["pro"], api_calls=40)
+    open_page(app, browser)
+    wait_for(lambda: count(browser, "#support"))
+    wait_for(lambda: count(browser, tid("usage-meter")) >= 3)
+    outage(proxy)
+    browser.find_element(By.ID, "track").click()  # the first request to meet the outage
+    wait_for(lambda: count(browser, tid("stale-note")), timeout=PROMPT)
+    note = browser.find_element(By.CSS_SELECTOR, tid("stale-note")).text
+    assert note.startswith("Last updated") and note.endswith("retrying."), note
+    assert count(browser, tid("usage-meter")) >= 3, "the last known meters stay"
+    assert count(browser, "#support") == 1, "stale entitlements still decide"
+
+    # A second tab opened during the outage is served from the cache and warned at once.
+    browser.switch_to.new_window("tab")
+    open_page(app, browser)
+    wait_for(lambda: count(browser, tid("stale-note")), timeout=PROMPT)
+    assert count(browser, tid("usage-meter")) >= 3
+
+    proxy.clear()
+    browser.find_element(By.CSS_SELECTOR, tid("usage-retry")).click()
+    wait_for(lambda: count(browser, tid("stale-note")) == 0, timeout=15)
+
+
+def test_signed_out_shows_one_calm_message(
+    app: AppHarness, browser: WebDriver, billing: tuple[RunningServer, FaultProxy]
+) -> None:
+    os.environ["BUI_STATUS_CUSTOMER"] = ""
+    open_page(app, browser)
+    wait_for(lambda: count(browser, tid("usage-signed-out")) == 1, timeout=20)
+    wait_for(
+        lambda: (
+            browser.find_element(By.CSS_SELECTOR, "#sso-gate [data-status]").get_attribute(
+                "data-status"
+            )
+            == "signed_out"
+        )
+    )
+    for absent in (
+        "usage-error",
+        "upgrade-prompt",
+        "gate-unknown",
+        "entitlements-empty",
+        "entitlements-error",
+        "usage-empty",
+        "usage-chart",
+    ):
+        assert count(browser, tid(absent)) == 0, absent
+    assert count(browser, "#support") == 0 and count(browser, "#open") == 0
