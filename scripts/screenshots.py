@@ -204,7 +204,19 @@ def shoot_all(url: str, billing: BillingServer | None) -> list[Path]:
             if billing is not None:
                 shots.append(shoot_outage(page, billing, mode))
             page.find_element(By.CSS_SELECTOR, '[data-testid="sign-out"]').click()
+            shots.append(shoot_signed_out(page, url, mode))
     return shots
+
+
+def shoot_signed_out(page: WebDriver, url: str, mode: str) -> Path:
+    """The dashboard opened by a visitor who is not signed in."""
+    wait_for(lambda: page.find_elements(By.ID, "sign-in-demo_free"), timeout=30)
+    page.get(url.rstrip("/") + "/dashboard")
+    wait_for(
+        lambda: "Sign in to see your usage" in page.find_element(By.TAG_NAME, "body").text,
+        timeout=30,
+    )
+    return shoot(page, f"signed-out-{mode}")
 
 
 def shoot_outage(page: WebDriver, billing: BillingServer, mode: str) -> Path:

@@ -9,7 +9,6 @@ import reflex as rx
 from billing_ui.components import entitlements_list, usage_chart, usage_dashboard
 from billing_ui.demo.layout import page as shell
 from billing_ui.demo.layout import section
-from billing_ui.demo.session import DemoSessionState
 from billing_ui.states.entitlements import FeatureEntitlementsState
 from billing_ui.states.history import UsageHistoryState
 from billing_ui.states.metrics import UsageMetricsState
@@ -20,8 +19,9 @@ CONSUMPTION = ["api_calls", "ai_tokens", "report_exports"]
 CAPACITY = ["storage_gb", "seats"]
 """Meters of how much the customer holds."""
 TITLE = "Acme Cloud · Usage"
+# No require_customer here: a signed-out visitor sees what billing_ui shows anyone signed out
+# (one calm line per component), with the top bar's Sign in button.
 ON_LOAD = [
-    DemoSessionState.require_customer,
     UsageMetricsState.poll,
     FeatureEntitlementsState.load,
     UsageHistoryState.poll,
@@ -29,25 +29,40 @@ ON_LOAD = [
 
 
 def _freshness() -> rx.Component:
-    return rx.hstack(
-        rx.cond(
-            UsageMetricsState.is_fetching,
-            rx.spinner(size="1"),
-            rx.icon("circle_check", size=14, color="var(--grass-9)"),
-        ),
-        rx.text(
-            rx.cond(
-                UsageMetricsState.updated_at != "",
-                f"Updated at {UsageMetricsState.updated_at[11:19]} UTC",
-                "Loading…",
-            ),
-            size="1",
-            color="var(--gray-11)",
-            data_testid="updated-at",
-        ),
-        align="center",
-        spacing="2",
+    """When the meters were fetched, said only when it is known: "Updated at" on success,
+    "Last updated at" (amber) while an outage keeps the previous data, "Loading…" before the
+    first answer; nothing after a failed first load (the callout says it) or signed out."""
+    status = UsageMetricsState.status
+    at = UsageMetricsState.updated_at[11:19]
+    return rx.match(
+        status,
+        ("success", _line("circle_check", "var(--grass-9)", f"Updated at {at} UTC")),
+        ("stale", _line("clock_alert", "var(--amber-9)", f"Last updated at {at} UTC")),
+        ("pending", rx.hstack(rx.spinner(size="1"), _muted("Loading…"), **_LINE)),
+        rx.fragment(),
     )
+
+
+_LINE = {"align": "center", "spacing": "2"}
+
+
+def _muted(text: object) -> rx.Component:
+    return rx.text(text, size="1", color="var(--gray-11)", data_testid="updated-at")
+
+
+def _line(icon: str, color: str, text: object) -> rx.Component:
+    spin = UsageMetricsState.is_fetching
+    return rx.hstack(
+        rx.cond(spin, rx.spinner(size="1"), rx.icon(icon, size=14, color=color)),
+        _muted(text),
+        **_LINE,
+    )
+
+
+def _signed_in(*sections: rx.Component) -> rx.Component:
+    """Sections with nothing to say to a visitor who is not signed in (the first dashboard
+    already says "Sign in to see your usage.")."""
+    return rx.cond(UsageMetricsState.status == "signed_out", rx.fragment(), rx.fragment(*sections))
 
 
 def page() -> rx.Component:
@@ -55,28 +70,30 @@ def page() -> rx.Component:
         "Usage",
         "What you have used this billing period, refreshed automatically.",
         section("Consumption", usage_dashboard(CONSUMPTION, data_group="consumption")),
-        section(
-            "Capacity",
-            usage_dashboard(CAPACITY, show_error=False, skeletons=2, data_group="capacity"),
-            # Features of another catalogue (a hosted BillingOS): shown, not lost.
-            usage_dashboard(
-                exclude=[*CONSUMPTION, *CAPACITY],
-                show_error=False,
-                empty_text=None,
-                skeletons=0,
-                data_group="other",
+        _signed_in(
+            section(
+                "Capacity",
+                usage_dashboard(CAPACITY, show_error=False, skeletons=2, data_group="capacity"),
+                # Features of another catalogue (a hosted BillingOS): shown, not lost.
+                usage_dashboard(
+                    exclude=[*CONSUMPTION, *CAPACITY],
+                    show_error=False,
+                    empty_text=None,
+                    skeletons=0,
+                    data_group="other",
+                ),
+                _freshness(),
             ),
-            _freshness(),
-        ),
-        section(
-            "This period",
-            rx.grid(
-                usage_chart("api_calls"),
-                usage_chart("ai_tokens", bucket="hour", title="AI tokens today"),
-                columns=rx.breakpoints(initial="1", md="2"),
-                gap="1em",
-                width="100%",
+            section(
+                "This period",
+                rx.grid(
+                    usage_chart("api_calls"),
+                    usage_chart("ai_tokens", bucket="hour", title="AI tokens today"),
+                    columns=rx.breakpoints(initial="1", md="2"),
+                    gap="1em",
+                    width="100%",
+                ),
             ),
+            section("Your plan", entitlements_list()),
         ),
-        section("Your plan", entitlements_list()),
     )

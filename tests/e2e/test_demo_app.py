@@ -338,3 +338,21 @@ def test_the_demo_serves_its_favicon_and_logo_from_assets(
     )
     src = browser.find_element(By.CSS_SELECTOR, logo).get_attribute("src") or ""
     assert src.endswith("/logo.svg")
+
+
+def test_a_signed_out_visitor_sees_one_calm_line_on_the_dashboard(
+    demo: AppHarness, browser: WebDriver
+) -> None:
+    """Opened without signing in, the dashboard says "Sign in to see your usage." once and
+    nothing else about billing: no meter, chart, plan, error, "Loading…" or "Updated at"."""
+    assert demo.frontend_url is not None
+    browser.get(demo.frontend_url.rstrip("/") + "/dashboard")
+    body = lambda: browser.find_element(By.TAG_NAME, "body").text  # noqa: E731
+    wait_for(lambda: "Sign in to see your usage." in body(), timeout=30, message=body)
+    text = body()
+    assert text.count("Sign in to see your usage.") == 1, text
+    for absent in ("Loading", "Updated at", "not on your plan", "No usage", "Your plan"):
+        assert absent not in text, f"{absent!r} shown signed out: {text}"
+    for testid in ("usage-meter", "usage-chart", "entitlements-list", "usage-error"):
+        assert not browser.find_elements(By.CSS_SELECTOR, f'[data-testid="{testid}"]'), testid
+    assert "/dashboard" in browser.current_url
