@@ -55,3 +55,16 @@ def test_the_package_installed_from_a_checkout_runs_outside_it(tmp_path: Path) -
         text=True,
     )
     assert server.returncode == 0 and "--port" in server.stdout, server.stderr[-2000:]
+
+
+def test_the_readme_explains_every_extra() -> None:
+    """The Install section's table has a row per extra of pyproject.toml."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    readme = (ROOT / "README.md").read_text()
+    install = readme.split("\n## Install\n", 1)[1].split("\n## ", 1)[0]
+    missing = [name for name in extras if f"| `{name}` |" not in install]
+    assert missing == [], f"README's Install section does not explain {missing}"
