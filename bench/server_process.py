@@ -16,10 +16,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @contextmanager
-def server_process(db: Path, *extra: str) -> Iterator[str]:
-    """Yield the base URL of a server on ``db`` (no seed, no rate limit, no access log)."""
+def server_process(database: str | Path, *extra: str) -> Iterator[str]:
+    """Yield the base URL of a server on ``database`` (a SQLite file or a PostgreSQL URL; no
+    seed, no rate limit, no access log)."""
+    where = "--database-url" if str(database).startswith("postgres") else "--db"
     cmd = [
-        "-m", "billing_ui.server", "--port", "0", "--db", str(db),
+        "-m", "billing_ui.server", "--port", "0", where, str(database),
         "--no-seed", "--rate-limit-per-minute", "0", "--no-access-log", *extra,
     ]  # fmt: skip
     with uvicorn_process(*cmd) as served:

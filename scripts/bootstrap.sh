@@ -21,6 +21,17 @@ if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
     apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends chromium chromium-driver
 fi
 
+# 1b. PostgreSQL server binaries for the tests and benchmarks that run the local server on
+#     PostgreSQL: they start a throwaway cluster themselves (initdb/pg_ctl on a free loopback
+#     port, as the `postgres` user the package creates); Debian's own cluster is not used.
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  log "installing postgresql (apt)"
+  sudo=""; [[ $(id -u) -eq 0 ]] || sudo=sudo
+  $sudo apt-get -o DPkg::Lock::Timeout=600 update -q
+  $sudo env DEBIAN_FRONTEND=noninteractive \
+    apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends postgresql
+fi
+
 # 2. Python: a project venv with the package and its dev extra. The stamp holds a hash of
 #    pyproject.toml, so the install re-runs when dependencies change and is skipped otherwise.
 stamp=.venv/.bootstrap-pyproject.sha256

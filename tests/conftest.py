@@ -5,12 +5,17 @@
 * ``shared_billing_server`` — one server for the whole session; isolate with fresh customers and
   leave its clock alone.
 * ``fresh_customer`` — a new customer subscribed to ``pro`` on ``billing_server``.
+* ``postgres_cluster`` — one throwaway PostgreSQL cluster for the session (Debian's
+  ``postgresql``, on a free loopback port in a temporary directory); ``create_database()``
+  gives each user a fresh database. Without PostgreSQL its tests are skipped locally and fail
+  in CI (``CI=true``), where the bootstrap must have installed it.
 
 More helpers (``create_customer``, ``mint_session_token``) are in billing_ui.server.testing.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +24,7 @@ import pytest
 
 if TYPE_CHECKING:
     from billing_ui.server.testing import RunningServer
+    from billing_ui.server.testing_postgres import TempPostgres
 
 
 @pytest.fixture
@@ -42,3 +48,20 @@ def fresh_customer(billing_server: RunningServer) -> str:
     from billing_ui.server.testing import create_customer
 
     return create_customer(billing_server, ["pro"])
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[TempPostgres]:
+    from billing_ui.server.testing_postgres import PostgresUnavailable, TempPostgres
+
+    try:
+        cluster = TempPostgres()
+    except PostgresUnavailable as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI must test on PostgreSQL: {exc}", pytrace=False)
+        pytest.skip(str(exc))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

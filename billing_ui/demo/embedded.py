@@ -70,13 +70,13 @@ def start() -> None:
     """Start the server thread (once per process) and wait until it accepts connections."""
     import uvicorn
 
-    from billing_ui.server import Store, create_app, load_plans
+    from billing_ui.server import SqliteStore, create_app, load_plans
     from billing_ui.server.seed import seed_demo_customers
 
     with _lock:
         if _running:
             return
-        store = Store(db_path())
+        store = SqliteStore(db_path())
         app = create_app(store=store, plans=load_plans())
         seeded = seed_demo_customers(app.state.service)
         server = uvicorn.Server(

@@ -1,9 +1,13 @@
 """``python -m billing_ui.server``: start the local billing server.
 
     python -m billing_ui.server --port 8700 --db ./billing.db --plans billing_ui/server/plans.toml
+    python -m billing_ui.server --database-url postgresql://user:pass@host/billing
 
 Every option has a default that works out of the box (loopback, port 8700, ./billing.db, the
 packaged sample plans with demo customers, the public local key ``sk_test_billing_ui_local``).
+``--database-url`` (or ``$BILLING_UI_DATABASE_URL``) puts the data in PostgreSQL instead, where
+any number of server processes (on one host behind a load balancer, or on several) share it
+with the same guarantees.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ from billing_ui.server.slow_requests import (
     DEFAULT_HEADER_TIMEOUT_S,
     protocol_with_deadlines,
 )
-from billing_ui.server.store import Store, StoreError
+from billing_ui.server.store import StoreError, is_postgres_url, open_store
 
 DEFAULT_PORT = 8700
 DEFAULT_RATE_LIMIT = 1000  # BillingOS: 1,000 tracks per customer per minute
+ENV_DATABASE_URL = "BILLING_UI_DATABASE_URL"
 
 log = logging.getLogger("billing_ui.server")
 
@@ -38,7 +43,8 @@ log = logging.getLogger("billing_ui.server")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m billing_ui.server",
-        description="The billing_ui local billing server (BillingOS-compatible API over SQLite).",
+        description="The billing_ui local billing server (BillingOS-compatible API over SQLite "
+        "or PostgreSQL).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface (default: %(default)s)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="(default: %(default)s)")
@@ -47,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="./billing.db",
         help="SQLite file, created if missing (default: %(default)s)",
     )
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help=f"postgresql://user:password@host:port/dbname: keep the data in PostgreSQL instead "
+        f"of --db (default: ${ENV_DATABASE_URL}, else SQLite)",
+    )
+
     parser.add_argument(
         "--plans", default=None, help=f"plans TOML (default: the sample {default_plans_path()})"
     )
@@ -116,6 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _database(args: argparse.Namespace) -> str:
+    """``--database-url``, else $BILLING_UI_DATABASE_URL, else the ``--db`` SQLite file."""
+    url: str = args.database_url or os.environ.get(ENV_DATABASE_URL, "").strip()
+    if not url:
+        return str(args.db)
+    if not is_postgres_url(url):
+        raise StoreError("--database-url must start with postgresql:// or postgres://")
+    return url
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(message)s")
@@ -129,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cors = CorsPolicy.for_host(args.host, args.cors_origins)
         plans = load_plans(args.plans)
-        store = Store(args.db)
+        store = open_store(_database(args))
     except (PlansError, StoreError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -154,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.warning("listening on %s with the public default key: set --api-key", args.host)
         log.info(
             "billing server on http://%s:%s (db %s, %d products, docs at /docs)",
-            args.host, args.port, store.path, len(plans.products),
+            args.host, args.port, store.location, len(plans.products),
         )  # fmt: skip
         uvicorn.run(
             app,

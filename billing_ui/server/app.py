@@ -50,7 +50,7 @@ from billing_ui.core.models import (
 from billing_ui.server import tokens
 from billing_ui.server.auth import SecretKey, Session
 from billing_ui.server.bodies import JsonBody, parse
-from billing_ui.server.clock import Clock, SystemClock, from_micros, to_micros
+from billing_ui.server.clock import Clock, SystemClock, from_micros
 from billing_ui.server.errors import (
     ApiProblem,
     customer_not_found,
@@ -62,7 +62,7 @@ from billing_ui.server.openapi import build_openapi, error_responses, request_bo
 from billing_ui.server.options import CorsPolicy, WireOptions
 from billing_ui.server.plans import Plans
 from billing_ui.server.service import BillingService, TrackCommand
-from billing_ui.server.store import Store
+from billing_ui.server.store import UsageStore
 from billing_ui.server.urls import strict_utf8_url
 
 log = logging.getLogger("billing_ui.server")
@@ -81,7 +81,7 @@ _OPERATIONS: list[str | Enum] = ["operations"]
 
 def create_app(
     *,
-    store: Store,
+    store: UsageStore,
     plans: Plans,
     clock: Clock | None = None,
     api_key: str = LOCAL_SECRET_KEY,
@@ -100,7 +100,7 @@ def create_app(
         lifespan=_lifespan,
         title="billing_ui local billing server",
         version="1.0.0",
-        description="A BillingOS-compatible billing API over SQLite. See docs/api.md.",
+        description="A BillingOS-compatible billing API (SQLite or PostgreSQL). See docs/api.md.",
     )
     app.state.service = BillingService(
         store,
@@ -234,10 +234,7 @@ def _routes(app: FastAPI) -> None:
         """Revoke a session token by its ``jti``; it is refused from then on."""
         if not tokens.JTI_PATTERN.fullmatch(jti):
             raise invalid_input([FieldError("jti", "pattern", "must be tok_ and 32 hex digits")])
-        service = _service(request)
-        now = service.clock.now()
-        forget = to_micros(now) - (tokens.MAX_TTL_S + 3600) * 1_000_000
-        service.store.revoke_token(jti, to_micros(now), forget)
+        _service(request).revoke_token(jti)
         return _json(Success())
 
     # -- backend usage endpoints --
@@ -426,7 +423,7 @@ def _routes(app: FastAPI) -> None:
     async def health(request: Request) -> Response:
         """(ext) Liveness and database reachability; no credentials needed."""
         try:
-            _service(request).store.ping()
+            _service(request).ping()
         except Exception as exc:
             raise ApiProblem(
                 503, "SYS_DATABASE_UNAVAILABLE", f"database unavailable: {exc}"

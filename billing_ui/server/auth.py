@@ -53,7 +53,7 @@ async def require_session(request: Request) -> SessionClaims:
         claims = tokens.verify(request.app.state.api_key, credential, now=service.clock.now())
     except tokens.TokenError as exc:
         raise unauthorized(str(exc)) from None
-    if service.store.is_revoked(claims.jti):
+    if service.is_revoked(claims.jti):
         raise unauthorized("Token not found or revoked")
     return claims
 

@@ -26,7 +26,7 @@ def seed_demo_customers(service: BillingService) -> list[str]:
     now = service.clock.now()
     seeded = []
     for spec in service.plans.customers:
-        customer = service.store.get_customer(spec.customer_id)
+        customer = service.find_customer(spec.customer_id)
         if customer is None:
             customer = service.upsert_customer(spec.customer_id, spec.products, spec.status)
         entitled = resolve_entitlements(service.plans, customer)

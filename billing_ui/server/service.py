@@ -27,6 +27,7 @@ from billing_ui.core.models import (
     UsageMetric,
     percentage_used,
 )
+from billing_ui.server import tokens
 from billing_ui.server.clock import Clock, from_micros, to_micros
 from billing_ui.server.entitlements import Entitled, resolve_entitlements
 from billing_ui.server.errors import ApiProblem, bad_request, customer_not_found, invalid_input
@@ -37,10 +38,10 @@ from billing_ui.server.ratelimit import RateLimiter
 from billing_ui.server.store import (
     Customer,
     PeriodKey,
-    Store,
     TrackItem,
     TrackOutcome,
     TrackStatus,
+    UsageStore,
 )
 
 IDEMPOTENCY_WINDOW: Final = timedelta(hours=24)
@@ -100,7 +101,7 @@ class BillingService:
 
     def __init__(
         self,
-        store: Store,
+        store: UsageStore,
         plans: Plans,
         clock: Clock,
         *,
@@ -125,6 +126,10 @@ class BillingService:
         an empty result, as BillingOS does, instead of an error)."""
         return self.store.get_customer(customer_id) is not None
 
+    def find_customer(self, customer_id: str) -> Customer | None:
+        """The customer, or ``None`` when it does not exist (seeding creates it then)."""
+        return self.store.get_customer(customer_id)
+
     def upsert_customer(
         self, customer_id: str, products: Sequence[str], status: str | None
     ) -> Customer:
@@ -146,6 +151,21 @@ class BillingService:
         """Forget idempotency keys older than the 24-hour window (they protect nothing any
         more); returns how many. Run at start-up and then hourly by the app's lifespan."""
         return self.store.prune_idempotency_keys(to_micros(self.clock.now() - IDEMPOTENCY_WINDOW))
+
+    def ping(self) -> None:
+        """Raise if the database cannot answer (for /health)."""
+        self.store.ping()
+
+    # -- session tokens --
+    def revoke_token(self, jti: str) -> None:
+        """Refuse the token ``jti`` from now on; revocations are kept as long as any token
+        could still be valid, then forgotten."""
+        now_us = to_micros(self.clock.now())
+        forget = now_us - (tokens.MAX_TTL_S + 3600) * 1_000_000
+        self.store.revoke_token(jti, now_us, forget)
+
+    def is_revoked(self, jti: str) -> bool:
+        return self.store.is_revoked(jti)
 
     # -- tracking --
     def track(self, cmd: TrackCommand) -> Tracked:

@@ -1,9 +1,11 @@
-"""Run the real billing server inside a test: ``with running_server(db_path=...) as srv:``.
+"""Run the real billing server inside a test: ``with running_server(db_path=...) as srv:``
+(SQLite) or ``running_server(database_url="postgresql://...")``.
 
 The server is uvicorn on 127.0.0.1, on a socket bound before it starts (so the port is known
 and free), in a background thread. Start-up and shut-down wait on events, never on sleeps.
 Tests talk to it over real loopback HTTP (``srv.base_url``), move its time (``srv.clock``) and
-look straight into its database (``srv.store``).
+look straight into its database through a connection of their own (``srv.fingerprint()``,
+``srv.count_events()``): what a test inspects is what was committed, not what the store says.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ import asyncio
 import queue
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +37,7 @@ from billing_ui.server.options import CorsPolicy, WireOptions
 from billing_ui.server.plans import Plans, load_plans
 from billing_ui.server.seed import seed_demo_customers
 from billing_ui.server.slow_requests import protocol_with_deadlines
-from billing_ui.server.store import Store
+from billing_ui.server.store import UsageStore, is_postgres_url, open_store
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
@@ -47,10 +50,21 @@ class RunningServer:
     base_url: str
     api_key: str
     clock: Clock
-    store: Store
+    store: UsageStore
     app: FastAPI
     plans: Plans
+    database: str
+    """The SQLite file or the PostgreSQL URL (with its password) the server uses."""
     _headers: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def fingerprint(self) -> dict[str, int]:
+        """Row counts and sums of every usage table: equal before and after a refused
+        request, which is how tests prove that it changed nothing."""
+        return fingerprint(self.database)
+
+    def count_events(self, customer_id: str | None = None, feature_key: str | None = None) -> int:
+        """How many raw events are stored (optionally for one customer and feature)."""
+        return count_events(self.database, customer_id, feature_key)
 
     @property
     def manual_clock(self) -> ManualClock:
@@ -111,7 +125,8 @@ class _ThreadedServer(uvicorn.Server):
 @contextmanager
 def running_server(
     *,
-    db_path: str | Path,
+    db_path: str | Path | None = None,
+    database_url: str | None = None,
     plans: Plans | str | Path | None = None,
     api_key: str = LOCAL_SECRET_KEY,
     clock: Clock | None = None,
@@ -123,7 +138,8 @@ def running_server(
 ) -> Iterator[RunningServer]:
     """Serve the billing API on ``127.0.0.1:port`` (0: a free port) until the block ends.
 
-    ``plans``: a :class:`Plans`, a path to a plans TOML, or ``None`` for the packaged sample.
+    The database is the SQLite file ``db_path`` or the PostgreSQL ``database_url`` (one of
+    them). ``plans``: a :class:`Plans`, a path to a plans TOML, or ``None`` for the packaged sample.
     ``clock``: defaults to a :class:`ManualClock` at the current time, so time stands still
     unless the test moves it. ``seed``: create the plans' demo customers first.
     ``options``: departures from BillingOS (none by default). ``cors``: by default what the
@@ -131,7 +147,10 @@ def running_server(
     """
     catalogue = plans if isinstance(plans, Plans) else load_plans(plans)
     the_clock = clock if clock is not None else ManualClock()
-    store = Store(db_path)
+    if (db_path is None) == (database_url is None):
+        raise ValueError("give exactly one of db_path and database_url")
+    database = str(database_url or db_path)
+    store = open_store(database_url or Path(str(db_path)))
     # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose proto
     # says TCP, and without it every response waits ~40 ms for a delayed ACK.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -182,6 +201,7 @@ def running_server(
                 store=store,
                 app=app,
                 plans=catalogue,
+                database=database,
             )
         finally:
             server.stop()
@@ -245,9 +265,11 @@ def server_process(
     *, db_path: str | Path, extra_args: Sequence[str] = (), start_timeout_s: float = 30.0
 ) -> Iterator[ServerProcess]:
     """Run ``python -m billing_ui.server`` on a free loopback port (seeded, no rate limit, no
-    access log) until the block ends; waits for uvicorn's "running on" line, never polls."""
+    access log) until the block ends; waits for uvicorn's "running on" line, never polls.
+    ``db_path`` may be a ``postgresql://`` URL (passed as ``--database-url``)."""
+    where = "--database-url" if is_postgres_url(db_path) else "--db"
     command = [
-        sys.executable, "-m", "billing_ui.server", "--port", "0", "--db", str(db_path),
+        sys.executable, "-m", "billing_ui.server", "--port", "0", where, str(db_path),
         "--rate-limit-per-minute", "0", "--no-access-log", "--log-level", "info", *extra_args,
     ]  # fmt: skip
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
@@ -290,3 +312,50 @@ def _wait_for_url(proc: subprocess.Popen[str], timeout_s: float) -> str:
         if "Uvicorn running on" in line:
             return line.split("running on ")[1].split()[0]
     raise RuntimeError("the billing server did not start:\n" + "".join(seen))
+
+
+# --- looking into the database from outside ---------------------------------------------
+_TABLES = ("customers", "subscriptions", "usage_events", "usage_aggregates", "usage_hourly",
+           "idempotency_keys", "revoked_tokens")  # fmt: skip
+_SUMS = (("usage_events", "quantity_micros"), ("usage_aggregates", "consumed_micros"),
+         ("usage_hourly", "quantity_micros"))  # fmt: skip
+
+
+def query(database: str | Path, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` (``?`` placeholders) on a connection of its own to ``database``,
+    committed (so a test can also change the data behind the server's back)."""
+    if is_postgres_url(database):
+        import psycopg
+
+        with psycopg.connect(str(database)) as pg:  # commits when the block ends
+            cur = pg.execute(sql.replace("?", "%s"), args)
+            return cur.fetchall() if cur.description else []
+    with closing(sqlite3.connect(database)) as lite, lite:  # closes; commits
+        return lite.execute(sql, args).fetchall()
+
+
+def fingerprint(database: str | Path) -> dict[str, int]:
+    """Row counts of every table and sums of every usage quantity, in one query."""
+    parts = [f"SELECT COUNT(*) FROM {table}" for table in _TABLES]
+    parts += [f"SELECT COALESCE(SUM({column}), 0) FROM {table}" for table, column in _SUMS]
+    (row,) = query(database, "SELECT " + ", ".join(f"({p})" for p in parts))
+    names = [f"{t}.rows" for t in _TABLES] + [f"{t}.sum" for t, _ in _SUMS]
+    return {name: int(value) for name, value in zip(names, row, strict=True)}
+
+
+def count_events(
+    database: str | Path, customer_id: str | None = None, feature_key: str | None = None
+) -> int:
+    """How many raw events are stored (optionally for one customer and feature)."""
+    sql = "SELECT COUNT(*) FROM usage_events e JOIN customers c ON c.id = e.customer_id"
+    where, args = [], []
+    if customer_id is not None:
+        where.append("c.external_id = ?")
+        args.append(customer_id)
+    if feature_key is not None:
+        where.append("e.feature_key = ?")
+        args.append(feature_key)
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    ((count,),) = query(database, sql, args)
+    return int(count)

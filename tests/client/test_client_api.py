@@ -54,7 +54,7 @@ async def test_track_returns_the_usage_and_the_metrics_agree(
     [metric] = await api.get_usage_metrics(customer_id=cid, feature_key="api_calls")
     assert (metric.consumed, metric.limit, metric.remaining) == (3.0, 1000.0, 997.0)
     assert metric.percentage_used == 0  # 0.3 %, a whole number as BillingOS rounds it
-    assert server.store.count_events(cid, "api_calls") == 1
+    assert server.count_events(cid, "api_calls") == 1
 
 
 async def test_fractional_quantities_add_up_exactly(api: Api, customer: NewCustomer) -> None:
@@ -115,7 +115,7 @@ async def test_hard_limit_refuses_and_records_nothing(
     with pytest.raises(QuotaExceededError) as err:
         await api.track_usage(customer_id=cid, feature_key="seats", quantity=1)
     assert err.value.status_code == 400 and err.value.request_id
-    assert server.store.count_events(cid, "seats") == 1
+    assert server.count_events(cid, "seats") == 1
     check = await api.check_feature(customer_id=cid, feature_key="seats")
     assert (check.has_access, check.reason) == (False, "quota_exceeded")
 
@@ -220,7 +220,7 @@ async def test_batch(api: Api, customer: NewCustomer, server: RunningServer) -> 
     assert results[2].error is not None
     assert results[2].error.message == "Feature is not a usage quota type"
     assert results[3].result is not None and results[3].result.idempotency_key == "b1"
-    assert server.store.count_events(cid, "api_calls") == 3
+    assert server.count_events(cid, "api_calls") == 3
     [metric] = await api.get_usage_metrics(customer_id=cid, feature_key="api_calls")
     assert metric.consumed == 7
 
@@ -238,7 +238,7 @@ async def test_big_batches_are_split(
     results = await api.track_usage_batch(events)
     assert [r.index for r in results] == [0, 1, 2, 3, 4] and all(r.ok for r in results)
     assert [len(r.json()["events"]) for r in proxy.seen("/v1/usage/track-batch")] == [2, 2, 1]
-    assert server.store.count_events(cid, "api_calls") == 5
+    assert server.count_events(cid, "api_calls") == 5
 
 
 async def test_errors_are_typed(
@@ -280,7 +280,7 @@ async def test_customer_views(api: Api, customer: NewCustomer, server: RunningSe
     assert info is not None and info.customer_id == cid
     moved = await me.upsert_customer(products=["pro"])
     assert moved.customer_id == cid and moved.products == ["pro"]
-    assert server.store.count_events(cid) == 2
+    assert server.count_events(cid) == 2
 
 
 async def test_with_options_shares_the_pool_and_overrides_settings(api: Api) -> None:

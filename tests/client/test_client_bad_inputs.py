@@ -217,14 +217,14 @@ async def test_bad_input_is_refused_before_any_request(
     field: str,
     rule: str,
 ) -> None:
-    before = server.store.fingerprint()
+    before = server.fingerprint()
     with pytest.raises(InvalidInputError) as err:
         await getattr(recorded, method)(*args, **kwargs)
     assert (err.value.field, err.value.rule) == (field, rule), err.value.errors
     assert isinstance(err.value, ValueError)  # also catchable as the builtin
     assert field in str(err.value)
     assert proxy.seen() == []
-    assert server.store.fingerprint() == before
+    assert server.fingerprint() == before
 
 
 @pytest.mark.parametrize("customer_id", ["", " x", "x\n", 5, None])

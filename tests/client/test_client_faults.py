@@ -64,7 +64,7 @@ async def test_transient_statuses_are_retried_with_the_same_key(
     result = await proxied.track_usage(customer_id=cid, feature_key="api_calls", quantity=1)
     assert [r.action for r in proxy.seen(TRACK)] == ["respond", "respond", "forward"]
     assert assert_one_key(proxy, TRACK) == result.idempotency_key
-    assert server.store.count_events(cid) == 1
+    assert server.count_events(cid) == 1
     assert not result.duplicate
 
 
@@ -79,7 +79,7 @@ async def test_retries_run_out_and_the_last_error_is_raised(
     assert err.value.status_code == 503
     assert len(proxy.seen(TRACK)) == 3  # 1 + max_retries
     assert_one_key(proxy, TRACK)
-    assert server.store.count_events(cid) == 0
+    assert server.count_events(cid) == 0
 
 
 async def test_max_retries_zero_makes_one_attempt(
@@ -104,7 +104,7 @@ async def test_retry_after_is_waited_for(
     assert elapsed >= 0.95
     assert [r.action for r in proxy.seen(TRACK)] == ["respond", "forward"]
     assert_one_key(proxy, TRACK)
-    assert server.store.count_events(cid) == 1
+    assert server.count_events(cid) == 1
 
 
 async def test_retry_after_beyond_the_cap_is_raised_at_once(
@@ -118,7 +118,7 @@ async def test_retry_after_beyond_the_cap_is_raised_at_once(
     assert time.monotonic() - started < 5
     assert err.value.retry_after == 3600
     assert len(proxy.seen(TRACK)) == 1
-    assert server.store.count_events(cid) == 0
+    assert server.count_events(cid) == 0
 
 
 async def test_dropped_response_is_retried_and_counted_once(
@@ -131,7 +131,7 @@ async def test_dropped_response_is_retried_and_counted_once(
     result = await track(proxied, cid)
     assert [r.action for r in proxy.seen(TRACK)] == ["drop_response", "forward"]
     assert_one_key(proxy, TRACK, result.idempotency_key)  # type: ignore[attr-defined]
-    assert server.store.count_events(cid) == 1
+    assert server.count_events(cid) == 1
     assert result.usage.consumed_units == 1  # type: ignore[attr-defined]
     # The key was generated for this call, so the server's "duplicate" can only be our own
     # first attempt: for the caller this is the event's first and only recording.
@@ -145,7 +145,7 @@ async def test_dropped_response_with_the_callers_key_reports_what_the_server_sai
     proxy.on(TRACK, drop_response())
     result = await track(proxied, cid, idempotency_key="order-42")
     assert_one_key(proxy, TRACK, "order-42")
-    assert server.store.count_events(cid) == 1
+    assert server.count_events(cid) == 1
     # A caller's key may have been used by an earlier call of the caller's: the flag is the
     # server's, unaltered.
     assert result.duplicate is True  # type: ignore[attr-defined]
@@ -159,7 +159,7 @@ async def test_connection_closed_before_the_server_saw_the_request(
     result = await track(proxied, cid)
     assert [r.action for r in proxy.seen(TRACK)] == ["close", "forward"]
     assert_one_key(proxy, TRACK)
-    assert server.store.count_events(cid) == 1
+    assert server.count_events(cid) == 1
     assert result.duplicate is False  # type: ignore[attr-defined]
 
 
@@ -174,7 +174,7 @@ async def test_timeouts_are_retried_then_raised(
     assert isinstance(err.value.__cause__, httpx.TimeoutException)
     assert [r.action for r in proxy.seen(TRACK)] == ["stall", "stall"]
     assert_one_key(proxy, TRACK)
-    assert server.store.count_events(cid) == 0
+    assert server.count_events(cid) == 0
 
 
 async def test_connection_refused(make_api: MakeApi) -> None:
@@ -196,7 +196,7 @@ async def test_client_errors_are_not_retried(
     with pytest.raises(APIStatusError):
         await proxied.track_usage(customer_id="cus_nobody", feature_key="seats", quantity=1)
     assert len(proxy.seen(TRACK)) == 3  # one attempt each
-    assert server.store.count_events(cid) == 1
+    assert server.count_events(cid) == 1
 
 
 async def test_batch_retried_after_a_dropped_response_counts_each_event_once(
@@ -209,7 +209,7 @@ async def test_batch_retried_after_a_dropped_response_counts_each_event_once(
     attempts = proxy.seen(BATCH)
     assert [r.action for r in attempts] == ["drop_response", "respond", "forward"]
     assert attempts[0].body == attempts[1].body == attempts[2].body  # same events, same keys
-    assert server.store.count_events(cid) == 3
+    assert server.count_events(cid) == 3
     assert all(r.ok and r.result is not None and not r.result.duplicate for r in results)
     [metric] = await proxied.get_usage_metrics(customer_id=cid, feature_key="api_calls")
     assert metric.consumed == 6
@@ -242,10 +242,10 @@ async def test_the_servers_own_rate_limiter(make_api: MakeApi, tmp_path: Path) -
             await track(api, cid)
         assert err.value.retry_after is not None and 0 < err.value.retry_after <= 60
         assert err.value.response.headers["X-RateLimit-Remaining"] == "0"
-        assert srv.store.count_events(cid) == 3
+        assert srv.count_events(cid) == 3
         srv.manual_clock.advance(61)
         await track(api, cid)
-        assert srv.store.count_events(cid) == 4
+        assert srv.count_events(cid) == 4
 
 
 async def test_a_key_reused_for_another_event_is_a_conflict_not_retried(
@@ -268,4 +268,4 @@ async def test_a_key_reused_for_another_event_is_a_conflict_not_retried(
             )
         assert err.value.code == "IDEMPOTENCY_KEY_REUSED"
         assert len(proxy.seen(TRACK)) == 2  # the conflict was not retried
-        assert strict.store.count_events(cid) == 1
+        assert strict.count_events(cid) == 1

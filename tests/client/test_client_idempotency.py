@@ -29,7 +29,7 @@ async def test_same_key_twice_counts_once_and_the_second_is_a_duplicate(
     assert again.recorded_at == first.recorded_at  # the original event, not a new one
     assert again.idempotency_key == first.idempotency_key == "evt-1"
     assert again.usage is not None and again.usage.consumed_units == 5
-    assert server.store.count_events(cid) == 1
+    assert server.count_events(cid) == 1
 
 
 async def test_calls_without_a_key_are_distinct_events(
@@ -39,7 +39,7 @@ async def test_calls_without_a_key_are_distinct_events(
     one = await api.track_usage(customer_id=cid, feature_key="api_calls", quantity=1)
     two = await api.track_usage(customer_id=cid, feature_key="api_calls", quantity=1)
     assert one.idempotency_key != two.idempotency_key
-    assert server.store.count_events(cid) == 2
+    assert server.count_events(cid) == 2
 
 
 async def test_keys_are_scoped_to_the_customer(
@@ -51,7 +51,7 @@ async def test_keys_are_scoped_to_the_customer(
             customer_id=cid, feature_key="api_calls", quantity=1, idempotency_key="shared"
         )
         assert not result.duplicate
-    assert server.store.count_events(alice) == server.store.count_events(bob) == 1
+    assert server.count_events(alice) == server.count_events(bob) == 1
 
 
 async def test_twenty_concurrent_async_tracks_with_one_key_count_once(
@@ -67,7 +67,7 @@ async def test_twenty_concurrent_async_tracks_with_one_key_count_once(
                 for _ in range(20)
             )
         )
-    assert server.store.count_events(cid) == 1
+    assert server.count_events(cid) == 1
     assert sum(not r.duplicate for r in results) == 1
     assert {r.recorded_at for r in results} == {results[0].recorded_at}
     assert all(r.usage is not None and r.usage.consumed_units == 2 for r in results)
@@ -85,5 +85,5 @@ def test_twenty_concurrent_threads_with_one_key_count_once(
 
     with BillingClient(base_url=server.base_url) as client, ThreadPoolExecutor(20) as pool:
         results = list(pool.map(lambda _: one(client), range(20)))
-    assert server.store.count_events(cid) == 1
+    assert server.count_events(cid) == 1
     assert sum(not r.duplicate for r in results) == 1

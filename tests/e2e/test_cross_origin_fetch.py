@@ -113,7 +113,7 @@ def test_cross_origin_fetch(browser: webdriver.Chrome, tmp_path: Path) -> None:
         assert preflight.headers["origin"] == origin
         asked = preflight.headers["access-control-request-headers"].lower()
         assert "authorization" in asked and "content-type" in asked
-        assert server.store.count_events(cid, "api_calls") == 1
+        assert server.count_events(cid, "api_calls") == 1
 
 
 def test_without_an_allowed_origin_the_browser_refuses(
@@ -126,4 +126,4 @@ def test_without_an_allowed_origin_the_browser_refuses(
         cid = create_customer(server, ["free"])
         out = run_page(browser, origin, server.base_url, mint_session_token(server, cid))
         assert "Failed to fetch" in str(out.get("error")), out
-        assert server.store.count_events(cid, "api_calls") == 0  # the POST was never sent
+        assert server.count_events(cid, "api_calls") == 0  # the POST was never sent

@@ -1,5 +1,8 @@
 """Fixtures for the server tests: a server on a ManualClock at a fixed instant, a client
-with the secret key, and factories for customers and session tokens."""
+with the secret key, and factories for customers and session tokens.
+
+Every test that uses a server (or ``database``) runs twice, once per store: ``[sqlite]`` on a
+fresh file, ``[postgres]`` on a fresh database of the session's throwaway cluster."""
 
 from __future__ import annotations
 
@@ -28,9 +31,34 @@ def clock() -> ManualClock:
     return ManualClock(T0)
 
 
+STORE_KINDS = ("sqlite", "postgres")
+
+
+@pytest.fixture(scope="module", params=STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def new_database(request: pytest.FixtureRequest, kind: str, folder: Path) -> dict[str, Any]:
+    """``running_server`` keyword arguments for a fresh, empty database of ``kind``, dropped
+    when the requesting fixture's scope ends."""
+    if kind == "postgres":
+        cluster = request.getfixturevalue("postgres_cluster")
+        url = cluster.create_database()
+        request.addfinalizer(lambda: cluster.drop_database(url))
+        return {"database_url": url}
+    return {"db_path": folder / "billing.db"}
+
+
 @pytest.fixture
-def server(tmp_path: Path, clock: ManualClock) -> Iterator[RunningServer]:
-    with running_server(db_path=tmp_path / "billing.db", clock=clock) as srv:
+def database(request: pytest.FixtureRequest, store_kind: str, tmp_path: Path) -> dict[str, Any]:
+    """A fresh database for one test: ``running_server(**database, ...)``."""
+    return new_database(request, store_kind, tmp_path)
+
+
+@pytest.fixture
+def server(database: dict[str, Any], clock: ManualClock) -> Iterator[RunningServer]:
+    with running_server(**database, clock=clock) as srv:
         yield srv
 
 

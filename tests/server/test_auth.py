@@ -44,10 +44,10 @@ def _call(server: RunningServer, method: str, path: str, body: object, headers: 
     ids=["none", "basic", "empty-bearer"],
 )
 def test_missing_or_malformed_credentials_are_401(server, method, path, body, headers):
-    before = server.store.fingerprint()
+    before = server.fingerprint()
     error = assert_error(_call(server, method, path, body, headers), 401, "AUTH_INVALID_TOKEN")
     assert "Bearer" in error["message"]
-    assert server.store.fingerprint() == before
+    assert server.fingerprint() == before
 
 
 @pytest.mark.parametrize(("method", "path", "body"), SECRET_ENDPOINTS)
@@ -97,10 +97,10 @@ def test_minted_token_has_the_billingos_format(server, api):
     assert body["expiresAt"] == "2026-03-15T12:10:00Z"
 
 
-def test_live_key_mints_live_tokens(tmp_path):
+def test_live_key_mints_live_tokens(database):
     from billing_ui.server.testing import running_server
 
-    with running_server(db_path=tmp_path / "b.db", api_key="sk_live_abc") as srv:
+    with running_server(**database, api_key="sk_live_abc") as srv:
         token = mint_session_token(srv, "u1")
         assert token.startswith("bos_session_live_")
 

@@ -18,18 +18,23 @@ import pytest
 
 from billing_ui.server.clock import ManualClock
 from billing_ui.server.plans import load_plans
-from billing_ui.server.store import Store, StoreError
-from billing_ui.server.testing import create_customer, mint_session_token, running_server
+from billing_ui.server.sqlite_store import SqliteStore
+from billing_ui.server.store import StoreError, open_store
+from billing_ui.server.testing import (
+    count_events,
+    create_customer,
+    mint_session_token,
+    running_server,
+)
 
 from .conftest import T0, metric, track
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_data_survives_a_restart(tmp_path):
-    db = tmp_path / "billing.db"
+def test_data_survives_a_restart(database):
     clock = ManualClock(T0)
-    with running_server(db_path=db, clock=clock) as srv, srv.client() as api:
+    with running_server(**database, clock=clock) as srv, srv.client() as api:
         cid = create_customer(srv, ["free"])
         track(api, cid, "api_calls", 12, idempotency_key="once")
         track(api, cid, "seats", 3)
@@ -38,7 +43,7 @@ def test_data_survives_a_restart(tmp_path):
         head = jti_token.rsplit(".", 1)[0].removeprefix("bos_session_test_")
         jti = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))["jti"]
         assert api.delete(f"/v1/session-tokens/{jti}").status_code == 200
-    with running_server(db_path=db, clock=clock) as srv, srv.client() as api:
+    with running_server(**database, clock=clock) as srv, srv.client() as api:
         assert metric(api, cid, "api_calls")["consumed"] == 12
         assert track(api, cid, "api_calls", 12, idempotency_key="once").json()["duplicate"] is True
         assert track(api, cid, "seats", 1).status_code == 400  # the hard limit remembers
@@ -46,14 +51,13 @@ def test_data_survives_a_restart(tmp_path):
         assert ok.status_code == 200  # tokens are stateless: still valid after a restart
         revoked = httpx.get(srv.base_url + "/v1/features/entitlements", headers=srv.auth(jti_token))
         assert revoked.status_code == 401  # ...and revocations are kept
-        assert srv.store.count_events(cid) == 2
+        assert srv.count_events(cid) == 2
 
 
-def test_seeding_is_idempotent_across_restarts(tmp_path):
-    db = tmp_path / "billing.db"
+def test_seeding_is_idempotent_across_restarts(database):
     clock = ManualClock(T0)
-    with running_server(db_path=db, clock=clock, seed=True) as srv, srv.client() as api:
-        first = srv.store.fingerprint()
+    with running_server(**database, clock=clock, seed=True) as srv, srv.client() as api:
+        first = srv.fingerprint()
         m = metric(api, "demo_free", "api_calls")
         assert m["consumed"] == 850 and m["percentage_used"] == 85  # an upgrade nudge to show
         assert metric(api, "demo_pro", "storage_gb")["consumed"] == 42.5
@@ -69,9 +73,9 @@ def test_seeding_is_idempotent_across_restarts(tmp_path):
         api.put("/v1/customers/demo_none", json={"products": ["free"]})  # a change via the API
     for later in (timedelta(hours=1), timedelta(days=2)):  # same period; idempotency keys expired
         clock.advance(later)
-        with running_server(db_path=db, clock=clock, seed=True) as srv, srv.client() as api:
+        with running_server(**database, clock=clock, seed=True) as srv, srv.client() as api:
             assert metric(api, "demo_free", "api_calls")["consumed"] == 850
-            assert srv.store.fingerprint()["usage_events.rows"] >= first["usage_events.rows"]
+            assert srv.fingerprint()["usage_events.rows"] >= first["usage_events.rows"]
             # The change made through the API survived the re-seed.
             assert (
                 len(
@@ -82,7 +86,7 @@ def test_seeding_is_idempotent_across_restarts(tmp_path):
                 == 5
             )
     clock.set(T0.replace(month=4, day=2))  # a new month: monthly usage is seeded afresh
-    with running_server(db_path=db, clock=clock, seed=True) as srv, srv.client() as api:
+    with running_server(**database, clock=clock, seed=True) as srv, srv.client() as api:
         assert metric(api, "demo_free", "api_calls")["consumed"] == 850
         assert metric(api, "demo_free", "seats")["consumed"] == 2  # never-resetting: not again
 
@@ -91,16 +95,17 @@ def test_a_foreign_file_is_refused(tmp_path):
     bad = tmp_path / "not.db"
     bad.write_bytes(b"this is not sqlite at all" * 100)
     with pytest.raises(StoreError):
-        Store(bad)
+        SqliteStore(bad)
 
 
-def test_two_stores_on_one_file_share_idempotency(tmp_path):
-    """A second process (here: a second Store) on the same file still counts a key once."""
+def test_two_stores_on_one_database_share_idempotency(database):
+    """A second process (here: a second store) on the same database still counts a key once
+    (the test with real processes is test_processes.py)."""
     from billing_ui.server.service import BillingService, TrackCommand
 
-    db = tmp_path / "billing.db"
+    where = database.get("database_url") or database["db_path"]
     clock = ManualClock(T0)
-    stores = [Store(db), Store(db)]
+    stores = [open_store(where), open_store(where)]
     try:
         services = [BillingService(s, load_plans(), clock) for s in stores]
         services[0].upsert_customer("c1", ["pro"], "active")
@@ -118,15 +123,19 @@ def test_two_stores_on_one_file_share_idempotency(tmp_path):
         for t in threads:
             t.join()
         assert sorted(results) == [False, True]
-        assert stores[1].count_events("c1") == 1
+        assert count_events(str(where), "c1") == 1
     finally:
         for s in stores:
             s.close()
 
 
-def test_command_line_serves_and_seeds(tmp_path):
+def test_command_line_serves_and_seeds(tmp_path, database):
+    """SQLite through ``--db``; PostgreSQL through $BILLING_UI_DATABASE_URL (test_processes.py
+    uses ``--database-url``)."""
     db = tmp_path / "cli.db"
     env = {**os.environ, "PYTHONPATH": str(REPO), "BILLINGOS_SECRET_KEY": "sk_test_from_env"}
+    if "database_url" in database:
+        env["BILLING_UI_DATABASE_URL"] = database["database_url"]
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -157,10 +166,11 @@ def test_command_line_serves_and_seeds(tmp_path):
             headers={"Authorization": "Bearer sk_test_billing_ui_local"},
         )
         assert wrong.status_code == 401
+        assert count_events(database.get("database_url") or str(db)) > 0  # the seed's
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    assert db.exists()
+    assert db.exists() == ("db_path" in database)  # PostgreSQL's URL wins over --db
 
 
 def _wait_for_url(proc: subprocess.Popen[str], timeout_s: float = 30.0) -> str:

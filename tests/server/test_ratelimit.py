@@ -16,9 +16,9 @@ from .conftest import T0, assert_error, track
 
 
 @pytest.fixture
-def limited(tmp_path):
+def limited(database):
     clock = ManualClock(T0)
-    with running_server(db_path=tmp_path / "b.db", clock=clock, rate_limit_per_minute=3) as srv:
+    with running_server(**database, clock=clock, rate_limit_per_minute=3) as srv:
         yield srv, clock
 
 
@@ -33,12 +33,12 @@ def test_429_after_the_limit_with_headers(limited):
             assert r.headers["x-ratelimit-limit"] == "3"
             remaining.append(r.headers["x-ratelimit-remaining"])
         assert remaining == ["2", "1", "0"]
-        before = srv.store.fingerprint()
+        before = srv.fingerprint()
         r = track(api, cid, "api_calls", 1)
         error = assert_error(r, 429, "RATE_LIMIT_EXCEEDED")
         assert r.headers["retry-after"] == "60" and error["details"] == {"retryAfter": 60}
         assert r.headers["x-ratelimit-remaining"] == "0" and r.headers["x-ratelimit-reset"] == "60"
-        assert srv.store.fingerprint() == before
+        assert srv.fingerprint() == before
         assert track(api, other, "api_calls", 1).status_code == 200  # per customer
         # The session endpoint shares the customer's budget.
         token = mint_session_token(srv, cid)
@@ -74,7 +74,7 @@ def test_batch_items_over_the_limit_fail_on_their_own(limited):
         "RATE_LIMIT_EXCEEDED",
         "RATE_LIMIT_EXCEEDED",
     ]
-    assert srv.store.count_events(cid) == 3
+    assert srv.count_events(cid) == 3
 
 
 def test_limiter_off_and_sweep():

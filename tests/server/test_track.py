@@ -31,7 +31,7 @@ def test_track_returns_the_usage_after_the_event(api, customer, server):
     }
     body = track(api, cid, "api_calls", 0.000001).json()
     assert body["usage"]["consumed_units"] == 2.500001  # exact: integer micro-units
-    assert server.store.count_events(cid, "api_calls") == 2
+    assert server.count_events(cid, "api_calls") == 2
 
 
 def test_session_track_records_for_the_token_customer(api, customer, session):
@@ -69,7 +69,7 @@ def test_overage_is_recorded_on_a_soft_limit(api, customer):
 def test_hard_limit_refuses_and_records_nothing(api, customer, server):
     cid = customer("free")  # seats: 3, hard
     assert track(api, cid, "seats", 2).status_code == 200
-    before = server.store.fingerprint()
+    before = server.fingerprint()
     error = assert_error(track(api, cid, "seats", 2, idempotency_key="k"), 400, "VAL_INVALID_INPUT")
     assert error["message"] == "quota_exceeded"
     assert error["details"] == {
@@ -78,7 +78,7 @@ def test_hard_limit_refuses_and_records_nothing(api, customer, server):
         "consumed": 2.0,
         "requested": 2.0,
     }
-    assert server.store.fingerprint() == before
+    assert server.fingerprint() == before
     # The refused key was not consumed: after an upgrade the same key records.
     api.put(f"/v1/customers/{cid}", json={"products": ["pro"]})
     body = track(api, cid, "seats", 2, idempotency_key="k").json()
@@ -103,7 +103,7 @@ def test_concurrent_tracks_never_pass_a_hard_limit(server, customer):
     with ThreadPoolExecutor(max_workers=16) as pool:
         statuses = list(pool.map(one, range(25)))
     assert statuses.count(200) == 10 and statuses.count(400) == 15
-    assert server.store.count_events(cid, "ai_tokens") == 10
+    assert server.count_events(cid, "ai_tokens") == 10
     with server.client() as c:
         assert metric(c, cid, "ai_tokens")["consumed"] == 10_000
 
@@ -125,7 +125,7 @@ def test_replay_counts_once_and_keeps_the_original_recorded_at(api, customer, se
     assert again["duplicate"] is True
     assert again["recorded_at"] == first["recorded_at"] == "2026-03-15T12:00:00Z"
     assert again["usage"]["consumed_units"] == 8  # the usage as it is now
-    assert server.store.count_events(cid) == 2
+    assert server.count_events(cid) == 2
     assert metric(api, cid, "api_calls")["consumed"] == 8
 
 
@@ -151,7 +151,7 @@ def test_reusing_a_key_for_another_event_is_a_409_when_asked(tmp_path):
         cid = create_customer(srv, ["pro"])
         with srv.client() as api:
             assert track(api, cid, "api_calls", 1, idempotency_key="k").status_code == 200
-            before = srv.store.fingerprint()
+            before = srv.fingerprint()
             assert_error(
                 track(api, cid, "api_calls", 2, idempotency_key="k"), 409, "IDEMPOTENCY_KEY_REUSED"
             )
@@ -160,7 +160,7 @@ def test_reusing_a_key_for_another_event_is_a_409_when_asked(tmp_path):
                 409,
                 "IDEMPOTENCY_KEY_REUSED",
             )
-            assert srv.store.fingerprint() == before
+            assert srv.fingerprint() == before
 
 
 def test_twenty_concurrent_requests_with_one_key_count_once(server, customer):
@@ -176,7 +176,7 @@ def test_twenty_concurrent_requests_with_one_key_count_once(server, customer):
         results = list(pool.map(one, range(20)))
     assert sum(not r["duplicate"] for r in results) == 1
     assert len({r["recorded_at"] for r in results}) == 1
-    assert server.store.count_events(cid) == 1
+    assert server.count_events(cid) == 1
     with server.client() as c:
         assert metric(c, cid, "api_calls")["consumed"] == 3
 
@@ -192,12 +192,12 @@ def test_a_key_counts_again_after_24_hours(api, customer, server, clock: ManualC
     assert again["recorded_at"] == "2026-03-16T12:00:00Z"
     # ...and the renewed key is protected for the next 24 hours.
     assert track(api, cid, "api_calls", 1, idempotency_key="daily").json()["duplicate"] is True
-    assert server.store.count_events(cid) == 2
+    assert server.count_events(cid) == 2
 
 
 def test_tracking_errors(api, customer, server):
     cid = customer("free")
-    before = server.store.fingerprint()
+    before = server.fingerprint()
     err = assert_error(track(api, "nobody", "api_calls", 1), 400, "VAL_INVALID_INPUT")
     assert err["message"] == "Customer not found: nobody"
     err = assert_error(track(api, cid, "projects", 1), 400, "VAL_INVALID_INPUT")
@@ -210,7 +210,7 @@ def test_tracking_errors(api, customer, server):
     assert_error(track(api, none, "api_calls", 1), 404, "RES_NOT_FOUND")
     canceled = customer("pro", status="canceled")
     assert_error(track(api, canceled, "api_calls", 1), 404, "RES_NOT_FOUND")
-    after = server.store.fingerprint()
+    after = server.fingerprint()
     assert {k: v for k, v in after.items() if not k.startswith(("customers", "subscriptions"))} == {
         k: v for k, v in before.items() if not k.startswith(("customers", "subscriptions"))
     }
@@ -244,16 +244,16 @@ def test_batch_records_each_event_on_its_own(api, customer, server):
     assert results[5]["result"]["duplicate"] is True  # same key earlier in the same batch
     assert results[6]["result"]["duplicate"] is True  # reused key: the first event (BillingOS)
     assert results[6]["result"]["quantity"] == 1
-    assert server.store.count_events() == 2
+    assert server.count_events() == 2
     # Retrying the whole batch is safe: everything recorded is a replay now.
     again = api.post("/v1/usage/track-batch", json={"events": events}).json()["results"]
     assert again[0]["result"]["duplicate"] is True and again[1]["result"]["duplicate"] is True
-    assert server.store.count_events() == 2
+    assert server.count_events() == 2
 
 
 def test_batch_needs_a_key_per_event(api, customer, server):
     cid = customer("pro")
-    before = server.store.fingerprint()
+    before = server.fingerprint()
     response = api.post(
         "/v1/usage/track-batch",
         json={
@@ -270,7 +270,7 @@ def test_batch_needs_a_key_per_event(api, customer, server):
     )
     error = assert_error(response, 400, "VAL_INVALID_INPUT")
     assert [e["field"] for e in error["details"]["fieldErrors"]] == ["events.1.idempotency_key"]
-    assert server.store.fingerprint() == before
+    assert server.fingerprint() == before
 
 
 def test_batch_of_1000(api, customer, server):
@@ -282,7 +282,7 @@ def test_batch_of_1000(api, customer, server):
     results = api.post("/v1/usage/track-batch", json={"events": events}).json()["results"]
     assert all(r["error"] is None for r in results)
     assert results[-1]["result"]["usage"]["consumed_units"] == 1000
-    assert server.store.count_events(cid) == 1000
+    assert server.count_events(cid) == 1000
 
 
 def test_aggregates_never_overflow(api, customer, server):
@@ -312,7 +312,7 @@ def test_aggregates_never_overflow(api, customer, server):
     refused = [r for r in results if r["error"]]
     assert refused and refused[0]["error"]["message"] == "quota_exceeded"
     assert metric(api, cid, "api_calls")["consumed"] <= 2**62 / 1e6
-    assert server.store.count_events(cid) == 4000 + len(results) - len(refused)
+    assert server.count_events(cid) == 4000 + len(results) - len(refused)
 
 
 @pytest.mark.parametrize("quantity", [1, 0.5, 123.456789, 1_000_000_000])
@@ -343,6 +343,6 @@ def test_expired_keys_are_pruned(api, customer, server, clock):
     assert service.prune_expired() == 0
     clock.advance(timedelta(hours=1))
     assert service.prune_expired() == 1
-    assert server.store.fingerprint()["idempotency_keys.rows"] == 1
+    assert server.fingerprint()["idempotency_keys.rows"] == 1
     assert track(api, cid, "api_calls", 1, idempotency_key="young").json()["duplicate"] is True
     assert track(api, cid, "api_calls", 1, idempotency_key="old").json()["duplicate"] is False

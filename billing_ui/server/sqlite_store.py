@@ -1,0 +1,172 @@
+"""The embedded adapter of :class:`~billing_ui.server.store.UsageStore`: one SQLite file.
+
+**One writer, many readers.** SQLite in WAL mode lets readers run while one writer writes.
+Writes go through a single connection guarded by a lock (cheap hand-off between threads of
+this process) *and* run in ``BEGIN IMMEDIATE`` transactions (correct even when a second
+process opens the same file: the file's write lock is what serialises every writer, so the
+limit read inside the write is the truth). Each thread reads through its own connection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from billing_ui.server import migrations
+from billing_ui.server import usage_sql as Q
+from billing_ui.server.store import (
+    Customer,
+    HourBucket,
+    PeriodKey,
+    StoreBusyError,
+    StoreError,
+    TrackItem,
+    TrackOutcome,
+)
+
+
+class _SqliteTx:
+    """:class:`~billing_ui.server.usage_sql.Tx` over one sqlite3 connection."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def one(self, sql: str, args: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self.conn.execute(sql, args).fetchone()
+        return row
+
+    def all(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql, args).fetchall()
+
+    def run(self, sql: str, args: Sequence[Any] = ()) -> int:
+        return self.conn.execute(sql, args).rowcount
+
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.conn.executemany(sql, rows)
+
+    def lock_customers(self, pks: Sequence[int]) -> None:
+        """Nothing to do: ``BEGIN IMMEDIATE`` already holds the whole file's write lock."""
+
+
+class SqliteStore:
+    """The local server's database as one SQLite file. Thread-safe; one instance per process."""
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0) -> None:
+        self.path = Path(path)
+        self.location = str(self.path)
+        self._busy_timeout_s = busy_timeout_s
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        try:
+            self._writer = self._connect()
+            self._writer.execute("PRAGMA journal_mode = WAL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open the billing database {self.path}: {exc}") from None
+
+    # -- connections and transactions --
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self._busy_timeout_s,
+            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+            check_same_thread=False,  # each connection is still used by one thread at a time
+        )
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    def _reader(self) -> _SqliteTx:
+        tx: _SqliteTx | None = getattr(self._local, "tx", None)
+        if tx is None:
+            if self._closed:
+                raise StoreError("the store is closed")
+            conn = self._connect()
+            conn.execute("PRAGMA query_only = ON")
+            self._local.tx = tx = _SqliteTx(conn)
+            with self._readers_lock:
+                self._readers.append(conn)
+        return tx
+
+    @contextmanager
+    def _write(self) -> Iterator[_SqliteTx]:
+        """One write transaction: serialised in-process by the lock, across processes by
+        SQLite's RESERVED lock (BEGIN IMMEDIATE). Rolled back on any exception."""
+        with self._write_lock:
+            conn = self._writer
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:  # "database is locked", after the timeout
+                raise StoreBusyError(f"the billing database is busy: {exc}") from None
+            try:
+                yield _SqliteTx(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._write() as tx:
+            tx.run(migrations.META_TABLE)
+            row = tx.one(migrations.READ_VERSION)
+            current = int(row[0]) if row else 0
+            migrations.migrate("sqlite", current, tx.run, str(self.path))
+
+    def close(self) -> None:
+        """Close every connection (idempotent). Checkpoints the WAL into the main file."""
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            with self._readers_lock:
+                for conn in self._readers:
+                    conn.close()
+                self._readers.clear()
+            self._writer.close()
+
+    def ping(self) -> None:
+        self._reader().all("SELECT 1 FROM meta LIMIT 1")
+
+    # -- the port --
+    def upsert_customer(
+        self, customer_id: str, products: Sequence[str], status: str, now_us: int
+    ) -> Customer:
+        with self._write() as tx:
+            return Q.upsert_customer(tx, customer_id, products, status, now_us)
+
+    def get_customer(self, customer_id: str) -> Customer | None:
+        return Q.get_customer(self._reader(), customer_id)
+
+    def track_many(
+        self, items: Sequence[TrackItem], now_us: int, key_cutoff_us: int
+    ) -> list[TrackOutcome]:
+        with self._write() as tx:
+            return Q.track_many(tx, items, now_us, key_cutoff_us)
+
+    def consumed(self, customer_pk: int, periods: Sequence[PeriodKey]) -> dict[str, int]:
+        return Q.consumed(self._reader(), customer_pk, periods)
+
+    def hourly(
+        self, customer_pk: int, feature_key: str, start_us: int, end_us: int
+    ) -> list[HourBucket]:
+        return Q.hourly(self._reader(), customer_pk, feature_key, start_us, end_us)
+
+    def prune_idempotency_keys(self, cutoff_us: int) -> int:
+        with self._write() as tx:
+            return Q.prune_idempotency_keys(tx, cutoff_us)
+
+    def revoke_token(self, jti: str, now_us: int, forget_before_us: int) -> None:
+        with self._write() as tx:
+            Q.revoke_token(tx, jti, now_us, forget_before_us)
+
+    def is_revoked(self, jti: str) -> bool:
+        return Q.is_revoked(self._reader(), jti)
