@@ -1,17 +1,20 @@
-"""Benchmark: usage-metrics read latency with 1,000,000 stored events.
+"""Benchmark: usage-metrics read latency with 1,000,000 stored events, on SQLite and on
+PostgreSQL.
 
     python -m bench.server_metrics [--smoke]
 
-1. Bulk-load ``--events`` events into a fresh SQLite file *through the store*
-   (``BillingService.track_batch``, batches of 5,000 — the same write path as the API, without
-   HTTP): 1,000 customers on the ``pro`` plan, four metered features (monthly, weekly, daily
-   resets), instants spread over the last 90 days, so there are many past periods too.
-2. Start ``python -m billing_ui.server`` on that file and time ``GET /v1/usage/metrics`` for
-   random customers over loopback HTTP with one keep-alive httpx client (p50/p90/p99/max),
-   then the session-token endpoint, then ``BillingService.metrics`` in-process (no HTTP).
+For each store (a SQLite file; a database of a throwaway PostgreSQL cluster):
 
-Reads never scan raw events (per-period aggregates), so latency should not depend on the
-event count. Target: p99 <= 5 ms.
+1. Bulk-load the events *through the store* (``BillingService.track_batch``, batches of
+   5,000 — the API's write path without HTTP): 1,000 customers on the ``pro`` plan, four
+   metered features (monthly, weekly, daily resets), instants spread over the last 90 days,
+   so there are many past periods too.
+2. Start ``python -m billing_ui.server`` on it and time ``GET /v1/usage/metrics`` for random
+   customers over loopback HTTP with one keep-alive httpx client (p50/p90/p99/max), then the
+   session-token endpoint, then ``BillingService.metrics`` in-process (no HTTP: the baseline).
+
+Reads never scan raw events (per-period aggregates, read in one query per request), so
+latency should not depend on the event count. Target: p99 <= 5 ms on both stores.
 """
 
 from __future__ import annotations
@@ -26,19 +29,20 @@ from pathlib import Path
 import httpx
 
 from bench._harness import cli, result
-from bench.server_process import server_process
+from bench.server_process import STORES, databases, server_process
 from billing_ui.server.clock import SystemClock
 from billing_ui.server.plans import load_plans
 from billing_ui.server.service import BillingService, TrackCommand
-from billing_ui.server.store import Store
+from billing_ui.server.store import open_store
+from billing_ui.server.testing import count_events
 
 KEY = "sk_test_billing_ui_local"
 FEATURES = ("api_calls", "ai_tokens", "report_exports", "storage_gb")
 CUSTOMERS = [f"m_{i:04d}" for i in range(1000)]
 
 
-def load(db: Path, events: int) -> float:
-    store = Store(db)
+def load(database: str, events: int) -> float:
+    store = open_store(database if database.startswith("postgres") else Path(database))
     try:
         service = BillingService(store, load_plans(), SystemClock())
         for cid in CUSTOMERS:
@@ -55,7 +59,7 @@ def load(db: Path, events: int) -> float:
             ]
             service.track_batch(cmds, now=at, rate_limited=False)
         elapsed = time.perf_counter() - start
-        assert store.count_events() == events
+        assert count_events(database) == events
         return elapsed
     finally:
         store.close()
@@ -85,47 +89,55 @@ def time_requests(client: httpx.Client, path: str, params: list[dict[str, str]])
     return samples
 
 
+def measure(kind: str, database: str, events: int, requests: int) -> dict[str, float]:
+    rng = random.Random(11)
+    figures: dict[str, float] = {}
+    elapsed = load(database, events)
+    figures[f"{kind}_bulk_load_events_per_s"] = round(events / elapsed)
+    with server_process(database) as url:
+        headers = {"Authorization": f"Bearer {KEY}"}
+        with httpx.Client(base_url=url, headers=headers) as client:
+            params = [{"customer_id": rng.choice(CUSTOMERS)} for _ in range(requests)]
+            samples = time_requests(client, "/v1/usage/metrics", params)
+            figures |= percentiles(f"{kind}_http_secret", samples)
+            token = client.post("/v1/session-tokens", json={"externalUserId": CUSTOMERS[0]}).json()[
+                "sessionToken"
+            ]
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
+            samples = time_requests(client, "/v1/features/usage-metrics", [{}] * requests)
+            figures |= percentiles(f"{kind}_http_session", samples)
+    store = open_store(database if database.startswith("postgres") else Path(database))
+    try:
+        service = BillingService(store, load_plans(), SystemClock())
+        samples = []
+        for _ in range(requests):
+            cid = rng.choice(CUSTOMERS)
+            t = time.perf_counter()
+            service.metrics(cid)
+            samples.append(time.perf_counter() - t)
+        figures |= percentiles(f"{kind}_in_process", samples)
+    finally:
+        store.close()
+    figures[f"{kind}_http_over_in_process_p50"] = round(
+        figures[f"{kind}_http_secret_p50_ms"] / figures[f"{kind}_in_process_p50_ms"], 1
+    )
+    return figures
+
+
 def run(*, smoke: bool = False) -> dict[str, object]:
     events, requests = (5_000, 300) if smoke else (1_000_000, 5_000)
     config = {"events": events, "requests": requests, "customers": len(CUSTOMERS)}
     print(f"server_metrics: {config}", flush=True)
-    rng = random.Random(11)
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "metrics.db"
-        elapsed = load(db, events)
-        figures["bulk_load_events_per_s"] = round(events / elapsed)
-        figures["database_mb"] = round(sum(f.stat().st_size for f in Path(tmp).iterdir()) / 1e6, 1)
-        with server_process(db) as url:
-            headers = {"Authorization": f"Bearer {KEY}"}
-            with httpx.Client(base_url=url, headers=headers) as client:
-                params = [{"customer_id": rng.choice(CUSTOMERS)} for _ in range(requests)]
-                figures |= percentiles(
-                    "http_secret", time_requests(client, "/v1/usage/metrics", params)
-                )
-                token = client.post(
-                    "/v1/session-tokens", json={"externalUserId": CUSTOMERS[0]}
-                ).json()["sessionToken"]
-            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
-                samples = time_requests(client, "/v1/features/usage-metrics", [{}] * requests)
-                figures |= percentiles("http_session", samples)
-        store = Store(db)
-        try:
-            service = BillingService(store, load_plans(), SystemClock())
-            samples = []
-            for _ in range(requests):
-                cid = rng.choice(CUSTOMERS)
-                t = time.perf_counter()
-                service.metrics(cid)
-                samples.append(time.perf_counter() - t)
-            figures |= percentiles("in_process", samples)
-        finally:
-            store.close()
-    figures["http_over_in_process_p50"] = round(
-        figures["http_secret_p50_ms"] / figures["in_process_p50_ms"], 1
+        for kind in STORES:
+            with databases(kind, Path(tmp)) as new_database:
+                figures |= measure(kind, new_database(), events, requests)
+    figures["postgres_over_sqlite_http_p99"] = round(
+        figures["postgres_http_secret_p99_ms"] / figures["sqlite_http_secret_p99_ms"], 2
     )
-    goals = {"http_secret_p99_ms": "<= 5 ms"}
-    checks = {"http_secret_p99_ms": figures["http_secret_p99_ms"] <= 5}
+    goals = {f"{kind}_http_secret_p99_ms": "<= 5 ms" for kind in STORES}
+    checks = {name: figures[name] <= 5 for name in goals}
     return result("server_metrics", config, figures, goals, checks)
 
 

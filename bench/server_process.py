@@ -1,5 +1,6 @@
-"""Start ``python -m billing_ui.server`` in its own process for a benchmark, the way a user
-would, and know its URL as soon as uvicorn says it is listening (no polling)."""
+"""What the server benchmarks share: ``python -m billing_ui.server`` in its own process, started
+the way a user would (its URL known as soon as uvicorn says it is listening, no polling), and
+fresh databases of either store."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from billing_ui.server.store import open_store
+from billing_ui.server.testing_postgres import temp_postgres
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,3 +68,31 @@ def uvicorn_process(*args: str) -> Iterator[Served]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+STORES = ("sqlite", "postgres")
+
+
+@contextmanager
+def databases(kind: str, folder: Path) -> Iterator[Callable[[], str]]:
+    """A maker of fresh, migrated databases of ``kind``: SQLite files in ``folder``, or
+    databases of one throwaway PostgreSQL cluster (Debian's ``postgresql``; fsync on,
+    ``synchronous_commit`` off: the durability of SQLite's ``synchronous = NORMAL`` in WAL
+    mode, which may lose the last commits on power loss but never consistency)."""
+    if kind == "sqlite":
+
+        def new_file() -> str:
+            path = folder / f"bench-{time.monotonic_ns()}.db"
+            open_store(path).close()  # created before several processes open it
+            return str(path)
+
+        yield new_file
+        return
+    with temp_postgres(durable=True) as cluster:
+
+        def new_database() -> str:
+            url = cluster.create_database("bench")
+            open_store(url).close()
+            return url
+
+        yield new_database

@@ -81,6 +81,17 @@ class _PgTx:
             with self.conn.cursor() as cur:
                 cur.executemany(_pg(sql), rows)
 
+    def claim_keys(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[bool]:
+        """One pipeline for all rows; a row is claimed when its statement returns a row."""
+        claimed = []
+        with self.conn.cursor() as cur:
+            cur.executemany(_pg(sql.rstrip() + " RETURNING 1"), rows, returning=True)
+            while True:
+                claimed.append(cur.fetchone() is not None)
+                if not cur.nextset():
+                    break
+        return claimed
+
     def lock_customers(self, pks: Sequence[int]) -> None:
         self.conn.execute(_LOCK_CUSTOMERS, (list(pks),))
 
@@ -179,6 +190,9 @@ class PostgresStore:
 
     def get_customer(self, customer_id: str) -> Customer | None:
         return self._read(lambda tx: Q.get_customer(tx, customer_id))
+
+    def get_customers(self, customer_ids: Sequence[str]) -> dict[str, Customer]:
+        return self._read(lambda tx: Q.get_customers(tx, customer_ids))
 
     def track_many(
         self, items: Sequence[TrackItem], now_us: int, key_cutoff_us: int

@@ -200,6 +200,7 @@ class BillingService:
         batch = _Batch(now or self.clock.now())
         answers: list[dict[str, Any] | ApiProblem | None] = [None] * len(cmds)
         todo: list[tuple[int, _Prepared]] = []
+        self._look_up(batch, list(dict.fromkeys(cmd.customer_id for cmd in cmds)))
         for i, cmd in enumerate(cmds):
             if rate_limited and self.limiter.enabled:
                 decision = self.limiter.hit(cmd.customer_id)
@@ -216,14 +217,19 @@ class BillingService:
         items = [_batch_item(i, answer) for i, answer in enumerate(answers)]
         return TrackUsageBatchResult.model_validate({"results": items})
 
+    def _look_up(self, batch: _Batch, customer_ids: Sequence[str]) -> None:
+        """Fetch these customers (one query however many) and resolve their entitlements."""
+        found = self.store.get_customers(customer_ids)
+        for cid in customer_ids:
+            customer = batch.customers[cid] = found.get(cid)
+            if customer is not None:
+                batch.entitlements[cid] = resolve_entitlements(self.plans, customer)
+
     def _prepare(self, cmd: TrackCommand, batch: _Batch) -> _Prepared:
         """Resolve who and what a track is about, or raise the refusal; looks each customer
         up once per batch."""
         if cmd.customer_id not in batch.customers:
-            customer = self.store.get_customer(cmd.customer_id)
-            batch.customers[cmd.customer_id] = customer
-            if customer is not None:
-                batch.entitlements[cmd.customer_id] = resolve_entitlements(self.plans, customer)
+            self._look_up(batch, [cmd.customer_id])
         customer = batch.customers[cmd.customer_id]
         if customer is None:
             raise customer_not_found(cmd.customer_id)

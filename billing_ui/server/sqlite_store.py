@@ -50,6 +50,9 @@ class _SqliteTx:
     def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         self.conn.executemany(sql, rows)
 
+    def claim_keys(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[bool]:
+        return [self.conn.execute(sql, row).rowcount == 1 for row in rows]
+
     def lock_customers(self, pks: Sequence[int]) -> None:
         """Nothing to do: ``BEGIN IMMEDIATE`` already holds the whole file's write lock."""
 
@@ -145,6 +148,9 @@ class SqliteStore:
 
     def get_customer(self, customer_id: str) -> Customer | None:
         return Q.get_customer(self._reader(), customer_id)
+
+    def get_customers(self, customer_ids: Sequence[str]) -> dict[str, Customer]:
+        return Q.get_customers(self._reader(), customer_ids)
 
     def track_many(
         self, items: Sequence[TrackItem], now_us: int, key_cutoff_us: int

@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,6 +313,27 @@ def _wait_for_url(proc: subprocess.Popen[str], timeout_s: float) -> str:
         if "Uvicorn running on" in line:
             return line.split("running on ")[1].split()[0]
     raise RuntimeError("the billing server did not start:\n" + "".join(seen))
+
+
+def post_at_once(
+    calls: Sequence[tuple[str, dict[str, Any]]], headers: dict[str, str] | None = None
+) -> list[httpx.Response]:
+    """POST each ``(url, json)`` from a thread and a connection of its own, all released at
+    the same instant (a barrier), as concurrent users would; the responses in call order."""
+    barrier = threading.Barrier(len(calls))
+    clients = [httpx.Client(headers=headers or {}, timeout=60) for _ in calls]
+
+    def post(i: int) -> httpx.Response:
+        url, body = calls[i]
+        barrier.wait()
+        return clients[i].post(url, json=body)
+
+    try:
+        with ThreadPoolExecutor(len(calls)) as pool:
+            return list(pool.map(post, range(len(calls))))
+    finally:
+        for client in clients:
+            client.close()
 
 
 # --- looking into the database from outside ---------------------------------------------

@@ -15,9 +15,10 @@ Why the write path looks the way it does:
   (PostgreSQL: their rows, in id order so two batches never deadlock; SQLite: the whole file
   is already locked), so the aggregate read next is the committed truth and stays so until
   this transaction commits. Running totals are then kept in memory for the batch.
-* **Few statements.** Aggregates, hourly buckets and event rows are written with one
-  ``executemany`` each at the end of the transaction: a batch of 1,000 events to a few
-  customers costs ~1,000 short statements, not ~5,000.
+* **Few round trips.** A batch costs a fixed number of round trips to the database, not
+  one per event: keys are claimed with one pipelined ``executemany``, the touched aggregates
+  read with one query, and aggregates, hourly buckets and event rows written with one
+  ``executemany`` each (PostgreSQL pipelines them; SQLite has no round trips to save).
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ from billing_ui.server.store import (
     TrackStatus,
 )
 
+_AggKey = tuple[int, str, int, int]  # customer, feature, period start, period end
+_KeyId = tuple[int, str]  # customer, idempotency key
+
 
 class Tx(Protocol):
     """One connection inside one transaction (or one read), as the queries below need it."""
@@ -49,6 +53,9 @@ class Tx(Protocol):
         """Execute; the number of rows changed."""
 
     def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    def claim_keys(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[bool]:
+        """Run ``sql`` (an insert-or-update) once per row, in order; which rows it changed."""
 
     def lock_customers(self, pks: Sequence[int]) -> None:
         """Hold these customers' write lock until the transaction ends (sorted ids)."""
@@ -88,20 +95,25 @@ INSERT INTO usage_events
 VALUES (?, ?, ?, ?, ?, ?)
 """
 CONSUMED: Final = """
-SELECT consumed_micros FROM usage_aggregates
-WHERE customer_id = ? AND feature_key = ? AND period_start_us = ? AND period_end_us = ?
-"""
+SELECT customer_id, feature_key, period_start_us, period_end_us, consumed_micros
+FROM usage_aggregates
+WHERE customer_id = ? AND feature_key = ? AND period_start_us = ? AND period_end_us = ?"""
+"""One aggregate by its primary key; :func:`aggregates` sends many joined by ``UNION ALL``
+(each branch stays a primary-key lookup on both databases, which a row-value ``IN`` list
+is not on SQLite)."""
 HOURLY: Final = """
 SELECT hour_start_us, quantity_micros FROM usage_hourly
 WHERE customer_id = ? AND feature_key = ? AND hour_start_us >= ? AND hour_start_us < ?
 ORDER BY hour_start_us
 """
-CUSTOMER: Final = """
-SELECT c.id, c.created_at_us, s.product_key, s.status, s.granted_at_us
+CUSTOMERS: Final = """
+SELECT c.external_id, c.id, c.created_at_us, s.product_key, s.status, s.granted_at_us
 FROM customers c LEFT JOIN subscriptions s ON s.customer_id = c.id
-WHERE c.external_id = ?
-ORDER BY s.position
+WHERE c.external_id IN ({marks})
+ORDER BY c.external_id, s.position
 """
+_CHUNK: Final = 200
+"""Ids or keys per ``IN (...)`` list: far below SQLite's parameter limit."""
 _UPSERT_SUBSCRIPTION: Final = """
 INSERT INTO subscriptions AS s (customer_id, product_key, status, position, granted_at_us)
 VALUES (?, ?, ?, ?, ?)
@@ -143,20 +155,43 @@ def upsert_customer(
 
 
 def get_customer(tx: Tx, customer_id: str) -> Customer | None:
-    rows = tx.all(CUSTOMER, (customer_id,))
-    if not rows:
-        return None
-    subs = tuple(Subscription(r[2], r[3], r[4]) for r in rows if r[2] is not None)
-    return Customer(rows[0][0], customer_id, rows[0][1], subs)
+    return get_customers(tx, [customer_id]).get(customer_id)
+
+
+def get_customers(tx: Tx, customer_ids: Sequence[str]) -> dict[str, Customer]:
+    out: dict[str, Customer] = {}
+    wanted = list(dict.fromkeys(customer_ids))
+    for n in range(0, len(wanted), _CHUNK):
+        chunk = wanted[n : n + _CHUNK]
+        rows = tx.all(
+            CUSTOMERS.format(marks=", ".join("?" * len(chunk))),
+            chunk,
+        )
+        grouped: dict[str, list[tuple[Any, ...]]] = {}
+        for r in rows:
+            grouped.setdefault(r[0], []).append(r)
+        for cid, group in grouped.items():
+            subs = tuple(Subscription(r[3], r[4], r[5]) for r in group if r[3] is not None)
+            out[cid] = Customer(group[0][1], cid, group[0][2], subs)
+    return out
 
 
 # --- reads ------------------------------------------------------------------------------
 def consumed(tx: Tx, customer_pk: int, periods: Sequence[PeriodKey]) -> dict[str, int]:
-    """One primary-key lookup per feature; never touches raw events."""
-    out: dict[str, int] = {}
-    for p in periods:
-        row = tx.one(CONSUMED, (customer_pk, p.feature_key, p.start_us, p.end_us))
-        out[p.feature_key] = row[0] if row else 0
+    """One query, a primary-key lookup per feature; never touches raw events."""
+    wanted = [(customer_pk, p.feature_key, p.start_us, p.end_us) for p in periods]
+    found = aggregates(tx, wanted)
+    return {agg[1]: found.get(agg, 0) for agg in wanted}
+
+
+def aggregates(tx: Tx, wanted: Sequence[_AggKey]) -> dict[_AggKey, int]:
+    """``consumed_micros`` of each existing aggregate among ``wanted``, in one query per
+    200 (one round trip, not one per aggregate)."""
+    out: dict[_AggKey, int] = {}
+    for n in range(0, len(wanted), _CHUNK):
+        chunk = wanted[n : n + _CHUNK]
+        rows = tx.all(" UNION ALL ".join([CONSUMED] * len(chunk)), [v for a in chunk for v in a])
+        out.update({(r[0], r[1], r[2], r[3]): r[4] for r in rows})
     return out
 
 
@@ -186,44 +221,118 @@ def is_revoked(tx: Tx, jti: str) -> bool:
 
 
 # --- the write path of track_many -------------------------------------------------------
+
+
 def track_many(
     tx: Tx, items: Sequence[TrackItem], now_us: int, key_cutoff_us: int
 ) -> list[TrackOutcome]:
-    """Record ``items`` inside the caller's write transaction (see the module docstring)."""
+    """Record ``items`` inside the caller's write transaction, each as if alone and in order.
+
+    Four bulk steps, whatever the batch size: lock the customers; claim every key of the
+    batch (its first occurrence) with one pipelined ``executemany``; read every touched
+    aggregate; then decide each item in memory, in order, and write the results with one
+    ``executemany`` per table. The in-memory pass gives the same answers as claiming each
+    key just before its item: a later item with the same key replays the earlier one, or
+    takes the key over if the earlier one was refused.
+    """
     if not items:
         return []
     tx.lock_customers(sorted({item.customer_pk for item in items}))
-    tally = _Tally(tx, now_us)
-    outcomes = [_track_one(tx, tally, item, now_us, key_cutoff_us) for item in items]
+    keys = _Keys(tx, items, now_us, key_cutoff_us)
+    tally = _Tally(tx, now_us, {_agg(item) for item in items})
+    outcomes = [_track_one(keys, tally, item, now_us) for item in items]
+    keys.flush()
     tally.flush()
     return outcomes
 
 
-_AggKey = tuple[int, str, int, int]  # customer, feature, period start, period end
+def _agg(item: TrackItem) -> _AggKey:
+    p = item.period
+    return (item.customer_pk, p.feature_key, p.start_us, p.end_us)
+
+
+class _Keys:
+    """The idempotency keys of one batch. Each key's first occurrence is claimed in bulk
+    (the unique constraint decides, also against other processes: the customer is locked);
+    the pass over the items then only consults memory, and :meth:`flush` undoes claims whose
+    items were refused and rewrites a claim taken over by a later item of the batch."""
+
+    def __init__(self, tx: Tx, items: Sequence[TrackItem], now_us: int, cutoff_us: int) -> None:
+        self._tx = tx
+        self._now_us = now_us
+        first: dict[_KeyId, TrackItem] = {}
+        for item in items:
+            if item.idempotency_key is not None:
+                first.setdefault((item.customer_pk, item.idempotency_key), item)
+        rows = [
+            (k[0], k[1], i.period.feature_key, i.quantity_micros, now_us, cutoff_us)
+            for k, i in first.items()
+        ]
+        claimed = tx.claim_keys(CLAIM_KEY, rows) if rows else []
+        self._ours: dict[_KeyId, tuple[str, int]] = {
+            k: (i.period.feature_key, i.quantity_micros)
+            for (k, i), won in zip(first.items(), claimed, strict=True)
+            if won
+        }
+        self._stored: dict[_KeyId, tuple[str, int, int]] = {}
+        """Keys that replay: rows from before the batch, or recorded earlier in it."""
+
+    def replay_of(self, key: _KeyId) -> tuple[str, int, int] | None:
+        """(feature, quantity, recorded_at) if ``key`` is taken; ``None`` if it is ours."""
+        if key in self._stored:
+            return self._stored[key]
+        if key in self._ours:
+            return None
+        row = self._tx.one(
+            "SELECT feature_key, quantity_micros, recorded_at_us FROM idempotency_keys "
+            "WHERE customer_id = ? AND idempotency_key = ?",
+            key,
+        )
+        assert row is not None  # the claim conflicted with it, under the customer's lock
+        self._stored[key] = (row[0], row[1], row[2])
+        return self._stored[key]
+
+    def record(self, key: _KeyId, feature_key: str, quantity_micros: int) -> None:
+        self._stored[key] = (feature_key, quantity_micros, self._now_us)
+
+    def flush(self) -> None:
+        unused = [k for k in self._ours if k not in self._stored]
+        taken_over = [
+            (self._stored[k][0], self._stored[k][1], *k)
+            for k, claim in self._ours.items()
+            if k in self._stored and self._stored[k][:2] != claim
+        ]
+        self._tx.many(
+            "DELETE FROM idempotency_keys WHERE customer_id = ? AND idempotency_key = ?",
+            unused,
+        )
+        self._tx.many(
+            "UPDATE idempotency_keys SET feature_key = ?, quantity_micros = ? "
+            "WHERE customer_id = ? AND idempotency_key = ?",
+            taken_over,
+        )
 
 
 class _Tally:
-    """What one write transaction adds: running totals per aggregate (read from the database
-    once, then kept in memory while the transaction holds the customers' lock), and the rows
-    to write when the items are done."""
+    """What one write transaction adds: running totals per aggregate (read in bulk once, then
+    kept in memory while the transaction holds the customers' lock), and the rows to write
+    when the items are done."""
 
-    def __init__(self, tx: Tx, now_us: int) -> None:
+    def __init__(self, tx: Tx, now_us: int, touched: set[_AggKey]) -> None:
         self._tx = tx
         self._now_us = now_us
-        self._running: dict[_AggKey, int] = {}
+        self._running: dict[_AggKey, int] = dict.fromkeys(touched, 0)
+        self._running.update(aggregates(tx, sorted(touched)))
         self._agg_delta: dict[_AggKey, list[int]] = {}
         self._hour_delta: dict[tuple[int, str, int], list[int]] = {}
         self._events: list[tuple[int, str, int, int, str | None, str | None]] = []
 
     def consumed(self, agg: _AggKey) -> int:
-        if agg not in self._running:
-            row = self._tx.one(CONSUMED, agg)
-            self._running[agg] = row[0] if row else 0
         return self._running[agg]
 
     def add(self, agg: _AggKey, item: TrackItem) -> int:
         q = item.quantity_micros
-        self._running[agg] = total = self.consumed(agg) + q
+        self._running[agg] = total = self._running[agg] + q
         delta = self._agg_delta.setdefault(agg, [0, 0])
         delta[0] += q
         delta[1] += 1
@@ -245,42 +354,27 @@ class _Tally:
         self._tx.many(INSERT_EVENT, self._events)
 
 
-def _track_one(tx: Tx, tally: _Tally, item: TrackItem, now_us: int, cutoff_us: int) -> TrackOutcome:
+def _track_one(keys: _Keys, tally: _Tally, item: TrackItem, now_us: int) -> TrackOutcome:
     p = item.period
-    agg: _AggKey = (item.customer_pk, p.feature_key, p.start_us, p.end_us)
-    key = item.idempotency_key
-    if key is not None:
-        claimed = tx.run(
-            CLAIM_KEY,
-            (item.customer_pk, key, p.feature_key, item.quantity_micros, now_us, cutoff_us),
-        )
-        if not claimed:
-            return _replay(tx, tally, agg, item)
+    agg = _agg(item)
+    key: _KeyId | None = None
+    if item.idempotency_key is not None:
+        key = (item.customer_pk, item.idempotency_key)
+        replay = keys.replay_of(key)
+        if replay is not None:
+            feature_key, quantity, recorded_at = replay
+            same = feature_key == p.feature_key and quantity == item.quantity_micros
+            status = TrackStatus.REPLAYED if same else TrackStatus.KEY_REUSED
+            return TrackOutcome(status, feature_key, quantity, recorded_at, tally.consumed(agg))
     consumed = tally.consumed(agg)
     ceiling = MAX_CONSUMED_MICROS
     if item.hard_limit_micros is not None:
         ceiling = min(ceiling, item.hard_limit_micros)
-    if consumed + item.quantity_micros > ceiling:
-        if key is not None:  # undo our claim: the key may be used again
-            tx.run(
-                "DELETE FROM idempotency_keys WHERE customer_id = ? AND idempotency_key = ?",
-                (item.customer_pk, key),
-            )
+    if consumed + item.quantity_micros > ceiling:  # nothing counted; the key stays free
         return TrackOutcome(
             TrackStatus.QUOTA_EXCEEDED, p.feature_key, item.quantity_micros, now_us, consumed
         )
+    if key is not None:
+        keys.record(key, p.feature_key, item.quantity_micros)
     total = tally.add(agg, item)
     return TrackOutcome(TrackStatus.RECORDED, p.feature_key, item.quantity_micros, now_us, total)
-
-
-def _replay(tx: Tx, tally: _Tally, agg: _AggKey, item: TrackItem) -> TrackOutcome:
-    row = tx.one(
-        "SELECT feature_key, quantity_micros, recorded_at_us FROM idempotency_keys "
-        "WHERE customer_id = ? AND idempotency_key = ?",
-        (item.customer_pk, item.idempotency_key),
-    )
-    assert row is not None  # the claim conflicted with it, under the customer's lock
-    feature_key, quantity, recorded_at = row
-    same = feature_key == item.period.feature_key and quantity == item.quantity_micros
-    status = TrackStatus.REPLAYED if same else TrackStatus.KEY_REUSED
-    return TrackOutcome(status, feature_key, quantity, recorded_at, tally.consumed(agg))

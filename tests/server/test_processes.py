@@ -12,11 +12,9 @@ concurrently over loopback HTTP.
 
 from __future__ import annotations
 
-import itertools
 import threading
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ import httpx
 import pytest
 
 from billing_ui.core._constants import LOCAL_SECRET_KEY
-from billing_ui.server.testing import count_events, query, server_process
+from billing_ui.server.testing import count_events, post_at_once, query, server_process
 
 from .conftest import new_database
 
@@ -48,6 +46,7 @@ calls = { limit = 10 }
 events = { limit = 1000 }
 """
 HEADERS = {"Authorization": f"Bearer {LOCAL_SECRET_KEY}"}
+TRACK = "/v1/usage/track"
 
 
 @pytest.fixture(scope="module")
@@ -81,32 +80,11 @@ def _customer(url: str) -> str:
     return cid
 
 
-def _at_once(calls: list[tuple[str, str, dict[str, Any]]]) -> list[httpx.Response]:
-    """POST every ``(base url, path, json)`` from its own thread, released together."""
-    barrier = threading.Barrier(len(calls))
-    clients = [httpx.Client(headers=HEADERS, timeout=60) for _ in calls]
-
-    def post(i: int) -> httpx.Response:
-        url, path, body = calls[i]
-        barrier.wait()
-        return clients[i].post(url + path, json=body)
-
-    try:
-        with ThreadPoolExecutor(len(calls)) as pool:
-            return list(pool.map(post, range(len(calls))))
-    finally:
-        for client in clients:
-            client.close()
-
-
 def test_a_hard_limit_of_10_accepts_exactly_10_of_50_concurrent_tracks(two_servers):
     database, urls = two_servers
     cid = _customer(urls[0])
-    calls = [
-        (url, "/v1/usage/track", {"customer_id": cid, "feature_key": "calls", "quantity": 1})
-        for url in itertools.islice(itertools.cycle(urls), 50)
-    ]
-    responses = _at_once(calls)
+    body = {"customer_id": cid, "feature_key": "calls", "quantity": 1}
+    responses = post_at_once([(urls[i % 2] + TRACK, body) for i in range(50)], HEADERS)
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [200] * 10 + [400] * 40, statuses
     refused = [r.json()["error"]["code"] for r in responses if r.status_code == 400]
@@ -125,7 +103,7 @@ def test_one_key_sent_20_times_to_two_processes_counts_once(two_servers):
     database, urls = two_servers
     cid = _customer(urls[1])
     body = {"customer_id": cid, "feature_key": "events", "quantity": 3, "idempotency_key": "k"}
-    responses = _at_once([(urls[i % 2], "/v1/usage/track", body) for i in range(20)])
+    responses = post_at_once([(urls[i % 2] + TRACK, body) for i in range(20)], HEADERS)
     assert [r.status_code for r in responses] == [200] * 20
     duplicates = sorted(r.json()["duplicate"] for r in responses)
     assert duplicates == [False] + [True] * 19
@@ -160,8 +138,7 @@ def test_aggregates_commit_with_their_events(two_servers):
     try:
         calls = [
             (
-                urls[b % 2],
-                "/v1/usage/track-batch",
+                urls[b % 2] + "/v1/usage/track-batch",
                 {
                     "events": [
                         {
@@ -176,7 +153,7 @@ def test_aggregates_commit_with_their_events(two_servers):
             )
             for b in range(10)
         ]
-        responses = _at_once(calls)
+        responses = post_at_once(calls, HEADERS)
     finally:
         done.set()
         reader.join()
@@ -203,8 +180,8 @@ def test_bad_input_mixed_into_concurrent_traffic_is_4xx_on_both_processes(two_se
         {"events": "not a list"},
         {**good, "customer_id": "cus_nobody"},
     ]
-    calls = [(urls[i % 2], "/v1/usage/track", body) for i, body in enumerate(bad + [good] * 9)]
-    responses = _at_once(calls)
+    calls = [(urls[i % 2] + TRACK, body) for i, body in enumerate(bad + [good] * 9)]
+    responses = post_at_once(calls, HEADERS)
     statuses = [r.status_code for r in responses]
     assert all(s < 500 for s in statuses), statuses
     assert statuses[len(bad) :] == [200] * 9

@@ -30,6 +30,8 @@ with 12.5 api_calls tracked at T0 - 1 h under keys ``v1-key-1``/``-2``, one revo
 HOURLY = "SELECT 1 FROM usage_hourly WHERE customer_id = ? AND feature_key = ? " + (
     "AND hour_start_us >= ? AND hour_start_us < ? ORDER BY hour_start_us"
 )
+TWO_AGGREGATES = f"{Q.CONSUMED} UNION ALL {Q.CONSUMED}"
+TWO_KEYS = (1, "api_calls", 0, 1, 1, "ai_tokens", 0, 1)
 V1_TABLES = ("customers", "subscriptions", "usage_events", "usage_aggregates", "usage_hourly",
              "idempotency_keys", "revoked_tokens")  # fmt: skip
 
@@ -50,18 +52,18 @@ def _postgres_plan(url: str, sql: str, args: tuple[object, ...]) -> str:
 
 def test_read_queries_search_by_primary_key(server, store_kind):
     if store_kind == "sqlite":
-        plan = _sqlite_plan(server.database, Q.CONSUMED, (1, "api_calls", 0, 1))
+        plan = _sqlite_plan(server.database, TWO_AGGREGATES, TWO_KEYS)
         assert "SEARCH usage_aggregates USING PRIMARY KEY" in plan and "SCAN" not in plan
         plan = _sqlite_plan(server.database, HOURLY, (1, "api_calls", 0, 1))
         assert "SEARCH usage_hourly USING PRIMARY KEY" in plan and "SCAN" not in plan
-        plan = _sqlite_plan(server.database, Q.CUSTOMER, ("x",))
+        plan = _sqlite_plan(server.database, Q.CUSTOMERS.format(marks="?"), ("x",))
         assert "SCAN" not in plan.replace("USE TEMP B-TREE", "")
         return
-    plan = _postgres_plan(server.database, Q.CONSUMED, (1, "api_calls", 0, 1))
+    plan = _postgres_plan(server.database, TWO_AGGREGATES, TWO_KEYS)
     assert "Index Scan using usage_aggregates_pkey" in plan and "Seq Scan" not in plan
     plan = _postgres_plan(server.database, HOURLY, (1, "api_calls", 0, 1))
     assert "usage_hourly_pkey" in plan and "Seq Scan" not in plan
-    plan = _postgres_plan(server.database, Q.CUSTOMER, ("x",))
+    plan = _postgres_plan(server.database, Q.CUSTOMERS.format(marks="?"), ("x",))
     assert "customers_external_id_key" in plan and "Seq Scan" not in plan
 
 
@@ -239,3 +241,35 @@ def _clock():
     from billing_ui.server.clock import ManualClock
 
     return ManualClock(T0)
+
+
+def test_a_batch_decides_each_key_as_if_its_items_came_one_by_one(database):
+    """Keys are claimed in bulk, then decided in memory: a key whose first item was refused
+    is taken over by a later item (which is then what replays), a key recorded earlier in
+    the batch replays, and a different quantity under it is a reuse."""
+    from billing_ui.server.store import PeriodKey, TrackItem
+    from billing_ui.server.store import TrackStatus as S
+
+    where = database.get("database_url") or database["db_path"]
+    store = open_store(where)
+    try:
+        pk = store.upsert_customer("c1", ["pro"], "active", 0).pk
+        period = PeriodKey("seats", 0, 10**15)
+
+        def item(key: str, units: int) -> TrackItem:
+            return TrackItem(pk, period, units * 10**6, 0, key, None, hard_limit_micros=3 * 10**6)
+
+        batch = [item("a", 5), item("a", 1), item("a", 1), item("b", 2), item("b", 1)]
+        outcomes = store.track_many(batch, now_us=100, key_cutoff_us=0)
+        assert [o.status for o in outcomes] == [
+            S.QUOTA_EXCEEDED, S.RECORDED, S.REPLAYED, S.RECORDED, S.KEY_REUSED
+        ]  # fmt: skip
+        assert [o.consumed_micros for o in outcomes] == [m * 10**6 for m in (0, 1, 1, 3, 3)]
+        keys = query(str(where), "SELECT idempotency_key, quantity_micros FROM idempotency_keys")
+        assert sorted(keys) == [("a", 10**6), ("b", 2 * 10**6)]
+        again = store.track_many([item("a", 5), item("c", 1)], now_us=200, key_cutoff_us=0)
+        assert [o.status for o in again] == [S.KEY_REUSED, S.QUOTA_EXCEEDED]
+        assert query(str(where), "SELECT COUNT(*) FROM idempotency_keys") == [(2,)]
+        assert count_events(str(where)) == 2
+    finally:
+        store.close()
