@@ -37,11 +37,11 @@ import httpx
 from bench._harness import cli, result
 from bench.server_process import server_process
 from billing_ui.core import _constants as C
-from billing_ui.server import store as store_module
+from billing_ui.server import usage_sql
 from billing_ui.server.clock import SystemClock
 from billing_ui.server.plans import load_plans
 from billing_ui.server.service import BillingService, TrackCommand
-from billing_ui.server.store import Store
+from billing_ui.server.sqlite_store import SqliteStore
 
 CUSTOMERS = [f"db_{i:03d}" for i in range(100)]
 FEATURE = "api_calls"
@@ -83,20 +83,20 @@ def direct_writer(db: Path) -> tuple[WriteBatch, Callable[[], None]]:
         batch = [(pks[cid], key) for cid, key in events(n, tag)]
         per_customer = Counter(pk for pk, _ in batch)
         conn.execute("BEGIN IMMEDIATE")
-        claim = store_module._CLAIM_KEY
+        claim = usage_sql.CLAIM_KEY
         for pk, key in batch:  # one statement per key: a writer must know which were replays
             if not conn.execute(claim, (pk, key, FEATURE, q, now_us, 0)).rowcount:
                 raise RuntimeError(f"key {key} replayed")
         conn.executemany(
-            store_module._ADD_TO_AGGREGATE,
+            usage_sql.ADD_TO_AGGREGATE,
             [(pk, FEATURE, *period, q * c, c, now_us) for pk, c in per_customer.items()],
         )
         conn.executemany(
-            store_module._ADD_TO_HOUR,
+            usage_sql.ADD_TO_HOUR,
             [(pk, FEATURE, hour, q * c, c) for pk, c in per_customer.items()],
         )
         conn.executemany(
-            store_module._INSERT_EVENT, [(pk, FEATURE, q, now_us, key, None) for pk, key in batch]
+            usage_sql.INSERT_EVENT, [(pk, FEATURE, q, now_us, key, None) for pk, key in batch]
         )
         conn.execute("COMMIT")
 
@@ -104,7 +104,7 @@ def direct_writer(db: Path) -> tuple[WriteBatch, Callable[[], None]]:
 
 
 def service_writer(db: Path) -> tuple[WriteBatch, Callable[[], None]]:
-    store = Store(db)
+    store = SqliteStore(db)
     service = BillingService(store, load_plans(), SystemClock())
     for cid in CUSTOMERS:
         service.upsert_customer(cid, ["enterprise"], "active")
