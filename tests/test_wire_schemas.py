@@ -14,7 +14,7 @@ import billing_ui
 from billing_ui.core import models
 from billing_ui.server.app import create_app
 from billing_ui.server.plans import load_plans
-from billing_ui.server.store import Store
+from billing_ui.server.sqlite_store import SqliteStore
 
 PACKAGE = Path(billing_ui.__file__).parent
 SHARED = [
@@ -35,7 +35,7 @@ def test_each_wire_schema_is_defined_once(name: str) -> None:
 
 
 def test_the_server_answers_with_the_shared_models(tmp_path: Path) -> None:
-    store = Store(tmp_path / "b.db")
+    store = SqliteStore(tmp_path / "b.db")
     try:
         app = create_app(store=store, plans=load_plans())
         used = {
