@@ -16,8 +16,8 @@ import reflex as rx
 from reflex_base.vars.base import Var
 
 from billing_ui.components import styles
-from billing_ui.components._foreach import foreach_render_fn
 from billing_ui.components._format import number, resets_in
+from billing_ui.states._reflex_internals import foreach_render_fn
 from billing_ui.states.metrics import UsageMetricsState
 from billing_ui.states.views import MetricView
 

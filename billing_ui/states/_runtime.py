@@ -12,6 +12,7 @@ from billing_ui.core import errors
 from billing_ui.core.customer import NoCustomerError
 from billing_ui.core.problems import BUSY_MESSAGE, USER_MESSAGE, classify
 from billing_ui.core.queries import ENTITLEMENTS, FEATURE_CHECK, METRICS, BillingQueries
+from billing_ui.states import _reflex_internals as internals
 from billing_ui.states.settings import cache, get_client
 
 log = logging.getLogger("billing_ui.states")
@@ -50,19 +51,8 @@ queries: BillingQueries = _TicketedQueries()  # type: ignore[assignment]
 
 async def is_tab_connected(state: rx.State) -> bool:
     """Whether the tab that owns ``state`` still has a socket, on this or (with Redis) any
-    instance. True when it cannot be told (no event namespace, as under unit tests)."""
-    from reflex_base.registry import RegistrationContext
-    from reflex_base.utils.exceptions import ReflexRuntimeError
-
-    try:
-        namespace = RegistrationContext.get().app.event_namespace
-    except (LookupError, AttributeError, ReflexRuntimeError):
-        return True  # no app registered (an event processor run on its own, as in benchmarks)
-    if namespace is None:
-        return True
-    token = state.router.session.client_token
-    connected: bool = await namespace._token_manager.is_token_connected(token)
-    return connected
+    instance. True when it cannot be told (no app registered, as under unit tests)."""
+    return await internals.is_token_connected(state.router.session.client_token)
 
 
 def outage_message() -> str:

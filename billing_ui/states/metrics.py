@@ -18,9 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
-from reflex_base.vars.base import Var
-from reflex_base.vars.object import ObjectVar
-from reflex_base.vars.sequence import ArrayVar
+from reflex.vars import ArrayVar, FunctionStringVar, ObjectVar, Var
 
 from billing_ui.core.customer import NoCustomerError
 from billing_ui.core.errors import BillingError
@@ -147,19 +145,18 @@ class UsageMetricsState(BillingState):
         return not outage
 
 
-def _derive(js: str, var_type: type) -> Var:  # type: ignore[type-arg]
-    metrics: Var = UsageMetricsState.metrics  # type: ignore[type-arg,assignment]
-    expr = js.format(metrics=f"({metrics} ?? [])")
-    data = metrics._get_all_var_data()
-    return Var(_js_expr=expr, _var_type=var_type, _var_data=data).guess_type()
+def _derive(js_function: str) -> Var:  # type: ignore[type-arg]
+    """A frontend var computed in the browser from ``metrics`` (public API: a JS function var
+    called with the state var, which carries the state's var data along)."""
+    return FunctionStringVar.create(js_function).call(UsageMetricsState.metrics)
 
 
-UsageMetricsState.metrics_by_key = _derive(  # type: ignore[assignment]
-    "Object.fromEntries({metrics}.map((m) => [m.feature_key, m]))", dict[str, MetricView]
-)
-UsageMetricsState.near_limit = _derive(  # type: ignore[assignment]
-    '{metrics}.filter((m) => m.level === "near" || m.level === "over")', list[MetricView]
-)
+UsageMetricsState.metrics_by_key = _derive(
+    "(ms) => Object.fromEntries((ms ?? []).map((m) => [m.feature_key, m]))"
+).to(ObjectVar, dict[str, MetricView])
+UsageMetricsState.near_limit = _derive(
+    '(ms) => (ms ?? []).filter((m) => m.level === "near" || m.level === "over")'
+).to(ArrayVar, list[MetricView])
 
 
 def metric_for(state: UsageMetricsState, feature_key: str) -> MetricView | None:
