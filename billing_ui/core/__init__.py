@@ -57,6 +57,9 @@ from billing_ui.core.models import (
     UsageMetric,
     UsageSnapshot,
 )
+from billing_ui.core.outbox import Outbox, OutboxFullError, OutboxStats, QueuedTrack
+from billing_ui.core.outbox_sqlite import SQLiteOutboxStore
+from billing_ui.core.tracker import AsyncUsageTracker, UsageTracker
 
 __all__ = [
     "APIConnectionError",
@@ -66,6 +69,7 @@ __all__ = [
     "APITimeoutError",
     "AsyncBillingClient",
     "AsyncCustomerView",
+    "AsyncUsageTracker",
     "AuthenticationError",
     "Backend",
     "BadRequestError",
@@ -87,10 +91,15 @@ __all__ = [
     "InvalidInputError",
     "InvalidRequestError",
     "NotFoundError",
+    "Outbox",
+    "OutboxFullError",
+    "OutboxStats",
     "PermissionDeniedError",
     "PoolExhaustedError",
+    "QueuedTrack",
     "QuotaExceededError",
     "RateLimitError",
+    "SQLiteOutboxStore",
     "SessionToken",
     "TrackUsageRequest",
     "TrackUsageResult",
@@ -99,4 +108,5 @@ __all__ = [
     "UsageHistoryPoint",
     "UsageMetric",
     "UsageSnapshot",
+    "UsageTracker",
 ]

@@ -1,0 +1,268 @@
+"""``UsageTracker``: track usage from any Python app — returns at once, loses nothing.
+
+The shape of the posthog and segment analytics clients (``track()`` enqueues and returns; a
+background thread sends batches of at most ``flush_at`` events, or whatever is there every
+``flush_interval`` seconds; ``flush()`` and ``shutdown()``, called at exit), with what they
+lack: durability. ``track()`` writes the event to the :mod:`outbox <billing_ui.core.outbox>`
+(fsynced) before it returns, with its idempotency key, so an event survives the billing API
+being down, the app process being killed, and its own redelivery (the key makes that count
+once).
+
+* Fail-closed features (``seats`` by default, ``Outbox(fail_closed=...)``) are not queued:
+  ``track()`` sends them at once and raises the API's answer (``QuotaExceededError``, or the
+  connection error when the API is down) — a seat is only granted when the API says yes.
+* Backpressure: when the outbox is full, ``track()`` waits up to ``full_timeout`` seconds for
+  the worker to make room, then raises :class:`~billing_ui.core.outbox.OutboxFullError`.
+* Invalid input raises :class:`~billing_ui.core.errors.InvalidInputError` at once, naming the
+  field and the rule; it is never queued.
+
+:class:`AsyncUsageTracker` is the same for asyncio apps (the outbox write runs in a thread; use
+it as an async context manager or with ``lifespan`` in Starlette/FastAPI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from billing_ui.core._base_client import new_idempotency_key, validated
+from billing_ui.core.client import BillingClient
+from billing_ui.core.models import TrackUsageRequest, TrackUsageResult
+from billing_ui.core.outbox import Outbox, OutboxFullError, OutboxStats, QueuedTrack
+from billing_ui.core.outbox_sqlite import SQLiteOutboxStore
+
+__all__ = ["AsyncUsageTracker", "UsageTracker"]
+
+log = logging.getLogger("billing_ui.outbox")
+
+DEFAULT_OUTBOX_PATH = "billing_outbox.db"
+
+
+class UsageTracker:
+    """Tracks usage through a durable outbox and a background worker (see the module
+    docstring). Thread-safe.
+
+    ``client``: a :class:`BillingClient` (default: one from the environment, closed by the
+    tracker). ``outbox``: default an :class:`Outbox` over ``billing_outbox.db`` in the working
+    directory (``outbox_path=`` to put it elsewhere). ``start=False`` leaves the worker off
+    (call :meth:`flush` yourself).
+    """
+
+    def __init__(
+        self,
+        client: BillingClient | None = None,
+        *,
+        outbox: Outbox | None = None,
+        outbox_path: str | Path = DEFAULT_OUTBOX_PATH,
+        flush_at: int = 100,
+        flush_interval: float = 1.0,
+        full_timeout: float = 5.0,
+        start: bool = True,
+    ) -> None:
+        if not 1 <= flush_at <= 1000:
+            raise ValueError("flush_at must be between 1 and 1000")
+        self._owns_client = client is None
+        self.client = client if client is not None else BillingClient()
+        self.outbox = outbox if outbox is not None else Outbox(SQLiteOutboxStore(outbox_path))
+        self._owns_outbox = outbox is None
+        self.flush_at = flush_at
+        self.flush_interval = flush_interval
+        self.full_timeout = full_timeout
+        self._cond = threading.Condition()
+        self._added = 0  # tracks since the worker last woke
+        self._stopping = False
+        self._closed = False
+        self._worker: threading.Thread | None = None
+        if start:
+            self._worker = threading.Thread(target=self._run, name="billing-tracker", daemon=True)
+            self._worker.start()
+        atexit.register(self.shutdown)
+
+    # -- the app's side
+    def track(
+        self,
+        customer_id: str,
+        feature_key: str,
+        quantity: float = 1,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> QueuedTrack | TrackUsageResult:
+        """Queue one event (returns the :class:`QueuedTrack`, with its key) — or, for a
+        fail-closed feature, send it now and return the API's result."""
+        if self._closed:
+            raise RuntimeError("this UsageTracker was shut down")
+        request = validated(
+            TrackUsageRequest,
+            {
+                "customer_id": customer_id,
+                "feature_key": feature_key,
+                "quantity": quantity,
+                "metadata": metadata,
+                "idempotency_key": idempotency_key or new_idempotency_key(),
+            },
+        )
+        assert request.idempotency_key is not None
+        if self.outbox.fails_closed(request.feature_key):
+            return self.client.track_usage(
+                request.customer_id,
+                feature_key=request.feature_key,
+                quantity=request.quantity,
+                metadata=request.metadata,
+                idempotency_key=request.idempotency_key,
+            )
+        deadline = time.monotonic() + self.full_timeout
+        while True:
+            try:
+                entry = self.outbox.put(
+                    request.customer_id,
+                    request.feature_key,
+                    request.quantity,
+                    metadata=request.metadata,
+                    idempotency_key=request.idempotency_key,
+                )
+                break
+            except OutboxFullError:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._worker is None:
+                    raise
+                with self._cond:  # backpressure: wait for the worker to make room
+                    self._added = self.flush_at
+                    self._cond.notify_all()
+                    self._cond.wait(min(left, self.flush_interval))
+        with self._cond:
+            self._added += 1
+            if self._added >= self.flush_at:
+                self._cond.notify_all()
+        return entry
+
+    def stats(self) -> OutboxStats:
+        """Depth, oldest age, overdue, failed, delivered (see :class:`OutboxStats`)."""
+        return self.outbox.stats()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Send what is due now, in this thread, until the outbox is empty, nothing is due
+        (the API is failing: entries wait for their backoff) or ``timeout`` passes. Whether the
+        outbox is empty."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            report = self.outbox.deliver(self.client, self.flush_at)
+            self._made_room()
+            if report.claimed == 0 or report.retried:
+                break
+        return self.outbox.stats().depth == 0
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop the worker, flush once more, close what the tracker opened. Registered with
+        ``atexit``; safe to call twice. Whatever could not be sent stays in the outbox for the
+        next start."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.shutdown)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout)
+        try:
+            self.flush(timeout)
+        finally:
+            if self._owns_client:
+                self.client.close()
+            if self._owns_outbox:
+                self.outbox.store.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+    # -- the worker
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._stopping and self._added < self.flush_at:
+                    self._cond.wait(self.flush_interval)
+                if self._stopping:
+                    return
+                self._added = 0
+            try:
+                while not self._stopping:
+                    report = self.outbox.deliver(self.client, self.flush_at)
+                    self._made_room()
+                    if report.claimed < self.flush_at or report.retried:
+                        break
+            except Exception:  # the worker must outlive any one failure (a locked file, say)
+                log.exception(
+                    "the usage tracker's delivery failed; retrying in %ss", self.flush_interval
+                )
+
+    def _made_room(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+
+class AsyncUsageTracker:
+    """:class:`UsageTracker` for asyncio apps: ``await tracker.track(...)`` (the durable write
+    runs in a worker thread, never blocking the event loop). Use ``async with`` or
+    ``lifespan`` (Starlette/FastAPI) so that it flushes on shutdown."""
+
+    def __init__(self, tracker: UsageTracker | None = None, **options: Any) -> None:
+        self.tracker = tracker if tracker is not None else UsageTracker(**options)
+
+    async def track(
+        self,
+        customer_id: str,
+        feature_key: str,
+        quantity: float = 1,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> QueuedTrack | TrackUsageResult:
+        """See :meth:`UsageTracker.track`."""
+        call: Callable[[], QueuedTrack | TrackUsageResult] = lambda: self.tracker.track(  # noqa: E731
+            customer_id,
+            feature_key,
+            quantity,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+        )
+        return await asyncio.to_thread(call)
+
+    async def stats(self) -> OutboxStats:
+        return await asyncio.to_thread(self.tracker.stats)
+
+    async def flush(self, timeout: float = 10.0) -> bool:
+        return await asyncio.to_thread(self.tracker.flush, timeout)
+
+    async def aclose(self, timeout: float = 10.0) -> None:
+        await asyncio.to_thread(self.tracker.shutdown, timeout)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: object) -> AsyncIterator[None]:
+        """``FastAPI(lifespan=tracker.lifespan)``: flush and stop when the app shuts down."""
+        try:
+            yield
+        finally:
+            await self.aclose()

@@ -1,0 +1,283 @@
+"""The durable outbox against the real local server over loopback, with faults from the real
+TCP fault proxy (tests/faults.py): what is queued, what is not, exactly-once delivery, bounds,
+counters, leases, the fallback to single tracks.
+
+Each test counts what the billing database itself holds (``billed``: the server's SQLite file).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from billing_ui.core import (
+    APIConnectionError,
+    AuthenticationError,
+    BillingClient,
+    CustomerNotFoundError,
+    InvalidInputError,
+    QuotaExceededError,
+)
+from billing_ui.core.outbox import Outbox, OutboxFullError, QueuedTrack, is_retryable_failure
+from billing_ui.core.outbox_sqlite import SQLiteOutboxStore
+from billing_ui.server.testing import RunningServer, create_customer
+from tests.faults import FaultProxy, close, drop_response, free_port, respond
+from tests.outbox.helpers import billed
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteOutboxStore]:
+    s = SQLiteOutboxStore(tmp_path / "outbox.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def proxy(billing_server: RunningServer) -> Iterator[FaultProxy]:
+    with FaultProxy(billing_server.base_url) as p:
+        yield p
+
+
+def client_for(url: str, **options: object) -> BillingClient:
+    options.setdefault("max_retries", 0)
+    options.setdefault("timeout", 2.0)
+    return BillingClient(base_url=url, **options)  # type: ignore[arg-type]
+
+
+def test_api_down_then_back_every_track_billed_exactly_once(
+    billing_server: RunningServer, tmp_path: Path, proxy: FaultProxy, store: SQLiteOutboxStore
+) -> None:
+    """50 tracks while the API is unreachable: 10 reach the server but their answers are lost
+    (the write happened), 40 never arrive. All 50 are queued; once the API is back, one
+    delivery pass leaves exactly 50 events in the billing database, none doubled."""
+    n, landed = 50, 10
+    customer = create_customer(billing_server, ["pro"])
+    outbox = Outbox(store)
+    proxy.on("/v1/usage/track", *[drop_response()] * landed, *[close()] * (n - landed))
+    with client_for(proxy.url) as client:
+        outcomes = [outbox.track_or_queue(client, customer, "api_calls", 1) for _ in range(n)]
+        assert all(isinstance(o, QueuedTrack) for o in outcomes)
+        assert billed(tmp_path / "billing.db", customer) == (landed, landed)
+        assert outbox.stats().depth == n
+        report = outbox.deliver(client, limit=100)
+    assert (report.claimed, report.delivered, report.failed) == (n, n, 0)
+    assert billed(tmp_path / "billing.db", customer) == (n, n)
+    # The batch carried the very keys of the first attempts.
+    first_keys = {o.idempotency_key for o in outcomes if isinstance(o, QueuedTrack)}
+    (batch,) = proxy.seen("/v1/usage/track-batch")
+    sent = batch.json()
+    assert isinstance(sent, dict)
+    assert {e["idempotency_key"] for e in sent["events"]} == first_keys
+    stats = outbox.stats()
+    assert (stats.depth, stats.delivered, stats.failed_total) == (0, n, 0)
+
+
+def test_a_track_that_succeeds_is_not_queued(
+    billing_server: RunningServer, tmp_path: Path, store: SQLiteOutboxStore
+) -> None:
+    customer = create_customer(billing_server, ["pro"])
+    outbox = Outbox(store)
+    with client_for(billing_server.base_url) as client:
+        result = outbox.track_or_queue(client, customer, "api_calls", 2)
+    assert not isinstance(result, QueuedTrack)
+    assert outbox.stats().depth == 0
+    assert billed(tmp_path / "billing.db", customer) == (1, 1)
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_retryable_statuses_are_queued_after_the_clients_own_retries(
+    billing_server: RunningServer,
+    tmp_path: Path,
+    proxy: FaultProxy,
+    store: SQLiteOutboxStore,
+    status: int,
+) -> None:
+    customer = create_customer(billing_server, ["pro"])
+    outbox = Outbox(store)
+    proxy.on("/v1/usage/track", *[respond(status, {"Retry-After": "0"})] * 2)
+    with client_for(proxy.url, max_retries=1, retry_initial_delay=0.01) as client:
+        queued = outbox.track_or_queue(client, customer, "api_calls", 1)
+        assert isinstance(queued, QueuedTrack)
+        assert str(status) in queued.last_error or "RateLimit" in queued.last_error
+        # Both attempts of the client and the outbox's entry share one key.
+        assert {r.idempotency_key for r in proxy.seen("/v1/usage/track")} == {
+            queued.idempotency_key
+        }
+        assert outbox.deliver(client).delivered == 1
+    assert billed(tmp_path / "billing.db", customer) == (1, 1)
+
+
+def test_final_failures_are_raised_and_never_queued(
+    billing_server: RunningServer, store: SQLiteOutboxStore
+) -> None:
+    outbox = Outbox(store)
+    free = create_customer(billing_server, ["free"])
+    with client_for(billing_server.base_url) as client:
+        with pytest.raises(CustomerNotFoundError):
+            outbox.track_or_queue(client, "cus_nobody_here", "api_calls", 1)
+        with pytest.raises(InvalidInputError) as bad:
+            outbox.track_or_queue(client, free, "api_calls", -1)
+        assert bad.value.field == "quantity"
+        # ai_tokens is hard-limited on the free plan (10,000 a day).
+        with pytest.raises(QuotaExceededError):
+            outbox.track_or_queue(client, free, "ai_tokens", 10_001)
+    with (
+        client_for(billing_server.base_url, api_key="sk_test_wrong") as wrong,
+        pytest.raises(AuthenticationError),
+    ):
+        outbox.track_or_queue(wrong, free, "api_calls", 1)
+    assert outbox.stats().depth == 0
+
+
+def test_fail_closed_features_are_refused_when_the_api_is_down_unless_the_app_says_otherwise(
+    billing_server: RunningServer, proxy: FaultProxy, store: SQLiteOutboxStore
+) -> None:
+    customer = create_customer(billing_server, ["pro"])
+    proxy.on("/v1/usage/track", close(), close())
+    with client_for(proxy.url) as client:
+        with pytest.raises(APIConnectionError):
+            Outbox(store).track_or_queue(client, customer, "seats", 1)
+        assert Outbox(store).stats().depth == 0
+        lenient = Outbox(store, fail_closed=lambda key: False)
+        assert isinstance(lenient.track_or_queue(client, customer, "seats", 1), QueuedTrack)
+        assert lenient.stats().depth == 1
+
+
+def test_full_outbox_raises_a_typed_error_and_keeps_what_it_has(
+    store: SQLiteOutboxStore,
+) -> None:
+    outbox = Outbox(store, max_size=3)
+    for i in range(3):
+        outbox.put("cus_a", "api_calls", 1, idempotency_key=f"k{i}")
+    with pytest.raises(OutboxFullError) as full:
+        outbox.put("cus_a", "api_calls", 1, idempotency_key="k3")
+    assert full.value.max_size == 3
+    assert "3 pending" in str(full.value)
+    # The same event again (same key) is not a new entry.
+    assert store.add([QueuedTrack("k0", "cus_a", "api_calls", 1.0)], max_size=3) == 0
+    assert outbox.stats().depth == 3
+
+
+def test_old_entries_are_reported_and_kept(
+    store: SQLiteOutboxStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [1_000_000.0]
+    outbox = Outbox(store, max_age_s=60, clock=lambda: now[0])
+    outbox.put("cus_a", "api_calls", 1, idempotency_key="old")
+    now[0] += 30
+    outbox.put("cus_a", "api_calls", 1, idempotency_key="new")
+    now[0] += 45
+    stats = outbox.stats()
+    assert (stats.depth, stats.overdue, stats.oldest_age_s) == (2, 1, 75.0)
+    # A delivery pass against an API that is down warns about them and keeps them.
+    with (
+        client_for(f"http://127.0.0.1:{free_port()}") as client,
+        caplog.at_level("WARNING", "billing_ui.outbox"),
+    ):
+        report = outbox.deliver(client)
+    assert (report.claimed, report.retried, report.delivered) == (2, 2, 0)
+    assert "older than 60 s" in caplog.text
+    assert outbox.stats().depth == 2
+
+
+def test_entries_refused_on_delivery_are_kept_as_failed_and_counted(
+    billing_server: RunningServer, store: SQLiteOutboxStore
+) -> None:
+    customer = create_customer(billing_server, ["pro"])
+    outbox = Outbox(store)
+    outbox.put(customer, "api_calls", 1, idempotency_key="good")
+    outbox.put("cus_gone_missing", "api_calls", 1, idempotency_key="bad")
+    with client_for(billing_server.base_url) as client:
+        report = outbox.deliver(client)
+    assert (report.delivered, report.failed) == (1, 1)
+    (failure,) = store.failures()
+    assert failure.idempotency_key == "bad"
+    assert "Customer not found" in failure.last_error
+    stats = outbox.stats()
+    assert (stats.depth, stats.failed, stats.delivered, stats.failed_total) == (0, 1, 1, 1)
+
+
+def test_backend_without_batches_gets_single_tracks(
+    billing_server: RunningServer, tmp_path: Path, proxy: FaultProxy, store: SQLiteOutboxStore
+) -> None:
+    """A hosted BillingOS has no /v1/usage/track-batch (404): the outbox sends one by one."""
+    customer = create_customer(billing_server, ["pro"])
+    outbox = Outbox(store)
+    for i in range(3):
+        outbox.put(customer, "api_calls", 1, idempotency_key=f"single-{customer}-{i}")
+    missing = {"error": {"code": "RES_NOT_FOUND", "message": "Not Found"}, "statusCode": 404}
+    proxy.on("/v1/usage/track-batch", respond(404, body=missing))
+    with client_for(proxy.url) as client:
+        report = outbox.deliver(client)
+    assert report.delivered == 3
+    assert outbox.batches is False
+    assert len(proxy.seen("/v1/usage/track")) == 3
+    assert billed(tmp_path / "billing.db", customer) == (3, 3)
+
+
+def test_retryable_failures_back_off(store: SQLiteOutboxStore) -> None:
+    now = [1_000.0]
+    outbox = Outbox(store, clock=lambda: now[0])
+    outbox.put("cus_a", "api_calls", 1, idempotency_key="k")
+    with client_for(f"http://127.0.0.1:{free_port()}") as client:
+        assert outbox.deliver(client).retried == 1
+        assert outbox.deliver(client).claimed == 0  # not due yet
+        now[0] += 301  # past the longest backoff
+        assert outbox.deliver(client).claimed == 1
+
+
+def test_two_workers_never_claim_the_same_entry(tmp_path: Path) -> None:
+    """Two stores on one file (as two processes would be) claim concurrently: every entry goes
+    to exactly one of them; after its lease runs out, an entry is claimable again."""
+    path = tmp_path / "shared.db"
+    first, second = SQLiteOutboxStore(path), SQLiteOutboxStore(path)
+    try:
+        Outbox(first).store.add(
+            [QueuedTrack(f"k{i}", "cus_a", "api_calls", 1.0, created_at=0) for i in range(400)],
+            max_size=1000,
+        )
+        claimed: list[list[str]] = [[], []]
+
+        def drain(index: int, s: SQLiteOutboxStore) -> None:
+            while batch := s.claim(7, now=10.0, lease_s=50):
+                claimed[index].extend(e.idempotency_key for e in batch)
+
+        threads = [
+            threading.Thread(target=drain, args=(i, s)) for i, s in enumerate([first, second])
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(claimed[0] + claimed[1]) == sorted(f"k{i}" for i in range(400))
+        assert not set(claimed[0]) & set(claimed[1])
+        assert first.claim(1000, now=59.0, lease_s=50) == []  # leases still run
+        assert len(second.claim(1000, now=61.0, lease_s=50)) == 400  # ended: claimable
+    finally:
+        first.close()
+        second.close()
+
+
+def test_the_outbox_file_is_wal_and_synchronous_full(store: SQLiteOutboxStore) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(store.path)
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        db.close()
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+@pytest.mark.parametrize(
+    ("error", "retryable"),
+    [
+        (APIConnectionError(), True),
+        (InvalidInputError.single("quantity", "gt", "must be > 0"), False),
+    ],
+)
+def test_is_retryable_failure(error: Exception, retryable: bool) -> None:
+    assert is_retryable_failure(error) is retryable

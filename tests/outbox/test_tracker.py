@@ -1,0 +1,204 @@
+"""UsageTracker against the real local server over loopback: track() returns at once, the
+worker sends batches of at most 100 or every interval, shutdown flushes, a full outbox pushes
+back, fail-closed features are sent at once — and an app process killed with ``kill -9`` loses
+nothing and doubles nothing (real subprocesses, real SIGKILL, the real fault proxy)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from billing_ui.core import APIConnectionError, BillingClient, InvalidInputError, TrackUsageResult
+from billing_ui.core.outbox import Outbox, OutboxFullError, QueuedTrack
+from billing_ui.core.outbox_sqlite import SQLiteOutboxStore
+from billing_ui.core.tracker import AsyncUsageTracker, UsageTracker
+from billing_ui.server.testing import RunningServer, create_customer
+from tests.faults import FaultProxy, close, drop_response, free_port
+from tests.outbox.helpers import billed, wait_until
+
+
+@pytest.fixture
+def proxy(billing_server: RunningServer) -> Iterator[FaultProxy]:
+    with FaultProxy(billing_server.base_url) as p:
+        yield p
+
+
+def make_client(url: str) -> BillingClient:
+    return BillingClient(base_url=url, max_retries=0, timeout=2.0)
+
+
+def test_the_worker_sends_batches_of_at_most_100_and_loses_nothing(
+    billing_server: RunningServer, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    customer = create_customer(billing_server, ["pro"])
+    with (
+        make_client(proxy.url) as client,
+        UsageTracker(client, outbox_path=tmp_path / "o.db", flush_interval=1.0) as tracker,
+    ):
+        started = time.monotonic()
+        queued = [tracker.track(customer, "api_calls", 1) for _ in range(250)]
+        per_track = (time.monotonic() - started) / 250
+        assert all(isinstance(q, QueuedTrack) for q in queued)
+        wait_until(lambda: tracker.stats().depth == 0, what="the worker drains the outbox")
+        assert tracker.stats().delivered == 250
+    sizes = [len(r.json()["events"]) for r in proxy.seen("/v1/usage/track-batch")]  # type: ignore[index]
+    assert sum(sizes) == 250
+    assert max(sizes) <= 100
+    assert billed(tmp_path / "billing.db", customer) == (250, 250)
+    assert per_track < 0.5  # an fsync each, no network round trip
+
+
+def test_a_lone_event_goes_out_within_the_interval(
+    billing_server: RunningServer, tmp_path: Path
+) -> None:
+    customer = create_customer(billing_server, ["pro"])
+    with (
+        make_client(billing_server.base_url) as client,
+        UsageTracker(client, outbox_path=tmp_path / "o.db", flush_interval=0.5) as tracker,
+    ):
+        tracker.track(customer, "api_calls", 3)
+        wait_until(lambda: billed(tmp_path / "billing.db", customer) == (1, 1), timeout=10)
+
+
+async def test_async_tracker_flushes_on_shutdown(
+    billing_server: RunningServer, tmp_path: Path
+) -> None:
+    customer = create_customer(billing_server, ["pro"])
+    client = make_client(billing_server.base_url)
+    # A long interval and a high flush_at: only the shutdown sends these.
+    sync = UsageTracker(client, outbox_path=tmp_path / "o.db", flush_interval=60, flush_at=1000)
+    async with AsyncUsageTracker(sync) as tracker:
+        for _ in range(5):
+            await tracker.track(customer, "api_calls", 1)
+        assert billed(tmp_path / "billing.db", customer) == (0, 0)
+    assert billed(tmp_path / "billing.db", customer) == (5, 5)
+    client.close()
+
+
+def test_a_full_outbox_pushes_back_then_raises(tmp_path: Path) -> None:
+    store = SQLiteOutboxStore(tmp_path / "o.db")
+    with (
+        make_client(f"http://127.0.0.1:{free_port()}") as client,
+        UsageTracker(
+            client, outbox=Outbox(store, max_size=2), flush_interval=0.05, full_timeout=0.3
+        ) as tracker,
+    ):
+        tracker.track("cus_a", "api_calls", 1)
+        tracker.track("cus_a", "api_calls", 1)
+        started = time.monotonic()
+        with pytest.raises(OutboxFullError):
+            tracker.track("cus_a", "api_calls", 1)
+        assert time.monotonic() - started >= 0.3
+        assert tracker.stats().depth == 2
+
+
+def test_fail_closed_features_are_sent_at_once(
+    billing_server: RunningServer, tmp_path: Path
+) -> None:
+    customer = create_customer(billing_server, ["pro"])
+    with (
+        make_client(billing_server.base_url) as client,
+        UsageTracker(client, outbox_path=tmp_path / "o.db", start=False) as tracker,
+    ):
+        assert isinstance(tracker.track(customer, "seats", 1), TrackUsageResult)
+    with (
+        make_client(f"http://127.0.0.1:{free_port()}") as down,
+        UsageTracker(down, outbox_path=tmp_path / "o2.db", start=False) as tracker,
+    ):
+        with pytest.raises(APIConnectionError):
+            tracker.track(customer, "seats", 1)
+        with pytest.raises(InvalidInputError) as bad:
+            tracker.track(customer, "api_calls", float("nan"))
+        assert bad.value.field == "quantity"
+        assert tracker.stats().depth == 0
+
+
+LEASE_S = 3.0
+"""The claim lease of the app processes: what a killed one had claimed waits this long."""
+
+
+def _start(outbox: Path, url: str, customer: str, n: int) -> subprocess.Popen[str]:
+    script = Path(__file__).with_name("tracker_process.py")
+    return subprocess.Popen(
+        [sys.executable, str(script), str(outbox), url, customer, str(n), str(LEASE_S)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _kill9(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(10) == -signal.SIGKILL
+
+
+def test_app_killed_with_sigkill_while_tracks_are_queued_delivers_each_once(
+    billing_server: RunningServer, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """1. The API is down; the app tracks 200 events and is killed (SIGKILL): all 200 are in
+    the outbox file. 2. Restarted, its first batch reaches the server but the answer is lost,
+    and it is killed again. 3. Restarted with the API healthy: the database holds exactly
+    200 events, 200 distinct keys."""
+    n = 200
+    customer = create_customer(billing_server, ["pro"])
+    outbox, db = tmp_path / "outbox.db", tmp_path / "billing.db"
+    proxy.on("/v1/usage/track-batch", *[close()] * 10_000)  # down
+    app = _start(outbox, proxy.url, customer, n)
+    try:
+        assert app.stdout is not None and app.stdout.readline().strip() == f"queued {n}"
+    finally:
+        _kill9(app)
+    store = SQLiteOutboxStore(outbox)
+    try:
+        assert store.stats(time.time(), 3600).depth == n
+        assert billed(db, customer) == (0, 0)
+
+        proxy.clear()
+        proxy.on("/v1/usage/track-batch", drop_response())  # lands, answer lost
+        app = _start(outbox, proxy.url, customer, 0)
+        try:
+            wait_until(lambda: billed(db, customer)[0] >= 100, what="the first batch lands")
+        finally:
+            _kill9(app)
+        landed = billed(db, customer)
+        assert landed[0] == landed[1] >= 100
+
+        app = _start(outbox, billing_server.base_url, customer, 0)
+        try:
+            # Its predecessor's claim must run out first (LEASE_S), then backoff.
+            wait_until(lambda: store.stats(time.time(), 3600).depth == 0, timeout=60)
+        finally:
+            assert app.stdin is not None
+            app.stdin.close()
+            app.wait(20)
+        assert billed(db, customer) == (n, n)
+    finally:
+        store.close()
+
+
+def test_api_down_while_1000_tracks_are_made_then_back_exactly_1000(
+    billing_server: RunningServer, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """Every batch the worker tries while the API is down is refused at the socket; the app's
+    1,000 track() calls all return. Then the API is back: exactly 1,000 events, none doubled."""
+    n = 1000
+    customer = create_customer(billing_server, ["pro"])
+    proxy.on("/v1/usage/track-batch", *[close()] * 100_000)
+    with (
+        make_client(proxy.url) as client,
+        UsageTracker(client, outbox_path=tmp_path / "o.db", flush_interval=0.2) as tracker,
+    ):
+        for _ in range(n):
+            tracker.track(customer, "api_calls", 1)
+        wait_until(lambda: len(proxy.seen("/v1/usage/track-batch")) >= 1, what="a refused try")
+        assert tracker.stats().depth == n
+        assert billed(tmp_path / "billing.db", customer) == (0, 0)
+        proxy.clear()  # back
+        wait_until(lambda: tracker.stats().depth == 0, timeout=30, what="drained after outage")
+    assert billed(tmp_path / "billing.db", customer) == (n, n)
