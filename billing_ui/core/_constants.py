@@ -43,19 +43,19 @@ SESSION_TOKEN_CACHE_SIZE: Final = 10_000
 """Customers whose session tokens a client keeps (least recently used dropped first)."""
 
 # --- input limits (enforced by the client before any request, and by the server) ----
-FEATURE_KEY_MAX_LEN: Final = 64
+FEATURE_KEY_MAX_LEN: Final[int] = 64
 FEATURE_KEY_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 FEATURE_KEY_RULE: Final = (
     "1-64 characters: letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
 )
-CUSTOMER_ID_MAX_LEN: Final = 255
-IDEMPOTENCY_KEY_MAX_LEN: Final = 255
-MAX_QUANTITY: Final = 1_000_000_000.0
+CUSTOMER_ID_MAX_LEN: Final[int] = 255
+IDEMPOTENCY_KEY_MAX_LEN: Final[int] = 255
+MAX_QUANTITY: Final[float] = 1_000_000_000.0
 QUANTITY_DECIMALS: Final = 6
 """Quantities are stored exactly as integer millionths (BillingOS uses DECIMAL(20,6))."""
-METADATA_MAX_BYTES: Final = 4096
-METADATA_MAX_DEPTH: Final = 5
-MAX_BATCH_SIZE: Final = 1000
+METADATA_MAX_BYTES: Final[int] = 4096
+METADATA_MAX_DEPTH: Final[int] = 5
+MAX_BATCH_SIZE: Final[int] = 1000
 
 NEVER_RESETS_DAYS: Final = 36_500
 """What the UI's ``resets_in_days`` holds for a quota that never resets (the API sends
