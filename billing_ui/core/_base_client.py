@@ -348,6 +348,29 @@ def validated(
         raise _invalid(exc, prefix, rename) from None
 
 
+def track_request(
+    customer_id: object,
+    feature_key: object,
+    quantity: object,
+    metadata: object = None,
+    idempotency_key: object = None,
+) -> tuple[TrackUsageRequest, bool]:
+    """A validated track, with a fresh idempotency key when none was given (``True``: the
+    key was generated here, so a "duplicate" answer can only mean our own earlier attempt)."""
+    generated = idempotency_key is None
+    request = validated(
+        TrackUsageRequest,
+        {
+            "customer_id": customer_id,
+            "feature_key": feature_key,
+            "quantity": quantity,
+            "metadata": metadata,
+            "idempotency_key": new_idempotency_key() if generated else idempotency_key,
+        },
+    )
+    return request, generated
+
+
 def _invalid(
     exc: ValidationError, prefix: str = "", rename: Mapping[str, str] | None = None
 ) -> InvalidInputError:

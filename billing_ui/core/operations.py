@@ -34,9 +34,9 @@ from billing_ui.core import validation as V
 from billing_ui.core._base_client import (
     BaseBillingClient,
     Op,
-    new_idempotency_key,
     own_replay,
     prepare_batch,
+    track_request,
     validated,
 )
 from billing_ui.core.backends import Endpoint
@@ -148,16 +148,8 @@ def _track_usage(
     recorded), :class:`CustomerNotFoundError`, :class:`NotFoundError` (no active subscription
     with the feature).
     """
-    generated = idempotency_key is None
-    request = validated(
-        TrackUsageRequest,
-        {
-            "customer_id": customer_id,
-            "feature_key": feature_key,
-            "quantity": quantity,
-            "metadata": metadata,
-            "idempotency_key": new_idempotency_key() if generated else idempotency_key,
-        },
+    request, generated = track_request(
+        customer_id, feature_key, quantity, metadata, idempotency_key
     )
     headers = {C.IDEMPOTENCY_HEADER: str(request.idempotency_key)}
     call = client.backend.build(_TRACK_USAGE_AT, json=_track_body(request), headers=headers)

@@ -33,9 +33,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from billing_ui.core._base_client import new_idempotency_key, validated
+from billing_ui.core._base_client import track_request
 from billing_ui.core.client import BillingClient
-from billing_ui.core.models import TrackUsageRequest, TrackUsageResult
+from billing_ui.core.models import TrackUsageResult
 from billing_ui.core.outbox import Outbox, OutboxFullError, OutboxStats, QueuedTrack
 from billing_ui.core.outbox_sqlite import SQLiteOutboxStore
 
@@ -100,15 +100,8 @@ class UsageTracker:
         fail-closed feature, send it now and return the API's result."""
         if self._closed:
             raise RuntimeError("this UsageTracker was shut down")
-        request = validated(
-            TrackUsageRequest,
-            {
-                "customer_id": customer_id,
-                "feature_key": feature_key,
-                "quantity": quantity,
-                "metadata": metadata,
-                "idempotency_key": idempotency_key or new_idempotency_key(),
-            },
+        request, _ = track_request(
+            customer_id, feature_key, quantity, metadata, idempotency_key or None
         )
         assert request.idempotency_key is not None
         if self.outbox.fails_closed(request.feature_key):
