@@ -33,7 +33,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from billing_ui.core._retry import backoff_delay
 from billing_ui.core.errors import (
@@ -109,6 +109,29 @@ class QueuedTrack:
     created_at: float = 0.0
     attempts: int = 0
     last_error: str = ""
+
+    COLUMNS: ClassVar[str] = (
+        "idempotency_key, customer_id, feature_key, quantity, metadata, created_at, attempts, "
+        "last_error"
+    )
+    """The columns :meth:`from_row` reads, in order (the stores' SELECT lists)."""
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> QueuedTrack:
+        """An entry from a store's row; ``metadata`` as JSON text or already decoded."""
+        key, customer, feature, quantity, metadata, created, attempts, error = row
+        if isinstance(metadata, str):
+            metadata = json.loads(metadata)
+        return cls(
+            key,
+            customer,
+            feature,
+            float(quantity),
+            metadata,
+            created_at=float(created),
+            attempts=int(attempts),
+            last_error=error,
+        )
 
     def request(self) -> TrackUsageRequest:
         return TrackUsageRequest(

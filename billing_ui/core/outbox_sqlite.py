@@ -9,13 +9,12 @@ RETURNING`` statement, so two workers never claim the same entry while its lease
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from billing_ui.core.outbox import OutboxFullError, OutboxStats, QueuedTrack, Settlement
 
@@ -43,10 +42,7 @@ CREATE TABLE IF NOT EXISTS outbox_counters (
 INSERT OR IGNORE INTO outbox_counters VALUES ('delivered', 0), ('failed', 0);
 """
 
-_COLUMNS: Final = (
-    "idempotency_key, customer_id, feature_key, quantity, metadata, created_at, attempts, "
-    "last_error"
-)
+_COLUMNS = QueuedTrack.COLUMNS
 
 
 class SQLiteOutboxStore:
@@ -116,7 +112,7 @@ class SQLiteOutboxStore:
                 (now + lease_s, now, limit),
             ).fetchall()
         rows.sort(key=lambda row: row[0])
-        return [_entry(row[1:]) for row in rows]
+        return [QueuedTrack.from_row(row[1:]) for row in rows]
 
     def settle(self, settlement: Settlement) -> None:
         with self._transaction() as db:
@@ -164,22 +160,8 @@ class SQLiteOutboxStore:
             rows = self._db.execute(
                 f"SELECT {_COLUMNS} FROM outbox WHERE failed = 1 ORDER BY id LIMIT ?", (limit,)
             ).fetchall()
-        return [_entry(row) for row in rows]
+        return [QueuedTrack.from_row(row) for row in rows]
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-
-def _entry(row: Sequence[Any]) -> QueuedTrack:
-    key, customer, feature, quantity, metadata, created, attempts, error = row
-    return QueuedTrack(
-        key,
-        customer,
-        feature,
-        quantity,
-        None if metadata is None else json.loads(metadata),
-        created_at=created,
-        attempts=attempts,
-        last_error=error,
-    )

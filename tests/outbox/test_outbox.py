@@ -21,18 +21,18 @@ from billing_ui.core import (
     InvalidInputError,
     QuotaExceededError,
 )
-from billing_ui.core.outbox import Outbox, OutboxFullError, QueuedTrack, is_retryable_failure
+from billing_ui.core.outbox import (
+    Outbox,
+    OutboxFullError,
+    OutboxStore,
+    QueuedTrack,
+    is_retryable_failure,
+)
 from billing_ui.core.outbox_sqlite import SQLiteOutboxStore
 from billing_ui.server.testing import RunningServer, create_customer
 from tests.faults import FaultProxy, close, drop_response, free_port, respond
+from tests.outbox.conftest import OpenStore
 from tests.outbox.helpers import billed
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteOutboxStore]:
-    s = SQLiteOutboxStore(tmp_path / "outbox.db")
-    yield s
-    s.close()
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def client_for(url: str, **options: object) -> BillingClient:
 
 
 def test_api_down_then_back_every_track_billed_exactly_once(
-    billing_server: RunningServer, tmp_path: Path, proxy: FaultProxy, store: SQLiteOutboxStore
+    billing_server: RunningServer, tmp_path: Path, proxy: FaultProxy, store: OutboxStore
 ) -> None:
     """50 tracks while the API is unreachable: 10 reach the server but their answers are lost
     (the write happened), 40 never arrive. All 50 are queued; once the API is back, one
@@ -76,7 +76,7 @@ def test_api_down_then_back_every_track_billed_exactly_once(
 
 
 def test_a_track_that_succeeds_is_not_queued(
-    billing_server: RunningServer, tmp_path: Path, store: SQLiteOutboxStore
+    billing_server: RunningServer, tmp_path: Path, store: OutboxStore
 ) -> None:
     customer = create_customer(billing_server, ["pro"])
     outbox = Outbox(store)
@@ -92,7 +92,7 @@ def test_retryable_statuses_are_queued_after_the_clients_own_retries(
     billing_server: RunningServer,
     tmp_path: Path,
     proxy: FaultProxy,
-    store: SQLiteOutboxStore,
+    store: OutboxStore,
     status: int,
 ) -> None:
     customer = create_customer(billing_server, ["pro"])
@@ -111,7 +111,7 @@ def test_retryable_statuses_are_queued_after_the_clients_own_retries(
 
 
 def test_final_failures_are_raised_and_never_queued(
-    billing_server: RunningServer, store: SQLiteOutboxStore
+    billing_server: RunningServer, store: OutboxStore
 ) -> None:
     outbox = Outbox(store)
     free = create_customer(billing_server, ["free"])
@@ -133,7 +133,7 @@ def test_final_failures_are_raised_and_never_queued(
 
 
 def test_fail_closed_features_are_refused_when_the_api_is_down_unless_the_app_says_otherwise(
-    billing_server: RunningServer, proxy: FaultProxy, store: SQLiteOutboxStore
+    billing_server: RunningServer, proxy: FaultProxy, store: OutboxStore
 ) -> None:
     customer = create_customer(billing_server, ["pro"])
     proxy.on("/v1/usage/track", close(), close())
@@ -147,7 +147,7 @@ def test_fail_closed_features_are_refused_when_the_api_is_down_unless_the_app_sa
 
 
 def test_full_outbox_raises_a_typed_error_and_keeps_what_it_has(
-    store: SQLiteOutboxStore,
+    store: OutboxStore,
 ) -> None:
     outbox = Outbox(store, max_size=3)
     for i in range(3):
@@ -162,7 +162,7 @@ def test_full_outbox_raises_a_typed_error_and_keeps_what_it_has(
 
 
 def test_old_entries_are_reported_and_kept(
-    store: SQLiteOutboxStore, caplog: pytest.LogCaptureFixture
+    store: OutboxStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     now = [1_000_000.0]
     outbox = Outbox(store, max_age_s=60, clock=lambda: now[0])
@@ -184,7 +184,7 @@ def test_old_entries_are_reported_and_kept(
 
 
 def test_entries_refused_on_delivery_are_kept_as_failed_and_counted(
-    billing_server: RunningServer, store: SQLiteOutboxStore
+    billing_server: RunningServer, store: OutboxStore
 ) -> None:
     customer = create_customer(billing_server, ["pro"])
     outbox = Outbox(store)
@@ -201,7 +201,7 @@ def test_entries_refused_on_delivery_are_kept_as_failed_and_counted(
 
 
 def test_backend_without_batches_gets_single_tracks(
-    billing_server: RunningServer, tmp_path: Path, proxy: FaultProxy, store: SQLiteOutboxStore
+    billing_server: RunningServer, tmp_path: Path, proxy: FaultProxy, store: OutboxStore
 ) -> None:
     """A hosted BillingOS has no /v1/usage/track-batch (404): the outbox sends one by one."""
     customer = create_customer(billing_server, ["pro"])
@@ -218,7 +218,7 @@ def test_backend_without_batches_gets_single_tracks(
     assert billed(tmp_path / "billing.db", customer) == (3, 3)
 
 
-def test_retryable_failures_back_off(store: SQLiteOutboxStore) -> None:
+def test_retryable_failures_back_off(store: OutboxStore) -> None:
     now = [1_000.0]
     outbox = Outbox(store, clock=lambda: now[0])
     outbox.put("cus_a", "api_calls", 1, idempotency_key="k")
@@ -229,47 +229,44 @@ def test_retryable_failures_back_off(store: SQLiteOutboxStore) -> None:
         assert outbox.deliver(client).claimed == 1
 
 
-def test_two_workers_never_claim_the_same_entry(tmp_path: Path) -> None:
-    """Two stores on one file (as two processes would be) claim concurrently: every entry goes
-    to exactly one of them; after its lease runs out, an entry is claimable again."""
-    path = tmp_path / "shared.db"
-    first, second = SQLiteOutboxStore(path), SQLiteOutboxStore(path)
-    try:
-        Outbox(first).store.add(
-            [QueuedTrack(f"k{i}", "cus_a", "api_calls", 1.0, created_at=0) for i in range(400)],
-            max_size=1000,
-        )
-        claimed: list[list[str]] = [[], []]
+def test_two_workers_never_claim_the_same_entry(open_store: OpenStore) -> None:
+    """Two connections to one outbox (as two processes would have) claim concurrently: every
+    entry goes to exactly one of them; after its lease runs out, an entry is claimable again."""
+    first, second = open_store(), open_store()
+    first.add(
+        [QueuedTrack(f"k{i}", "cus_a", "api_calls", 1.0, created_at=0) for i in range(400)],
+        max_size=1000,
+    )
+    claimed: list[list[str]] = [[], []]
+    start = threading.Barrier(2)
 
-        def drain(index: int, s: SQLiteOutboxStore) -> None:
-            while batch := s.claim(7, now=10.0, lease_s=50):
-                claimed[index].extend(e.idempotency_key for e in batch)
+    def drain(index: int, s: OutboxStore) -> None:
+        start.wait()
+        while batch := s.claim(7, now=10.0, lease_s=50):
+            claimed[index].extend(e.idempotency_key for e in batch)
 
-        threads = [
-            threading.Thread(target=drain, args=(i, s)) for i, s in enumerate([first, second])
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-        assert sorted(claimed[0] + claimed[1]) == sorted(f"k{i}" for i in range(400))
-        assert not set(claimed[0]) & set(claimed[1])
-        assert first.claim(1000, now=59.0, lease_s=50) == []  # leases still run
-        assert len(second.claim(1000, now=61.0, lease_s=50)) == 400  # ended: claimable
-    finally:
-        first.close()
-        second.close()
+    threads = [threading.Thread(target=drain, args=(i, s)) for i, s in enumerate([first, second])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(claimed[0] + claimed[1]) == sorted(f"k{i}" for i in range(400))
+    assert not set(claimed[0]) & set(claimed[1])
+    assert first.claim(1000, now=59.0, lease_s=50) == []  # leases still run
+    assert len(second.claim(1000, now=61.0, lease_s=50)) == 400  # ended: claimable
 
 
-def test_the_outbox_file_is_wal_and_synchronous_full(store: SQLiteOutboxStore) -> None:
+def test_the_outbox_file_is_wal_and_synchronous_full(tmp_path: Path) -> None:
     import sqlite3
 
+    store = SQLiteOutboxStore(tmp_path / "outbox.db")
     db = sqlite3.connect(store.path)
     try:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         db.close()
     assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    store.close()
 
 
 @pytest.mark.parametrize(

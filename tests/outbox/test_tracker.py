@@ -20,6 +20,7 @@ from billing_ui.core.outbox_sqlite import SQLiteOutboxStore
 from billing_ui.core.tracker import AsyncUsageTracker, UsageTracker
 from billing_ui.server.testing import RunningServer, create_customer
 from tests.faults import FaultProxy, close, drop_response, free_port
+from tests.outbox.conftest import OpenStore
 from tests.outbox.helpers import billed, wait_until
 
 
@@ -201,4 +202,30 @@ def test_api_down_while_1000_tracks_are_made_then_back_exactly_1000(
         assert billed(tmp_path / "billing.db", customer) == (0, 0)
         proxy.clear()  # back
         wait_until(lambda: tracker.stats().depth == 0, timeout=30, what="drained after outage")
+    assert billed(tmp_path / "billing.db", customer) == (n, n)
+
+
+def test_two_workers_drain_one_outbox_each_event_sent_once(
+    billing_server: RunningServer, proxy: FaultProxy, tmp_path: Path, open_store: OpenStore
+) -> None:
+    """Two trackers (two connections, as two app workers) drain one outbox of 500 events
+    together: every key goes out in exactly one request, and the database holds 500."""
+    n = 500
+    customer = create_customer(billing_server, ["pro"])
+    Outbox(open_store()).store.add(
+        [QueuedTrack(f"{customer}-{i}", customer, "api_calls", 1.0) for i in range(n)],
+        max_size=n,
+    )
+    with (
+        make_client(proxy.url) as client,
+        UsageTracker(client, outbox=Outbox(open_store()), flush_interval=0.05) as one,
+        UsageTracker(client, outbox=Outbox(open_store()), flush_interval=0.05),
+    ):
+        wait_until(lambda: one.stats().depth == 0, timeout=30, what="both drain it")
+    sent = [
+        e["idempotency_key"]
+        for r in proxy.seen("/v1/usage/track-batch")
+        for e in r.json()["events"]  # type: ignore[index]
+    ]
+    assert sorted(sent) == sorted(f"{customer}-{i}" for i in range(n))
     assert billed(tmp_path / "billing.db", customer) == (n, n)
