@@ -73,7 +73,7 @@ _WHERE: dict[str, str] = {
     "BillingState": "billing_ui.states.base",
     "billing_event": "billing_ui.states.base",
     "BillingSettings": "billing_ui.states.settings",
-    "TrackRule": "billing_ui.states.settings",
+    "TrackRule": "billing_ui.core.track_rules",
     "configure": "billing_ui.states.settings",
     "get_settings": "billing_ui.states.settings",
     **dict.fromkeys(_CORE, "billing_ui.core"),
@@ -179,6 +179,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; never executed
         UsageHistory,
         UsageMetric,
     )
+    from billing_ui.core.track_rules import TrackRule
     from billing_ui.states import (
         FeatureEntitlementsState,
         TrackUsageState,
@@ -190,4 +191,4 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; never executed
     from billing_ui.states.base import BillingState, billing_event
     from billing_ui.states.history import UsageHistoryState
     from billing_ui.states.nudge import UpgradeNudgeState
-    from billing_ui.states.settings import BillingSettings, TrackRule, configure, get_settings
+    from billing_ui.states.settings import BillingSettings, configure, get_settings

@@ -25,16 +25,8 @@ from billing_ui.core import AsyncBillingClient
 from billing_ui.core.cache import QueryCache
 from billing_ui.core.customer import CustomerResolver
 from billing_ui.core.errors import InvalidInputError
+from billing_ui.core.track_rules import TrackRule
 from billing_ui.core.validation import check_feature_key
-
-
-@dataclass(frozen=True, slots=True)
-class TrackRule:
-    """What a browser may track for one feature in one call."""
-
-    max_quantity: float = 100.0
-    integer_only: bool = True
-    metadata_max_bytes: int = 1024
 
 
 def _no_resolver(_state: Any) -> None:

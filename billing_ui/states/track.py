@@ -19,24 +19,17 @@ queries are refetched (TanStack's invalidate-on-success).
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 from billing_ui.core.errors import BillingError, InvalidInputError
 from billing_ui.core.problems import classify
-from billing_ui.core.validation import (
-    check_feature_key,
-    check_idempotency_key,
-    check_metadata,
-    check_quantity,
-)
+from billing_ui.core.track_rules import check_browser_track
 from billing_ui.states import _runtime as rt
 from billing_ui.states.base import BillingState, billing_event
 from billing_ui.states.entitlements import FeatureEntitlementsState
 from billing_ui.states.metrics import UsageMetricsState
-from billing_ui.states.settings import TrackRule, get_settings
+from billing_ui.states.settings import get_settings
 from billing_ui.states.status import STALE, SUCCESS
 from billing_ui.states.views import TrackResultView, metric_view, track_result_view
 
@@ -44,29 +37,10 @@ from billing_ui.states.views import TrackResultView, metric_view, track_result_v
 def validate_browser_track(
     feature_key: object, quantity: object, metadata: object
 ) -> tuple[str, float, dict[str, Any] | None, str]:
-    """Check a track request that came from a browser; returns (key, quantity, metadata,
-    idempotency key) or raises InvalidInputError naming the field and the rule."""
-    key = check_feature_key(feature_key)
-    rule: TrackRule | None = get_settings().trackable.get(key)
-    if rule is None:
-        raise InvalidInputError.single(
-            "feature_key", "allowlist", f"{key!r} may not be tracked from the browser"
-        )
-    amount = check_quantity(quantity)
-    if rule.integer_only and not amount.is_integer():
-        raise InvalidInputError.single("quantity", "integer", "must be a whole number")
-    if amount > rule.max_quantity:
-        raise InvalidInputError.single(
-            "quantity", "max", f"must be at most {rule.max_quantity:g} per call"
-        )
-    meta = check_metadata(metadata)
-    if meta is not None and len(json.dumps(meta).encode()) > rule.metadata_max_bytes:
-        raise InvalidInputError.single(
-            "metadata", "max_bytes", f"must be at most {rule.metadata_max_bytes} bytes"
-        )
-    caller_key = meta.pop("idempotency_key", None) if meta else None
-    idem = check_idempotency_key(caller_key, field="metadata.idempotency_key") or str(uuid.uuid4())
-    return key, amount, meta, idem
+    """Check a track request that came from a browser against the configured ``trackable``
+    (:func:`billing_ui.core.track_rules.check_browser_track`); returns (key, quantity,
+    metadata, idempotency key) or raises InvalidInputError naming the field and the rule."""
+    return check_browser_track(get_settings().trackable, feature_key, quantity, metadata)
 
 
 class TrackUsageState(BillingState):
