@@ -136,5 +136,10 @@ class QueryCache:
                 matched += 1
         return matched
 
+    def size(self, prefix: Key = ()) -> int:
+        """How many keys starting with ``prefix`` the cache holds (its memory, for tests and
+        benchmarks)."""
+        return sum(1 for key in self._slots if key[: len(prefix)] == prefix)
+
     def clear(self) -> None:
         self._slots.clear()

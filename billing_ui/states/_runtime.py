@@ -55,6 +55,25 @@ async def is_tab_connected(state: rx.State) -> bool:
     return await internals.is_token_connected(state.router.session.client_token)
 
 
+async def known_features(customer: str) -> frozenset[str]:
+    """The feature keys a browser may name for ``customer``: those of its entitlements and
+    meters, and the app's ``trackable`` ones. Nothing else enters a state or the cache, so no
+    browser can grow them with made-up keys (the entitlements come from the shared cache: one
+    request per customer per ``entitlements_refresh_interval``)."""
+    from billing_ui.states.settings import get_settings
+
+    settings = get_settings()
+    entry = await queries.entitlements(customer, stale_time=settings.entitlements_refresh_interval)
+    metrics = _queries.cache.peek((METRICS, customer))
+    return frozenset(
+        {
+            *(e.feature_key for e in entry.data),
+            *(m.feature_key for m in (metrics.data if metrics else [])),
+            *settings.trackable,
+        }
+    )
+
+
 def outage_message() -> str:
     """The neutral outage sentence while some upstream request of this process has found the
     billing API down (wrong key, unreachable, failing) and none has succeeded since; else ""."""
@@ -73,6 +92,10 @@ def message_for(exc: BaseException) -> str:
         return USER_MESSAGE
     if isinstance(exc, NoCustomerError):
         return "Sign in to see your usage."
+    from billing_ui.states.base import TooManyRequests
+
+    if isinstance(exc, TooManyRequests):
+        return str(exc)
     if isinstance(exc, errors.InvalidInputError):
         return f"Not tracked: {exc.errors[0]}"
     if isinstance(exc, errors.QuotaExceededError):

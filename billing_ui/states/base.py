@@ -21,19 +21,22 @@ The check cannot be forgotten by a state added later, because it does not live i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import inspect
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar, TypeVarTuple, Unpack
+from typing import Any, ClassVar, Final, TypeVar, TypeVarTuple, Unpack
 
 import reflex as rx
 from reflex_base.event import EventCallback
 
 from billing_ui.core.customer import NoCustomerError, resolve_customer
+from billing_ui.core.errors import BillingError
 from billing_ui.states.settings import get_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -47,7 +50,18 @@ def _override(fn: F) -> F:
     return fn
 
 
-_OWNER_FIELDS: frozenset[str] = frozenset({"_customer", "_generation", "router"})
+_OWNER_FIELDS: frozenset[str] = frozenset(
+    {"_customer", "_generation", "_tokens", "_tokens_at", "_told_at", "_running", "_ran_at",
+     "_again", "router"}
+)  # fmt: skip
+"""The owner's bookkeeping: the tab's, not the customer's; never guarded, never cleared."""
+MIN_REFETCH_INTERVAL: Final = 1.0
+"""Seconds between two runs of one tab's coalesced refetch (see BillingState._coalesced)."""
+STUCK_AFTER: Final = 120.0
+"""A coalesced run older than this is taken for dead (its task was killed without cleanup)."""
+TOLD_EVERY: Final = 5.0
+"""Seconds between two "too many requests" notices to one tab."""
+TOO_MANY = "Too many requests from this page: wait a moment."
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +71,16 @@ class Ticket:
 
     customer: str
     generation: str
+
+
+class TooManyRequests(BillingError):
+    """A tab called the handlers that reach the billing API faster than ``browser_burst`` /
+    ``browser_rate`` allow; nothing was sent. ``notify`` is true for the first refusal of a
+    while (the tab is told once, not once per refused call)."""
+
+    def __init__(self, *, notify: bool) -> None:
+        super().__init__(TOO_MANY)
+        self.notify = notify
 
 
 class StaleAnswer(Exception):
@@ -95,6 +119,12 @@ class BillingState(rx.State):
 
     _customer: str = ""
     _generation: str = ""
+    _tokens: float = -1.0  # the tab's token bucket (-1: full, never used)
+    _tokens_at: float = 0.0
+    _told_at: float = 0.0
+    _running: dict[str, float] = {}  # noqa: RUF012 - coalesced runs in flight: slot -> start
+    _ran_at: dict[str, float] = {}  # noqa: RUF012 - slot -> when it last started
+    _again: list[str] = []  # noqa: RUF012 - slots asked for again while running
     _keep_on_customer_change: ClassVar[tuple[str, ...]] = ()
 
     # --- the guard ---------------------------------------------------------------------------
@@ -136,6 +166,7 @@ class BillingState(rx.State):
                 "handler with billing_ui.states.base.billing_event"
             )
         owner = await self.get_state(BillingState)
+        owner._take_token()
         try:
             customer = await resolve_customer(get_settings().customer_resolver, self)
         except NoCustomerError:
@@ -163,6 +194,61 @@ class BillingState(rx.State):
         if owner._generation != ticket.generation:
             raise StaleAnswer(f"{type(self).__name__}: the customer changed")
 
+    def _take_token(self) -> None:
+        """(On the owner.) One call's token from the tab's bucket, or TooManyRequests."""
+        settings = get_settings()
+        now = time.time()
+        burst = float(settings.browser_burst)
+        tokens = burst if self._tokens < 0 else self._tokens
+        tokens = min(burst, tokens + (now - self._tokens_at) * settings.browser_rate)
+        self._tokens_at = now
+        if tokens < 1.0:
+            self._tokens = tokens
+            notify = now - self._told_at >= TOLD_EVERY
+            if notify:
+                self._told_at = now
+            raise TooManyRequests(notify=notify)
+        self._tokens = tokens - 1.0
+
+    async def _coalesced(self, slot: str, run: Callable[[], Awaitable[object]]) -> None:
+        """Run ``run`` for this tab at most once at a time per ``slot`` and at least
+        ``MIN_REFETCH_INTERVAL`` apart: a call while one runs is folded into one more run after
+        it. 500 refetch clicks are two upstream requests, not 500. Per customer generation: a
+        run for a previous customer never holds up the next one. Not inside ``async with``."""
+        async with self:
+            owner = await self.get_state(BillingState)
+            key = f"{slot}@{owner._generation}"
+            started = owner._running.get(key)
+            if started is not None and time.time() - started < STUCK_AFTER:
+                if key not in owner._again:
+                    owner._again = [*owner._again, key]
+                return
+            owner._running = {**owner._running, key: time.time()}
+        try:
+            while True:
+                async with self:
+                    owner = await self.get_state(BillingState)
+                    wait = owner._ran_at.get(key, 0.0) + MIN_REFETCH_INTERVAL - time.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                async with self:
+                    owner = await self.get_state(BillingState)
+                    current = f"@{owner._generation}"
+                    ran = {k: v for k, v in owner._ran_at.items() if k.endswith(current)}
+                    owner._ran_at = {**ran, key: time.time()}
+                    owner._again = [s for s in owner._again if s != key]
+                await run()
+                async with self:
+                    owner = await self.get_state(BillingState)
+                    if key not in owner._again:
+                        return
+        finally:
+            with contextlib.suppress(Exception):
+                async with self:
+                    owner = await self.get_state(BillingState)
+                    owner._running = {k: v for k, v in owner._running.items() if k != key}
+                    owner._again = [s for s in owner._again if s != key]
+
     async def _change_customer(self, customer: str) -> None:
         """(On the owner.) A new generation for ``customer``; every billing state back to its
         defaults, except each one's ``_keep_on_customer_change``."""
@@ -170,7 +256,10 @@ class BillingState(rx.State):
         self._customer = customer
         with _unguarded():
             for cls in _billing_state_classes():
-                child = await self.get_state(cls)
+                try:
+                    child = await self.get_state(cls)
+                except RuntimeError:  # defined after this session's tree: holds nothing
+                    continue
                 kept = {name: getattr(child, name) for name in cls._keep_on_customer_change}
                 for name, default in _own_defaults(cls).items():
                     if name not in kept:
@@ -230,6 +319,9 @@ def billing_event(fn: Callable[[S, Unpack[P]], Any]) -> EventCallback[*P]:
                         yield item
                 except StaleAnswer:
                     return
+                except TooManyRequests as exc:
+                    if exc.notify:
+                        yield rx.toast.warning(TOO_MANY)
 
         return rx.event(gen_wrapper, background=True)  # type: ignore[return-value]
     if not inspect.iscoroutinefunction(fn):
@@ -242,6 +334,8 @@ def billing_event(fn: Callable[[S, Unpack[P]], Any]) -> EventCallback[*P]:
                 return await fn(self, *args, **kwargs)
             except StaleAnswer:
                 return None
+            except TooManyRequests as exc:
+                return rx.toast.warning(TOO_MANY) if exc.notify else None
 
     return rx.event(wrapper, background=True)  # type: ignore[return-value]
 

@@ -13,7 +13,7 @@ event, not a side effect of rendering.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Final
 
 import reflex as rx
 from reflex_base.vars.base import Var
@@ -26,6 +26,9 @@ from billing_ui.states.base import BillingState, billing_event
 from billing_ui.states.settings import get_settings
 from billing_ui.states.status import PENDING, SIGNED_OUT, STALE, SUCCESS, after_error
 from billing_ui.states.views import CheckView, EntitlementView, check_view, entitlement_view
+
+MAX_CHECKS: Final = 64
+"""Feature checks one tab keeps (only known features are checked; this bounds even those)."""
 
 
 class FeatureEntitlementsState(BillingState):
@@ -67,24 +70,34 @@ class FeatureEntitlementsState(BillingState):
 
     @billing_event
     async def refetch(self) -> None:
-        await FeatureEntitlementsState.refresh_for(self, force=True)
+        """Fetch now (coalesced per tab: one in flight, at most one more after it)."""
+        await self._coalesced(
+            "entitlements", lambda: FeatureEntitlementsState.refresh_for(self, force=True)
+        )
 
     @billing_event
-    async def check(self, feature_key: Any) -> None:
+    async def check(self, feature_key: str) -> None:
         """Load the access check for one feature (``useFeature``). ``feature_key`` comes from
-        the browser, so it is validated like any input."""
+        the browser, so it is validated like any input, and only a feature the customer's
+        entitlements, meters or the app's ``trackable`` name is checked: any other has no
+        access (``has_feature`` is false), and is neither stored nor sent upstream."""
         try:
             key = check_feature_key(feature_key)
         except InvalidInputError as exc:
             async with self:
                 self.error = rt.message_for(exc)
             return
+        await self._coalesced(f"check:{key}", lambda: self._check(key))
+
+    async def _check(self, key: str) -> None:
         async with self:
             try:
                 ticket = await self._begin()
             except NoCustomerError:
                 return
         try:
+            if key not in await rt.known_features(ticket.customer):
+                return
             entry = await rt.queries.feature_check(
                 ticket.customer, key, stale_time=get_settings().refresh_interval * 0.9
             )
@@ -95,7 +108,10 @@ class FeatureEntitlementsState(BillingState):
             return
         async with self:
             await self._confirm(ticket)
-            self.checks = {**self.checks, key: check_view(entry.data)}
+            checks = {k: v for k, v in self.checks.items() if k != key}
+            while len(checks) >= MAX_CHECKS:  # the oldest goes (known keys are few anyway)
+                checks.pop(next(iter(checks)))
+            self.checks = {**checks, key: check_view(entry.data)}
 
     @staticmethod
     async def refresh_for(state: BillingState, *, force: bool = False) -> None:

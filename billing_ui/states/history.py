@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Any, ClassVar, Final
+from typing import ClassVar, Final
 
 from billing_ui.core.customer import NoCustomerError
 from billing_ui.core.errors import BillingError, InvalidInputError
@@ -130,7 +130,7 @@ class UsageHistoryState(BillingState):
     _keep_on_customer_change: ClassVar[tuple[str, ...]] = ("_watched", "_poll_generation")
 
     @billing_event
-    async def load(self, history: Any) -> None:
+    async def load(self, history: str) -> None:
         """Chart ``history`` (a :func:`history_id`; validated, as it comes from the browser)
         and fetch it now."""
         try:
@@ -147,19 +147,23 @@ class UsageHistoryState(BillingState):
         await self._refresh([ident], force=False)
 
     @billing_event
-    async def refetch(self, history: Any) -> None:
+    async def refetch(self, history: str) -> None:
         try:
             ident = history_id(*parse_history_id(history))
         except InvalidInputError:
             return
-        await self._refresh([ident], force=True)
+        await self._coalesced(f"history:{ident}", lambda: self._refresh([ident], force=True))
 
     @billing_event
     async def refetch_all(self) -> None:
         """Refetch every history this tab charts (the page's Retry)."""
-        async with self:
-            watched = list(self._watched)
-        await self._refresh(watched, force=True)
+
+        async def run() -> None:
+            async with self:
+                watched = list(self._watched)
+            await self._refresh(watched, force=True)
+
+        await self._coalesced("history:*", run)
 
     @billing_event
     async def poll(self) -> None:
@@ -186,6 +190,15 @@ class UsageHistoryState(BillingState):
                 self.signed_out = True
                 return
             self.signed_out = False
+        try:
+            known = await rt.known_features(ticket.customer)
+        except BillingError:
+            known = frozenset(parse_history_id(i)[0] for i in idents)  # decided on next refresh
+        async with self:
+            await self._confirm(ticket)
+            # A feature the customer does not have is not charted, stored or fetched.
+            self._watched = [i for i in self._watched if parse_history_id(i)[0] in known]
+            idents = [i for i in idents if i in self._watched]
             self.loading = [
                 i for i in self._watched if i not in self.histories and i not in self.errors
             ]

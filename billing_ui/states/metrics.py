@@ -81,8 +81,9 @@ class UsageMetricsState(BillingState):
 
     @billing_event
     async def refetch(self) -> None:
-        """Fetch now, bypassing the cache's freshness (still one request for all callers)."""
-        await self._refresh(force=True)
+        """Fetch now, bypassing the cache's freshness: coalesced per tab (one in flight, at
+        most one more after it, ``MIN_REFETCH_INTERVAL`` apart)."""
+        await self._coalesced("metrics", lambda: self._refresh(force=True))
 
     @billing_event
     async def retry_all(self) -> AsyncIterator[Any]:
@@ -90,7 +91,7 @@ class UsageMetricsState(BillingState):
         charts), not only the meters."""
         yield FeatureEntitlementsState.refetch
         yield UsageHistoryState.refetch_all
-        await self._refresh(force=True)
+        await self._coalesced("metrics", lambda: self._refresh(force=True))
 
     async def _refresh(self, *, force: bool) -> bool:
         """One refresh; False when the billing API failed (the poll then retries sooner)."""

@@ -70,7 +70,19 @@ class BillingSettings:
     (the local server when unset). Pass your own for another URL, key, timeout or retry
     count: ``lambda: AsyncBillingClient(base_url=..., api_key=..., timeout=5)``."""
 
+    browser_burst: int = 30
+    """How many calls one tab (Reflex session) may make in a burst to the handlers that reach
+    the billing API (tracks, refetches, checks, polls). Past it, a call is refused before any
+    request is made, and the tab is told "Too many requests from this page: wait a moment."
+    With ``browser_rate``, a token bucket: no browser can grow the upstream traffic."""
+    browser_rate: float = 5.0
+    """Calls per second one tab earns back after a burst (the bucket's refill rate)."""
+
     def __post_init__(self) -> None:
+        if isinstance(self.browser_burst, bool) or not isinstance(self.browser_burst, int):
+            raise InvalidInputError.single("browser_burst", "type", "must be a whole number")
+        if self.browser_burst < 1:
+            raise InvalidInputError.single("browser_burst", "ge", "must be at least 1")
         for name in ("customer_resolver", "client_factory"):
             if not callable(getattr(self, name)):
                 raise InvalidInputError.single(name, "callable", "must be a function")
@@ -84,6 +96,9 @@ class BillingSettings:
                 raise InvalidInputError.single(
                     f"trackable.{key}", "type", "must be a billing_ui.TrackRule"
                 )
+        rate = self.browser_rate
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0:
+            raise InvalidInputError.single("browser_rate", "gt", "must be a number > 0")
         for name in ("refresh_interval", "entitlements_refresh_interval"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
@@ -113,6 +128,8 @@ def configure(
     refresh_interval: float = _UNCHANGED,
     entitlements_refresh_interval: float = _UNCHANGED,
     client_factory: Callable[[], AsyncBillingClient] = _UNCHANGED,
+    browser_burst: int = _UNCHANGED,
+    browser_rate: float = _UNCHANGED,
 ) -> BillingSettings:
     """Change the settings given (each is a field of :class:`BillingSettings`, documented
     there and in docs/components.md); the others keep their value. Returns the new settings.

@@ -12,6 +12,14 @@ from pathlib import Path
 import pytest
 from selenium import webdriver
 
+# Register every billing state in the base Reflex registration context, at collection: each
+# AppHarness app forks that context, so a state first imported inside one app's context would be
+# missing from the next app's (its events then have "no registered handler").
+import billing_ui.components
+import billing_ui.states
+import billing_ui.states.history
+import billing_ui.states.nudge  # noqa: F401
+
 from .browser import CHROMEDRIVER, CHROMIUM, chromium
 
 MIN_BUN = (1, 4, 4)  # reflex 0.10.1's minimum; below it Reflex downloads bun from the internet

@@ -89,11 +89,22 @@ class RawClient:
 
     def track_state(self) -> dict[str, Any]:
         """The TrackUsageState vars as last sent to this client (merged deltas)."""
+        return self.state_of(TrackUsageState)
+
+    def state_of(self, cls: Any) -> dict[str, Any]:
+        """A state's vars as last sent to this client (merged deltas)."""
         merged: dict[str, Any] = {}
-        key = TrackUsageState.get_full_name()
+        key = cls.get_full_name()
         for update in list(self.received):
             merged.update((update.get("delta") or {}).get(key) or {})
         return {k.removesuffix("_rx_state_"): v for k, v in merged.items()}
+
+    def largest_update(self) -> int:
+        """Bytes of the largest update the backend sent this client."""
+        return max((len(json.dumps(u)) for u in list(self.received)), default=0)
+
+    def total_bytes(self) -> int:
+        return sum(len(json.dumps(u)) for u in list(self.received))
 
 
 HOSTILE: list[tuple[str, dict[str, Any], str]] = [
@@ -161,3 +172,138 @@ def consumed(server: RunningServer) -> float:
     return float(
         next(m["consumed"] for m in r.json()["metrics"] if m["feature_key"] == "api_calls")
     )
+
+
+# --- floods: no browser can grow the app's memory or its upstream traffic (issue 8, part 3) ---
+def settle(harness: AppHarness, client: RawClient) -> None:
+    """Wait until the backend has taken every event this client sent and finished them: a
+    sentinel event (a track refused before any request) is answered, the socket delivering in
+    order, then nothing is queued or running any more."""
+    marker = f"done_{uuid.uuid4().hex[:8]}"
+    client.send(event_name(TrackUsageState.track), {"feature_key": marker})
+    client.wait_for(lambda: client.track_state().get("last_feature_key") == marker, 60)
+    assert harness.app_instance is not None
+    proc: Any = harness.app_instance.event_processor
+    deadline = time.monotonic() + 60
+    while proc._tasks or (proc._queue is not None and not proc._queue.empty()):
+        assert time.monotonic() < deadline, "the backend never went idle"
+        time.sleep(0.05)
+
+
+def cached(prefix: str) -> int:
+    from billing_ui.states.settings import cache
+
+    return cache.size((prefix,))
+
+
+def test_a_flood_of_made_up_feature_checks_grows_nothing(
+    app: AppHarness,  # noqa: F811
+    billing: tuple[RunningServer, FaultProxy],  # noqa: F811
+) -> None:
+    from billing_ui.states import FeatureEntitlementsState
+
+    _, proxy = billing
+    checks_before, cache_before = len(proxy.seen("/v1/usage/check")), cached("feature-check")
+    flood = 2000
+    with RawClient(backend_url(app)) as client:
+        for i in range(flood):
+            client.send(event_name(FeatureEntitlementsState.check), {"feature_key": f"made_up_{i}"})
+        settle(app, client)
+        state = client.state_of(FeatureEntitlementsState)
+        largest = client.largest_update()
+    assert len(state.get("checks") or {}) == 0, "a made-up key entered the tab's state"
+    assert cached("feature-check") == cache_before, "a made-up key entered the cache"
+    assert len(proxy.seen("/v1/usage/check")) == checks_before, "a made-up key went upstream"
+    assert largest < 4096, f"an update of {largest} bytes"
+
+
+def test_a_flood_of_one_known_check_is_coalesced(
+    app: AppHarness,  # noqa: F811
+    billing: tuple[RunningServer, FaultProxy],  # noqa: F811
+) -> None:
+    from billing_ui.states import FeatureEntitlementsState
+
+    _, proxy = billing
+    before = len(proxy.seen("/v1/usage/check"))
+    with RawClient(backend_url(app)) as client:
+        started = time.monotonic()
+        for _ in range(500):
+            client.send(event_name(FeatureEntitlementsState.check), {"feature_key": "api_calls"})
+        settle(app, client)
+        elapsed = time.monotonic() - started
+        state = client.state_of(FeatureEntitlementsState)
+    assert list((state.get("checks") or {}).keys()) == ["api_calls"]
+    # One key: coalesced per tab (one in flight, one more after it, 1 s apart) and cached.
+    allowed = 2 + elapsed / 1.0
+    assert len(proxy.seen("/v1/usage/check")) - before <= allowed
+
+
+@pytest.mark.parametrize("query", ["metrics", "entitlements"])
+def test_a_flood_of_refetches_makes_a_bounded_number_of_requests(
+    app: AppHarness,  # noqa: F811
+    billing: tuple[RunningServer, FaultProxy],  # noqa: F811
+    query: str,
+) -> None:
+    from billing_ui.states import FeatureEntitlementsState
+
+    handler, path = {
+        "metrics": (UsageMetricsState.refetch, "/v1/usage/metrics"),
+        "entitlements": (FeatureEntitlementsState.refetch, "/v1/features/entitlements"),
+    }[query]
+    _, proxy = billing
+    before = len(proxy.seen(path))
+    with RawClient(backend_url(app)) as client:
+        started = time.monotonic()
+        for _ in range(500):
+            client.send(event_name(handler), {})
+        settle(app, client)
+        elapsed = time.monotonic() - started
+    made = len(proxy.seen(path)) - before
+    # Coalesced per tab: one in flight and at most one more after it, 1 s apart.
+    assert 1 <= made <= 2 + elapsed / 1.0, f"500 refetches made {made} requests in {elapsed:.1f}s"
+
+
+def test_a_flood_of_unknown_histories_grows_nothing(
+    app: AppHarness,  # noqa: F811
+    billing: tuple[RunningServer, FaultProxy],  # noqa: F811
+) -> None:
+    from billing_ui.states.history import UsageHistoryState
+
+    _, proxy = billing
+    before, cache_before = len(proxy.seen("/v1/usage/history")), cached("usage-history")
+    with RawClient(backend_url(app)) as client:
+        for i in range(3000):
+            client.send(event_name(UsageHistoryState.refetch), {"history": f"nope_{i}"})
+        for i in range(100):
+            client.send(event_name(UsageHistoryState.load), {"history": f"nope_{i}"})
+        settle(app, client)
+        state = client.state_of(UsageHistoryState)
+        largest = client.largest_update()
+    assert not state.get("errors") and not state.get("histories") and not state.get("loading")
+    assert len(proxy.seen("/v1/usage/history")) == before
+    assert cached("usage-history") == cache_before
+    assert largest < 4096, f"an update of {largest} bytes"
+
+
+def test_a_flood_of_tracks_is_held_to_the_sessions_token_bucket(
+    app: AppHarness,  # noqa: F811
+    billing: tuple[RunningServer, FaultProxy],  # noqa: F811
+) -> None:
+    from billing_ui.states.settings import get_settings
+
+    server, proxy = billing
+    before_tracks, before_count = len(proxy.seen(TRACK)), consumed(server)
+    settings = get_settings()
+    with RawClient(backend_url(app)) as client:
+        started = time.monotonic()
+        for _ in range(300):
+            client.send(event_name(TrackUsageState.track), {"feature_key": "api_calls"})
+        settle(app, client)
+        elapsed = time.monotonic() - started
+        state = client.track_state()
+    sent = len(proxy.seen(TRACK)) - before_tracks
+    allowed = settings.browser_burst + settings.browser_rate * elapsed + 1
+    assert 0 < sent <= allowed, f"{sent} tracks reached the API in {elapsed:.1f}s"
+    assert consumed(server) - before_count == sent, "every track sent counted once"
+    assert "Too many requests from this page" in json.dumps(client.received)
+    assert len(state.get("pending_features") or []) == 0

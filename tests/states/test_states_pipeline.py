@@ -203,9 +203,12 @@ async def test_entitlements_and_feature_checks(session: Session) -> None:
     check = ent.checks["api_calls"]
     assert check.has_access and check.usage == 0 and check.remaining == 50000
 
+    # sso is not among pro's features: no access, and nothing stored or asked upstream.
+    checks_sent = session.upstream("/v1/usage/check")
     await session.send(FeatureEntitlementsState.check, feature_key="sso")
     ent = await session.get(FeatureEntitlementsState)
-    assert not ent.checks["sso"].has_access
+    assert "sso" not in ent.checks and "sso" not in ent.enabled_features
+    assert session.upstream("/v1/usage/check") == checks_sent
 
     await session.send(FeatureEntitlementsState.check, feature_key="../etc")
     ent = await session.get(FeatureEntitlementsState)
