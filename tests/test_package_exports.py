@@ -18,7 +18,7 @@ def _run(code: str) -> str:
 
 def test_the_package_core_and_server_import_no_reflex() -> None:
     out = _run(
-        "import sys, billing_ui, billing_ui.core, billing_ui.server;"
+        "import sys, billing_ui, billing_ui.core, billing_ui.server, billing_ui.asgi;"
         "billing_ui.BillingClient; billing_ui.UsageMetric; billing_ui.QuotaExceededError;"
         "print(sorted(m for m in sys.modules if m == 'reflex' or m.startswith('reflex.')))"
     )

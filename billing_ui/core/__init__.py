@@ -59,6 +59,7 @@ from billing_ui.core.models import (
 )
 from billing_ui.core.outbox import Outbox, OutboxFullError, OutboxStats, QueuedTrack
 from billing_ui.core.outbox_sqlite import SQLiteOutboxStore
+from billing_ui.core.track_rules import TrackRule
 from billing_ui.core.tracker import AsyncUsageTracker, UsageTracker
 
 __all__ = [
@@ -101,6 +102,7 @@ __all__ = [
     "RateLimitError",
     "SQLiteOutboxStore",
     "SessionToken",
+    "TrackRule",
     "TrackUsageRequest",
     "TrackUsageResult",
     "UnprocessableEntityError",

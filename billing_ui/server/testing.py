@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import uvicorn
@@ -116,6 +116,8 @@ class _ThreadedServer(uvicorn.Server):
             connection.shutdown()
         for server in self.servers:
             await server.wait_closed()
+        if not self.force_exit:
+            await self.lifespan.shutdown()  # a no-op with lifespan="off"
 
     def stop(self) -> None:
         self.should_exit = True
@@ -152,12 +154,7 @@ def running_server(
         raise ValueError("give exactly one of db_path and database_url")
     database = str(database_url or db_path)
     store = open_store(database_url or Path(str(db_path)))
-    # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose proto
-    # says TCP, and without it every response waits ~40 ms for a delayed ACK.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
         app = create_app(
             store=store,
             plans=catalogue,
@@ -169,12 +166,39 @@ def running_server(
         )
         if seed:
             seed_demo_customers(app.state.service)
+        with serve_asgi(app, port=port, http=protocol_with_deadlines()) as base_url:
+            yield RunningServer(
+                base_url=base_url,
+                api_key=api_key,
+                clock=the_clock,
+                store=store,
+                app=app,
+                plans=catalogue,
+                database=database,
+            )
+    finally:
+        store.close()
+
+
+@contextmanager
+def serve_asgi(
+    app: Any,
+    *,
+    port: int = 0,
+    http: Any = "auto",
+    lifespan: Literal["auto", "on", "off"] = "off",
+    name: str = "billing-server",
+) -> Iterator[str]:
+    """Serve any ASGI app with uvicorn on ``127.0.0.1:port`` (0: a free port) in a thread until
+    the block ends; yields its base URL. ``lifespan="on"`` runs the app's startup/shutdown."""
+    # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose proto
+    # says TCP, and without it every response waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
         config = uvicorn.Config(
-            app,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            http=protocol_with_deadlines(),
+            app, log_level="warning", access_log=False, lifespan=lifespan, http=http
         )
         server = _ThreadedServer(config)
         failure: list[BaseException] = []
@@ -187,31 +211,22 @@ def running_server(
             finally:
                 server.ready.set()
 
-        thread = threading.Thread(target=serve, name="billing-server", daemon=True)
+        thread = threading.Thread(target=serve, name=name, daemon=True)
         thread.start()
         if not server.ready.wait(START_TIMEOUT_S) or not server.started:
             server.stop()
             thread.join(STOP_TIMEOUT_S)
-            raise RuntimeError(f"the billing server did not start: {failure or 'timeout'}")
+            raise RuntimeError(f"{name} did not start: {failure or 'timeout'}")
         host, bound_port = sock.getsockname()[:2]
         try:
-            yield RunningServer(
-                base_url=f"http://{host}:{bound_port}",
-                api_key=api_key,
-                clock=the_clock,
-                store=store,
-                app=app,
-                plans=catalogue,
-                database=database,
-            )
+            yield f"http://{host}:{bound_port}"
         finally:
             server.stop()
             thread.join(STOP_TIMEOUT_S)
             if thread.is_alive():
-                raise RuntimeError("the billing server did not stop in time")
+                raise RuntimeError(f"{name} did not stop in time")
     finally:
         sock.close()
-        store.close()
 
 
 def create_customer(

@@ -1,0 +1,303 @@
+"""The billing hooks for any ASGI app (Starlette, FastAPI): a router the app mounts, whose
+endpoints a browser may call with ``fetch`` or htmx.
+
+::
+
+    from fastapi import FastAPI
+    from billing_ui.asgi import billing_routes
+    from billing_ui.core import TrackRule
+
+    def signed_in_user(request) -> str | None:     # your auth: the session's user id
+        return request.session.get("user_id")
+
+    app = FastAPI()
+    app.mount("/billing", billing_routes(
+        resolve_customer=signed_in_user,
+        trackable={"api_calls": TrackRule(max_quantity=10)},
+    ))
+
+==========================  =============================================================
+``POST /track``             ``{"feature_key", "quantity"?, "metadata"?}`` -> 200
+                            ``{"status": "recorded", "result"}``, or 202
+                            ``{"status": "queued", "idempotency_key", "queued"}`` with a tracker
+``GET /metrics``            ``?feature_key=`` optional -> ``{"metrics": [...]}`` (cached per
+                            customer, one upstream request per interval however many tabs)
+``GET /entitlements``       ``{"entitlements": [...]}``
+``GET /check``              ``?feature_key=`` -> the feature check (``useFeature``)
+==========================  =============================================================
+
+What a browser may not do: name the customer (it comes from ``resolve_customer`` over the
+request — its session or auth — never from the body or the query; a body field
+``customer_id`` is refused like any unknown field), track a feature outside ``trackable`` or
+beyond its :class:`~billing_ui.core.track_rules.TrackRule`, or post with the user's cookies
+from another site (a POST carrying cookies must come from this origin or ``allowed_origins``:
+its ``Origin`` header, else ``Sec-Fetch-Site: same-origin``). Every error is BillingOS's
+envelope ``{"error": {"code", "message", "details"?}, "statusCode"}``; problems of the set-up
+(a wrong secret key, an unreachable API) reach the operator's log and the browser only as
+"Billing is temporarily unavailable".
+
+With ``tracker`` (an :class:`~billing_ui.core.tracker.AsyncUsageTracker`) a track is written
+to the durable outbox and answered at once (202, ``queued``); fail-closed features are still
+sent at once. Pass ``lifespan=tracker.lifespan`` to the app so it flushes on shutdown.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, Router
+
+from billing_ui.core.client import AsyncBillingClient
+from billing_ui.core.errors import (
+    APIError,
+    APIStatusError,
+    AuthenticationError,
+    BillingError,
+    InvalidInputError,
+    PermissionDeniedError,
+    PoolExhaustedError,
+    RateLimitError,
+)
+from billing_ui.core.outbox import OutboxFullError, QueuedTrack
+from billing_ui.core.problems import BUSY_MESSAGE, USER_MESSAGE, ProblemLog
+from billing_ui.core.queries import BillingQueries
+from billing_ui.core.track_rules import TrackRule, check_browser_track
+from billing_ui.core.tracker import AsyncUsageTracker
+from billing_ui.core.validation import check_feature_key
+
+__all__ = ["CustomerFromRequest", "billing_routes"]
+
+CustomerFromRequest = Callable[[Request], "str | Awaitable[str | None] | None"]
+"""``(request) -> customer id | None``, sync or async: the signed-in user, or None."""
+
+MAX_BODY_BYTES = 16 * 1024
+_TRACK_FIELDS = frozenset({"feature_key", "quantity", "metadata"})
+_ANY_LIST: TypeAdapter[list[Any]] = TypeAdapter(list[Any])
+
+
+def billing_routes(
+    *,
+    resolve_customer: CustomerFromRequest,
+    trackable: Mapping[str, TrackRule],
+    client: AsyncBillingClient | Callable[[], AsyncBillingClient] | None = None,
+    queries: BillingQueries | None = None,
+    tracker: AsyncUsageTracker | None = None,
+    allowed_origins: Collection[str] = (),
+    refresh_interval: float = 30.0,
+) -> Router:
+    """The router (mount it where you like). ``client``: an :class:`AsyncBillingClient` or a
+    factory (default: one from ``BILLINGOS_API_URL`` / ``BILLINGOS_SECRET_KEY``, made on first
+    use); or pass ``queries`` to share a cache with other code. ``refresh_interval``: seconds
+    a customer's metrics and checks are served from the cache."""
+    for key, rule in trackable.items():
+        if not isinstance(rule, TrackRule):
+            raise TypeError(f"trackable[{key!r}] must be a TrackRule, got {type(rule).__name__}")
+    api = _Api(
+        resolve_customer,
+        dict(trackable),
+        queries or BillingQueries(client or _lazy_client(), problems=ProblemLog()),
+        tracker,
+        frozenset(allowed_origins),
+        refresh_interval,
+    )
+    return Router(
+        routes=[
+            Route("/track", api.track, methods=["POST"]),
+            Route("/metrics", api.metrics, methods=["GET"]),
+            Route("/entitlements", api.entitlements, methods=["GET"]),
+            Route("/check", api.check, methods=["GET"]),
+        ]
+    )
+
+
+def _lazy_client() -> Callable[[], AsyncBillingClient]:
+    made: list[AsyncBillingClient] = []
+
+    def get() -> AsyncBillingClient:
+        if not made:
+            made.append(AsyncBillingClient())
+        return made[0]
+
+    return get
+
+
+class _Refusal(Exception):
+    """An answer in the error envelope, raised from anywhere in a handler."""
+
+    def __init__(
+        self, status: int, code: str, message: str, details: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.response = error_response(status, code, message, details)
+
+
+def error_response(
+    status: int, code: str, message: str, details: Mapping[str, Any] | None = None
+) -> JSONResponse:
+    """BillingOS's error envelope."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = dict(details)
+    return JSONResponse({"error": error, "statusCode": status}, status_code=status)
+
+
+class _Api:
+    def __init__(
+        self,
+        resolve_customer: CustomerFromRequest,
+        trackable: dict[str, TrackRule],
+        queries: BillingQueries,
+        tracker: AsyncUsageTracker | None,
+        allowed_origins: frozenset[str],
+        refresh_interval: float,
+    ) -> None:
+        self.resolve_customer = resolve_customer
+        self.trackable = trackable
+        self.queries = queries
+        self.tracker = tracker
+        self.allowed_origins = allowed_origins
+        self.interval = refresh_interval
+
+    # -- the endpoints
+    async def track(self, request: Request) -> Response:
+        return await self._answer(request, self._track)
+
+    async def metrics(self, request: Request) -> Response:
+        return await self._answer(request, self._metrics)
+
+    async def entitlements(self, request: Request) -> Response:
+        return await self._answer(request, self._entitlements)
+
+    async def check(self, request: Request) -> Response:
+        return await self._answer(request, self._check)
+
+    async def _track(self, request: Request, customer: str) -> Response:
+        body = await _json_body(request)
+        unknown = sorted(set(body) - _TRACK_FIELDS)
+        if unknown:
+            raise InvalidInputError.single(unknown[0][:64], "unknown_field", "is not a field")
+        key, amount, meta, idem = check_browser_track(
+            self.trackable, body.get("feature_key"), body.get("quantity", 1), body.get("metadata")
+        )
+        if self.tracker is not None:
+            outcome = await self.tracker.track(
+                customer, key, amount, metadata=meta, idempotency_key=idem
+            )
+            if isinstance(outcome, QueuedTrack):
+                stats = await self.tracker.stats()
+                body = {"status": "queued", "idempotency_key": idem, "queued": stats.depth}
+                return JSONResponse(body, status_code=202)
+            self.queries.after_track(customer, outcome)
+            result = outcome
+        else:
+            result = await self.queries.track_usage(
+                customer, key, amount, metadata=meta, idempotency_key=idem
+            )
+        return JSONResponse({"status": "recorded", "result": _dump(result)})
+
+    async def _metrics(self, request: Request, customer: str) -> Response:
+        wanted = request.query_params.get("feature_key")
+        key = None if wanted is None else check_feature_key(wanted)
+        entry = await self.queries.usage_metrics(customer, stale_time=self.interval)
+        metrics = [m for m in entry.data if key is None or m.feature_key == key]
+        return JSONResponse({"metrics": _ANY_LIST.dump_python(metrics, mode="json", by_alias=True)})
+
+    async def _entitlements(self, request: Request, customer: str) -> Response:
+        entry = await self.queries.entitlements(customer, stale_time=self.interval * 10)
+        return JSONResponse(
+            {"entitlements": _ANY_LIST.dump_python(entry.data, mode="json", by_alias=True)}
+        )
+
+    async def _check(self, request: Request, customer: str) -> Response:
+        key = check_feature_key(request.query_params.get("feature_key"))
+        entry = await self.queries.feature_check(customer, key, stale_time=self.interval)
+        return JSONResponse(_dump(entry.data))
+
+    # -- what every endpoint does
+    async def _answer(
+        self, request: Request, handler: Callable[[Request, str], Awaitable[Response]]
+    ) -> Response:
+        try:
+            if request.method == "POST":
+                self._check_origin(request)
+            customer = await self._customer(request)
+            return await handler(request, customer)
+        except _Refusal as refusal:
+            return refusal.response
+        except InvalidInputError as exc:
+            fields = [{"field": e.field, "rule": e.rule, "message": e.message} for e in exc.errors]
+            return error_response(400, "VAL_INVALID_INPUT", str(exc), {"fieldErrors": fields})
+        except BillingError as exc:
+            return _upstream_error(exc)
+
+    async def _customer(self, request: Request) -> str:
+        found = self.resolve_customer(request)
+        if inspect.isawaitable(found):
+            found = await found
+        if not found:
+            raise _Refusal(401, "AUTH_UNAUTHORIZED", "Sign in to see your usage.")
+        return str(found)
+
+    def _check_origin(self, request: Request) -> None:
+        """CSRF: a POST that carries cookies must come from this site (or an allowed one)."""
+        if "cookie" not in request.headers:
+            return  # no ambient credential: a cross-site page cannot act as the user
+        own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+        origin = request.headers.get("origin")
+        if origin is not None:
+            if origin == own or origin in self.allowed_origins:
+                return
+        elif request.headers.get("sec-fetch-site") == "same-origin":
+            return
+        raise _Refusal(
+            403, "AUTH_CSRF_REJECTED", "Cross-site request refused: post from this site's pages."
+        )
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise InvalidInputError.single("body", "content_type", "must be application/json")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise _Refusal(413, "VAL_PAYLOAD_TOO_LARGE", f"body over {MAX_BODY_BYTES} bytes")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInputError.single("body", "json", "must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise InvalidInputError.single("body", "json", "must be a JSON object")
+    return body
+
+
+def _dump(model: BaseModel) -> Any:
+    return model.model_dump(mode="json", by_alias=True)
+
+
+def _upstream_error(exc: BillingError) -> JSONResponse:
+    """What the browser may know about a failure: a refusal about its own request as the API
+    said it (a quota, an unknown feature); for the set-up's problems (wrong key, API down or
+    failing, the app overloaded, a full outbox) only a neutral sentence."""
+    if isinstance(exc, PoolExhaustedError):
+        return error_response(503, "SYS_BUSY", BUSY_MESSAGE)
+    if isinstance(exc, RateLimitError):
+        return error_response(429, "RATE_LIMIT_EXCEEDED", "Too many requests; slow down.")
+    if (
+        isinstance(exc, APIStatusError)
+        and 400 <= exc.status_code < 500
+        and not isinstance(exc, AuthenticationError | PermissionDeniedError)
+    ):
+        return error_response(
+            exc.status_code, exc.code or "REQUEST_ERROR", exc.message, exc.details
+        )
+    if isinstance(exc, APIError | OutboxFullError):
+        return error_response(503, "SYS_UNAVAILABLE", USER_MESSAGE)
+    return error_response(500, "SYS_INTERNAL_ERROR", USER_MESSAGE)
