@@ -24,12 +24,12 @@ The sync client needs no gate: a thread cannot be cancelled while it waits in th
 
 from __future__ import annotations
 
-import asyncio
 import weakref
 
 import httpx
 
 from billing_ui.core import _constants as C
+from billing_ui.core.bulkhead import Bulkhead, BulkheadFull
 
 __all__ = ["SendGate", "gate_for", "pool_size", "send_gated"]
 
@@ -45,64 +45,30 @@ def pool_size(http: httpx.AsyncClient) -> int:
     return size if isinstance(size, int) and size > 0 else C.DEFAULT_MAX_CONNECTIONS
 
 
-class SendGate:
-    """At most ``limit`` requests inside httpx at once; at most ``max_waiting`` waiting.
+class SendGate(Bulkhead):
+    """At most ``limit`` requests inside httpx at once; at most ``max_waiting`` waiting, each
+    for at most the request's pool timeout.
 
     ``limit`` must not exceed the pool's ``max_connections`` (:func:`pool_size`), or requests
     would wait inside httpcore again.
     """
 
     def __init__(self, limit: int, *, max_waiting: int = C.DEFAULT_MAX_WAITING) -> None:
-        if limit < 1 or max_waiting < 0:
-            raise ValueError("SendGate needs limit >= 1 and max_waiting >= 0")
-        self.limit = limit
-        self.max_waiting = max_waiting
-        self._slots = asyncio.Semaphore(limit)
-        self._in_flight = 0
-        self._waiting = 0
-
-    @property
-    def in_flight(self) -> int:
-        """Requests inside httpx now."""
-        return self._in_flight
-
-    @property
-    def waiting(self) -> int:
-        """Requests waiting for a slot now."""
-        return self._waiting
+        super().__init__(limit, max_waiting=max_waiting)
 
     async def send(self, http: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
         """``http.send(request)`` once a slot is free. Raises ``httpx.PoolTimeout`` when none
         frees up within the request's pool timeout, or at once when ``max_waiting`` callers
         already wait."""
-        await self._acquire(request)
-        self._in_flight += 1
+        timeout = request.extensions.get("timeout", {}).get("pool")
+        try:
+            await self.acquire(timeout)
+        except BulkheadFull as exc:
+            raise httpx.PoolTimeout(f"no free billing connection: {exc}", request=request) from None
         try:
             return await http.send(request)
         finally:
-            self._in_flight -= 1
-            self._slots.release()
-
-    async def _acquire(self, request: httpx.Request) -> None:
-        if not self._slots.locked():
-            await self._slots.acquire()  # a free slot: returns without suspending
-            return
-        if self._waiting >= self.max_waiting:
-            raise httpx.PoolTimeout(
-                f"{self._waiting} billing calls already wait for one of {self.limit} connections",
-                request=request,
-            )
-        timeout = request.extensions.get("timeout", {}).get("pool")
-        self._waiting += 1
-        try:
-            async with asyncio.timeout(timeout):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise httpx.PoolTimeout(
-                f"no free connection within {timeout} s ({self.limit} in use)", request=request
-            ) from None
-        finally:
-            self._waiting -= 1
+            self.release()
 
 
 _GATES: weakref.WeakKeyDictionary[httpx.AsyncClient, SendGate] = weakref.WeakKeyDictionary()

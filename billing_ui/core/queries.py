@@ -14,9 +14,11 @@ filtered view, and BillingOS's server-side filter is unreliable anyway.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
+from billing_ui.core.batching import batcher_for
 from billing_ui.core.cache import CacheEntry, QueryCache
 from billing_ui.core.client import AsyncBillingClient
 from billing_ui.core.models import (
@@ -31,6 +33,7 @@ from billing_ui.core.models import (
 from billing_ui.core.problems import ProblemLog
 
 T = TypeVar("T")
+ENV_BATCH_TRACKS = "BILLING_UI_BATCH_TRACKS"
 
 METRICS = "usage-metrics"
 ENTITLEMENTS = "entitlements"
@@ -51,8 +54,15 @@ class BillingQueries:
         client: AsyncBillingClient | Callable[[], AsyncBillingClient],
         cache: QueryCache | None = None,
         problems: ProblemLog | None = None,
+        *,
+        batch_tracks: bool | None = None,
     ) -> None:
         self._client = client
+        if batch_tracks is None:  # default on; BILLING_UI_BATCH_TRACKS=0 for a measurement
+            batch_tracks = os.environ.get(ENV_BATCH_TRACKS, "1").strip() not in ("0", "false")
+        self.batch_tracks = batch_tracks
+        """Concurrent tracks leave together as batch requests (:mod:`billing_ui.core.batching`;
+        one by one at low load, or when the backend has no batch endpoint)."""
         self.cache = cache if cache is not None else QueryCache()
         self.problems = problems if problems is not None else ProblemLog()
 
@@ -129,7 +139,7 @@ class BillingQueries:
         idempotency_key: str | None = None,
     ) -> TrackUsageResult:
         result = await self._watched(
-            self.client.track_usage(
+            (batcher_for(self.client) if self.batch_tracks else self.client).track_usage(
                 customer_id=customer_id,
                 feature_key=feature_key,
                 quantity=quantity,

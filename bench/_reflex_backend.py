@@ -1,0 +1,101 @@
+"""The demo app's Reflex backend as its own process (``reflex run --backend-only``), pointed at
+a billing server, for load that must not share a process with the load generator.
+
+Its own process so that its memory (RSS) is its own, and so that hundreds of sockets hit the
+real server stack (uvicorn, socket.io, the state manager), not an in-process shortcut. No
+frontend is built: raw socket.io clients (``bench/_socketio.py``) play the tabs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 90.0
+
+
+@dataclass
+class ReflexBackend:
+    url: str
+    process: psutil.Process
+    """The process that listens (a child of ``reflex run``): whose memory is measured."""
+
+    def rss_mb(self) -> float:
+        return self.process.memory_info().rss / 2**20
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def _listener(root: psutil.Process, port: int) -> psutil.Process | None:
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            if any(
+                c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
+                for c in proc.net_connections(kind="tcp")
+            ):
+                return proc
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return None
+
+
+@contextmanager
+def reflex_backend(env: Mapping[str, str], log_path: Path) -> Iterator[ReflexBackend]:
+    """Run the demo's backend with ``env`` added until the block ends (process group killed).
+    Waits for ``/ping`` with a deadline; the backend's output goes to ``log_path``."""
+    port = _free_port()
+    command = [
+        sys.executable, "-m", "reflex", "run", "--backend-only", "--env", "prod",
+        "--backend-host", "127.0.0.1", "--backend-port", str(port), "--loglevel", "warning",
+    ]  # fmt: skip
+    full_env = {
+        **os.environ,
+        **env,
+        "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            command, cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        listener = None
+        while listener is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the Reflex backend did not start:\n{log_path.read_text()}")
+            try:
+                if httpx.get(url + "/ping", timeout=1).status_code == 200:
+                    listener = _listener(psutil.Process(proc.pid), port)
+            except httpx.HTTPError:
+                pass
+            if listener is None:
+                time.sleep(0.2)
+        yield ReflexBackend(url=url, process=listener)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

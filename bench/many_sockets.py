@@ -1,0 +1,226 @@
+"""Benchmark: many browser sockets tracking at once against the demo's Reflex backend.
+
+    python -m bench.many_sockets [--smoke] [--json PATH]
+
+The billing server (``python -m billing_ui.server``) and the demo's Reflex backend (``reflex
+run --backend-only``) each run in their own process; this process plays the browsers with raw
+socket.io clients (``bench/_socketio.py``). N tabs sign in as one customer with an unlimited
+quota and each sends M ``TrackUsageState.track`` events as fast as the socket takes them,
+while a bystander tab (another customer) hydrates again and again.
+
+Reported: tracks acknowledged to their tab (``tracked_count``) and counted by the billing
+server, both against the tracks sent (goal: every one, exactly once); the bystander's hydrate
+p99 during the flood against its p99 before it, and failed hydrates (no answer in 10 s); the
+backend's RSS after the flood (tabs closed) against before it. The flood runs twice, each on
+fresh processes: first with ``BILLING_UI_BATCH_TRACKS=0`` (every track its own request, behind
+the client's bounded pool), then as shipped (concurrent tracks leave as batch requests,
+``billing_ui.core.batching``); ``batched_vs_unbatched_acked`` is the gain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench._harness import cli, result
+from bench._reflex_backend import reflex_backend
+from bench._socketio import Tab, handler_name
+from billing_ui.core.queries import ENV_BATCH_TRACKS as ENV_BATCH
+from billing_ui.server.testing import server_process
+
+FLOOD_CUSTOMER = "demo_enterprise"  # unlimited api_calls in the sample plans
+BYSTANDER = "demo_pro"
+HYDRATE_FAILED_AFTER_S = 10.0
+HYDRATE_EVERY_S = 0.05
+QUIET_S = 15.0
+"""A flooding tab that hears nothing for this long has heard every answer it will get."""
+BACKEND_ENV = {
+    "BILLING_UI_DEMO_CUSTOMERS": f"{FLOOD_CUSTOMER},{BYSTANDER}",
+    "BILLING_UI_REFRESH_INTERVAL": "30",
+}
+
+
+def _names() -> tuple[str, str, Any, Any]:
+    """Wire names of the handlers and the states whose vars are read (imported lazily: this
+    pulls in Reflex and the demo)."""
+    from billing_ui.demo.session import DemoSessionState
+    from billing_ui.states import TrackUsageState
+
+    return (
+        handler_name(DemoSessionState.sign_in),
+        handler_name(TrackUsageState.track),
+        DemoSessionState,
+        TrackUsageState,
+    )
+
+
+async def signed_in_tab(url: str, customer: str) -> Tab:
+    sign_in, _, session_state, _ = _names()
+    tab = Tab(url)
+    await tab.__aenter__()
+    await tab.hydrate()
+    await tab.emit(sign_in, {"customer_id": customer})
+    await tab.wait_for(lambda: tab.state(session_state).get("signed_in_as") == customer, 30)
+    return tab
+
+
+def consumed(base_url: str, api_key: str, customer: str) -> float:
+    response = httpx.get(
+        f"{base_url}/v1/usage/metrics",
+        params={"customer_id": customer, "feature_key": "api_calls"},
+        headers={"Authorization": f"Bearer {api_key}"},
+        timeout=30,
+    )
+    response.raise_for_status()
+    metrics = response.json()["metrics"]
+    return float(next(m["consumed"] for m in metrics if m["feature_key"] == "api_calls"))
+
+
+def acknowledged(tab: Tab, track_state: Any) -> set[tuple[str, float]]:
+    """The successful tracks this tab was told about: each success sends a ``last_result``
+    with the event's ``recorded_at`` and the usage after it (unique per event for one
+    customer); later deltas repeat the last one, hence a set."""
+    key = track_state.get_full_name()
+    seen = set()
+    for update in tab.updates:
+        delta = (update.get("delta") or {}).get(key) or {}
+        last = delta.get("last_result_rx_state_")
+        if last and last.get("feature_key") and delta.get("is_success_rx_state_"):
+            seen.add((last["recorded_at"], last["consumed"]))
+    return seen
+
+
+async def hydrate_loop(tab: Tab, stop: asyncio.Event, samples: list[float]) -> int:
+    """Hydrate until ``stop``; latencies (s) into ``samples``; returns failed hydrates."""
+    failed = 0
+    while not stop.is_set():
+        try:
+            samples.append(await tab.hydrate(timeout=HYDRATE_FAILED_AFTER_S))
+        except TimeoutError:
+            failed += 1
+        await asyncio.sleep(HYDRATE_EVERY_S)
+    return failed
+
+
+def p99(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else 0.0
+
+
+async def flood(url: str, tabs: int, tracks: int, ack_timeout: float) -> dict[str, Any]:
+    _, track, _, track_state = _names()
+    bystander = await signed_in_tab(url, BYSTANDER)
+    idle: list[float] = []
+    for _ in range(20):
+        idle.append(await bystander.hydrate())
+    flooders = await asyncio.gather(*(signed_in_tab(url, FLOOD_CUSTOMER) for _ in range(tabs)))
+    stop = asyncio.Event()
+    during: list[float] = []
+    watcher = asyncio.create_task(hydrate_loop(bystander, stop, during))
+    started = time.monotonic()
+
+    async def send_all(tab: Tab) -> int:
+        for _ in range(tracks):
+            await tab.emit(track, {"feature_key": "api_calls", "quantity": 1})
+        deadline = time.monotonic() + ack_timeout
+        while time.monotonic() < deadline:  # all acknowledged, or the tab hears nothing more
+            heard = len(tab.updates)
+            with contextlib.suppress(TimeoutError):
+                await tab.wait_for(lambda: len(acknowledged(tab, track_state)) == tracks, QUIET_S)
+                break
+            if len(tab.updates) == heard:
+                break  # refused or lost: nothing more will come
+        return len(acknowledged(tab, track_state))
+
+    acked = await asyncio.gather(*(send_all(tab) for tab in flooders))
+    seconds = time.monotonic() - started
+    stop.set()
+    failed_hydrates = await watcher
+    for tab in [*flooders, bystander]:
+        await tab.close()
+    return {
+        "acked": sum(acked),
+        "seconds": seconds,
+        "idle": idle,
+        "during": during,
+        "failed_hydrates": failed_hydrates,
+    }
+
+
+def measure(tabs: int, tracks: int, ack_timeout: float, batch: bool) -> dict[str, Any]:
+    """One flood against a fresh server and backend; tracks batched or not."""
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        server_process(db_path=Path(tmp) / "billing.db") as srv,
+        reflex_backend(
+            {**BACKEND_ENV, "BILLINGOS_API_URL": srv.base_url, ENV_BATCH: "1" if batch else "0"},
+            Path(tmp) / "backend.log",
+        ) as backend,
+    ):
+        # warm-up (first compile of every state, first connection): one tab, one track
+        asyncio.run(flood(backend.url, 1, 1, 60))
+        rss_before = backend.rss_mb()
+        counted_before = consumed(srv.base_url, srv.api_key, FLOOD_CUSTOMER)
+        out = asyncio.run(flood(backend.url, tabs, tracks, ack_timeout))
+        out["counted"] = consumed(srv.base_url, srv.api_key, FLOOD_CUSTOMER) - counted_before
+        out["rss_before"], out["rss_after"] = rss_before, backend.rss_mb()
+    return out
+
+
+def run(*, smoke: bool = False) -> dict[str, object]:
+    tabs, tracks = (5, 4) if smoke else (200, 20)
+    ack_timeout = 60.0 if smoke else 300.0
+    unbatched = measure(tabs, tracks, ack_timeout, batch=False)
+    out = measure(tabs, tracks, ack_timeout, batch=True)
+    sent = tabs * tracks
+    figures: dict[str, float] = {
+        "tracks_sent": sent,
+        "tracks_acked": out["acked"],
+        "tracks_counted": out["counted"],
+        "acked_vs_sent": round(out["acked"] / sent, 4),
+        "counted_vs_acked": round(out["counted"] / out["acked"], 4) if out["acked"] else 0.0,
+        "flood_s": round(out["seconds"], 2),
+        "acked_per_s": round(out["acked"] / out["seconds"], 1),
+        "unbatched_tracks_acked": unbatched["acked"],
+        "unbatched_tracks_counted": unbatched["counted"],
+        "unbatched_flood_s": round(unbatched["seconds"], 2),
+        "unbatched_acked_per_s": round(unbatched["acked"] / unbatched["seconds"], 1),
+        "batched_vs_unbatched_acked": round(out["acked"] / max(unbatched["acked"], 1), 2),
+        "bystander_hydrates": len(out["during"]),
+        "bystander_failed_hydrates": out["failed_hydrates"],
+        "bystander_idle_p99_ms": round(p99(out["idle"]) * 1000, 1),
+        "bystander_flood_p50_ms": round(statistics.median(out["during"] or [0]) * 1000, 1),
+        "bystander_flood_p99_ms": round(p99(out["during"]) * 1000, 1),
+        "bystander_p99_vs_idle": round(p99(out["during"]) / max(p99(out["idle"]), 1e-6), 2),
+        "rss_before_mb": round(out["rss_before"], 1),
+        "rss_after_mb": round(out["rss_after"], 1),
+        "rss_after_vs_before": round(out["rss_after"] / out["rss_before"], 3),
+    }
+    goals = {
+        "acked_vs_sent": "1.0: every track acknowledged",
+        "counted_vs_acked": "1.0: every acknowledged track counted once",
+        "bystander_failed_hydrates": "0",
+        "bystander_flood_p99_ms": "< 1000 ms",
+        "rss_after_vs_before": "<= 1.2",
+    }
+    checks = {
+        "acked_vs_sent": figures["acked_vs_sent"] == 1.0,
+        "counted_vs_acked": figures["counted_vs_acked"] == 1.0,
+        "bystander_failed_hydrates": figures["bystander_failed_hydrates"] == 0,
+        "bystander_flood_p99_ms": figures["bystander_flood_p99_ms"] < 1000,
+        "rss_after_vs_before": figures["rss_after_vs_before"] <= 1.2,
+    }
+    config = {"tabs": tabs, "tracks_per_tab": tracks, "cpus": os.cpu_count()}
+    return result("many_sockets", config, figures, goals, checks)
+
+
+if __name__ == "__main__":
+    cli(run)
