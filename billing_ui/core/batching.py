@@ -26,11 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from billing_ui.core import _constants as C
-from billing_ui.core._base_client import own_replay
+from billing_ui.core._base_client import own_replay, track_request
 from billing_ui.core.client import AsyncBillingClient
 from billing_ui.core.errors import APIStatusError, PoolExhaustedError
 from billing_ui.core.models import TrackUsageRequest, TrackUsageResult
-from billing_ui.core.operations import track_request
 
 __all__ = ["TrackBatcher", "batcher_for"]
 

@@ -126,30 +126,6 @@ _TRACK_USAGE_AT = Endpoint(
 )
 
 
-def track_request(
-    customer_id: str,
-    feature_key: str,
-    quantity: float,
-    metadata: Mapping[str, Any] | None,
-    idempotency_key: str | None,
-) -> tuple[TrackUsageRequest, bool]:
-    """A validated track event (``InvalidInputError`` otherwise) with its idempotency key: the
-    caller's, or a fresh one (then ``True``, see :func:`own_replay`). Shared with
-    :mod:`billing_ui.core.batching`."""
-    generated = idempotency_key is None
-    request = validated(
-        TrackUsageRequest,
-        {
-            "customer_id": customer_id,
-            "feature_key": feature_key,
-            "quantity": quantity,
-            "metadata": metadata,
-            "idempotency_key": new_idempotency_key() if generated else idempotency_key,
-        },
-    )
-    return request, generated
-
-
 def _track_usage(
     client: BaseBillingClient[Any],
     customer_id: str,
