@@ -12,6 +12,7 @@ bootstrap:
 # The demo app (billing_ui/billing_ui.py, configured by rxconfig.py) from the repo root.
 demo: bootstrap
 	@test -f rxconfig.py || { echo "rxconfig.py is missing: the demo app is not set up yet" >&2; exit 1; }
+	@[[ -d .web ]] || echo '[demo] first run: Reflex now sets up .web/ (a minute). Its hint "Run `uv run reflex run`" means `make demo` here; its "Compiling ... 19/18" is its own miscount (harmless).' >&2
 	$(ENV) reflex run
 
 # pytest takes its options from [tool.pytest.ini_options]; add more with PYTEST_ARGS="...".

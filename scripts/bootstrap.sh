@@ -8,15 +8,19 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON=${PYTHON:-python3}
 BUN_VERSION=1.4.4 # reflex 0.10.1 needs bun >= 1.4.4 (or node >= 22.22; Debian's node is 20)
 
+NODE_MAJOR=22     # reflex 0.10.1 warns (twice a run) when `node` is older than 22.22
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
+# shellcheck source=scripts/apt_wait.sh
+. scripts/apt_wait.sh
 
 # 1. Browser for the e2e tests: Debian's chromium and its matching chromedriver. Selenium is
 #    always handed these paths, so its "Selenium Manager" never tries to download a driver.
 if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
   log "installing chromium + chromedriver (apt)"
   sudo=""; [[ $(id -u) -eq 0 ]] || sudo=sudo
-  # The lock timeout lets us queue behind another apt run instead of failing at once.
-  $sudo apt-get -o DPkg::Lock::Timeout=600 update -q
+  # `update` fails at once on a held lock, so wait for it (saying who holds it); the lock
+  # timeout lets `install` queue behind another apt run.
+  apt_get_update
   $sudo env DEBIAN_FRONTEND=noninteractive \
     apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends chromium chromium-driver
 fi
@@ -27,7 +31,7 @@ fi
 if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
   log "installing postgresql (apt)"
   sudo=""; [[ $(id -u) -eq 0 ]] || sudo=sudo
-  $sudo apt-get -o DPkg::Lock::Timeout=600 update -q
+  apt_get_update  # waits for another apt run's lock (see 1.)
   $sudo env DEBIAN_FRONTEND=noninteractive \
     apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends postgresql
 fi
@@ -62,4 +66,18 @@ if ! bun_ok .tools/bin/bun; then
     fi
   done
   bun_ok .tools/bin/bun || { log "no working bun $BUN_VERSION found under .tools/bun"; exit 1; }
+fi
+
+# 4. Node.js >= 22.22 from the npm registry, first on PATH via .tools/bin (scripts/env.sh).
+#    bun still installs the packages and runs `reflex run`'s frontend; Reflex only checks
+#    `node --version`, and with Debian's node 20 it warns twice per run that Node.js is out of
+#    date (and forces bun's own runtime with --bun). With this node the warning is gone and the
+#    dev server runs on the node it expects.
+node_ok() { [[ "$("$1" --version 2>/dev/null)" =~ ^v${NODE_MAJOR}\.(2[2-9]|[3-9][0-9])\. ]]; }
+if ! node_ok .tools/bin/node; then
+  log "npm install node@$NODE_MAJOR into .tools/node"
+  npm install --prefix .tools/node --no-audit --no-fund --loglevel=error "node@$NODE_MAJOR" >/dev/null
+  mkdir -p .tools/bin
+  ln -sfn ../node/node_modules/.bin/node .tools/bin/node
+  node_ok .tools/bin/node || { log "no working node $NODE_MAJOR.22+ under .tools/node"; exit 1; }
 fi
