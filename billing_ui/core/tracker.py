@@ -168,6 +168,8 @@ class UsageTracker:
             self._worker.join(timeout)
         try:
             self.flush(timeout)
+        except Exception:  # at exit, say, with the store already closed: nothing is lost
+            log.exception("the usage tracker's last flush failed; the outbox keeps what is left")
         finally:
             if self._owns_client:
                 self.client.close()
