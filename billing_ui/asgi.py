@@ -44,7 +44,6 @@ sent at once. Pass ``lifespan=tracker.lifespan`` to the app so it flushes on shu
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
@@ -67,6 +66,7 @@ from billing_ui.core.errors import (
 from billing_ui.core.outbox import OutboxFullError, QueuedTrack
 from billing_ui.core.problems import BUSY_MESSAGE, USER_MESSAGE, ProblemLog
 from billing_ui.core.queries import BillingQueries
+from billing_ui.core.strict_json import check_json_content_type, loads_strict
 from billing_ui.core.track_rules import TrackRule, check_browser_track
 from billing_ui.core.tracker import AsyncUsageTracker
 from billing_ui.core.validation import check_feature_key
@@ -261,18 +261,13 @@ class _Api:
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/json":
-        raise InvalidInputError.single("body", "content_type", "must be application/json")
+    check_json_content_type(request.headers.get("content-type", ""))  # strict: core.strict_json
     raw = b""
     async for chunk in request.stream():
         raw += chunk
         if len(raw) > MAX_BODY_BYTES:
             raise _Refusal(413, "VAL_PAYLOAD_TOO_LARGE", f"body over {MAX_BODY_BYTES} bytes")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInputError.single("body", "json", "must be a JSON object") from None
+    body = loads_strict(raw)
     if not isinstance(body, dict):
         raise InvalidInputError.single("body", "json", "must be a JSON object")
     return body

@@ -127,6 +127,44 @@ def test_a_browsers_bad_track_is_refused_naming_field_and_rule(
     assert billed(tmp_path / "billing.db", customer) == (0, 0)
 
 
+@pytest.mark.parametrize(
+    ("content", "content_type", "rule"),
+    [
+        (
+            b'{"feature_key":"api_calls","quantity":1,"quantity":10}',
+            "application/json",
+            "duplicate_key",
+        ),
+        (b'\xef\xbb\xbf{"feature_key":"api_calls"}', "application/json", "bom"),
+        (b'{"feature_key":"api_calls"}', "application/json; charset=latin-1", "charset"),
+        ('{"feature_key":"api_calls"}'.encode("utf-16"), "application/json", "utf8"),
+        (
+            b'{"feature_key":"api_calls","quantity":' + b"1" + b"0" * 400 + b"}",
+            "application/json",
+            "max",
+        ),
+    ],
+    ids=["duplicate-key", "bom", "latin-1", "utf-16", "10**400"],
+)
+def test_a_body_two_parsers_could_read_differently_is_refused(
+    billing_server: RunningServer,
+    app_url: str,
+    tmp_path: Path,
+    content: bytes,
+    content_type: str,
+    rule: str,
+) -> None:
+    """The same strict reading as the local server (billing_ui.core.strict_json; issue 8)."""
+    customer = create_customer(billing_server, ["pro"])
+    with browser(app_url, customer) as page:
+        response = page.post(
+            "/billing/track", content=content, headers={"Content-Type": content_type}
+        )
+    assert response.status_code == 400, response.text
+    assert envelope(response)["details"]["fieldErrors"][0]["rule"] == rule
+    assert billed(tmp_path / "billing.db", customer) == (0, 0)
+
+
 def test_cookie_posts_from_another_site_are_refused(
     billing_server: RunningServer, app_url: str, tmp_path: Path
 ) -> None:
