@@ -45,7 +45,7 @@ from billing_ui.core.errors import (
     PoolExhaustedError,
     RateLimitError,
 )
-from billing_ui.core.models import TrackUsageRequest, TrackUsageResult
+from billing_ui.core.models import TrackUsageResult
 
 if TYPE_CHECKING:
     from billing_ui.core.client import AsyncBillingClient, BillingClient
@@ -133,14 +133,9 @@ class QueuedTrack:
             last_error=error,
         )
 
-    def request(self) -> TrackUsageRequest:
-        return TrackUsageRequest(
-            customer_id=self.customer_id,
-            feature_key=self.feature_key,
-            quantity=self.quantity,
-            metadata=dict(self.metadata) if self.metadata is not None else None,
-            idempotency_key=self.idempotency_key,
-        )
+    def event(self) -> dict[str, Any]:
+        """The event as a batch takes it (a plain dict: the batch validates it once)."""
+        return {"customer_id": self.customer_id, **self.track_arguments()}
 
     def track_arguments(self) -> dict[str, Any]:
         """The keyword arguments of ``client.track_usage`` after the customer."""
@@ -366,7 +361,7 @@ class Outbox:
         """One batch request; ``None`` when the backend has no batch endpoint (then the
         outbox sends one by one from now on)."""
         try:
-            items = client.track_usage_batch([e.request() for e in entries])
+            items = client.track_usage_batch([e.event() for e in entries])
         except NotImplementedError:
             self.batches = False
             return None

@@ -20,7 +20,7 @@ from billing_ui.core.outbox_sqlite import SQLiteOutboxStore
 from billing_ui.core.tracker import AsyncUsageTracker, UsageTracker
 from billing_ui.server.testing import RunningServer, create_customer
 from tests.faults import FaultProxy, close, drop_response, free_port
-from tests.outbox.conftest import OpenStore
+from tests.outbox.conftest import OpenStore, open_outbox_store
 from tests.outbox.helpers import billed, wait_until
 
 
@@ -124,7 +124,7 @@ LEASE_S = 3.0
 """The claim lease of the app processes: what a killed one had claimed waits this long."""
 
 
-def _start(outbox: Path, url: str, customer: str, n: int) -> subprocess.Popen[str]:
+def _start(outbox: str, url: str, customer: str, n: int) -> subprocess.Popen[str]:
     script = Path(__file__).with_name("tracker_process.py")
     return subprocess.Popen(
         [sys.executable, str(script), str(outbox), url, customer, str(n), str(LEASE_S)],
@@ -140,7 +140,7 @@ def _kill9(proc: subprocess.Popen[str]) -> None:
 
 
 def test_app_killed_with_sigkill_while_tracks_are_queued_delivers_each_once(
-    billing_server: RunningServer, proxy: FaultProxy, tmp_path: Path
+    billing_server: RunningServer, proxy: FaultProxy, tmp_path: Path, outbox_location: str
 ) -> None:
     """1. The API is down; the app tracks 200 events and is killed (SIGKILL): all 200 are in
     the outbox file. 2. Restarted, its first batch reaches the server but the answer is lost,
@@ -148,14 +148,14 @@ def test_app_killed_with_sigkill_while_tracks_are_queued_delivers_each_once(
     200 events, 200 distinct keys."""
     n = 200
     customer = create_customer(billing_server, ["pro"])
-    outbox, db = tmp_path / "outbox.db", tmp_path / "billing.db"
+    outbox, db = outbox_location, tmp_path / "billing.db"
     proxy.on("/v1/usage/track-batch", *[close()] * 10_000)  # down
     app = _start(outbox, proxy.url, customer, n)
     try:
         assert app.stdout is not None and app.stdout.readline().strip() == f"queued {n}"
     finally:
         _kill9(app)
-    store = SQLiteOutboxStore(outbox)
+    store = open_outbox_store(outbox)
     try:
         assert store.stats(time.time(), 3600).depth == n
         assert billed(db, customer) == (0, 0)

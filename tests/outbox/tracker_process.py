@@ -1,6 +1,7 @@
 """An app process that tracks usage with a UsageTracker, for the kill -9 tests.
 
-``python tracker_process.py OUTBOX BASE_URL CUSTOMER N LEASE_S``: track N events of
+``python tracker_process.py OUTBOX BASE_URL CUSTOMER N LEASE_S`` (OUTBOX: a SQLite file or a
+``postgresql://`` URL): track N events of
 ``api_calls`` for CUSTOMER (N may be 0: only deliver what the outbox holds), print
 ``queued N`` once every ``track()`` has returned, then keep the worker delivering until
 stdin closes, and shut down.
@@ -14,6 +15,7 @@ import sys
 
 from billing_ui.core import BillingClient
 from billing_ui.core.outbox import Outbox
+from billing_ui.core.outbox_postgres import PostgresOutboxStore
 from billing_ui.core.outbox_sqlite import SQLiteOutboxStore
 from billing_ui.core.tracker import UsageTracker
 
@@ -22,7 +24,11 @@ def main() -> None:
     outbox, base_url, customer = sys.argv[1], sys.argv[2], sys.argv[3]
     n, lease_s = int(sys.argv[4]), float(sys.argv[5])
     client = BillingClient(base_url=base_url, max_retries=0, timeout=2.0)
-    store = SQLiteOutboxStore(outbox)
+    store = (
+        PostgresOutboxStore(outbox)
+        if outbox.startswith("postgresql://")
+        else SQLiteOutboxStore(outbox)
+    )
     tracker = UsageTracker(client, outbox=Outbox(store, lease_s=lease_s), flush_interval=0.2)
     for _ in range(n):
         tracker.track(customer, "api_calls", 1)
