@@ -71,13 +71,16 @@ def start() -> None:
     import uvicorn
 
     from billing_ui.server import SqliteStore, create_app, load_plans
+    from billing_ui.server.options import CorsPolicy
     from billing_ui.server.seed import seed_demo_customers
 
     with _lock:
         if _running:
             return
         store = SqliteStore(db_path())
-        app = create_app(store=store, plans=load_plans())
+        # As the CLI: a loopback server lets the developer's own origins call it from a browser
+        # (a BillingOS React widget beside the dashboard), unless BILLING_UI_CORS_ORIGINS says.
+        app = create_app(store=store, plans=load_plans(), cors=CorsPolicy.for_host(HOST))
         seeded = seed_demo_customers(app.state.service)
         server = uvicorn.Server(
             # lifespan on: the server prunes expired idempotency keys hourly in it
