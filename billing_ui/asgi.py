@@ -193,7 +193,7 @@ class _Api:
                 stats = await self.tracker.stats()
                 body = {"status": "queued", "idempotency_key": idem, "queued": stats.depth}
                 return JSONResponse(body, status_code=202)
-            self.queries.after_track(customer, outcome)
+            await self.queries.after_track(customer, outcome)
             result = outcome
         else:
             result = await self.queries.track_usage(

@@ -1,23 +1,26 @@
-"""A small query cache with single-flight fetches, in the manner of TanStack Query.
+"""The query store: cached, single-flight fetches in the manner of TanStack Query.
 
 Why it exists: every open tab of a customer polls its usage every 30 seconds. Without a shared
-cache, 1,000 tabs of 10 customers make 1,000 upstream requests per interval; with it they make
+store, 1,000 tabs of 10 customers make 1,000 upstream requests per interval; with it they make
 at most 10. A query is identified by its key (a tuple such as ``("usage-metrics", customer)``);
-identical keys share one in-flight request and one cache entry; ``stale_time`` decides when data
-is fetched again; a successful mutation invalidates the keys it affects (by prefix).
+identical keys share one in-flight request and one entry; ``stale_time`` decides when data is
+fetched again; a successful mutation invalidates the keys it affects (by prefix).
 
-Framework-agnostic and in-process (one event loop). Scale-out across workers would put the
-entries in Redis behind the same four methods: :meth:`fetch`, :meth:`peek`, :meth:`set_data`,
-:meth:`invalidate`.
+:class:`QueryStore` is the seam: :class:`MemoryQueryStore` (here) keeps the entries in this
+process; :class:`billing_ui.core.redis_cache.RedisQueryStore` keeps them in Redis, shared by
+every worker. The query layer (:mod:`billing_ui.core.queries`) only sees the protocol.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import threading
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 T = TypeVar("T")
 Key = tuple[Hashable, ...]
@@ -29,7 +32,7 @@ class CacheEntry(Generic[T]):
 
     data: T
     updated_at: float
-    fetched_at: float  # monotonic, for staleness
+    fetched_at: float  # the store's own clock (``QueryStore.clock``), for staleness
 
 
 @dataclass(slots=True)
@@ -39,107 +42,317 @@ class CacheStats:
     fetches: int = 0
     hits: int = 0
     joined: int = 0
+    evicted: int = 0
+
+
+@runtime_checkable
+class QueryStore(Protocol):
+    """What the query layer needs from a store of query results.
+
+    Every method is a coroutine, so a store may live in another process (Redis). ``clock`` is
+    the clock of ``CacheEntry.fetched_at``: a caller compares entries only with it.
+    """
+
+    stats: CacheStats
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock of ``CacheEntry.fetched_at``."""
+        ...
+
+    async def fetch(
+        self, key: Key, fetcher: Callable[[], Awaitable[T]], *, stale_time: float
+    ) -> CacheEntry[T]:
+        """Fresh data for ``key``: the stored entry if younger than ``stale_time`` and not
+        invalidated, else one upstream call shared by every concurrent caller. An error reaches
+        every waiting caller and leaves the previous entry in place."""
+        ...
+
+    async def peek(self, key: Key) -> CacheEntry[Any] | None:
+        """The stored entry, fresh or not, without fetching."""
+        ...
+
+    async def set_data(self, key: Key, update: Callable[[Any], Any]) -> None:
+        """Apply ``update(old) -> new`` to stored data (an optimistic update). ``update`` must
+        be safe to run again on a newer value (a store may retry it on a concurrent write)."""
+        ...
+
+    async def invalidate(self, prefix: Key) -> int:
+        """Mark every key starting with ``prefix`` stale and detach fetches in flight for them
+        (their answer may predate the change). Returns how many keys matched."""
+        ...
+
+    async def size(self, prefix: Key = ()) -> int:
+        """How many keys starting with ``prefix`` the store holds."""
+        ...
+
+    async def clear(self) -> None:
+        """Forget every entry."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and background work (an app's shutdown)."""
+        ...
+
+
+class _Flight:
+    """One upstream fetch in progress. Its outcome is a thread-safe future, so callers on any
+    event loop (a test's, a worker thread's) can wait on it; the fetch itself runs on the loop
+    of the caller that started it."""
+
+    __slots__ = ("done", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.done: concurrent.futures.Future[CacheEntry[Any]] = concurrent.futures.Future()
+
+    def joinable(self) -> bool:
+        """False when the loop running the fetch has stopped: its answer will never come, so
+        a new caller starts its own fetch instead of waiting forever."""
+        return self.done.done() or (self.loop.is_running() and not self.loop.is_closed())
 
 
 @dataclass(slots=True)
 class _Slot:
+    key: Key
     entry: CacheEntry[Any] | None = None
-    inflight: asyncio.Future[Any] | None = None
+    inflight: _Flight | None = None
     generation: int = 0
     stale: bool = False
     failed: bool = False
     """The last fetch failed: the entry, however young, is not served as fresh (an outage
     shows at once on every tab, not an interval later)."""
+    used_at: float = 0.0
+
+
+class _Node:
+    __slots__ = ("children", "slot")
+
+    def __init__(self) -> None:
+        self.children: dict[Hashable, _Node] = {}
+        self.slot: _Slot | None = None
+
+
+class _PrefixIndex:
+    """A trie over key tuples: the keys under a prefix in time proportional to how many there
+    are, not to how many keys the store holds."""
+
+    def __init__(self) -> None:
+        self._root = _Node()
+
+    def add(self, slot: _Slot) -> None:
+        node = self._root
+        for part in slot.key:
+            node = node.children.setdefault(part, _Node())
+        node.slot = slot
+
+    def remove(self, key: Key) -> None:
+        path = [self._root]
+        for part in key:
+            child = path[-1].children.get(part)
+            if child is None:
+                return
+            path.append(child)
+        path[-1].slot = None
+        for depth in range(len(key), 0, -1):  # prune the branch that is now empty
+            node = path[depth]
+            if node.slot is not None or node.children:
+                break
+            del path[depth - 1].children[key[depth - 1]]
+
+    def under(self, prefix: Key) -> Iterator[_Slot]:
+        node: _Node | None = self._root
+        for part in prefix:
+            node = node.children.get(part) if node else None
+        stack = [node] if node else []
+        while stack:
+            node = stack.pop()
+            if node.slot is not None:
+                yield node.slot
+            stack.extend(node.children.values())
+
+    def clear(self) -> None:
+        self._root = _Node()
 
 
 @dataclass
-class QueryCache:
-    """Cache keyed by query key; see the module docstring."""
+class MemoryQueryStore:
+    """The in-process :class:`QueryStore`: an LRU of at most ``max_entries`` keys, where a key
+    nobody has read for ``gc_time`` seconds is dropped (TanStack Query's garbage collection of
+    unobserved queries: a closed tab's customer leaves memory, a polling tab's stays).
 
+    Single-flight holds across event loops and threads: the in-flight fetch is shared through a
+    thread-safe future, and one whose loop has stopped is not joined. Invalidation walks a
+    prefix index, so it costs the keys it matches, not the keys held.
+    """
+
+    max_entries: int = 10_000
+    gc_time: float = 300.0
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
     stats: CacheStats = field(default_factory=CacheStats)
-    _slots: dict[Key, _Slot] = field(default_factory=dict, repr=False)
+    _slots: OrderedDict[Key, _Slot] = field(default_factory=OrderedDict, repr=False)
+    _index: _PrefixIndex = field(default_factory=_PrefixIndex, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+
+    def __post_init__(self) -> None:
+        from billing_ui.core.errors import InvalidInputError
+
+        if isinstance(self.max_entries, bool) or not isinstance(self.max_entries, int):
+            raise InvalidInputError.single("max_entries", "type", "must be a whole number")
+        if self.max_entries < 1:
+            raise InvalidInputError.single("max_entries", "ge", "must be at least 1")
+        if not self.gc_time > 0:
+            raise InvalidInputError.single("gc_time", "gt", "must be a number of seconds > 0")
 
     async def fetch(
-        self,
-        key: Key,
-        fetcher: Callable[[], Awaitable[T]],
-        *,
-        stale_time: float,
+        self, key: Key, fetcher: Callable[[], Awaitable[T]], *, stale_time: float
     ) -> CacheEntry[T]:
-        """Fresh data for ``key``: cached if younger than ``stale_time`` and not invalidated,
-        else one upstream call shared by every concurrent caller. An error reaches every
-        waiting caller and leaves the previous entry in place (the UI keeps the last good data).
-        """
-        slot = self._slots.setdefault(key, _Slot())
-        entry = slot.entry
-        fresh = entry is not None and self.clock() - entry.fetched_at < stale_time
-        if entry is not None and fresh and not slot.stale and not slot.failed:
-            self.stats.hits += 1
-            return entry
-        if slot.inflight is None:
-            self.stats.fetches += 1
-            slot.inflight = asyncio.ensure_future(self._run_fetch(slot, fetcher, slot.generation))
-            # Mark the outcome retrieved even if every caller was cancelled meanwhile.
-            slot.inflight.add_done_callback(lambda t: t.cancelled() or t.exception())
-        else:
-            self.stats.joined += 1
-        # The fetch runs as its own task: a caller that is cancelled (its tab closed) does not
-        # cancel the request the other callers are waiting on.
-        return await asyncio.shield(slot.inflight)
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            slot = self._touch(key, create=True)
+            assert slot is not None
+            entry = slot.entry
+            fresh = entry is not None and self.clock() - entry.fetched_at < stale_time
+            if entry is not None and fresh and not slot.stale and not slot.failed:
+                self.stats.hits += 1
+                return entry
+            flight = slot.inflight
+            start = flight is None or not flight.joinable()
+            if start:
+                self.stats.fetches += 1
+                flight = slot.inflight = _Flight(loop)
+            else:
+                self.stats.joined += 1
+            generation = slot.generation
+            self._collect()
+        assert flight is not None
+        if start:
+            # The fetch runs as its own task: a caller that is cancelled (its tab closed) does
+            # not cancel the request the other callers are waiting on.
+            task = loop.create_task(self._run_fetch(slot, flight, fetcher, generation))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        waiter = asyncio.wrap_future(flight.done)
+        # Mark the outcome retrieved even if every caller was cancelled meanwhile.
+        waiter.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return await asyncio.shield(waiter)
 
     async def _run_fetch(
-        self, slot: _Slot, fetcher: Callable[[], Awaitable[T]], generation: int
-    ) -> CacheEntry[T]:
-        task = asyncio.current_task()
+        self, slot: _Slot, flight: _Flight, fetcher: Callable[[], Awaitable[Any]], generation: int
+    ) -> None:
         try:
             data = await fetcher()
-        except BaseException:
-            slot.failed = True
+        except asyncio.CancelledError:
+            self._settle(slot, flight, failed=True)
+            flight.done.cancel()
             raise
-        finally:
-            if slot.inflight is task:
-                slot.inflight = None
+        except Exception as exc:
+            self._settle(slot, flight, failed=True)
+            flight.done.set_exception(exc)
+            return
         entry = CacheEntry(data=data, updated_at=self.wall_clock(), fetched_at=self.clock())
-        slot.failed = False
-        if slot.generation == generation:
-            # Not invalidated while in flight: this is the freshest data there is.
-            slot.entry, slot.stale = entry, False
-        return entry
+        self._settle(slot, flight, failed=False, entry=entry, generation=generation)
+        flight.done.set_result(entry)
 
-    def peek(self, key: Key) -> CacheEntry[Any] | None:
-        """The cached entry, fresh or not, without fetching."""
-        slot = self._slots.get(key)
-        return slot.entry if slot else None
+    def _settle(
+        self,
+        slot: _Slot,
+        flight: _Flight,
+        *,
+        failed: bool,
+        entry: CacheEntry[Any] | None = None,
+        generation: int = -1,
+    ) -> None:
+        with self._lock:
+            if slot.inflight is flight:
+                slot.inflight = None
+            slot.failed = failed
+            if entry is not None and slot.generation == generation:
+                # Not invalidated while in flight: this is the freshest data there is.
+                slot.entry, slot.stale = entry, False
 
-    def set_data(self, key: Key, update: Callable[[Any], Any]) -> None:
-        """Apply an optimistic update to cached data (``update(old) -> new``); the entry stays
-        stale, so the next fetch still asks the upstream."""
-        slot = self._slots.get(key)
-        if slot and slot.entry is not None:
-            slot.entry = CacheEntry(
-                data=update(slot.entry.data),
-                updated_at=self.wall_clock(),
-                fetched_at=slot.entry.fetched_at,
-            )
+    async def peek(self, key: Key) -> CacheEntry[Any] | None:
+        with self._lock:
+            slot = self._touch(key, create=False)
+            return slot.entry if slot else None
 
-    def invalidate(self, prefix: Key) -> int:
-        """Mark every key starting with ``prefix`` stale, and detach fetches in flight for
-        them (their result may predate the change). Returns how many keys matched."""
-        matched = 0
-        for key, slot in self._slots.items():
-            if key[: len(prefix)] == prefix:
+    async def set_data(self, key: Key, update: Callable[[Any], Any]) -> None:
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot and slot.entry is not None:
+                slot.entry = CacheEntry(
+                    data=update(slot.entry.data),
+                    updated_at=self.wall_clock(),
+                    fetched_at=slot.entry.fetched_at,
+                )
+
+    async def invalidate(self, prefix: Key) -> int:
+        with self._lock:
+            matched = 0
+            for slot in self._index.under(prefix):
                 slot.stale = True
                 slot.generation += 1
                 slot.inflight = None
                 matched += 1
-        return matched
+            return matched
 
-    def size(self, prefix: Key = ()) -> int:
-        """How many keys starting with ``prefix`` the cache holds (its memory, for tests and
-        benchmarks)."""
-        return sum(1 for key in self._slots if key[: len(prefix)] == prefix)
+    async def size(self, prefix: Key = ()) -> int:
+        with self._lock:
+            return len(self._slots) if not prefix else sum(1 for _ in self._index.under(prefix))
 
-    def clear(self) -> None:
-        self._slots.clear()
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    async def clear(self) -> None:
+        self.forget_all()
+
+    def forget_all(self) -> None:
+        """:meth:`clear` for code outside a coroutine (``configure()``): nothing here awaits."""
+        with self._lock:
+            self._slots.clear()
+            self._index.clear()
+
+    async def aclose(self) -> None:
+        """Nothing to release but fetches still running on this loop (they are cancelled)."""
+        loop = asyncio.get_running_loop()
+        mine = [t for t in self._tasks if t.get_loop() is loop and not t.done()]
+        for task in mine:
+            task.cancel()
+        await asyncio.gather(*mine, return_exceptions=True)
+
+    def _touch(self, key: Key, *, create: bool) -> _Slot | None:
+        """The key's slot, now the most recently used (created when ``create``)."""
+        slot = self._slots.get(key)
+        if slot is None:
+            if not create:
+                return None
+            slot = self._slots[key] = _Slot(key)
+            self._index.add(slot)
+        else:
+            self._slots.move_to_end(key)
+        slot.used_at = self.clock()
+        return slot
+
+    def _collect(self) -> None:
+        """Drop unobserved keys (unread for ``gc_time``), then the least recently used ones
+        past ``max_entries``. Both walk from the old end, so each costs the keys it drops.
+        A key with a fetch in flight is kept (its callers are waiting on it)."""
+        horizon = self.clock() - self.gc_time
+        skipped = 0
+        while self._slots and skipped < len(self._slots):
+            slot = next(iter(self._slots.values()))
+            if slot.used_at > horizon and len(self._slots) <= self.max_entries:
+                return
+            if slot.inflight is not None:
+                self._slots.move_to_end(slot.key)
+                skipped += 1
+                continue
+            del self._slots[slot.key]
+            self._index.remove(slot.key)
+            self.stats.evicted += 1
+
+
+QueryCache = MemoryQueryStore
+"""The name of :class:`MemoryQueryStore` before the store had a seam."""

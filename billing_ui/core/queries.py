@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
 from billing_ui.core.batching import batcher_for
-from billing_ui.core.cache import CacheEntry, QueryCache
+from billing_ui.core.cache import CacheEntry, MemoryQueryStore, QueryStore
 from billing_ui.core.client import AsyncBillingClient
 from billing_ui.core.models import (
     FeatureCheck,
@@ -45,14 +45,16 @@ class BillingQueries:
     """Cached reads and invalidating writes over an :class:`AsyncBillingClient`.
 
     ``client`` is a client or a zero-argument callable returning one (so a framework can keep one
-    client per event loop). Every upstream call's outcome goes to ``problems``, which logs a
+    client per event loop). ``cache`` is the :class:`~billing_ui.core.cache.QueryStore` holding
+    the answers (in this process by default; Redis to share them between workers).
+    Every upstream call's outcome goes to ``problems``, which logs a
     wrong key or an unreachable API once for the operator (see :mod:`billing_ui.core.problems`).
     """
 
     def __init__(
         self,
         client: AsyncBillingClient | Callable[[], AsyncBillingClient],
-        cache: QueryCache | None = None,
+        cache: QueryStore | None = None,
         problems: ProblemLog | None = None,
         *,
         batch_tracks: bool | None = None,
@@ -63,7 +65,7 @@ class BillingQueries:
         self.batch_tracks = batch_tracks
         """Concurrent tracks leave together as batch requests (:mod:`billing_ui.core.batching`;
         one by one at low load, or when the backend has no batch endpoint)."""
-        self.cache = cache if cache is not None else QueryCache()
+        self.cache: QueryStore = cache if cache is not None else MemoryQueryStore()
         self.problems = problems if problems is not None else ProblemLog()
 
     async def _watched(self, call: Awaitable[T]) -> T:
@@ -147,24 +149,24 @@ class BillingQueries:
                 idempotency_key=idempotency_key,
             )
         )
-        self.after_track(customer_id, result)
+        await self.after_track(customer_id, result)
         return result
 
-    def after_track(self, customer_id: str, result: TrackUsageResult) -> None:
+    async def after_track(self, customer_id: str, result: TrackUsageResult) -> None:
         """Patch the cached metric from the returned usage, then invalidate (TanStack's
         ``onSuccess: invalidateQueries``): the next read of any view asks the server again."""
         if result.usage is not None:
             usage = result.usage
-            self.cache.set_data(
+            await self.cache.set_data(
                 (METRICS, customer_id),
                 lambda metrics: [
                     apply_usage(m, usage) if m.feature_key == result.feature_key else m
                     for m in metrics
                 ],
             )
-        self.cache.invalidate((METRICS, customer_id))
-        self.cache.invalidate((FEATURE_CHECK, customer_id, result.feature_key))
-        self.cache.invalidate((HISTORY, customer_id, result.feature_key))
+        await self.cache.invalidate((METRICS, customer_id))
+        await self.cache.invalidate((FEATURE_CHECK, customer_id, result.feature_key))
+        await self.cache.invalidate((HISTORY, customer_id, result.feature_key))
 
 
 def apply_usage(metric: UsageMetric, usage: UsageSnapshot) -> UsageMetric:

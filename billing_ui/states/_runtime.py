@@ -64,7 +64,7 @@ async def known_features(customer: str) -> frozenset[str]:
 
     settings = get_settings()
     entry = await queries.entitlements(customer, stale_time=settings.entitlements_refresh_interval)
-    metrics = _queries.cache.peek((METRICS, customer))
+    metrics = await _queries.cache.peek((METRICS, customer))
     return frozenset(
         {
             *(e.feature_key for e in entry.data),

@@ -127,7 +127,7 @@ class FeatureEntitlementsState(BillingState):
             this.is_fetching = True
         customer = ticket.customer
         if force:
-            rt.queries.cache.invalidate((rt.ENTITLEMENTS, customer))
+            await rt.queries.cache.invalidate((rt.ENTITLEMENTS, customer))
         started = rt.queries.cache.clock()
         try:
             entry = await rt.queries.entitlements(

@@ -94,9 +94,9 @@ async def fetch_history(
     refetched early when forced or when it disagrees with the cached metric of the same
     feature (usage recorded elsewhere, seen by the meters' refresh first)."""
     key = (HISTORY, customer, feature_key, bucket)
-    cached = rt.queries.cache.peek(key)
-    if force or (cached is not None and _behind(cached.data, customer, feature_key)):
-        rt.queries.cache.invalidate(key)
+    cached = await rt.queries.cache.peek(key)
+    if force or (cached is not None and await _behind(cached.data, customer, feature_key)):
+        await rt.queries.cache.invalidate(key)
     entry = await rt.queries.usage_history(
         customer,
         feature_key,
@@ -106,8 +106,8 @@ async def fetch_history(
     return entry.data
 
 
-def _behind(history: UsageHistory, customer: str, feature_key: str) -> bool:
-    metrics = rt.queries.cache.peek((rt.METRICS, customer))
+async def _behind(history: UsageHistory, customer: str, feature_key: str) -> bool:
+    metrics = await rt.queries.cache.peek((rt.METRICS, customer))
     if metrics is None:
         return False
     metric: UsageMetric | None = next(

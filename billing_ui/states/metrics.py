@@ -105,7 +105,7 @@ class UsageMetricsState(BillingState):
             self.is_fetching = True
         customer = ticket.customer
         if force:
-            rt.queries.cache.invalidate((rt.METRICS, customer))
+            await rt.queries.cache.invalidate((rt.METRICS, customer))
         started = rt.queries.cache.clock()
         try:
             entry = await rt.queries.usage_metrics(
@@ -124,7 +124,7 @@ class UsageMetricsState(BillingState):
             return False
         # The cache's entry, not the one returned: a track answered while this fetch was in
         # flight has patched the cache with newer usage than the fetch saw.
-        entry = rt.queries.cache.peek((rt.METRICS, customer)) or entry
+        entry = await rt.queries.cache.peek((rt.METRICS, customer)) or entry
         async with self:
             await self._confirm(ticket)
             self.metrics = [metric_view(m, hard_limit=m.feature_key in hard) for m in entry.data]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from billing_ui.core import AsyncBillingClient
-from billing_ui.core.cache import QueryCache
+from billing_ui.core.cache import MemoryQueryStore
 from billing_ui.core.customer import CustomerResolver
 from billing_ui.core.errors import InvalidInputError
 from billing_ui.core.track_rules import TrackRule
@@ -117,7 +117,7 @@ _settings = BillingSettings()
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncBillingClient] = (
     weakref.WeakKeyDictionary()
 )
-cache = QueryCache()
+cache = MemoryQueryStore()
 """The process-wide query cache shared by every session (see billing_ui.core.cache)."""
 
 
@@ -143,7 +143,7 @@ def configure(
     _settings = replace(_settings, **changes)
     if "client_factory" in changes:
         _clients.clear()
-    cache.clear()
+    cache.forget_all()
     return _settings
 
 

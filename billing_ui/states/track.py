@@ -100,7 +100,7 @@ class TrackUsageState(BillingState):
             self.last_result = track_result_view(result)
             metrics = await self.get_state(UsageMetricsState)
             # Show the server's usage at once (no round trip), then refetch.
-            entry = rt.queries.cache.peek((rt.METRICS, customer))
+            entry = await rt.queries.cache.peek((rt.METRICS, customer))
             if entry is not None:
                 hard = {m.feature_key for m in metrics.metrics if m.hard_limit}
                 metrics.metrics = [

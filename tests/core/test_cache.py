@@ -73,7 +73,7 @@ async def test_invalidate_by_prefix_forces_the_next_fetch() -> None:
     await cache.fetch(("m", "c1", "a"), up, stale_time=30)
     await cache.fetch(("m", "c1", "b"), up, stale_time=30)
     await cache.fetch(("m", "c2", "a"), up, stale_time=30)
-    assert cache.invalidate(("m", "c1")) == 2
+    assert await cache.invalidate(("m", "c1")) == 2
     await cache.fetch(("m", "c2", "a"), up, stale_time=30)
     assert up.calls == 3  # c2 untouched
     assert (await cache.fetch(("m", "c1", "a"), up, stale_time=30)).data == 4
@@ -84,7 +84,7 @@ async def test_a_fetch_in_flight_during_invalidation_does_not_count_as_fresh() -
     up.gate.clear()
     old = asyncio.create_task(cache.fetch(("m", "c1"), up, stale_time=30))
     await asyncio.sleep(0)
-    cache.invalidate(("m",))
+    await cache.invalidate(("m",))
     up.gate.set()
     assert (await old).data == 1
     assert (await cache.fetch(("m", "c1"), up, stale_time=30)).data == 2
@@ -101,7 +101,7 @@ async def test_errors_reach_every_waiter_and_keep_the_last_good_data() -> None:
     outcomes = await asyncio.gather(*waiters, return_exceptions=True)
     assert all(isinstance(o, RuntimeError) for o in outcomes)
     assert up.calls == 2
-    entry = cache.peek(("m", "c1"))
+    entry = await cache.peek(("m", "c1"))
     assert entry is not None and entry.data == 1
 
 
@@ -121,9 +121,9 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_fetch() -> None:
 async def test_set_data_patches_but_keeps_the_entry_due_for_refetch() -> None:
     cache, up = QueryCache(), Upstream()
     await cache.fetch(("m", "c1"), up, stale_time=30)
-    cache.invalidate(("m", "c1"))
-    cache.set_data(("m", "c1"), lambda old: old + 100)
-    entry = cache.peek(("m", "c1"))
+    await cache.invalidate(("m", "c1"))
+    await cache.set_data(("m", "c1"), lambda old: old + 100)
+    entry = await cache.peek(("m", "c1"))
     assert entry is not None and entry.data == 101
     assert (await cache.fetch(("m", "c1"), up, stale_time=30)).data == 2
 

@@ -7,6 +7,7 @@ may contain the secret API key.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -193,7 +194,7 @@ def settle(harness: AppHarness, client: RawClient) -> None:
 def cached(prefix: str) -> int:
     from billing_ui.states.settings import cache
 
-    return cache.size((prefix,))
+    return asyncio.run(cache.size((prefix,)))  # the memory store awaits nothing
 
 
 def test_a_flood_of_made_up_feature_checks_grows_nothing(
