@@ -19,7 +19,7 @@ endpoints a browser may call with ``fetch`` or htmx.
 ==========================  =============================================================
 ``POST /track``             ``{"feature_key", "quantity"?, "metadata"?}`` -> 200
                             ``{"status": "recorded", "result"}``, or 202
-                            ``{"status": "queued", "idempotency_key", "queued"}`` with a tracker
+                            ``{"status": "queued", "idempotency_key", "queued"}`` (outbox)
 ``GET /metrics``            ``?feature_key=`` optional -> ``{"metrics": [...]}`` (cached per
                             customer, one upstream request per interval however many tabs)
 ``GET /entitlements``       ``{"entitlements": [...]}``
@@ -36,9 +36,12 @@ envelope ``{"error": {"code", "message", "details"?}, "statusCode"}``; problems 
 (a wrong secret key, an unreachable API) reach the operator's log and the browser only as
 "Billing is temporarily unavailable".
 
-With ``tracker`` (an :class:`~billing_ui.core.tracker.AsyncUsageTracker`) a track is written
-to the durable outbox and answered at once (202, ``queued``); fail-closed features are still
-sent at once. Pass ``lifespan=tracker.lifespan`` to the app so it flushes on shutdown.
+With ``tracker`` (an :class:`~billing_ui.core.tracker.AsyncUsageTracker`) nothing is lost: a
+track is sent at once (200, ``recorded``), and when the billing API cannot take it for a
+retryable reason it is written to the durable outbox with its key and answered 202
+``queued`` with the number waiting, for the tracker's worker to deliver; fail-closed features
+(seats) are refused instead. Pass ``lifespan=tracker.lifespan`` to the app so it flushes on
+shutdown.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ from billing_ui.core.errors import (
 )
 from billing_ui.core.outbox import OutboxFullError, QueuedTrack
 from billing_ui.core.problems import BUSY_MESSAGE, USER_MESSAGE, ProblemLog
-from billing_ui.core.queries import BillingQueries
+from billing_ui.core.queries import FEATURE_CHECK, METRICS, BillingQueries
 from billing_ui.core.strict_json import check_json_content_type, loads_strict
 from billing_ui.core.track_rules import TrackRule, check_browser_track
 from billing_ui.core.tracker import AsyncUsageTracker
@@ -163,6 +166,9 @@ class _Api:
         self.tracker = tracker
         self.allowed_origins = allowed_origins
         self.interval = refresh_interval
+        self._awaiting: set[str] = set()
+        """Customers with tracks queued by this process: their cached reads are dropped once
+        the outbox has drained, so every page converges to the server's numbers."""
 
     # -- the endpoints
     async def track(self, request: Request) -> Response:
@@ -186,10 +192,11 @@ class _Api:
             self.trackable, body.get("feature_key"), body.get("quantity", 1), body.get("metadata")
         )
         if self.tracker is not None:
-            outcome = await self.tracker.track(
+            outcome = await self.tracker.send_or_queue(
                 customer, key, amount, metadata=meta, idempotency_key=idem
             )
             if isinstance(outcome, QueuedTrack):
+                self._awaiting.add(customer)
                 stats = await self.tracker.stats()
                 body = {"status": "queued", "idempotency_key": idem, "queued": stats.depth}
                 return JSONResponse(body, status_code=202)
@@ -201,7 +208,16 @@ class _Api:
             )
         return JSONResponse({"status": "recorded", "result": _dump(result)})
 
+    async def _converge(self, customer: str) -> None:
+        """After this customer's queued tracks were delivered, read fresh (not cached) usage."""
+        tracker = self.tracker
+        if customer in self._awaiting and tracker and (await tracker.stats()).depth == 0:
+            self._awaiting.discard(customer)
+            self.queries.cache.invalidate((METRICS, customer))
+            self.queries.cache.invalidate((FEATURE_CHECK, customer))
+
     async def _metrics(self, request: Request, customer: str) -> Response:
+        await self._converge(customer)
         wanted = request.query_params.get("feature_key")
         key = None if wanted is None else check_feature_key(wanted)
         entry = await self.queries.usage_metrics(customer, stale_time=self.interval)
@@ -215,6 +231,7 @@ class _Api:
         )
 
     async def _check(self, request: Request, customer: str) -> Response:
+        await self._converge(customer)
         key = check_feature_key(request.query_params.get("feature_key"))
         entry = await self.queries.feature_check(customer, key, stale_time=self.interval)
         return JSONResponse(_dump(entry.data))

@@ -25,10 +25,11 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -137,6 +138,30 @@ class UsageTracker:
                 self._cond.notify_all()
         return entry
 
+    def send_or_queue(
+        self,
+        customer_id: str,
+        feature_key: str,
+        quantity: float = 1,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> QueuedTrack | TrackUsageResult:
+        """Send now and return the API's result; when that fails for a retryable reason (and
+        the feature does not fail closed), queue it with the same key for the worker and
+        return the :class:`QueuedTrack` (:meth:`Outbox.track_or_queue`). For a button whose
+        user should read "recorded" while the API is up and "queued, will be sent" when not."""
+        if self._closed:
+            raise RuntimeError("this UsageTracker was shut down")
+        return self.outbox.track_or_queue(
+            self.client,
+            customer_id,
+            feature_key,
+            quantity,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+        )
+
     def stats(self) -> OutboxStats:
         """Depth, oldest age, overdue, failed, delivered (see :class:`OutboxStats`)."""
         return self.outbox.stats()
@@ -230,14 +255,37 @@ class AsyncUsageTracker:
         idempotency_key: str | None = None,
     ) -> QueuedTrack | TrackUsageResult:
         """See :meth:`UsageTracker.track`."""
-        call: Callable[[], QueuedTrack | TrackUsageResult] = lambda: self.tracker.track(  # noqa: E731
-            customer_id,
-            feature_key,
-            quantity,
-            metadata=metadata,
-            idempotency_key=idempotency_key,
+        return await asyncio.to_thread(
+            functools.partial(
+                self.tracker.track,
+                customer_id,
+                feature_key,
+                quantity,
+                metadata=metadata,
+                idempotency_key=idempotency_key,
+            )
         )
-        return await asyncio.to_thread(call)
+
+    async def send_or_queue(
+        self,
+        customer_id: str,
+        feature_key: str,
+        quantity: float = 1,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> QueuedTrack | TrackUsageResult:
+        """See :meth:`UsageTracker.send_or_queue` (the request runs in a worker thread)."""
+        return await asyncio.to_thread(
+            functools.partial(
+                self.tracker.send_or_queue,
+                customer_id,
+                feature_key,
+                quantity,
+                metadata=metadata,
+                idempotency_key=idempotency_key,
+            )
+        )
 
     async def stats(self) -> OutboxStats:
         return await asyncio.to_thread(self.tracker.stats)

@@ -17,7 +17,7 @@ from fastapi import Body, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from billing_ui.asgi import billing_routes
-from billing_ui.core import TrackRule
+from billing_ui.core import AsyncUsageTracker, TrackRule
 
 SECRET = os.environ.get("APP_SECRET") or secrets.token_hex(32)
 USERS = {"ada": "demo_pro", "bob": "demo_free"}  # your users -> their billing customer ids
@@ -35,12 +35,15 @@ def signed_in_customer(request: Request) -> str | None:
     return USERS.get(user) if hmac.compare_digest(cookie, sign(user)) else None
 
 
-app = FastAPI()
+# Tracks the billing API cannot take right now wait in a durable outbox: nothing is lost.
+tracker = AsyncUsageTracker(outbox_path=os.environ.get("OUTBOX_PATH", "example_outbox.db"))
+app = FastAPI(lifespan=tracker.lifespan)  # flushes the outbox on shutdown
 app.mount(
     "/billing",
     billing_routes(
         resolve_customer=signed_in_customer,
         trackable={"api_calls": TrackRule(max_quantity=5)},  # what the page may track
+        tracker=tracker,
     ),
 )
 

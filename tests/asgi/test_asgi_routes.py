@@ -15,6 +15,7 @@ from starlette.requests import Request
 
 from billing_ui.asgi import billing_routes
 from billing_ui.core import AsyncBillingClient, BillingClient, TrackRule
+from billing_ui.core.problems import USER_MESSAGE
 from billing_ui.core.tracker import AsyncUsageTracker, UsageTracker
 from billing_ui.server.testing import RunningServer, create_customer, serve_asgi
 from tests.faults import FaultProxy, close
@@ -28,14 +29,18 @@ def signed_in(request: Request) -> str | None:
     return request.cookies.get("uid")
 
 
-def make_app(base_url: str, tracker: AsyncUsageTracker | None = None) -> FastAPI:
+def make_app(
+    base_url: str,
+    tracker: AsyncUsageTracker | None = None,
+    trackable: dict[str, TrackRule] = TRACKABLE,
+) -> FastAPI:
     client = AsyncBillingClient(base_url=base_url, max_retries=0, timeout=2.0)
     app = FastAPI()
     app.mount(
         "/billing",
         billing_routes(
             resolve_customer=signed_in,
-            trackable=TRACKABLE,
+            trackable=trackable,
             client=lambda: client,
             tracker=tracker,
             refresh_interval=0,
@@ -212,24 +217,36 @@ def test_setup_problems_reach_the_browser_only_as_a_neutral_sentence(
 def test_with_a_tracker_a_track_is_queued_while_the_api_is_down_and_sent_when_back(
     billing_server: RunningServer, tmp_path: Path
 ) -> None:
+    """API up: recorded at once (200). API down: each track is kept in the outbox and answered
+    202 with the number waiting; seats fail closed (503, nothing queued). Back: the worker
+    delivers, and the database holds every track exactly once."""
     customer = create_customer(billing_server, ["pro"])
+    trackable = {**TRACKABLE, "seats": TrackRule(max_quantity=1)}
     with FaultProxy(billing_server.base_url) as proxy:
-        proxy.on("/v1/usage/track-batch", *[close()] * 10_000)
         sync = UsageTracker(
             BillingClient(base_url=proxy.url, max_retries=0, timeout=2.0),
             outbox_path=tmp_path / "outbox.db",
             flush_interval=0.1,
         )
         tracker = AsyncUsageTracker(sync)
-        with serve_asgi(make_app(billing_server.base_url, tracker), name="asgi-app") as url:
-            with browser(url, customer) as page:
-                answers = [
-                    page.post("/billing/track", json={"feature_key": "api_calls"}) for _ in range(3)
-                ]
+        with (
+            serve_asgi(make_app(billing_server.base_url, tracker, trackable), name="asgi") as url,
+            browser(url, customer) as page,
+        ):
+            up = page.post("/billing/track", json={"feature_key": "api_calls"})
+            assert (up.status_code, up.json()["status"]) == (200, "recorded")
+            proxy.on("/v1/usage/track", *[close()] * 10_000)  # down
+            proxy.on("/v1/usage/track-batch", *[close()] * 10_000)
+            answers = [
+                page.post("/billing/track", json={"feature_key": "api_calls"}) for _ in range(3)
+            ]
             assert [a.status_code for a in answers] == [202, 202, 202]
             assert [a.json()["queued"] for a in answers] == [1, 2, 3]
-            proxy.clear()
+            seat = page.post("/billing/track", json={"feature_key": "seats"})
+            assert (seat.status_code, envelope(seat)["message"]) == (503, USER_MESSAGE)
+            assert sync.stats().depth == 3
+            proxy.clear()  # back
             wait_until(lambda: sync.stats().depth == 0, timeout=30, what="the outbox drains")
         sync.shutdown()
         sync.client.close()
-    assert billed(tmp_path / "billing.db", customer) == (3, 3)
+    assert billed(tmp_path / "billing.db", customer) == (4, 4)
