@@ -213,8 +213,8 @@ class _Api:
         tracker = self.tracker
         if customer in self._awaiting and tracker and (await tracker.stats()).depth == 0:
             self._awaiting.discard(customer)
-            self.queries.cache.invalidate((METRICS, customer))
-            self.queries.cache.invalidate((FEATURE_CHECK, customer))
+            await self.queries.cache.invalidate((METRICS, customer))
+            await self.queries.cache.invalidate((FEATURE_CHECK, customer))
 
     async def _metrics(self, request: Request, customer: str) -> Response:
         await self._converge(customer)

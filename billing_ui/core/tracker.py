@@ -255,16 +255,10 @@ class AsyncUsageTracker:
         idempotency_key: str | None = None,
     ) -> QueuedTrack | TrackUsageResult:
         """See :meth:`UsageTracker.track`."""
-        return await asyncio.to_thread(
-            functools.partial(
-                self.tracker.track,
-                customer_id,
-                feature_key,
-                quantity,
-                metadata=metadata,
-                idempotency_key=idempotency_key,
-            )
+        call = functools.partial(
+            self.tracker.track, metadata=metadata, idempotency_key=idempotency_key
         )
+        return await asyncio.to_thread(call, customer_id, feature_key, quantity)
 
     async def send_or_queue(
         self,
@@ -276,16 +270,10 @@ class AsyncUsageTracker:
         idempotency_key: str | None = None,
     ) -> QueuedTrack | TrackUsageResult:
         """See :meth:`UsageTracker.send_or_queue` (the request runs in a worker thread)."""
-        return await asyncio.to_thread(
-            functools.partial(
-                self.tracker.send_or_queue,
-                customer_id,
-                feature_key,
-                quantity,
-                metadata=metadata,
-                idempotency_key=idempotency_key,
-            )
+        call = functools.partial(
+            self.tracker.send_or_queue, metadata=metadata, idempotency_key=idempotency_key
         )
+        return await asyncio.to_thread(call, customer_id, feature_key, quantity)
 
     async def stats(self) -> OutboxStats:
         return await asyncio.to_thread(self.tracker.stats)
