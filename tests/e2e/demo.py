@@ -9,7 +9,9 @@ the app and keeps them for its whole life (the client is built lazily, per event
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,9 +21,31 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 
+import billing_ui.demo
+import billing_ui.states
+
 from .browser import click, fresh, run_app, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _register_demo_states() -> None:
+    """Import every module that defines the demo's states, now, outside any AppHarness.
+
+    Each AppHarness registers states into a fork of Reflex's registration context taken when
+    the first harness starts. A state class is registered when its module is first imported;
+    the demo's modules (``billing_ui.demo.*``, ``billing_ui.states.*``) are imported once per
+    process and never again. Imported inside the first demo harness, their states would exist
+    only in that harness's fork, and the next demo harness in this process would run without
+    them (the browser fails with "Cannot read properties of undefined (reading
+    'signed_in_as_rx_state_')"). Imported here, they are in the base every fork starts from.
+    """
+    for package in (billing_ui.demo, billing_ui.states):
+        for module in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+            importlib.import_module(module.name)
+
+
+_register_demo_states()
 PAGE_TIMEOUT = 30.0
 """The first page load compiles the route in the dev server: allow for it."""
 
