@@ -137,7 +137,8 @@ def sentence(result: dict[str, Any]) -> str:
 
     return (
         f"A fresh clone's first `make demo` takes about {span('page_shown_s')} until the "
-        f"sign-in page shows: {span('bootstrap_s')} installing the Python packages and bun, "
+        f"sign-in page shows: {span('bootstrap_s')} in `scripts/bootstrap.sh` (the Python "
+        f"packages into `.venv`, bun and Node.js into `.tools`), "
         f"the rest Reflex installing the frontend's packages and compiling. A second `make "
         f"demo` in the same checkout takes {span('second_run_s')}. (`scripts/first_run.py`, "
         f"on this project's 2-CPU machine, once with empty pip/npm/bun caches and once with "
