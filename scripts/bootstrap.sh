@@ -36,6 +36,17 @@ if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
     apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends postgresql
 fi
 
+# 1c. Redis for the tests of the Redis query store: they start throwaway redis-server instances
+#     themselves (free loopback port, temporary directory, no persistence); the Debian
+#     package's own service is not used.
+if ! command -v redis-server >/dev/null; then
+  log "installing redis-server (apt)"
+  sudo=""; [[ $(id -u) -eq 0 ]] || sudo=sudo
+  apt_get_update  # waits for another apt run's lock (see 1.)
+  $sudo env DEBIAN_FRONTEND=noninteractive \
+    apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends redis-server
+fi
+
 # 2. Python: a project venv with the package and its dev extra. The stamp holds a hash of
 #    pyproject.toml, so the install re-runs when dependencies change and is skipped otherwise.
 stamp=.venv/.bootstrap-pyproject.sha256

@@ -9,6 +9,8 @@
   ``postgresql``, on a free loopback port in a temporary directory); ``create_database()``
   gives each user a fresh database. Without PostgreSQL its tests are skipped locally and fail
   in CI (``CI=true``), where the bootstrap must have installed it.
+* ``redis_url`` — one throwaway Redis server for the session (Debian's ``redis-server``), the
+  same way.
 
 More helpers (``create_customer``, ``mint_session_token``) are in billing_ui.server.testing.
 """
@@ -65,3 +67,19 @@ def postgres_cluster() -> Iterator[TempPostgres]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """One throwaway Redis server for the session (Debian's ``redis-server`` on a free loopback
+    port, in a temporary directory). Isolate with a fresh namespace per test. Without
+    redis-server its tests are skipped locally and fail in CI (``CI=true``)."""
+    from billing_ui.core.testing_redis import RedisUnavailable, temp_redis
+
+    try:
+        with temp_redis() as url:
+            yield url
+    except RedisUnavailable as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI must test on Redis: {exc}", pytrace=False)
+        pytest.skip(str(exc))

@@ -40,6 +40,15 @@ ENTITLEMENTS = "entitlements"
 FEATURE_CHECK = "feature-check"
 HISTORY = "usage-history"
 
+QUERY_TYPES: dict[str, Any] = {
+    METRICS: list[UsageMetric],
+    ENTITLEMENTS: list[FeatureEntitlement],
+    FEATURE_CHECK: FeatureCheck,
+    HISTORY: UsageHistory,
+}
+"""The data type of each query, by its key's first part: a store that keeps answers outside
+this process (:class:`~billing_ui.core.redis_cache.RedisQueryStore`) reads them back as these."""
+
 
 class BillingQueries:
     """Cached reads and invalidating writes over an :class:`AsyncBillingClient`.

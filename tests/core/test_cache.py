@@ -1,4 +1,5 @@
-"""The query cache's contract: identical keys share one fetch, freshness, invalidation, errors.
+"""The query store's contract, on both stores (in memory and in a real Redis): identical keys
+share one fetch, freshness, invalidation, errors.
 
 The fetchers here are plain coroutines that count their calls and wait on events the test
 controls, so concurrency is exercised for real (no mocks, no sleeps)."""
@@ -6,10 +7,14 @@ controls, so concurrency is exercised for real (no mocks, no sleeps)."""
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
-from billing_ui.core.cache import QueryCache
+from billing_ui.core.cache import MemoryQueryStore, QueryStore
 
 
 class Upstream:
@@ -17,6 +22,7 @@ class Upstream:
 
     def __init__(self) -> None:
         self.calls = 0
+        self.entered = asyncio.Event()
         self.gate = asyncio.Event()
         self.gate.set()
         self.fail: Exception | None = None
@@ -24,6 +30,7 @@ class Upstream:
     async def __call__(self) -> int:
         self.calls += 1
         n = self.calls
+        self.entered.set()
         await self.gate.wait()
         if self.fail is not None:
             raise self.fail
@@ -38,11 +45,46 @@ class Clock:
         return self.now
 
 
-async def test_concurrent_identical_queries_share_one_fetch() -> None:
-    cache, up = QueryCache(), Upstream()
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for ``condition`` with a deadline (callers reach a Redis store over the network)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+Make = Callable[..., QueryStore]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make(request: pytest.FixtureRequest) -> AsyncIterator[Make]:
+    """A factory of stores of one kind: ``make(clock=...)``. Each Redis store gets a fresh
+    namespace on the session's throwaway server, and is closed after the test."""
+    made: list[QueryStore] = []
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    namespace = f"t{uuid.uuid4().hex[:12]}"
+
+    def factory(**kwargs: Any) -> QueryStore:
+        store: QueryStore
+        if url is None:
+            store = MemoryQueryStore(**kwargs)
+        else:
+            from billing_ui.core.redis_cache import RedisQueryStore
+
+            store = RedisQueryStore(url, namespace=namespace, **kwargs)
+        made.append(store)
+        return store
+
+    yield factory
+    for store in made:
+        await store.aclose()
+
+
+async def test_concurrent_identical_queries_share_one_fetch(make: Make) -> None:
+    cache, up = make(), Upstream()
     up.gate.clear()
     waiters = [asyncio.create_task(cache.fetch(("m", "c1"), up, stale_time=30)) for _ in range(50)]
-    await asyncio.sleep(0)  # let every task reach the cache (a scheduling point, not a wait)
+    await until(lambda: cache.stats.joined == 49)  # every caller is waiting on the one fetch
     up.gate.set()
     results = await asyncio.gather(*waiters)
     assert up.calls == 1
@@ -50,9 +92,9 @@ async def test_concurrent_identical_queries_share_one_fetch() -> None:
     assert cache.stats.fetches == 1 and cache.stats.joined == 49
 
 
-async def test_fresh_data_is_served_from_cache_until_stale() -> None:
+async def test_fresh_data_is_served_from_cache_until_stale(make: Make) -> None:
     clock = Clock()
-    cache, up = QueryCache(clock=clock), Upstream()
+    cache, up = make(clock=clock), Upstream()
     assert (await cache.fetch(("m", "c1"), up, stale_time=30)).data == 1
     clock.now += 29
     assert (await cache.fetch(("m", "c1"), up, stale_time=30)).data == 1
@@ -61,15 +103,15 @@ async def test_fresh_data_is_served_from_cache_until_stale() -> None:
     assert up.calls == 2
 
 
-async def test_keys_are_independent() -> None:
-    cache, up = QueryCache(), Upstream()
+async def test_keys_are_independent(make: Make) -> None:
+    cache, up = make(), Upstream()
     await cache.fetch(("m", "c1"), up, stale_time=30)
     await cache.fetch(("m", "c2"), up, stale_time=30)
     assert up.calls == 2
 
 
-async def test_invalidate_by_prefix_forces_the_next_fetch() -> None:
-    cache, up = QueryCache(), Upstream()
+async def test_invalidate_by_prefix_forces_the_next_fetch(make: Make) -> None:
+    cache, up = make(), Upstream()
     await cache.fetch(("m", "c1", "a"), up, stale_time=30)
     await cache.fetch(("m", "c1", "b"), up, stale_time=30)
     await cache.fetch(("m", "c2", "a"), up, stale_time=30)
@@ -79,38 +121,40 @@ async def test_invalidate_by_prefix_forces_the_next_fetch() -> None:
     assert (await cache.fetch(("m", "c1", "a"), up, stale_time=30)).data == 4
 
 
-async def test_a_fetch_in_flight_during_invalidation_does_not_count_as_fresh() -> None:
-    cache, up = QueryCache(), Upstream()
+async def test_a_fetch_in_flight_during_invalidation_does_not_count_as_fresh(make: Make) -> None:
+    cache, up = make(), Upstream()
     up.gate.clear()
     old = asyncio.create_task(cache.fetch(("m", "c1"), up, stale_time=30))
-    await asyncio.sleep(0)
+    await up.entered.wait()
     await cache.invalidate(("m",))
     up.gate.set()
     assert (await old).data == 1
     assert (await cache.fetch(("m", "c1"), up, stale_time=30)).data == 2
 
 
-async def test_errors_reach_every_waiter_and_keep_the_last_good_data() -> None:
-    cache, up = QueryCache(), Upstream()
+async def test_errors_reach_every_waiter_and_keep_the_last_good_data(make: Make) -> None:
+    cache, up = make(), Upstream()
     await cache.fetch(("m", "c1"), up, stale_time=0)
     up.fail = RuntimeError("upstream down")
     up.gate.clear()
     waiters = [asyncio.create_task(cache.fetch(("m", "c1"), up, stale_time=0)) for _ in range(3)]
-    await asyncio.sleep(0)
+    await until(lambda: cache.stats.joined == 2)
     up.gate.set()
     outcomes = await asyncio.gather(*waiters, return_exceptions=True)
-    assert all(isinstance(o, RuntimeError) for o in outcomes)
+    # The caller whose fetch failed gets the error itself; with Redis the others (on any
+    # worker) get it as a RemoteFetchError naming it.
+    assert all(isinstance(o, Exception) and "upstream down" in str(o) for o in outcomes)
     assert up.calls == 2
     entry = await cache.peek(("m", "c1"))
     assert entry is not None and entry.data == 1
 
 
-async def test_a_cancelled_caller_does_not_cancel_the_shared_fetch() -> None:
-    cache, up = QueryCache(), Upstream()
+async def test_a_cancelled_caller_does_not_cancel_the_shared_fetch(make: Make) -> None:
+    cache, up = make(), Upstream()
     up.gate.clear()
     first = asyncio.create_task(cache.fetch(("m", "c1"), up, stale_time=30))
     second = asyncio.create_task(cache.fetch(("m", "c1"), up, stale_time=30))
-    await asyncio.sleep(0)
+    await until(lambda: cache.stats.joined == 1)
     first.cancel()
     up.gate.set()
     assert (await second).data == 1
@@ -118,8 +162,8 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_fetch() -> None:
         await first
 
 
-async def test_set_data_patches_but_keeps_the_entry_due_for_refetch() -> None:
-    cache, up = QueryCache(), Upstream()
+async def test_set_data_patches_but_keeps_the_entry_due_for_refetch(make: Make) -> None:
+    cache, up = make(), Upstream()
     await cache.fetch(("m", "c1"), up, stale_time=30)
     await cache.invalidate(("m", "c1"))
     await cache.set_data(("m", "c1"), lambda old: old + 100)

@@ -1,0 +1,362 @@
+"""The :class:`~billing_ui.core.cache.QueryStore` in Redis, shared by every worker of an app.
+
+Why: with several backend workers (Reflex in prod mode, several machines) the in-memory store
+gives one upstream request per customer per interval *per worker*, and a track on one worker
+is not seen by the others until their own entry expires. Here every worker reads and writes
+the same entries:
+
+- an entry is a hash (data as JSON, when it was fetched, a generation, stale and failed flags)
+  with a TTL (``ttl``), refreshed on every write;
+- single-flight across workers: the caller that wins ``SET lock NX PX lease`` fetches; the
+  others wait for its answer on one pub/sub channel (not by sleeping). If the fetcher dies,
+  its lease runs out and the next caller fetches;
+- invalidation bumps the generation of every key under the prefix (a set per prefix holds the
+  keys under it, so nothing scans the keyspace), in one script: every worker sees it at once,
+  and an answer fetched before it is not stored as fresh;
+- :meth:`RedisQueryStore.set_data` is an optimistic transaction (``WATCH``/``MULTI``), retried
+  on a concurrent write, so a monotonic update (``apply_usage``: a late answer never moves a
+  meter backwards) holds across workers too.
+
+Data is stored as JSON through pydantic: ``types`` maps a key's first part to the type of its
+data (:data:`billing_ui.core.queries.QUERY_TYPES`), so a worker reads back the models another
+wrote. The scripts touch keys they read from a set, which Redis Cluster does not allow: use
+one Redis (or a primary with replicas), as Reflex's own state manager does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import TypeAdapter
+
+from billing_ui.core.cache import CacheEntry, CacheStats, Key
+from billing_ui.core.errors import BillingError, InvalidInputError
+
+try:
+    import redis.asyncio as aioredis
+    from redis.exceptions import WatchError
+except ImportError as exc:  # pragma: no cover - the `redis` extra is not installed
+    raise ImportError(
+        "billing_ui.core.redis_cache needs the `redis` extra: pip install 'billing_ui[redis]'"
+    ) from exc
+
+T = TypeVar("T")
+
+_CLAIM = """
+redis.call('hsetnx', KEYS[1], 'g', '0')
+redis.call('pexpire', KEYS[1], ARGV[1])
+for i = 2, #KEYS do
+  redis.call('sadd', KEYS[i], KEYS[1])
+  redis.call('pexpire', KEYS[i], ARGV[1])
+end
+return tonumber(redis.call('hget', KEYS[1], 'g'))
+"""
+"""Make the entry exist (so an invalidation can reach a fetch in flight for a new key), index
+it under each of its prefixes, and return its generation."""
+
+_STORE = """
+local g = tonumber(redis.call('hget', KEYS[1], 'g') or '-1')
+redis.call('hset', KEYS[1], 'x', '0')
+if g ~= tonumber(ARGV[1]) then return 0 end
+redis.call('hset', KEYS[1], 'd', ARGV[2], 'u', ARGV[3], 'f', ARGV[4], 's', '0')
+redis.call('pexpire', KEYS[1], ARGV[5])
+return 1
+"""
+"""Store a fetched answer unless the key was invalidated since the fetch began."""
+
+_FAILED = """
+if redis.call('exists', KEYS[1]) == 1 then redis.call('hset', KEYS[1], 'x', '1') end
+"""
+
+_INVALIDATE = """
+local n = 0
+for _, key in ipairs(redis.call('smembers', KEYS[1])) do
+  if redis.call('exists', key) == 1 then
+    if ARGV[1] == '1' then
+      redis.call('hset', key, 's', '1')
+      redis.call('hincrby', key, 'g', 1)
+    end
+    n = n + 1
+  else
+    redis.call('srem', KEYS[1], key)
+  end
+end
+return n
+"""
+"""Mark stale (``ARGV[1] == '1'``) or only count the live keys under a prefix."""
+
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+class RemoteFetchError(BillingError):
+    """The worker that fetched this key for everyone got an error (its class and message are
+    in this one's message); the caller's own data is untouched, as with a local error."""
+
+
+@dataclass
+class _Connection:
+    """One event loop's Redis client and its listener of fetch outcomes."""
+
+    client: Any
+    """An ``aioredis.Redis``; typed Any because redis-py types its commands for its sync and
+    async clients at once (``Awaitable[X] | X``), which no ``await`` type-checks."""
+    ready: asyncio.Event
+    listener: asyncio.Task[None] | None = None
+    waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = field(default_factory=dict)
+    """Callers on this loop waiting for another's fetch, by key."""
+
+
+class RedisQueryStore:
+    """A :class:`~billing_ui.core.cache.QueryStore` in Redis (see the module docstring).
+
+    ``url``: ``redis://host:port/db``. ``namespace`` prefixes every Redis key, so apps (or
+    tests) can share one Redis. ``ttl``: seconds an entry lives after its last write. ``lease``:
+    seconds a fetcher holds the key's lock; a waiter gives up waiting after it and fetches
+    itself (keep it above the client's timeout including retries).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str = "billing_ui",
+        ttl: float = 600.0,
+        lease: float = 15.0,
+        types: Mapping[str, Any] | None = None,
+        clock: Callable[[], float] = time.time,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        for name, value in (("ttl", ttl), ("lease", lease)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise InvalidInputError.single(name, "gt", "must be a number of seconds > 0")
+        self.url = url
+        self.namespace = namespace
+        self.ttl_ms = int(ttl * 1000)
+        self.lease = lease
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.stats = CacheStats()
+        self._adapters = {name: TypeAdapter(t) for name, t in (types or {}).items()}
+        self._any: TypeAdapter[Any] = TypeAdapter(Any)
+        self._channel = f"{namespace}:done"
+        self._connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Connection] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- names and encoding -------------------------------------------------------------
+
+    def _name(self, kind: str, key: Key) -> str:
+        return f"{self.namespace}:{kind}:" + json.dumps(list(key), separators=(",", ":"))
+
+    def _adapter(self, key: Key) -> TypeAdapter[Any]:
+        return self._adapters.get(str(key[0]), self._any) if key else self._any
+
+    def _encode(self, key: Key, entry: CacheEntry[Any]) -> dict[str, str]:
+        data = self._adapter(key).dump_json(entry.data).decode()
+        return {"d": data, "u": repr(entry.updated_at), "f": repr(entry.fetched_at)}
+
+    def _decode(self, key: Key, fields: Mapping[str, str]) -> CacheEntry[Any] | None:
+        if "d" not in fields:
+            return None
+        return CacheEntry(
+            data=self._adapter(key).validate_json(fields["d"]),
+            updated_at=float(fields["u"]),
+            fetched_at=float(fields["f"]),
+        )
+
+    # -- connection and listener --------------------------------------------------------
+
+    async def _redis(self) -> Any:
+        return (await self._connection()).client
+
+    async def _connection(self) -> _Connection:
+        """This loop's client (a redis-py asyncio client must stay on its loop), with the
+        listener subscribed before any caller waits on it."""
+        loop = asyncio.get_running_loop()
+        conn = self._connections.get(loop)
+        if conn is None:
+            client = aioredis.Redis.from_url(self.url, decode_responses=True)
+            conn = self._connections[loop] = _Connection(client, asyncio.Event())
+            conn.listener = loop.create_task(self._listen(conn))
+        if not conn.ready.is_set():
+            await asyncio.wait_for(conn.ready.wait(), timeout=self.lease)
+        return conn
+
+    async def _listen(self, conn: _Connection) -> None:
+        """Hand every fetch outcome published on the channel to this worker's waiters."""
+        pubsub = conn.client.pubsub()
+        try:
+            await pubsub.subscribe(self._channel)
+            async for message in pubsub.listen():
+                if message["type"] == "subscribe":
+                    conn.ready.set()
+                elif message["type"] == "message":
+                    outcome = json.loads(message["data"])
+                    for waiter in conn.waiters.pop(outcome["k"], []):
+                        if not waiter.done():
+                            waiter.set_result(outcome)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    # -- the protocol ---------------------------------------------------------------------
+
+    async def fetch(
+        self, key: Key, fetcher: Callable[[], Awaitable[T]], *, stale_time: float
+    ) -> CacheEntry[T]:
+        conn = await self._connection()
+        r = conn.client
+        entry_name, lock_name = self._name("e", key), self._name("lock", key)
+        tag = self._name("", key)
+        joined = False
+        while True:
+            fields = await r.hgetall(entry_name)
+            entry = self._decode(key, fields)
+            if (
+                entry is not None
+                and fields.get("s") != "1"
+                and fields.get("x") != "1"
+                and self.clock() - entry.fetched_at < stale_time
+            ):
+                self.stats.hits += 1
+                return entry
+            token = uuid.uuid4().hex
+            if await r.set(lock_name, token, nx=True, px=int(self.lease * 1000)):
+                self.stats.fetches += 1
+                # Its own task: a caller that is cancelled (its tab closed) does not cancel the
+                # fetch that callers on every worker are waiting on.
+                task = asyncio.get_running_loop().create_task(
+                    self._lead(r, key, lock_name, token, fetcher)
+                )
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                return await asyncio.shield(task)
+            if not joined:
+                self.stats.joined += 1
+                joined = True
+            waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            conn.waiters.setdefault(tag, []).append(waiter)
+            try:
+                # Listening already; if the fetcher finished before we started to, the lock is
+                # gone and the loop reads its answer.
+                if not await r.exists(lock_name):
+                    continue
+                outcome = await asyncio.wait_for(asyncio.shield(waiter), timeout=self.lease)
+            except TimeoutError:
+                continue  # the fetcher's lease ran out: it died; fetch ourselves
+            finally:
+                waiters = conn.waiters.get(tag, [])
+                if waiter in waiters:
+                    waiters.remove(waiter)
+                if not waiters:
+                    conn.waiters.pop(tag, None)
+            if "error" in outcome:
+                raise RemoteFetchError(outcome["error"])
+            return CacheEntry(
+                data=self._adapter(key).validate_python(outcome["entry"]),
+                updated_at=outcome["u"],
+                fetched_at=outcome["f"],
+            )
+
+    async def _lead(
+        self,
+        r: Any,
+        key: Key,
+        lock_name: str,
+        token: str,
+        fetcher: Callable[[], Awaitable[T]],
+    ) -> CacheEntry[T]:
+        entry_name, tag = self._name("e", key), self._name("", key)
+        indexes = [self._name("ix", key[:n]) for n in range(len(key) + 1)]
+        try:
+            generation = await r.eval(_CLAIM, len(indexes) + 1, entry_name, *indexes, self.ttl_ms)
+            try:
+                data = await fetcher()
+            except Exception as exc:
+                await r.eval(_FAILED, 1, entry_name)
+                failure = {"k": tag, "error": f"{type(exc).__name__}: {exc}"}
+                await r.publish(self._channel, json.dumps(failure))
+                raise
+            entry = CacheEntry(data=data, updated_at=self.wall_clock(), fetched_at=self.clock())
+            encoded = self._encode(key, entry)
+            await r.eval(
+                _STORE, 1, entry_name, generation, encoded["d"], encoded["u"], encoded["f"],
+                self.ttl_ms,
+            )  # fmt: skip
+            outcome: dict[str, Any] = {
+                "k": tag,
+                "entry": json.loads(encoded["d"]),
+                "u": entry.updated_at,
+                "f": entry.fetched_at,
+            }
+            await r.publish(self._channel, json.dumps(outcome))
+            return entry
+        finally:
+            await r.eval(_RELEASE, 1, lock_name, token)
+
+    async def peek(self, key: Key) -> CacheEntry[Any] | None:
+        r = await self._redis()
+        return self._decode(key, await r.hgetall(self._name("e", key)))
+
+    async def set_data(self, key: Key, update: Callable[[Any], Any]) -> None:
+        r = await self._redis()
+        name = self._name("e", key)
+        async with r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(name)
+                    entry = self._decode(key, await pipe.hgetall(name))
+                    if entry is None:
+                        await pipe.unwatch()
+                        return
+                    new = CacheEntry(
+                        data=update(entry.data),
+                        updated_at=self.wall_clock(),
+                        fetched_at=entry.fetched_at,
+                    )
+                    pipe.multi()
+                    pipe.hset(name, mapping=self._encode(key, new))
+                    await pipe.execute()
+                    return
+                except WatchError:
+                    continue  # another worker wrote meanwhile: apply the update to its value
+
+    async def invalidate(self, prefix: Key) -> int:
+        r = await self._redis()
+        return int(await r.eval(_INVALIDATE, 1, self._name("ix", prefix), "1"))
+
+    async def size(self, prefix: Key = ()) -> int:
+        r = await self._redis()
+        return int(await r.eval(_INVALIDATE, 1, self._name("ix", prefix), "0"))
+
+    async def clear(self) -> None:
+        r = await self._redis()
+        names = [name async for name in r.scan_iter(match=f"{self.namespace}:*", count=1000)]
+        if names:
+            await r.delete(*names)
+
+    async def aclose(self) -> None:
+        """Close this loop's connection and listener, and cancel its fetches."""
+        loop = asyncio.get_running_loop()
+        for task in [t for t in self._tasks if t.get_loop() is loop]:
+            task.cancel()
+        conn = self._connections.pop(loop, None)
+        if conn is None:
+            return
+        if conn.listener is not None:
+            conn.listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await conn.listener
+        await conn.client.aclose()
