@@ -73,6 +73,8 @@ _WHERE: dict[str, str] = {
     "BillingState": "billing_ui.states.base",
     "billing_event": "billing_ui.states.base",
     "BillingSettings": "billing_ui.states.settings",
+    "BillingRuntime": "billing_ui.runtime",
+    "install": "billing_ui.runtime",
     "TrackRule": "billing_ui.core.track_rules",
     "configure": "billing_ui.states.settings",
     "get_settings": "billing_ui.states.settings",
@@ -89,6 +91,7 @@ __all__ = [
     "BadRequestError",
     "BillingClient",
     "BillingError",
+    "BillingRuntime",
     "BillingSettings",
     "BillingState",
     "CustomerNotFoundError",
@@ -114,6 +117,7 @@ __all__ = [
     "entitlements_list",
     "feature_gate",
     "get_settings",
+    "install",
     "meter_bar",
     "reset_billing_states",
     "switches_customer",
@@ -180,6 +184,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; never executed
         UsageMetric,
     )
     from billing_ui.core.track_rules import TrackRule
+    from billing_ui.runtime import BillingRuntime, install
     from billing_ui.states import (
         FeatureEntitlementsState,
         TrackUsageState,

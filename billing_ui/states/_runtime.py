@@ -12,8 +12,8 @@ from billing_ui.core import errors
 from billing_ui.core.customer import NoCustomerError
 from billing_ui.core.problems import BUSY_MESSAGE, USER_MESSAGE, classify
 from billing_ui.core.queries import ENTITLEMENTS, FEATURE_CHECK, METRICS, BillingQueries
+from billing_ui.runtime import current
 from billing_ui.states import _reflex_internals as internals
-from billing_ui.states.settings import cache, get_client
 
 log = logging.getLogger("billing_ui.states")
 __all__ = [
@@ -24,13 +24,12 @@ __all__ = [
     "queries",
 ]
 
-_queries = BillingQueries(get_client, cache)
-
 
 class _TicketedQueries:
-    """The one query layer (and one cache) of this process, reachable only by a handler that
-    holds a ticket (:meth:`billing_ui.states.base.BillingState.begin`): a state that forgot to
-    take one fails at its first request instead of leaking an answer across customers."""
+    """The installed runtime's query layer (:func:`billing_ui.runtime.current`), reachable only
+    by a handler that holds a ticket (:meth:`billing_ui.states.base.BillingState.begin`): a
+    state that forgot to take one fails at its first request instead of leaking an answer
+    across customers."""
 
     _NO_CUSTOMER_DATA = frozenset({"problems"})  # the operator's log of upstream health
 
@@ -42,7 +41,7 @@ class _TicketedQueries:
                 "billing_ui: a billing state reached the billing API without a ticket; call "
                 "`await self._begin()` inside `async with self` in a @billing_event handler"
             )
-        return getattr(_queries, name)
+        return getattr(current().queries, name)
 
 
 queries: BillingQueries = _TicketedQueries()  # type: ignore[assignment]
@@ -64,7 +63,7 @@ async def known_features(customer: str) -> frozenset[str]:
 
     settings = get_settings()
     entry = await queries.entitlements(customer, stale_time=settings.entitlements_refresh_interval)
-    metrics = await _queries.cache.peek((METRICS, customer))
+    metrics = await current().store.peek((METRICS, customer))
     return frozenset(
         {
             *(e.feature_key for e in entry.data),
@@ -77,7 +76,7 @@ async def known_features(customer: str) -> frozenset[str]:
 def outage_message() -> str:
     """The neutral outage sentence while some upstream request of this process has found the
     billing API down (wrong key, unreachable, failing) and none has succeeded since; else ""."""
-    return USER_MESSAGE if _queries.problems.open_problems() else ""
+    return USER_MESSAGE if current().problems.open_problems() else ""
 
 
 def message_for(exc: BaseException) -> str:

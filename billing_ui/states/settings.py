@@ -15,8 +15,6 @@ the client holds the secret key. Configure once, at import time of the app::
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -113,14 +111,6 @@ class _Unset:
 _UNCHANGED: Any = _Unset()
 
 
-_settings = BillingSettings()
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncBillingClient] = (
-    weakref.WeakKeyDictionary()
-)
-cache = MemoryQueryStore()
-"""The process-wide query cache shared by every session (see billing_ui.core.cache)."""
-
-
 def configure(
     *,
     customer_resolver: CustomerResolver = _UNCHANGED,
@@ -137,14 +127,15 @@ def configure(
     Raises :class:`~billing_ui.core.errors.InvalidInputError` naming the setting and the rule
     it breaks (``refresh_interval: must be a number of seconds > 0``); nothing changes then.
     """
-    global _settings
-    given = dict(locals())
+    given = dict(locals())  # first: only the arguments
+    from billing_ui.runtime import current
+
     changes = {name: value for name, value in given.items() if value is not _UNCHANGED}
-    _settings = replace(_settings, **changes)
-    if "client_factory" in changes:
-        _clients.clear()
-    cache.forget_all()
-    return _settings
+    runtime = current()
+    runtime.reconfigure(replace(runtime.settings, **changes))
+    if isinstance(runtime.store, MemoryQueryStore):  # answers made under the old settings
+        runtime.store.forget_all()
+    return runtime.settings
 
 
 def setting_names() -> list[str]:
@@ -153,21 +144,17 @@ def setting_names() -> list[str]:
 
 
 def get_settings() -> BillingSettings:
-    return _settings
+    """The installed runtime's settings (:func:`billing_ui.runtime.current`)."""
+    from billing_ui.runtime import current
 
-
-def get_client() -> AsyncBillingClient:
-    """The billing client of the running event loop, created on first use."""
-    loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None:
-        client = _clients[loop] = _settings.client_factory()
-    return client
+    return current().settings
 
 
 async def close_client() -> None:
-    """Close the running event loop's client, if one was made (an app's shutdown, a test's
-    teardown): its pooled connections are released instead of left to the garbage collector."""
-    client = _clients.pop(asyncio.get_running_loop(), None)
-    if client is not None:
-        await client.aclose()
+    """Close the installed runtime's client and store connections of the running event loop
+    (an app's shutdown, a test's teardown): pooled connections are released instead of left to
+    the garbage collector. An app that called :func:`billing_ui.install` has this done by its
+    lifespan."""
+    from billing_ui.runtime import current
+
+    await current().aclose()

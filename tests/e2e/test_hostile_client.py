@@ -192,9 +192,9 @@ def settle(harness: AppHarness, client: RawClient) -> None:
 
 
 def cached(prefix: str) -> int:
-    from billing_ui.states.settings import cache
+    from billing_ui.runtime import current
 
-    return asyncio.run(cache.size((prefix,)))  # the memory store awaits nothing
+    return asyncio.run(current().store.size((prefix,)))  # the memory store awaits nothing
 
 
 def test_a_flood_of_made_up_feature_checks_grows_nothing(
