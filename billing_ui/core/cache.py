@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -22,8 +23,10 @@ from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
+log = logging.getLogger("billing_ui.cache")
 T = TypeVar("T")
 Key = tuple[Hashable, ...]
+ChangeListener = Callable[[Key], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,59 @@ class QueryStore(Protocol):
     async def aclose(self) -> None:
         """Release connections and background work (an app's shutdown)."""
         ...
+
+    async def on_change(self, listener: ChangeListener) -> Callable[[], None]:
+        """Call ``listener(key)`` whenever a key's data is written (a fetch stored, an
+        optimistic update), by this process or, for a shared store, by any worker; returns the
+        function that stops it. Live views (every tab of a customer) follow the data this way
+        instead of waiting for their own timer. Listeners run on the event loop that
+        registered them and must not block."""
+        ...
+
+
+class Listeners:
+    """The change listeners of one store, each called on the event loop that registered it
+    (thread-safe: a store may be written from several loops)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[int, tuple[asyncio.AbstractEventLoop, ChangeListener]] = {}
+        self._next = 0
+
+    def add(self, listener: ChangeListener) -> Callable[[], None]:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            handle, self._next = self._next, self._next + 1
+            self._items[handle] = (loop, listener)
+
+        def stop() -> None:
+            with self._lock:
+                self._items.pop(handle, None)
+
+        return stop
+
+    def notify(self, key: Key, *, only: asyncio.AbstractEventLoop | None = None) -> None:
+        """Schedule every listener (``only`` those of one loop) with ``key``."""
+        with self._lock:
+            items = list(self._items.values())
+        for loop, listener in items:
+            if loop.is_closed() or (only is not None and loop is not only):
+                continue
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                loop.call_soon(_call, listener, key)
+            else:
+                loop.call_soon_threadsafe(_call, listener, key)
+
+
+def _call(listener: ChangeListener, key: Key) -> None:
+    try:
+        listener(key)
+    except Exception:
+        log.exception("a query store change listener failed")
 
 
 class _Flight:
@@ -195,6 +251,7 @@ class MemoryQueryStore:
     _index: _PrefixIndex = field(default_factory=_PrefixIndex, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+    _listeners: Listeners = field(default_factory=lambda: Listeners(), repr=False)
 
     def __post_init__(self) -> None:
         from billing_ui.core.errors import InvalidInputError
@@ -253,7 +310,8 @@ class MemoryQueryStore:
             flight.done.set_exception(exc)
             return
         entry = CacheEntry(data=data, updated_at=self.wall_clock(), fetched_at=self.clock())
-        self._settle(slot, flight, failed=False, entry=entry, generation=generation)
+        if self._settle(slot, flight, failed=False, entry=entry, generation=generation):
+            self._listeners.notify(slot.key)
         flight.done.set_result(entry)
 
     def _settle(
@@ -264,7 +322,8 @@ class MemoryQueryStore:
         failed: bool,
         entry: CacheEntry[Any] | None = None,
         generation: int = -1,
-    ) -> None:
+    ) -> bool:
+        """Record a fetch's outcome; True when its entry was stored."""
         with self._lock:
             if slot.inflight is flight:
                 slot.inflight = None
@@ -272,6 +331,8 @@ class MemoryQueryStore:
             if entry is not None and slot.generation == generation:
                 # Not invalidated while in flight: this is the freshest data there is.
                 slot.entry, slot.stale = entry, False
+                return True
+            return False
 
     async def peek(self, key: Key) -> CacheEntry[Any] | None:
         with self._lock:
@@ -281,12 +342,17 @@ class MemoryQueryStore:
     async def set_data(self, key: Key, update: Callable[[Any], Any]) -> None:
         with self._lock:
             slot = self._slots.get(key)
-            if slot and slot.entry is not None:
-                slot.entry = CacheEntry(
-                    data=update(slot.entry.data),
-                    updated_at=self.wall_clock(),
-                    fetched_at=slot.entry.fetched_at,
-                )
+            if slot is None or slot.entry is None:
+                return
+            slot.entry = CacheEntry(
+                data=update(slot.entry.data),
+                updated_at=self.wall_clock(),
+                fetched_at=slot.entry.fetched_at,
+            )
+        self._listeners.notify(key)
+
+    async def on_change(self, listener: ChangeListener) -> Callable[[], None]:
+        return self._listeners.add(listener)
 
     async def invalidate(self, prefix: Key) -> int:
         with self._lock:

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter
 
-from billing_ui.core.cache import CacheEntry, CacheStats, Key
+from billing_ui.core.cache import CacheEntry, CacheStats, ChangeListener, Key, Listeners
 from billing_ui.core.errors import BillingError, InvalidInputError
 
 try:
@@ -150,6 +150,8 @@ class RedisQueryStore:
         self._adapters = {name: TypeAdapter(t) for name, t in (types or {}).items()}
         self._any: TypeAdapter[Any] = TypeAdapter(Any)
         self._channel = f"{namespace}:done"
+        self._changes = f"{namespace}:changed"
+        self._listeners = Listeners()
         self._connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Connection] = (
             weakref.WeakKeyDictionary()
         )
@@ -198,10 +200,17 @@ class RedisQueryStore:
         """Hand every fetch outcome published on the channel to this worker's waiters."""
         pubsub = conn.client.pubsub()
         try:
-            await pubsub.subscribe(self._channel)
+            await pubsub.subscribe(self._channel, self._changes)
+            loop = asyncio.get_running_loop()
+            subscribed = 0
             async for message in pubsub.listen():
                 if message["type"] == "subscribe":
-                    conn.ready.set()
+                    subscribed += 1
+                    if subscribed == 2:
+                        conn.ready.set()
+                elif message["type"] == "message" and message["channel"] == self._changes:
+                    key = tuple(json.loads(message["data"]))
+                    self._listeners.notify(key, only=loop)
                 elif message["type"] == "message":
                     outcome = json.loads(message["data"])
                     for waiter in conn.waiters.pop(outcome["k"], []):
@@ -291,10 +300,12 @@ class RedisQueryStore:
                 raise
             entry = CacheEntry(data=data, updated_at=self.wall_clock(), fetched_at=self.clock())
             encoded = self._encode(key, entry)
-            await r.eval(
+            stored = await r.eval(
                 _STORE, 1, entry_name, generation, encoded["d"], encoded["u"], encoded["f"],
                 self.ttl_ms,
             )  # fmt: skip
+            if stored:
+                await self._changed(r, key)
             outcome: dict[str, Any] = {
                 "k": tag,
                 "entry": json.loads(encoded["d"]),
@@ -329,9 +340,18 @@ class RedisQueryStore:
                     pipe.multi()
                     pipe.hset(name, mapping=self._encode(key, new))
                     await pipe.execute()
-                    return
+                    break
                 except WatchError:
                     continue  # another worker wrote meanwhile: apply the update to its value
+        await self._changed(r, key)
+
+    async def _changed(self, r: Any, key: Key) -> None:
+        """Tell every worker (this one too, through Redis) that ``key``'s data was written."""
+        await r.publish(self._changes, json.dumps(list(key), separators=(",", ":")))
+
+    async def on_change(self, listener: ChangeListener) -> Callable[[], None]:
+        await self._connection()  # listening before this returns
+        return self._listeners.add(listener)
 
     async def invalidate(self, prefix: Key) -> int:
         r = await self._redis()

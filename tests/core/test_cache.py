@@ -195,3 +195,34 @@ def test_a_late_track_answer_does_not_move_the_meter_backwards() -> None:
     assert late.consumed == 12
     reset = apply_usage(newer, UsageSnapshot(consumed_units=1, period_start=end))
     assert reset.consumed == 1
+
+
+async def test_listeners_hear_every_write_and_stop_when_told(make: Make) -> None:
+    cache, up = make(), Upstream()
+    heard: asyncio.Queue[tuple[object, ...]] = asyncio.Queue()
+    stop = await cache.on_change(heard.put_nowait)
+    await cache.fetch(("m", "c1"), up, stale_time=30)
+    assert await asyncio.wait_for(heard.get(), 5) == ("m", "c1")
+    await cache.set_data(("m", "c1"), lambda old: old + 1)
+    assert await asyncio.wait_for(heard.get(), 5) == ("m", "c1")
+    stop()
+    await cache.set_data(("m", "c1"), lambda old: old + 1)
+    await cache.fetch(("m", "c2"), up, stale_time=30)  # a write after it, to wait on
+    stop_other = await cache.on_change(heard.put_nowait)
+    await cache.set_data(("m", "c2"), lambda old: old)
+    assert await asyncio.wait_for(heard.get(), 5) == ("m", "c2"), "nothing from after stop()"
+    stop_other()
+
+
+async def test_an_answer_dropped_by_invalidation_is_not_announced(make: Make) -> None:
+    cache, up = make(), Upstream()
+    heard: asyncio.Queue[tuple[object, ...]] = asyncio.Queue()
+    await cache.on_change(heard.put_nowait)
+    up.gate.clear()
+    old = asyncio.create_task(cache.fetch(("m", "c1"), up, stale_time=30))
+    await up.entered.wait()
+    await cache.invalidate(("m",))
+    up.gate.set()
+    await old
+    await cache.fetch(("m", "marker"), up, stale_time=30)  # announced in order after it
+    assert await asyncio.wait_for(heard.get(), 5) == ("m", "marker")

@@ -197,3 +197,20 @@ def test_bad_settings_are_refused_by_name(redis_url: str) -> None:
 
     with pytest.raises(InvalidInputError, match="lease"):
         RedisQueryStore(redis_url, lease=0)
+
+
+async def test_a_write_on_one_worker_is_heard_on_the_other(workers: Workers) -> None:
+    a, b = workers(2)
+    heard: asyncio.Queue[tuple[object, ...]] = asyncio.Queue()
+    await b.on_change(heard.put_nowait)
+
+    async def one() -> list[UsageMetric]:
+        return [metric(1)]
+
+    await a.fetch((METRICS, "c1"), one, stale_time=30)
+    assert await asyncio.wait_for(heard.get(), 5) == (METRICS, "c1")
+    snapshot = UsageSnapshot(consumed_units=3, period_start=START)
+    await a.set_data((METRICS, "c1"), lambda ms: [apply_usage(m, snapshot) for m in ms])
+    assert await asyncio.wait_for(heard.get(), 5) == (METRICS, "c1")
+    entry = await b.peek((METRICS, "c1"))
+    assert entry is not None and entry.data[0].consumed == 3
