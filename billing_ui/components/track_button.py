@@ -61,22 +61,32 @@ def track_button(
         blocked,
         rx.text("Limit reached", color="var(--red-11)", size="2", data_testid="track-blocked"),
         rx.cond(
-            mine & ~pending,
+            TrackUsageState.unconfirmed.contains(feature_key),
+            # No answer yet: neither "Recorded" nor an error until the billing API answers.
+            rx.text(
+                "Not confirmed yet, checking…",
+                color="var(--amber-11)",
+                size="2",
+                data_testid="track-unconfirmed",
+            ),
             rx.cond(
-                TrackUsageState.is_error,
-                rx.text(
-                    TrackUsageState.error,
-                    color="var(--red-11)",
-                    size="2",
-                    role="alert",
-                    data_testid="track-error",
-                ),
-                rx.text(
-                    rx.icon("check", size=14, display="inline", vertical_align="middle"),
-                    " Recorded",
-                    color="var(--grass-11)",
-                    size="2",
-                    data_testid="track-success",
+                mine & ~pending,
+                rx.cond(
+                    TrackUsageState.is_error,
+                    rx.text(
+                        TrackUsageState.error,
+                        color="var(--red-11)",
+                        size="2",
+                        role="alert",
+                        data_testid="track-error",
+                    ),
+                    rx.text(
+                        rx.icon("check", size=14, display="inline", vertical_align="middle"),
+                        " Recorded",
+                        color="var(--grass-11)",
+                        size="2",
+                        data_testid="track-success",
+                    ),
                 ),
             ),
         ),

@@ -19,10 +19,13 @@ queries are refetched (TanStack's invalidate-on-success).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from billing_ui.core.errors import BillingError, InvalidInputError
+from billing_ui.core.errors import APIConnectionError, BillingError, InvalidInputError
+from billing_ui.core.models import TrackUsageResult
 from billing_ui.core.problems import classify
 from billing_ui.core.track_rules import check_browser_track
 from billing_ui.states import _runtime as rt
@@ -46,10 +49,15 @@ def validate_browser_track(
 class TrackUsageState(BillingState):
     """Vars, as a TanStack mutation: ``is_pending`` (any track in flight), ``pending_features``,
     ``is_success``, ``is_error``, ``error`` (a sentence for a person), ``last_result``,
-    ``last_feature_key`` (which button the feedback belongs to)."""
+    ``last_feature_key`` (which button the feedback belongs to), and ``unconfirmed``: the
+    features with a track the billing API has not answered (a timeout or a lost connection
+    after the client's retries). Such a track is neither a success nor a failure: it is asked
+    about again with the same idempotency key until the API answers, and only that answer is
+    reported (a track the tab called failed is never counted)."""
 
     is_pending: bool = False
     pending_features: list[str] = []  # noqa: RUF012 - Reflex vars are declared this way
+    unconfirmed: list[str] = []  # noqa: RUF012 - features with a track whose outcome is unknown
     is_success: bool = False
     is_error: bool = False
     error: str = ""
@@ -80,14 +88,35 @@ class TrackUsageState(BillingState):
             self.pending_features = [*self.pending_features, key]
             self.is_pending = True
         customer = ticket.customer
+        unknown = False
         try:
-            result = await rt.queries.track_usage(
-                customer, key, amount, metadata=meta, idempotency_key=idem
-            )
+            try:
+                result = await rt.queries.track_usage(
+                    customer, key, amount, metadata=meta, idempotency_key=idem
+                )
+            except APIConnectionError:
+                # No answer after the client's retries: it may or may not have been recorded.
+                # Say so, then ask again with the same key until the API answers.
+                unknown = True
+                async with self:
+                    await self._confirm(ticket)
+                    self.unconfirmed = [*self.unconfirmed, key]
+                    self.last_feature_key, self.error = key, UNCONFIRMED
+                    self.is_error = self.is_success = False
+                    metrics = await self.get_state(UsageMetricsState)
+                    if metrics.status == SUCCESS:
+                        metrics.status, metrics.error = STALE, rt.outage_message()
+                try:
+                    result = await _until_answered(customer, key, amount, meta, idem)
+                finally:
+                    async with self:
+                        self.unconfirmed = _without(self.unconfirmed, key)
         except BillingError as exc:
+            lost = unknown and isinstance(exc, APIConnectionError)
+            message = NOT_CONFIRMED if lost else rt.message_for(exc)
             async with self:
                 await self._confirm(ticket)
-                self._finish(key, error=rt.message_for(exc), pending=key)
+                self._finish(key, error=message, pending=key)
                 if classify(exc) is not None:
                     # The API is down: the meters say so now, not at their next refresh.
                     metrics = await self.get_state(UsageMetricsState)
@@ -127,3 +156,41 @@ class TrackUsageState(BillingState):
         self.error = error
         self.is_error = bool(error)
         self.is_success = not error
+
+
+UNCONFIRMED = "Not confirmed yet: checking with the billing service…"
+NOT_CONFIRMED = "Not confirmed: the billing service did not answer. It may have been recorded."
+CONFIRM_FIRST = 0.5
+"""Seconds before asking again about a track with no answer; doubled up to CONFIRM_MAX."""
+CONFIRM_MAX = 15.0
+CONFIRM_FOR = 600.0
+"""How long a track whose outcome is unknown is asked about before the tab is told that it
+could not be confirmed (it may have been recorded: the key makes any later retry safe)."""
+
+
+async def _until_answered(
+    customer: str, key: str, amount: float, meta: dict[str, Any] | None, idem: str
+) -> TrackUsageResult:
+    """The same track (same idempotency key: it counts once whatever happened before) until
+    the billing API answers. A success may be the replay of the first attempt
+    (``duplicate``); an error answer (a quota, say) is final. Raises the last connection error
+    after ``CONFIRM_FOR`` seconds."""
+    delay, deadline = CONFIRM_FIRST, time.monotonic() + CONFIRM_FOR
+    while True:
+        await asyncio.sleep(delay)
+        try:
+            return await rt.queries.track_usage(
+                customer, key, amount, metadata=meta, idempotency_key=idem
+            )
+        except APIConnectionError:
+            if time.monotonic() + delay > deadline:
+                raise
+            delay = min(delay * 2, CONFIRM_MAX)
+
+
+def _without(items: list[str], item: str) -> list[str]:
+    """``items`` less one occurrence of ``item``."""
+    out = list(items)
+    if item in out:
+        out.remove(item)
+    return out
