@@ -11,14 +11,17 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from billing_ui.core import (
     APIConnectionError,
+    APITimeoutError,
     AuthenticationError,
     BillingClient,
     CustomerNotFoundError,
     InvalidInputError,
+    PoolExhaustedError,
     QuotaExceededError,
 )
 from billing_ui.core.outbox import (
@@ -269,12 +272,32 @@ def test_the_outbox_file_is_wal_and_synchronous_full(tmp_path: Path) -> None:
     store.close()
 
 
+def _status_error(status: int, code: str = "X", message: str = "m") -> Exception:
+    """The typed error the client raises for a real response with this status and envelope."""
+    from billing_ui.core.errors import error_from_response
+
+    body = {"error": {"code": code, "message": message}, "statusCode": status}
+    request = httpx.Request("POST", "http://127.0.0.1/v1/usage/track")
+    return error_from_response(httpx.Response(status, json=body, request=request))
+
+
 @pytest.mark.parametrize(
     ("error", "retryable"),
     [
         (APIConnectionError(), True),
+        (APITimeoutError(), True),
+        (PoolExhaustedError(), True),
+        (_status_error(503, "SYS_UNAVAILABLE"), True),
+        (_status_error(500, "SYS_INTERNAL_ERROR"), True),
+        (_status_error(429, "RATE_LIMIT_EXCEEDED"), True),
+        (_status_error(408, "TIMEOUT"), True),
+        (_status_error(400, "VAL_INVALID_INPUT", "quota_exceeded"), False),
+        (_status_error(400, "VAL_INVALID_INPUT", "Customer not found: c"), False),
+        (_status_error(401, "AUTH_INVALID_TOKEN"), False),
+        (_status_error(404, "RES_NOT_FOUND"), False),
         (InvalidInputError.single("quantity", "gt", "must be > 0"), False),
     ],
 )
 def test_is_retryable_failure(error: Exception, retryable: bool) -> None:
+    """What the outbox takes: only failures that may pass later."""
     assert is_retryable_failure(error) is retryable
