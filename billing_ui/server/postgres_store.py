@@ -140,6 +140,9 @@ class PostgresStore:
             name="billing_ui",
         )
         try:
+            # One plain connection first: a wrong host, password or database name is said at
+            # once, in PostgreSQL's words, instead of a pool retrying until its timeout.
+            psycopg.connect(url, connect_timeout=max(1, round(connect_timeout_s))).close()
             self._pool.open(wait=True, timeout=connect_timeout_s)
             self._migrate()
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
