@@ -1,10 +1,11 @@
-"""All SQL of the local server, once for both adapters, over a four-method :class:`Tx`.
+"""All SQL of the local server, once for both adapters, over a small :class:`Tx`.
 
 The statements stick to what SQLite and PostgreSQL both accept (``ON CONFLICT … DO UPDATE …
 WHERE``, ``INSERT … AS alias``, row comparisons), written with ``?`` placeholders; the
 PostgreSQL adapter rewrites them to ``%s`` once. An adapter supplies connections and
-transactions (and the one dialect-specific thing, :meth:`Tx.lock_customers`); what the
-statements mean, and so the guarantees, are the same on both.
+transactions (and the dialect-specific parts: :meth:`Tx.lock_customers`, and how
+:meth:`Tx.claim_keys` batches its statements); what the statements mean, and so the
+guarantees, are the same on both.
 
 Why the write path looks the way it does:
 
@@ -19,6 +20,8 @@ Why the write path looks the way it does:
   one per event: keys are claimed with one pipelined ``executemany``, the touched aggregates
   read with one query, and aggregates, hourly buckets and event rows written with one
   ``executemany`` each (PostgreSQL pipelines them; SQLite has no round trips to save).
+  (Running the whole PostgreSQL transaction in pipeline mode as well showed no difference
+  measurable on a loaded 2-CPU machine, so it stays simple.)
 """
 
 from __future__ import annotations
