@@ -70,22 +70,32 @@ def track_button(
                 data_testid="track-unconfirmed",
             ),
             rx.cond(
-                mine & ~pending,
+                mine & ~pending & (TrackUsageState.queued_feature == feature_key),
+                # Kept in the durable outbox: it will be sent, it is not recorded yet.
+                rx.text(
+                    f"Queued, will be sent ({TrackUsageState.queued} waiting)",
+                    color="var(--amber-11)",
+                    size="2",
+                    data_testid="track-queued",
+                ),
                 rx.cond(
-                    TrackUsageState.is_error,
-                    rx.text(
-                        TrackUsageState.error,
-                        color="var(--red-11)",
-                        size="2",
-                        role="alert",
-                        data_testid="track-error",
-                    ),
-                    rx.text(
-                        rx.icon("check", size=14, display="inline", vertical_align="middle"),
-                        " Recorded",
-                        color="var(--grass-11)",
-                        size="2",
-                        data_testid="track-success",
+                    mine & ~pending,
+                    rx.cond(
+                        TrackUsageState.is_error,
+                        rx.text(
+                            TrackUsageState.error,
+                            color="var(--red-11)",
+                            size="2",
+                            role="alert",
+                            data_testid="track-error",
+                        ),
+                        rx.text(
+                            rx.icon("check", size=14, display="inline", vertical_align="middle"),
+                            " Recorded",
+                            color="var(--grass-11)",
+                            size="2",
+                            data_testid="track-success",
+                        ),
                     ),
                 ),
             ),

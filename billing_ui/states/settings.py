@@ -24,6 +24,7 @@ from billing_ui.core.cache import MemoryQueryStore
 from billing_ui.core.customer import CustomerResolver
 from billing_ui.core.errors import InvalidInputError
 from billing_ui.core.track_rules import TrackRule
+from billing_ui.core.tracker import UsageTracker
 from billing_ui.core.validation import check_feature_key
 
 
@@ -76,6 +77,13 @@ class BillingSettings:
     browser_rate: float = 5.0
     """Calls per second one tab earns back after a burst (the bucket's refill rate)."""
 
+    track_outbox: UsageTracker | None = None
+    """A :class:`~billing_ui.core.tracker.UsageTracker` whose durable outbox keeps the tracks
+    the billing API could not take for a retryable reason (no answer, 5xx, 429): the button
+    says "Queued, will be sent (N waiting)" and the tracker's worker delivers them with their
+    keys, also after a restart. Fail-closed features (seats) are never queued. ``None``: a
+    track with no answer is asked about again in memory ("not confirmed yet")."""
+
     def __post_init__(self) -> None:
         if isinstance(self.browser_burst, bool) or not isinstance(self.browser_burst, int):
             raise InvalidInputError.single("browser_burst", "type", "must be a whole number")
@@ -94,6 +102,10 @@ class BillingSettings:
                 raise InvalidInputError.single(
                     f"trackable.{key}", "type", "must be a billing_ui.TrackRule"
                 )
+        if self.track_outbox is not None and not isinstance(self.track_outbox, UsageTracker):
+            raise InvalidInputError.single(
+                "track_outbox", "type", "must be a billing_ui.core.UsageTracker or None"
+            )
         rate = self.browser_rate
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0:
             raise InvalidInputError.single("browser_rate", "gt", "must be a number > 0")
@@ -120,6 +132,7 @@ def configure(
     client_factory: Callable[[], AsyncBillingClient] = _UNCHANGED,
     browser_burst: int = _UNCHANGED,
     browser_rate: float = _UNCHANGED,
+    track_outbox: UsageTracker | None = _UNCHANGED,
 ) -> BillingSettings:
     """Change the settings given (each is a field of :class:`BillingSettings`, documented
     there and in docs/components.md); the others keep their value. Returns the new settings.

@@ -20,12 +20,14 @@ queries are refetched (TanStack's invalidate-on-success).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from billing_ui.core.errors import APIConnectionError, BillingError, InvalidInputError
 from billing_ui.core.models import TrackUsageResult
+from billing_ui.core.outbox import OutboxFullError
 from billing_ui.core.problems import classify
 from billing_ui.core.track_rules import check_browser_track
 from billing_ui.states import _runtime as rt
@@ -35,6 +37,8 @@ from billing_ui.states.metrics import UsageMetricsState
 from billing_ui.states.settings import get_settings
 from billing_ui.states.status import STALE, SUCCESS
 from billing_ui.states.views import TrackResultView, metric_view, track_result_view
+
+log = logging.getLogger("billing_ui.outbox")
 
 
 def validate_browser_track(
@@ -58,6 +62,8 @@ class TrackUsageState(BillingState):
     is_pending: bool = False
     pending_features: list[str] = []  # noqa: RUF012 - Reflex vars are declared this way
     unconfirmed: list[str] = []  # noqa: RUF012 - features with a track whose outcome is unknown
+    queued_feature: str = ""  # the feature whose last track went to the outbox
+    queued: int = 0  # tracks waiting in the outbox when it did
     is_success: bool = False
     is_error: bool = False
     error: str = ""
@@ -94,7 +100,17 @@ class TrackUsageState(BillingState):
                 result = await rt.queries.track_usage(
                     customer, key, amount, metadata=meta, idempotency_key=idem
                 )
-            except APIConnectionError:
+            except BillingError as first:
+                depth = await _queue(customer, key, amount, meta, idem, first)
+                if depth is not None:  # kept durably: the tracker's worker sends it
+                    async with self:
+                        await self._confirm(ticket)
+                        self._finish(key, pending=key)
+                        self.is_success = False
+                        self.queued_feature, self.queued = key, depth
+                    return
+                if not isinstance(first, APIConnectionError):
+                    raise
                 # No answer after the client's retries: it may or may not have been recorded.
                 # Say so, then ask again with the same key until the API answers.
                 unknown = True
@@ -156,6 +172,8 @@ class TrackUsageState(BillingState):
         self.error = error
         self.is_error = bool(error)
         self.is_success = not error
+        if key == self.queued_feature:  # a newer outcome for this feature
+            self.queued_feature = ""
 
 
 UNCONFIRMED = "Not confirmed yet: checking with the billing service…"
@@ -186,6 +204,30 @@ async def _until_answered(
             if time.monotonic() + delay > deadline:
                 raise
             delay = min(delay * 2, CONFIRM_MAX)
+
+
+async def _queue(
+    customer: str,
+    key: str,
+    amount: float,
+    meta: dict[str, Any] | None,
+    idem: str,
+    exc: BillingError,
+) -> int | None:
+    """Write a track that failed for a retryable reason to the configured outbox (same key);
+    the number of tracks waiting, or None when there is no outbox, the failure is final, the
+    feature fails closed, or the outbox is full (then the tab is told as without one)."""
+    tracker = get_settings().track_outbox
+    if tracker is None or not tracker.outbox.should_queue(key, exc):
+        return None
+    try:
+        await asyncio.to_thread(
+            tracker.outbox.put, customer, key, amount, metadata=meta, idempotency_key=idem
+        )
+    except OutboxFullError:
+        log.warning("track outbox full (%d): %s not queued", tracker.outbox.max_size, key)
+        return None
+    return (await asyncio.to_thread(tracker.stats)).depth
 
 
 def _without(items: list[str], item: str) -> list[str]:
