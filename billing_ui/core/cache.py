@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
 import threading
 import time
@@ -138,10 +139,12 @@ class Listeners:
                 running = asyncio.get_running_loop()
             except RuntimeError:
                 running = None
+            # A fresh context: a listener is no part of the code that wrote (its request's
+            # context variables, a framework's per-event state, stay behind).
             if running is loop:
-                loop.call_soon(_call, listener, key)
+                loop.call_soon(_call, listener, key, context=contextvars.Context())
             else:
-                loop.call_soon_threadsafe(_call, listener, key)
+                loop.call_soon_threadsafe(_call, listener, key, context=contextvars.Context())
 
 
 def _call(listener: ChangeListener, key: Key) -> None:

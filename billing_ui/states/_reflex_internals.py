@@ -21,16 +21,22 @@ from typing import Any, TypeVar
 F = TypeVar("F", bound=Callable[..., object])
 
 
-def event_namespace() -> Any | None:
-    """The registered app's socket.io event namespace, or ``None`` when no app is registered
-    (an event processor run on its own, as in unit tests and benchmarks)."""
+def registered_app() -> Any | None:
+    """The registered ``rx.App``, or ``None`` when no app is registered (an event processor
+    run on its own, as in unit tests and benchmarks)."""
     from reflex_base.registry import RegistrationContext
     from reflex_base.utils.exceptions import ReflexRuntimeError
 
     try:
-        return RegistrationContext.get().app.event_namespace
+        return RegistrationContext.get().app
     except (LookupError, AttributeError, ReflexRuntimeError):
         return None
+
+
+def event_namespace() -> Any | None:
+    """The registered app's socket.io event namespace, or ``None`` when no app is registered
+    (an event processor run on its own, as in unit tests and benchmarks)."""
+    return getattr(registered_app(), "event_namespace", None)
 
 
 async def is_token_connected(token: str) -> bool:

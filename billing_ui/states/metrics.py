@@ -26,6 +26,7 @@ from billing_ui.states import _runtime as rt
 from billing_ui.states.base import BillingState, billing_event
 from billing_ui.states.entitlements import FeatureEntitlementsState
 from billing_ui.states.history import UsageHistoryState
+from billing_ui.states.live import live_meters
 from billing_ui.states.settings import get_settings
 from billing_ui.states.status import (
     ERROR,
@@ -77,6 +78,7 @@ class UsageMetricsState(BillingState):
             async with self:
                 superseded = self._poll_generation != generation
             if superseded or not await rt.is_tab_connected(self):
+                live_meters().unfollow(self.router.session.client_token)
                 return
 
     @billing_event
@@ -141,6 +143,8 @@ class UsageMetricsState(BillingState):
                 time.time() - ent.data_updated_at >= settings.entitlements_refresh_interval
                 or ent.status in (STALE, ERROR)  # recovered: they retry with the meters
             )
+        # From now on this tab gets the customer's meters as soon as they change (live.py).
+        await live_meters().follow(self.router.session.client_token, customer)
         if due:
             await FeatureEntitlementsState.refresh_for(self)
         return not outage

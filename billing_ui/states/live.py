@@ -1,0 +1,135 @@
+"""Live meters: when a customer's cached meters change (a fetch stored, a track's usage patched
+in, on this worker or, with the Redis store, any), every open tab of that customer gets them as
+a state delta at once, through Reflex's own server push (``app.modify_state``), instead of at
+its own next tick up to ``refresh_interval`` later. The poll loop stays, for usage recorded
+outside the app.
+
+A tab follows its customer once its meters were fetched (:meth:`LiveMeters.follow`, from
+``UsageMetricsState``) and stops when its poll loop ends or its socket is gone. Each worker
+pushes only to the tabs it serves; the store's change feed
+(:meth:`billing_ui.core.cache.QueryStore.on_change`) carries the news between workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections import Counter
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from billing_ui.core.cache import Key
+from billing_ui.core.queries import METRICS
+from billing_ui.runtime import BillingRuntime, current
+
+log = logging.getLogger("billing_ui.states")
+Modify = Callable[[str], AbstractAsyncContextManager[Any]]
+"""``modify(client_token)``: the tab's root state, to change out of band (its delta is sent)."""
+
+
+def _app_modify() -> Modify | None:
+    """The registered app's ``modify_state`` for the meters' state, or None without an app."""
+    import reflex as rx
+
+    from billing_ui.states import _reflex_internals as internals
+    from billing_ui.states.metrics import UsageMetricsState
+
+    app = internals.registered_app()
+    if app is None or internals.event_namespace() is None:
+        return None
+    return lambda token: app.modify_state(rx.BaseStateToken(ident=token, cls=UsageMetricsState))
+
+
+class LiveMeters:
+    """The tabs this worker serves, by customer, and the push to them."""
+
+    def __init__(self, runtime: BillingRuntime) -> None:
+        self._runtime = runtime
+        self._tabs: dict[str, set[str]] = {}
+        self._customer_of: dict[str, str] = {}
+        self._stop: Callable[[], None] | None = None
+        self._listening_on: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.modify: Modify | None = None
+        """How to reach a tab's state; the registered app's ``modify_state`` when unset."""
+        self.pushed: Counter[str] = Counter()
+        """Deltas pushed, by tab token (tests and benchmarks)."""
+
+    async def follow(self, token: str, customer: str) -> None:
+        """Push ``customer``'s meters to the tab ``token`` whenever they change."""
+        loop = asyncio.get_running_loop()
+        if self._listening_on is not loop:  # listeners run on the loop that registered them
+            if self._stop is not None:
+                self._stop()
+            self._stop = await self._runtime.store.on_change(self._changed)
+            self._listening_on = loop
+        if self._customer_of.get(token) == customer:
+            return
+        self.unfollow(token)
+        self._customer_of[token] = customer
+        self._tabs.setdefault(customer, set()).add(token)
+
+    def unfollow(self, token: str) -> None:
+        customer = self._customer_of.pop(token, None)
+        tabs = self._tabs.get(customer or "")
+        if tabs is not None:
+            tabs.discard(token)
+            if not tabs:
+                del self._tabs[customer or ""]
+
+    def followers(self, customer: str) -> int:
+        return len(self._tabs.get(customer, ()))
+
+    def _changed(self, key: Key) -> None:
+        if len(key) != 2 or key[0] != METRICS:
+            return
+        customer = str(key[1])
+        for token in list(self._tabs.get(customer, ())):
+            task = asyncio.get_running_loop().create_task(self._push(token, customer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _push(self, token: str, customer: str) -> None:
+        from billing_ui.states import _runtime as rt
+        from billing_ui.states.base import _owner_of
+        from billing_ui.states.metrics import UsageMetricsState
+        from billing_ui.states.views import metric_view
+
+        modify = self.modify or _app_modify()
+        entry = await self._runtime.store.peek((METRICS, customer))
+        if modify is None or entry is None:
+            return
+        try:
+            async with modify(token) as root:
+                state = await root.get_state(UsageMetricsState)
+                owner = _owner_of(state)
+                if owner is not None and owner._customer != customer:
+                    self.unfollow(token)  # the tab signed in as someone else meanwhile
+                    return
+                if entry.updated_at < state.data_updated_at:
+                    return  # the tab already shows newer data: never move it backwards
+                hard = {m.feature_key for m in state.metrics if m.hard_limit}
+                state.metrics = [
+                    metric_view(m, hard_limit=m.feature_key in hard) for m in entry.data
+                ]
+                state.data_updated_at = entry.updated_at
+                state.updated_at = rt.iso_utc(entry.updated_at)
+        except Exception:
+            log.exception("billing_ui: pushing live meters to a tab failed")
+            self.unfollow(token)
+            return
+        self.pushed[token] += 1
+
+
+_live: weakref.WeakKeyDictionary[BillingRuntime, LiveMeters] = weakref.WeakKeyDictionary()
+
+
+def live_meters(runtime: BillingRuntime | None = None) -> LiveMeters:
+    """The live meters of ``runtime`` (the installed one by default)."""
+    runtime = runtime or current()
+    live = _live.get(runtime)
+    if live is None:
+        live = _live[runtime] = LiveMeters(runtime)
+    return live
