@@ -34,12 +34,13 @@ from bench._harness import cli, result
 from bench._reflex_backend import reflex_backend
 from bench._socketio import Tab, handler_name
 from billing_ui.core.queries import ENV_BATCH_TRACKS as ENV_BATCH
-from billing_ui.server.testing import server_process
+from billing_ui.server.testing import ServerProcess, server_process
 
 FLOOD_CUSTOMER = "demo_enterprise"  # unlimited api_calls in the sample plans
 BYSTANDER = "demo_pro"
 HYDRATE_FAILED_AFTER_S = 10.0
 HYDRATE_EVERY_S = 0.05
+IDLE_HYDRATES = 20
 QUIET_S = 15.0
 """A flooding tab that hears nothing for this long has heard every answer it will get."""
 BACKEND_ENV = {
@@ -128,7 +129,7 @@ async def flood(url: str, tabs: int, tracks: int, ack_timeout: float) -> dict[st
     _, track, _, track_state = _names()
     bystander = await signed_in_tab(url, BYSTANDER)
     idle: list[float] = []
-    for _ in range(20):
+    for _ in range(IDLE_HYDRATES):
         idle.append(await bystander.hydrate())
     flooders = await asyncio.gather(*(signed_in_tab(url, FLOOD_CUSTOMER) for _ in range(tabs)))
     stop = asyncio.Event()
@@ -165,18 +166,19 @@ async def flood(url: str, tabs: int, tracks: int, ack_timeout: float) -> dict[st
     }
 
 
-def measure(tabs: int, tracks: int, ack_timeout: float, batch: bool) -> dict[str, Any]:
-    """One flood against a fresh server and backend; tracks batched or not."""
+def measure(
+    srv: ServerProcess, tabs: int, tracks: int, ack_timeout: float, *, batch: bool, warm: bool
+) -> dict[str, Any]:
+    """One flood against a fresh backend; tracks batched or not."""
     with (
         tempfile.TemporaryDirectory() as tmp,
-        server_process(db_path=Path(tmp) / "billing.db") as srv,
         reflex_backend(
             {**BACKEND_ENV, "BILLINGOS_API_URL": srv.base_url, ENV_BATCH: "1" if batch else "0"},
             Path(tmp) / "backend.log",
         ) as backend,
     ):
-        # warm-up (first compile of every state, first connection): one tab, one track
-        asyncio.run(flood(backend.url, 1, 1, 60))
+        if warm:  # first compile of every state, first connection: one tab, one track
+            asyncio.run(flood(backend.url, 1, 1, 60))
         rss_before = backend.rss_mb()
         counted_before = consumed(srv.base_url, srv.api_key, FLOOD_CUSTOMER)
         out = asyncio.run(flood(backend.url, tabs, tracks, ack_timeout))
@@ -186,10 +188,11 @@ def measure(tabs: int, tracks: int, ack_timeout: float, batch: bool) -> dict[str
 
 
 def run(*, smoke: bool = False) -> dict[str, object]:
-    tabs, tracks = (5, 4) if smoke else (200, 20)
+    tabs, tracks = (2, 2) if smoke else (200, 20)
     ack_timeout = 60.0 if smoke else 300.0
-    unbatched = measure(tabs, tracks, ack_timeout, batch=False)
-    out = measure(tabs, tracks, ack_timeout, batch=True)
+    with tempfile.TemporaryDirectory() as tmp, server_process(db_path=Path(tmp) / "b.db") as srv:
+        unbatched = measure(srv, tabs, tracks, ack_timeout, batch=False, warm=not smoke)
+        out = measure(srv, tabs, tracks, ack_timeout, batch=True, warm=not smoke)
     sent = tabs * tracks
     figures: dict[str, float] = {
         "tracks_sent": sent,

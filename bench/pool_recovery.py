@@ -244,7 +244,7 @@ async def measure(
 
 def run(*, smoke: bool = False) -> dict[str, object]:
     logging.getLogger("billing_ui.core").setLevel(logging.ERROR)  # thousands of expected failures
-    rounds, stall_s, calls, reps = (1, 0.2, 10, 1) if smoke else (6, 3.0, 200, 5)
+    rounds, stall_s, calls, reps = (1, 0.1, 5, 1) if smoke else (6, 3.0, 200, 5)
     options = list(OPTIONS)
     with tempfile.TemporaryDirectory() as tmp, server_process(db_path=Path(tmp) / "b.db") as srv:
         raw = asyncio.run(
