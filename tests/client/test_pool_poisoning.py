@@ -178,7 +178,7 @@ async def test_a_full_waiting_line_fails_at_once(process):
             started = time.monotonic()
             with pytest.raises(PoolExhaustedError):
                 await client.track_usage(customer_id=CUSTOMER, feature_key=FEATURE, quantity=1)
-            assert time.monotonic() - started < 0.5
+            assert time.monotonic() - started < 2.0  # at once, not after the 5 s pool timeout
         finally:
             process.resume()
         results = await asyncio.gather(*holders)
