@@ -227,22 +227,23 @@ class RedisQueryStore:
     ) -> CacheEntry[T]:
         conn = await self._connection()
         r = conn.client
-        entry_name, lock_name = self._name("e", key), self._name("lock", key)
+        lock_name = self._name("lock", key)
         tag = self._name("", key)
         joined = False
         while True:
-            fields = await r.hgetall(entry_name)
-            entry = self._decode(key, fields)
-            if (
-                entry is not None
-                and fields.get("s") != "1"
-                and fields.get("x") != "1"
-                and self.clock() - entry.fetched_at < stale_time
-            ):
+            entry = await self._fresh(r, key, stale_time)
+            if entry is not None:
                 self.stats.hits += 1
                 return entry
             token = uuid.uuid4().hex
             if await r.set(lock_name, token, nx=True, px=int(self.lease * 1000)):
+                # Checked again under the lock: another worker may have stored the answer
+                # between our read and our lock (it released the lock just before).
+                entry = await self._fresh(r, key, stale_time)
+                if entry is not None:
+                    await r.eval(_RELEASE, 1, lock_name, token)
+                    self.stats.hits += 1
+                    return entry
                 self.stats.fetches += 1
                 # Its own task: a caller that is cancelled (its tab closed) does not cancel the
                 # fetch that callers on every worker are waiting on.
@@ -278,6 +279,20 @@ class RedisQueryStore:
                 updated_at=outcome["u"],
                 fetched_at=outcome["f"],
             )
+
+    async def _fresh(self, r: Any, key: Key, stale_time: float) -> CacheEntry[Any] | None:
+        """The stored entry if it may be served: younger than ``stale_time``, not invalidated,
+        and its last fetch did not fail."""
+        fields = await r.hgetall(self._name("e", key))
+        entry = self._decode(key, fields)
+        if (
+            entry is not None
+            and fields.get("s") != "1"
+            and fields.get("x") != "1"
+            and self.clock() - entry.fetched_at < stale_time
+        ):
+            return entry
+        return None
 
     async def _lead(
         self,
