@@ -4,18 +4,20 @@ state change pushed from the server, with no upstream fetch of their own.
 Two tabs (two client tokens) of one customer through Reflex's real event processor, against
 the real local server behind the counting proxy. The push goes through the state manager's
 ``modify_state``, which is what ``app.modify_state`` does before it sends the delta (no app and
-no socket here: the e2e tests have those)."""
+no socket here: the e2e tests have those). On both query stores: in memory, and in a real Redis
+(the session's throwaway redis-server), where the news makes the round trip through Redis."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from reflex.istate.manager.token import BaseStateToken
 from reflex_base.event.processor import BaseStateEventProcessor
 
-from billing_ui.runtime import current
+from billing_ui.runtime import BillingRuntime, current
 from billing_ui.server.testing import create_customer
 from billing_ui.states import TrackUsageState, UsageMetricsState
 from billing_ui.states.live import LiveMeters, live_meters
@@ -36,18 +38,34 @@ async def open_tab(tab: Session) -> None:
     await tab.send(UsageMetricsState.refetch)
 
 
-@pytest.fixture
-def live(processor: BaseStateEventProcessor) -> Iterator[LiveMeters]:
-    """The installed runtime's live meters, pushing through this processor's state manager."""
+@pytest.fixture(params=["memory", "redis"])
+async def live(
+    request: pytest.FixtureRequest,
+    processor: BaseStateEventProcessor,
+    configure_billing: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[LiveMeters]:
+    """The live meters of a runtime with the test's settings, on either store (with Redis the
+    change goes out to Redis and comes back through its channel), pushing through this
+    processor's state manager."""
+    import billing_ui.runtime as runtime_module
+
+    store = None
+    if request.param == "redis":
+        from billing_ui.core.queries import QUERY_TYPES
+        from billing_ui.core.redis_cache import RedisQueryStore
+
+        url = request.getfixturevalue("redis_url")
+        store = RedisQueryStore(url, namespace=f"live{uuid.uuid4().hex[:8]}", types=QUERY_TYPES)
+    runtime = BillingRuntime(current().settings, store=store)
+    monkeypatch.setattr(runtime_module, "_current", runtime)
     manager = processor._root_context.state_manager  # type: ignore[union-attr]
-    live = live_meters(current())
+    live = live_meters(runtime)
     live.modify = lambda token: manager.modify_state(
         BaseStateToken(ident=token, cls=UsageMetricsState)
     )
     yield live
-    live.modify = None
-    for token in list(live._customer_of):
-        live.unfollow(token)
+    await runtime.aclose()
 
 
 Tab = Callable[[str, str], Session]
