@@ -52,7 +52,7 @@ def run_in_own_venv(target: Version) -> int:
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "-e", f"{ROOT}[server]",
+        [str(python), "-m", "pip", "install", "-q", "-e", f"{ROOT}[server,reflex,redis]",
          f"reflex[testing]=={target}", "pytest>=8", "pytest-asyncio>=0.24", "hypothesis>=6.100"],
         check=True,
     )  # fmt: skip
