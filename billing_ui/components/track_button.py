@@ -12,13 +12,38 @@ do not echo each other.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import reflex as rx
 
 from billing_ui.components import styles
+from billing_ui.core.errors import InvalidInputError
 from billing_ui.states.metrics import UsageMetricsState
+from billing_ui.states.settings import get_settings
 from billing_ui.states.track import TrackUsageState
+
+log = logging.getLogger("billing_ui.components")
+
+
+def _check_trackable(feature_key: str) -> None:
+    """Fail when the page is built, not when the button is clicked."""
+    trackable = get_settings().trackable
+    if feature_key in trackable:
+        return
+    if not trackable:
+        log.warning(
+            "track_button(%r): billing_ui.configure(trackable=...) allows no feature yet; clicks "
+            "will be refused unless it is configured before the app starts",
+            feature_key,
+        )
+        return
+    raise InvalidInputError.single(
+        "feature_key",
+        "allowlist",
+        f"track_button({feature_key!r}): {feature_key!r} is not in configure(trackable=...) "
+        f"({', '.join(sorted(trackable))}); every click would be refused",
+    )
 
 
 def track_button(
@@ -33,12 +58,15 @@ def track_button(
 ) -> rx.Component:
     """A button that tracks ``quantity`` of ``feature_key`` for the signed-in customer.
 
-    The feature must be in the app's ``trackable`` allowlist (``billing_ui.configure``); the
-    server re-validates everything the browser sends. Extra props go to the ``rx.button``::
+    The feature must be in the app's ``trackable`` allowlist (``billing_ui.configure``): a
+    button for any other feature raises when the page is built (configure before building
+    pages), as clicking it would only ever be refused. The server re-validates everything the
+    browser sends. Extra props go to the ``rx.button``::
 
         track_button("Call the API", "api_calls")
         track_button("Upload a file", "storage_gb", 0.25, {"source": "demo"}, icon="upload")
     """
+    _check_trackable(feature_key)
     metric = UsageMetricsState.metrics_by_key[feature_key]
     blocked = UsageMetricsState.metrics_by_key.contains(feature_key) & metric.blocked
     pending = TrackUsageState.pending_features.contains(feature_key)
@@ -46,9 +74,12 @@ def track_button(
     button = rx.button(
         rx.cond(pending, rx.spinner(size="1"), rx.icon(icon or "plus", size=16)),
         label,
-        # A lambda, not the bare spec: Reflex appends a trigger's own arguments (the mouse
-        # event) to a handler's remaining parameters, which would reach `track` as arguments.
-        on_click=lambda: TrackUsageState.track(feature_key, quantity, metadata),
+        # Every parameter bound: Reflex appends no click data (see TrackUsageState.track).
+        on_click=(
+            TrackUsageState.track(feature_key, quantity)
+            if metadata is None
+            else TrackUsageState.track_with_metadata(feature_key, metadata, quantity)
+        ),
         disabled=blocked,
         data_testid="track-button",
         data_feature_key=feature_key,

@@ -36,7 +36,7 @@ import reflex as rx
 from reflex_base.event import EventCallback
 
 from billing_ui.core.customer import NoCustomerError, resolve_customer
-from billing_ui.core.errors import BillingError
+from billing_ui.core.errors import BillingError, InvalidInputError
 from billing_ui.states.settings import get_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -309,10 +309,13 @@ def _own_defaults(cls: type[BillingState]) -> dict[str, Any]:
 def billing_event(fn: Callable[[S, Unpack[P]], Any]) -> EventCallback[*P]:
     """``rx.event(background=True)`` for a billing handler: it may take a ticket
     (:meth:`BillingState._begin`), and an answer that turned stale is dropped quietly."""
+    accepted = _argument_names(fn)
     if inspect.isasyncgenfunction(fn):
 
         @functools.wraps(fn)
         async def gen_wrapper(self: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            if await _refused(self, accepted, kwargs):
+                return
             with _scope(None):
                 try:
                     async for item in fn(self, *args, **kwargs):
@@ -329,6 +332,8 @@ def billing_event(fn: Callable[[S, Unpack[P]], Any]) -> EventCallback[*P]:
 
     @functools.wraps(fn)
     async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if await _refused(self, accepted, kwargs):
+            return None
         with _scope(None):
             try:
                 return await fn(self, *args, **kwargs)
@@ -338,6 +343,27 @@ def billing_event(fn: Callable[[S, Unpack[P]], Any]) -> EventCallback[*P]:
                 return rx.toast.warning(TOO_MANY) if exc.notify else None
 
     return rx.event(wrapper, background=True)  # type: ignore[return-value]
+
+
+def _argument_names(fn: Callable[..., Any]) -> frozenset[str] | None:
+    """The keyword names ``fn`` takes (None: any, it has ``**kwargs``)."""
+    params = list(inspect.signature(fn).parameters.values())[1:]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(p.name for p in params)
+
+
+async def _refused(state: Any, accepted: frozenset[str] | None, kwargs: dict[str, Any]) -> bool:
+    """Refuse an argument the handler does not have (any client can send any payload): the
+    state's ``_refuse(error)`` says so if it has one; the call does nothing either way."""
+    unknown = sorted(k for k in kwargs if accepted is not None and k not in accepted)
+    if not unknown:
+        return False
+    exc = InvalidInputError.single(unknown[0][:64], "unknown_argument", "is not an argument")
+    refuse = getattr(state, "_refuse", None)
+    if refuse is not None:
+        await refuse(exc)
+    return True
 
 
 async def reset_billing_states(state: rx.State) -> None:

@@ -70,16 +70,38 @@ class TrackUsageState(BillingState):
     last_feature_key: str = ""
     last_result: TrackResultView = TrackResultView()
 
-    @billing_event  # type: ignore[arg-type]  # the **unexpected catch-all
-    async def track(
-        self, feature_key: Any, quantity: Any = 1, metadata: Any = None, **unexpected: Any
+    @billing_event
+    async def track(self, feature_key: str, quantity: float = 1) -> AsyncIterator[Any]:
+        """Record ``quantity`` of ``feature_key`` for the signed-in customer.
+
+        Its last parameter is a number on purpose: ``on_click=TrackUsageState.track("api_calls",
+        1)`` binds every parameter, so Reflex appends nothing, and ``track("api_calls")``
+        would receive the click's event as ``quantity``, which Reflex refuses when the page
+        compiles (a ``PointerEventInfo`` is not a float). Metadata goes through
+        :meth:`track_with_metadata`. Any other argument a client sends (a ``customer``, say)
+        is refused: the customer comes from the resolver only. The values are validated here
+        again whatever their annotation (a client can send anything)."""
+        async for item in self._track(feature_key, quantity, None):
+            yield item
+
+    @billing_event
+    async def track_with_metadata(
+        self, feature_key: str, metadata: dict[str, Any], quantity: float = 1
     ) -> AsyncIterator[Any]:
-        """Record usage of ``feature_key`` for the signed-in customer. Any other argument (a
-        ``customer``, say) is refused: the customer comes from the resolver only."""
+        """:meth:`track` with ``metadata`` (stored with the event; ``idempotency_key`` in it is
+        used as the track's key, as in the SDK's example). ``metadata`` comes before the
+        quantity so that a form missing an argument fails at compile time, never receives the
+        click's event data as metadata."""
+        async for item in self._track(feature_key, quantity, metadata):
+            yield item
+
+    async def _refuse(self, exc: InvalidInputError) -> None:
+        """A client sent an argument the handler does not have (see ``billing_event``)."""
+        async with self:
+            self._finish(exc.field, error=rt.message_for(exc))
+
+    async def _track(self, feature_key: Any, quantity: Any, metadata: Any) -> AsyncIterator[Any]:
         try:
-            if unexpected:
-                name = sorted(unexpected)[0][:64]
-                raise InvalidInputError.single(name, "unknown_argument", "is not an argument")
             key, amount, meta, idem = validate_browser_track(feature_key, quantity, metadata)
         except InvalidInputError as exc:
             async with self:

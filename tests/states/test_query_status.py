@@ -5,6 +5,7 @@ request (the one fault the real server cannot produce on demand)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -103,3 +104,19 @@ async def test_cached_data_during_an_outage_is_stale_at_once(session: Session) -
 )
 def test_failed_refreshes_retry_sooner_up_to_the_interval(failures: int, expected: float) -> None:
     assert retry_delay(failures, 30.0) == expected
+
+
+async def test_a_tab_past_its_token_bucket_is_refused_and_told(
+    session: Session, configure_billing: Any
+) -> None:
+    configure_billing(browser_burst=1, browser_rate=0.01)
+    await session.send(TrackUsageState.track, feature_key="api_calls", quantity=1)
+    assert (await session.get(TrackUsageState)).is_success
+    sent = session.upstream("/v1/usage/track")
+    await session.send(TrackUsageState.track, feature_key="api_calls", quantity=1)
+    track = await session.get(TrackUsageState)
+    assert track.is_error and track.error == "Too many requests from this page: wait a moment."
+    assert session.upstream("/v1/usage/track") == sent, "a refused call reached the API"
+    fetched = session.upstream("/v1/usage/metrics")
+    await session.send(UsageMetricsState.refetch)  # any handler that reaches the API
+    assert session.upstream("/v1/usage/metrics") == fetched
