@@ -19,6 +19,9 @@ from billing_ui.components._format import humanize, number
 from billing_ui.states.history import UsageHistoryState, history_id
 from billing_ui.states.metrics import UsageMetricsState
 
+GROUPED = "(value) => Number(value).toLocaleString('en-US', {maximumFractionDigits: 3})"
+"""The y axis's tick format: the same grouping as :func:`~billing_ui.components._format.number`."""
+
 
 def usage_chart(
     feature_key: str,
@@ -37,6 +40,8 @@ def usage_chart(
         usage_chart("ai_tokens", bucket="hour")
     """
     ident = history_id(feature_key, bucket)
+    # An hourly chart shows today: its total must not claim the whole period.
+    span = "today" if bucket == "hour" else "this period"
     history = UsageHistoryState.histories[ident]
     metric = UsageMetricsState.metrics_by_key[feature_key]
     has_metric = UsageMetricsState.metrics_by_key.contains(feature_key)
@@ -46,8 +51,9 @@ def usage_chart(
     limit_line = (
         [
             rx.recharts.reference_line(
+                # Above the line, at its right end: never on the dashes themselves.
+                rx.recharts.label(value="Limit", position="insideTopRight", fill="var(--red-11)"),
                 y=rx.cond(has_limit, metric.limit, Var.create(None)).to(int),
-                label="Limit",
                 if_overflow="extendDomain",
                 **styles.CHART_LIMIT,
             )
@@ -58,7 +64,9 @@ def usage_chart(
     chart = rx.recharts.area_chart(
         rx.recharts.cartesian_grid(stroke_dasharray="3 3", stroke="var(--gray-a5)"),
         rx.recharts.x_axis(data_key="label", **styles.CHART_AXIS),
-        rx.recharts.y_axis(**styles.CHART_AXIS, width=56),
+        # The meters' grouped format (15,000), and as wide as the longest tick needs: a 6-digit
+        # value never loses its first digits at the card's edge.
+        rx.recharts.y_axis(**styles.CHART_AXIS, width="auto", tick_formatter=GROUPED),
         rx.recharts.graphing_tooltip(
             content_style={
                 "background": "var(--color-panel-solid)",
@@ -94,7 +102,7 @@ def usage_chart(
             rx.spacer(),
             rx.cond(
                 UsageHistoryState.histories.contains(ident),
-                rx.text(f"{number(history.total)} this period", **styles.MUTED_TEXT),
+                rx.text(f"{number(history.total)} {span}", **styles.MUTED_TEXT),
             ),
             width="100%",
             align="baseline",

@@ -135,6 +135,7 @@ def _figures(metric: Var[MetricView]) -> rx.Component:
         rx.text(
             rx.text.span(number(metric.remaining), data_testid="meter-remaining"),
             " remaining",
+            white_space="nowrap",  # "50,000 remaining" stays one piece when the row wraps
             **styles.MUTED_TEXT,
         ),
     )

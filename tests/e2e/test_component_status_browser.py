@@ -184,6 +184,30 @@ def test_success(
     wait_for(lambda: count(browser, f"{tid('usage-chart')} .recharts-surface"))
     for absent in ("usage-error", "stale-note", "gate-unknown", "usage-signed-out"):
         assert count(browser, tid(absent)) == 0, absent
+    check_chart_axis_and_limit(browser)
+
+
+def check_chart_axis_and_limit(browser: WebDriver) -> None:
+    """Issue 7 part 3: grouped y ticks (15,000) inside the card, the Limit label beside its
+    dashed line (not on it), and "50,000 remaining" on one line."""
+    surface = browser.find_element(By.CSS_SELECTOR, f"{tid('usage-chart')} .recharts-surface")
+    ticks = wait_for(
+        lambda: browser.find_elements(By.CSS_SELECTOR, ".recharts-yAxis-tick-labels text")
+    )
+    texts = [t.get_attribute("textContent") or "" for t in ticks]
+    assert "15,000" in texts and "60,000" in texts, texts
+    left = surface.rect["x"]
+    assert all(t.rect["x"] >= left - 0.5 for t in ticks), "a y tick is clipped at the left"
+    label = browser.find_element(By.CSS_SELECTOR, "text.recharts-label")
+    line = browser.find_element(By.CSS_SELECTOR, ".recharts-reference-line line")
+    assert label.get_attribute("textContent") == "Limit"
+    top, bottom = label.rect["y"], label.rect["y"] + label.rect["height"]
+    assert not (top < line.rect["y"] < bottom), "Limit sits on its line"
+    remaining = browser.find_element(
+        By.CSS_SELECTOR,
+        f'{tid("usage-meter")}[data-feature-key="api_calls"] {tid("meter-remaining")}',
+    ).find_element(By.XPATH, "..")
+    assert remaining.rect["height"] < 30, "'50,000 remaining' wrapped"
 
 
 def test_pending_shows_skeletons_and_no_verdict(
