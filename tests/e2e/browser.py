@@ -27,6 +27,8 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 
+import billing_ui.runtime
+
 T = TypeVar("T")
 
 CHROMIUM = os.environ.get("BILLING_UI_CHROMIUM", "/usr/bin/chromium")
@@ -160,3 +162,7 @@ def run_app(
         yield harness
     finally:
         harness.stop()
+        # An app configures billing_ui's process-wide runtime when it is imported (settings,
+        # client factory). Start the next app in this process from the defaults, not from a
+        # stopped app's client factory (which may read variables its test has since removed).
+        billing_ui.runtime.install()
