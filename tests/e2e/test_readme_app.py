@@ -11,6 +11,7 @@ runs the backend): the real server then refuses it, as it would a mistyped key.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 import billing_ui
 from billing_ui.core import AsyncBillingClient, BillingClient
 from billing_ui.core.problems import USER_MESSAGE
+from billing_ui.runtime import install
 from billing_ui.server.testing import RunningServer, running_server
 
 from .browser import click, fresh, run_app, wait_for
@@ -76,15 +78,16 @@ def app(tmp_path_factory: pytest.TempPathFactory, billing: RunningServer) -> Ite
     before = billing_ui.get_settings()
     env = {"BILLINGOS_API_URL": billing.base_url, "BILLINGOS_SECRET_KEY": billing.api_key}
     try:
-        with patched_env(env), run_app(root, app_source=readme_example(), app_name=APP_NAME) as h:
-            yield h
+        with patched_env(env):
+            # What a fresh app process starts from: the default runtime and settings, not
+            # whatever client_factory an earlier test app in this process configured (the
+            # example sets no client_factory, so it would inherit one).
+            install()
+            with run_app(root, app_source=readme_example(), app_name=APP_NAME) as h:
+                yield h
     finally:  # the example configured billing_ui process-wide: restore it for later tests
         billing_ui.configure(
-            customer_resolver=before.customer_resolver,
-            trackable=before.trackable,
-            refresh_interval=before.refresh_interval,
-            entitlements_refresh_interval=before.entitlements_refresh_interval,
-            client_factory=before.client_factory,
+            **{f.name: getattr(before, f.name) for f in dataclasses.fields(before)}
         )
 
 
