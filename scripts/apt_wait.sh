@@ -10,13 +10,14 @@ APT_LOCK_WAIT_S=${APT_LOCK_WAIT_S:-600}
 # "PID (command line)" of a process holding one of APT_LOCK_FILES, or nothing. apt and dpkg
 # hold them with fcntl locks, listed in /proc/locks by inode (no root needed to read it).
 apt_lock_holder() {
-  local file inode pid
+  local file id pid major minor inode
   for file in $APT_LOCK_FILES; do
     [[ -e $file ]] || continue
-    inode=$(stat -c %i "$file")
+    read -r major minor inode < <(stat -c '%Hd %Ld %i' "$file")
+    id=$(printf '%02x:%02x:%s' "$major" "$minor" "$inode")  # as /proc/locks writes it
     # /proc/locks: "1: POSIX ADVISORY WRITE <pid> <major>:<minor>:<inode> <start> <end>";
     # lines with "->" are waiters, not holders.
-    pid=$(awk -v inode="$inode" '$2 != "->" { n = split($6, id, ":"); if (id[n] == inode) { print $5; exit } }' /proc/locks)
+    pid=$(awk -v id="$id" '$2 != "->" && $6 == id { print $5; exit }' /proc/locks)
     if [[ -n $pid && -d /proc/$pid ]]; then
       printf '%s (%s) on %s' "$pid" "$(tr -s '\0\n\t' '   ' </proc/"$pid"/cmdline | cut -c1-200 | sed 's/ $//')" "$file"
       return 0
