@@ -72,12 +72,12 @@ _WHERE: dict[str, str] = {
     "UpgradeNudgeState": "billing_ui.states.nudge",
     "BillingState": "billing_ui.states.base",
     "billing_event": "billing_ui.states.base",
-    "BillingSettings": "billing_ui.states.settings",
+    "BillingSettings": "billing_ui.settings",
     "BillingRuntime": "billing_ui.runtime",
     "install": "billing_ui.runtime",
     "TrackRule": "billing_ui.core.track_rules",
-    "configure": "billing_ui.states.settings",
-    "get_settings": "billing_ui.states.settings",
+    "configure": "billing_ui.settings",
+    "get_settings": "billing_ui.settings",
     **dict.fromkeys(_CORE, "billing_ui.core"),
 }
 
@@ -185,6 +185,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; never executed
     )
     from billing_ui.core.track_rules import TrackRule
     from billing_ui.runtime import BillingRuntime, install
+    from billing_ui.settings import BillingSettings, configure, get_settings
     from billing_ui.states import (
         FeatureEntitlementsState,
         TrackUsageState,
@@ -196,4 +197,3 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; never executed
     from billing_ui.states.base import BillingState, billing_event
     from billing_ui.states.history import UsageHistoryState
     from billing_ui.states.nudge import UpgradeNudgeState
-    from billing_ui.states.settings import BillingSettings, configure, get_settings

@@ -28,7 +28,7 @@ from billing_ui.core.cache import MemoryQueryStore, QueryStore
 from billing_ui.core.client import AsyncBillingClient
 from billing_ui.core.problems import ProblemLog
 from billing_ui.core.queries import QUERY_TYPES, BillingQueries
-from billing_ui.states.settings import BillingSettings
+from billing_ui.settings import BillingSettings
 
 ENV_PREFIX = "BILLING_UI_"
 

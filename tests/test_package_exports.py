@@ -7,6 +7,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import billing_ui
 
 
@@ -43,3 +45,14 @@ def test_every_core_name_is_served_and_unknown_names_fail() -> None:
         assert "no_such_name" in str(exc)
     else:
         raise AssertionError("an unknown name must raise AttributeError")
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["billing_ui.runtime", "billing_ui.settings", "billing_ui.states", "billing_ui.components"],
+)
+def test_each_entry_module_imports_first_in_a_fresh_process(module: str) -> None:
+    """An app (or a benchmark) may import any of these before anything else of billing_ui; a
+    circular import shows only in that order, never inside one pytest process that already
+    imported the rest."""
+    assert _run(f"import {module}; print('ok')") == "ok"

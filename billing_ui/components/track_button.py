@@ -19,8 +19,8 @@ import reflex as rx
 
 from billing_ui.components import styles
 from billing_ui.core.errors import InvalidInputError
+from billing_ui.settings import get_settings
 from billing_ui.states.metrics import UsageMetricsState
-from billing_ui.states.settings import get_settings
 from billing_ui.states.track import TrackUsageState
 
 log = logging.getLogger("billing_ui.components")

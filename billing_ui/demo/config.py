@@ -22,7 +22,7 @@ from billing_ui.core import AsyncBillingClient
 from billing_ui.core import _constants as C
 from billing_ui.demo import embedded
 from billing_ui.demo.session import demo_customer
-from billing_ui.states.settings import TrackRule, configure
+from billing_ui.settings import TrackRule, configure
 
 ENV_REFRESH: Final = "BILLING_UI_REFRESH_INTERVAL"
 DEFAULT_REFRESH_S: Final = 30.0

@@ -9,11 +9,11 @@
 """
 
 from billing_ui.core.track_rules import TrackRule
+from billing_ui.settings import BillingSettings, configure, get_settings
 from billing_ui.states.base import BillingState, billing_event
 from billing_ui.states.entitlements import FeatureEntitlementsState
 from billing_ui.states.metrics import UsageMetricsState
 from billing_ui.states.reset import reset_billing_states, switches_customer
-from billing_ui.states.settings import BillingSettings, configure, get_settings
 from billing_ui.states.track import TrackUsageState, validate_browser_track
 
 __all__ = [

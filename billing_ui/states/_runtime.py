@@ -59,7 +59,7 @@ async def known_features(customer: str) -> frozenset[str]:
     meters, and the app's ``trackable`` ones. Nothing else enters a state or the cache, so no
     browser can grow them with made-up keys (the entitlements come from the shared cache: one
     request per customer per ``entitlements_refresh_interval``)."""
-    from billing_ui.states.settings import get_settings
+    from billing_ui.settings import get_settings
 
     settings = get_settings()
     entry = await queries.entitlements(customer, stale_time=settings.entitlements_refresh_interval)

@@ -37,7 +37,7 @@ from reflex_base.event import EventCallback
 
 from billing_ui.core.customer import NoCustomerError, resolve_customer
 from billing_ui.core.errors import BillingError, InvalidInputError
-from billing_ui.states.settings import get_settings
+from billing_ui.settings import get_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 S = TypeVar("S", bound=rx.State)

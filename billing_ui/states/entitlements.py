@@ -21,9 +21,9 @@ from reflex_base.vars.base import Var
 from billing_ui.core.customer import NoCustomerError
 from billing_ui.core.errors import BillingError, InvalidInputError
 from billing_ui.core.validation import check_feature_key
+from billing_ui.settings import get_settings
 from billing_ui.states import _runtime as rt
 from billing_ui.states.base import BillingState, billing_event
-from billing_ui.states.settings import get_settings
 from billing_ui.states.status import PENDING, SIGNED_OUT, STALE, SUCCESS, after_error
 from billing_ui.states.views import CheckView, EntitlementView, check_view, entitlement_view
 

@@ -22,9 +22,9 @@ from billing_ui.core.errors import BillingError, InvalidInputError
 from billing_ui.core.models import UsageHistory, UsageMetric
 from billing_ui.core.queries import HISTORY
 from billing_ui.core.validation import check_feature_key
+from billing_ui.settings import get_settings
 from billing_ui.states import _runtime as rt
 from billing_ui.states.base import BillingState, billing_event
-from billing_ui.states.settings import get_settings
 
 BUCKETS: Final = ("day", "hour")
 MAX_WATCHED: Final = 16
@@ -142,8 +142,8 @@ class UsageHistoryState(BillingState):
                 if len(self._watched) >= MAX_WATCHED:
                     return
                 self._watched = [*self._watched, ident]
-            if ident not in self.histories and ident not in self.loading:
-                self.loading = [*self.loading, ident]
+        # ``loading`` is set by the refresh, once the id is known to be the customer's: a
+        # load refused by the token bucket must not leave a browser-chosen id in a public var.
         await self._refresh([ident], force=False)
 
     @billing_event

@@ -22,12 +22,12 @@ from reflex.vars import ArrayVar, FunctionStringVar, ObjectVar, Var
 
 from billing_ui.core.customer import NoCustomerError
 from billing_ui.core.errors import BillingError
+from billing_ui.settings import get_settings
 from billing_ui.states import _runtime as rt
 from billing_ui.states.base import BillingState, billing_event
 from billing_ui.states.entitlements import FeatureEntitlementsState
 from billing_ui.states.history import UsageHistoryState
 from billing_ui.states.live import live_meters
-from billing_ui.states.settings import get_settings
 from billing_ui.states.status import (
     ERROR,
     PENDING,

@@ -30,11 +30,11 @@ from billing_ui.core.models import TrackUsageResult
 from billing_ui.core.outbox import OutboxFullError
 from billing_ui.core.problems import classify
 from billing_ui.core.track_rules import check_browser_track
+from billing_ui.settings import get_settings
 from billing_ui.states import _runtime as rt
 from billing_ui.states.base import BillingState, billing_event
 from billing_ui.states.entitlements import FeatureEntitlementsState
 from billing_ui.states.metrics import UsageMetricsState
-from billing_ui.states.settings import get_settings
 from billing_ui.states.status import STALE, SUCCESS
 from billing_ui.states.views import TrackResultView, metric_view, track_result_view
 

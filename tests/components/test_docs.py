@@ -11,7 +11,7 @@ from types import ModuleType
 
 import pytest
 
-from billing_ui.states import settings
+from billing_ui import settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

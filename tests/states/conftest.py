@@ -24,6 +24,7 @@ from reflex_base.event import Event
 from reflex_base.event.processor import BaseStateEventProcessor
 
 import billing_ui.states as bs
+from billing_ui import settings as billing_settings
 from billing_ui.core import AsyncBillingClient
 from billing_ui.server.testing import RunningServer, create_customer, running_server
 from tests.faults import FaultProxy
@@ -145,7 +146,7 @@ async def processor() -> AsyncIterator[BaseStateEventProcessor]:
     proc = BaseStateEventProcessor().configure()
     async with proc:
         yield proc
-    await bs.settings.close_client()
+    await billing_settings.close_client()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from billing_ui.core.cache import MemoryQueryStore
 from billing_ui.core.queries import METRICS
 from billing_ui.runtime import BillingRuntime, EnvSettings, current, install
 from billing_ui.server.testing import RunningServer
-from billing_ui.states.settings import BillingSettings
+from billing_ui.settings import BillingSettings
 
 
 def settings_for(server: RunningServer) -> BillingSettings:

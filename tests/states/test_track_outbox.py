@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
+from billing_ui import settings as bs
 from billing_ui.core import BillingClient
 from billing_ui.core.tracker import UsageTracker
 from billing_ui.states import TrackUsageState
-from billing_ui.states import settings as bs
 from tests.faults import close
 
 from .conftest import Session, wait_until
