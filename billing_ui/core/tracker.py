@@ -29,10 +29,10 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, ParamSpec, Self, TypeVar
 
 from billing_ui.core._base_client import track_request
 from billing_ui.core.client import BillingClient
@@ -41,6 +41,9 @@ from billing_ui.core.outbox import Outbox, OutboxFullError, OutboxStats, QueuedT
 from billing_ui.core.outbox_sqlite import SQLiteOutboxStore
 
 __all__ = ["AsyncUsageTracker", "UsageTracker"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 log = logging.getLogger("billing_ui.outbox")
 
@@ -237,6 +240,17 @@ class UsageTracker:
             self._cond.notify_all()
 
 
+def _in_thread(method: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """``method``, awaitable: it runs in a worker thread (the outbox's durable write and the
+    sync client block), so the event loop never waits on disk or network."""
+
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        return await asyncio.to_thread(method, *args, **kwargs)
+
+    return call
+
+
 class AsyncUsageTracker:
     """:class:`UsageTracker` for asyncio apps: ``await tracker.track(...)`` (the durable write
     runs in a worker thread, never blocking the event loop). Use ``async with`` or
@@ -244,45 +258,14 @@ class AsyncUsageTracker:
 
     def __init__(self, tracker: UsageTracker | None = None, **options: Any) -> None:
         self.tracker = tracker if tracker is not None else UsageTracker(**options)
-
-    async def track(
-        self,
-        customer_id: str,
-        feature_key: str,
-        quantity: float = 1,
-        *,
-        metadata: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-    ) -> QueuedTrack | TrackUsageResult:
+        # The sync tracker's own methods, awaited: the same signatures, nothing written twice.
+        self.track = _in_thread(self.tracker.track)
         """See :meth:`UsageTracker.track`."""
-        call = functools.partial(
-            self.tracker.track, metadata=metadata, idempotency_key=idempotency_key
-        )
-        return await asyncio.to_thread(call, customer_id, feature_key, quantity)
-
-    async def send_or_queue(
-        self,
-        customer_id: str,
-        feature_key: str,
-        quantity: float = 1,
-        *,
-        metadata: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-    ) -> QueuedTrack | TrackUsageResult:
+        self.send_or_queue = _in_thread(self.tracker.send_or_queue)
         """See :meth:`UsageTracker.send_or_queue` (the request runs in a worker thread)."""
-        call = functools.partial(
-            self.tracker.send_or_queue, metadata=metadata, idempotency_key=idempotency_key
-        )
-        return await asyncio.to_thread(call, customer_id, feature_key, quantity)
-
-    async def stats(self) -> OutboxStats:
-        return await asyncio.to_thread(self.tracker.stats)
-
-    async def flush(self, timeout: float = 10.0) -> bool:
-        return await asyncio.to_thread(self.tracker.flush, timeout)
-
-    async def aclose(self, timeout: float = 10.0) -> None:
-        await asyncio.to_thread(self.tracker.shutdown, timeout)
+        self.stats = _in_thread(self.tracker.stats)
+        self.flush = _in_thread(self.tracker.flush)
+        self.aclose = _in_thread(self.tracker.shutdown)
 
     async def __aenter__(self) -> Self:
         return self
