@@ -25,7 +25,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from billing_ui.core.errors import APIConnectionError, BillingError, InvalidInputError
+from billing_ui.core.errors import (
+    APIConnectionError,
+    BillingError,
+    InvalidInputError,
+    PoolExhaustedError,
+)
 from billing_ui.core.models import TrackUsageResult
 from billing_ui.core.outbox import OutboxFullError
 from billing_ui.core.problems import classify
@@ -131,10 +136,11 @@ class TrackUsageState(BillingState):
                         self.is_success = False
                         self.queued_feature, self.queued = key, depth
                     return
-                if not isinstance(first, APIConnectionError):
+                if not outcome_unknown(first):
                     raise
-                # No answer after the client's retries: it may or may not have been recorded.
-                # Say so, then ask again with the same key until the API answers.
+                # No answer after the client's retries (or every connection busy after an
+                # earlier attempt was sent): it may or may not have been recorded. Say so,
+                # then ask again with the same key until the API answers.
                 unknown = True
                 async with self:
                     await self._confirm(ticket)
@@ -150,7 +156,7 @@ class TrackUsageState(BillingState):
                     async with self:
                         self.unconfirmed = _without(self.unconfirmed, key)
         except BillingError as exc:
-            lost = unknown and isinstance(exc, APIConnectionError)
+            lost = unknown and isinstance(exc, APIConnectionError | PoolExhaustedError)
             message = NOT_CONFIRMED if lost else rt.message_for(exc)
             async with self:
                 await self._confirm(ticket)
@@ -198,6 +204,16 @@ class TrackUsageState(BillingState):
             self.queued_feature = ""
 
 
+def outcome_unknown(exc: BaseException) -> bool:
+    """Whether a failed track may nevertheless have been recorded: no answer after the
+    client's retries (a lost connection, a timeout), or every connection busy for a retry
+    after an earlier attempt had been sent (``PoolExhaustedError.request_sent``). A
+    ``PoolExhaustedError`` before any attempt left the app means "not sent", a sure failure."""
+    if isinstance(exc, PoolExhaustedError):
+        return exc.request_sent
+    return isinstance(exc, APIConnectionError)
+
+
 UNCONFIRMED = "Not confirmed yet: checking with the billing service…"
 NOT_CONFIRMED = "Not confirmed: the billing service did not answer. It may have been recorded."
 CONFIRM_FIRST = 0.5
@@ -222,7 +238,8 @@ async def _until_answered(
             return await rt.queries.track_usage(
                 customer, key, amount, metadata=meta, idempotency_key=idem
             )
-        except APIConnectionError:
+        except (APIConnectionError, PoolExhaustedError):
+            # Still no answer, or no connection free to ask with: still unknown.
             if time.monotonic() + delay > deadline:
                 raise
             delay = min(delay * 2, CONFIRM_MAX)

@@ -127,3 +127,56 @@ async def test_an_unknown_outcome_that_ends_in_a_refusal_is_reported_as_one(
 
 async def _unconfirmed_is(session: Session, key: str) -> bool:
     return (await session.get(TrackUsageState)).unconfirmed == [key]
+
+
+@pytest.mark.parametrize("sent", [True, False], ids=["attempt sent", "nothing sent"])
+async def test_pool_exhausted_after_a_sent_attempt_is_an_unknown_outcome(
+    session: Session, monkeypatch: pytest.MonkeyPatch, sent: bool
+) -> None:
+    """``PoolExhaustedError(request_sent=True)``: an attempt went out, its answer was lost, and
+    the retry found every connection busy. The track may have been recorded, so the tab says
+    "not confirmed yet" and asks again with the same key; ``request_sent=False`` is a sure
+    "not sent" (nothing recorded, nothing re-sent).
+
+    A fake, the only one here: that error needs a lost answer *and* a pool kept full at the
+    moment of the retry, which real parts cannot be timed into on demand. The wrapper around
+    the real ``track_usage`` sends the first call for real when ``sent`` (the server records
+    it, as the lost attempt would have been) and then raises; every later call is the real one
+    through the fault proxy to the real server."""
+    from billing_ui.core.errors import PoolExhaustedError
+    from billing_ui.core.problems import BUSY_MESSAGE
+    from billing_ui.core.queries import BillingQueries
+
+    real = BillingQueries.track_usage
+    calls = 0
+
+    async def first_one_exhausted(self: BillingQueries, *args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            if sent:
+                await real(self, *args, **kwargs)  # type: ignore[arg-type]
+            raise PoolExhaustedError(request_sent=sent)
+        return await real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(BillingQueries, "track_usage", first_one_exhausted)
+    await session.send(UsageMetricsState.refetch)
+    before = recorded(session)
+    task = asyncio.create_task(
+        session.send(TrackUsageState.track, feature_key="api_calls", quantity=1)
+    )
+    if sent:
+        await wait_until(lambda: _shows_unconfirmed(session), message="never 'not confirmed'")
+    await asyncio.wait_for(task, timeout=30)
+    state = await session.get(TrackUsageState)
+    attempts = session.proxy.seen(TRACK)
+    assert state.unconfirmed == [] and not state.is_pending
+    if sent:
+        assert state.is_success and state.last_result.duplicate, state.error
+        assert calls == 2 and len(attempts) == 2
+        assert len({a.idempotency_key for a in attempts}) == 1, "the retry used a new key"
+        assert recorded(session) - before == 1
+    else:
+        assert state.is_error and state.error == BUSY_MESSAGE
+        assert calls == 1 and attempts == []
+        assert recorded(session) == before
