@@ -39,6 +39,7 @@ from billing_ui.core.errors import (
     PoolExhaustedError,
     QuotaExceededError,
     RateLimitError,
+    RemoteFetchError,
     UnprocessableEntityError,
 )
 from billing_ui.core.models import (
@@ -100,6 +101,7 @@ __all__ = [
     "QueuedTrack",
     "QuotaExceededError",
     "RateLimitError",
+    "RemoteFetchError",
     "SQLiteOutboxStore",
     "SessionToken",
     "TrackRule",

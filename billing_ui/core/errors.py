@@ -8,6 +8,7 @@
         ├── APIConnectionError       no response (refused, reset, DNS…): the API may be down
         │   └── APITimeoutError
         ├── PoolExhaustedError       not sent: every connection of this app was busy (overload)
+    ├── RemoteFetchError         another worker's shared fetch failed (its kind is carried)
         └── APIStatusError           the API answered with an error status
             ├── BadRequestError          400
             │   ├── InvalidRequestError  400 ``VAL_INVALID_INPUT``: the input broke a rule
@@ -124,6 +125,29 @@ class PoolExhaustedError(APIError):
             request=request,
         )
         self.request_sent = request_sent
+
+
+class RemoteFetchError(APIError):
+    """The worker that fetched this key for every worker (the Redis query store's
+    single-flight) got an error; this caller waited for that fetch. The failure crosses
+    workers as data, so its *kind* travels with it: ``problem`` (the operator problem of
+    :func:`billing_ui.core.problems.classify`: ``"unreachable"``, ``"credentials"``…, or None
+    for an ordinary answer), ``status_code`` and ``api_message`` when the API answered with an
+    error. The UI then shows the same sentence as on the worker that fetched (the neutral
+    outage sentence, not "Something went wrong"). The caller's own data is untouched."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        problem: str | None = None,
+        status_code: int | None = None,
+        api_message: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.problem = problem
+        self.status_code = status_code
+        self.api_message = api_message
 
 
 class APIResponseValidationError(APIError):

@@ -57,7 +57,10 @@ minutes, and nothing is down."""
 
 def classify(exc: BaseException) -> Problem | None:
     """The operator problem behind ``exc``, or None for an ordinary answer (a quota, a bad
-    input, an unknown customer: the API works)."""
+    input, an unknown customer: the API works). A :class:`~billing_ui.core.errors.
+    RemoteFetchError` has the problem the fetching worker found."""
+    if isinstance(exc, errors.RemoteFetchError):
+        return next((p for p in ADVICE if p == exc.problem), None)
     if isinstance(exc, errors.AuthenticationError | errors.PermissionDeniedError):
         return "credentials"
     if isinstance(exc, errors.PoolExhaustedError):

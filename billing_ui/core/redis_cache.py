@@ -38,7 +38,8 @@ from typing import Any, TypeVar
 from pydantic import TypeAdapter
 
 from billing_ui.core.cache import CacheEntry, CacheStats, ChangeListener, Key, Listeners
-from billing_ui.core.errors import BillingError, InvalidInputError
+from billing_ui.core.errors import APIStatusError, InvalidInputError, RemoteFetchError
+from billing_ui.core.problems import classify
 
 try:
     import redis.asyncio as aioredis
@@ -51,18 +52,33 @@ except ImportError as exc:  # pragma: no cover - the `redis` extra is not instal
 T = TypeVar("T")
 
 _CLAIM = """
+local t = redis.call('time')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
 redis.call('hsetnx', KEYS[1], 'g', '0')
 redis.call('pexpire', KEYS[1], ARGV[1])
 for i = 2, #KEYS do
-  redis.call('sadd', KEYS[i], KEYS[1])
-  redis.call('pexpire', KEYS[i], ARGV[1])
+  redis.call('zadd', KEYS[i], now + ARGV[1], KEYS[1])
+  for _, key in ipairs(redis.call('zrangebyscore', KEYS[i], '-inf', now, 'LIMIT', 0, ARGV[2])) do
+    local left = redis.call('pttl', key)
+    if left > 0 then redis.call('zadd', KEYS[i], now + left, key)
+    else redis.call('zrem', KEYS[i], key) end
+  end
+  redis.call('pexpire', KEYS[i], 2 * ARGV[1])
 end
 return tonumber(redis.call('hget', KEYS[1], 'g'))
 """
 """Make the entry exist (so an invalidation can reach a fetch in flight for a new key), index
-it under each of its prefixes, and return its generation."""
+it under each of its prefixes, and return its generation.
+
+An index is a sorted set scored by when its member is due to expire. Entries expire on their
+own (TTL) but an index does not learn of it, so each claim trims its indexes: members whose
+score has passed are dropped if their entry is gone, or re-scored by their remaining TTL if a
+later write kept it alive (at most ``ARGV[2]`` per index per claim, so a script stays short;
+each claim adds one member, so the trimming keeps up). Without it the sets of busy prefixes
+(every key, every metrics key) would keep every customer ever seen."""
 
 _STORE = """
+if redis.call('exists', KEYS[1]) == 0 then return 0 end
 local g = tonumber(redis.call('hget', KEYS[1], 'g') or '-1')
 redis.call('hset', KEYS[1], 'x', '0')
 if g ~= tonumber(ARGV[1]) then return 0 end
@@ -70,7 +86,8 @@ redis.call('hset', KEYS[1], 'd', ARGV[2], 'u', ARGV[3], 'f', ARGV[4], 's', '0')
 redis.call('pexpire', KEYS[1], ARGV[5])
 return 1
 """
-"""Store a fetched answer unless the key was invalidated since the fetch began."""
+"""Store a fetched answer unless the key was invalidated (or expired) since the fetch began
+(an expired entry is not written back: a hash without a TTL would never go)."""
 
 _FAILED = """
 if redis.call('exists', KEYS[1]) == 1 then redis.call('hset', KEYS[1], 'x', '1') end
@@ -78,7 +95,7 @@ if redis.call('exists', KEYS[1]) == 1 then redis.call('hset', KEYS[1], 'x', '1')
 
 _INVALIDATE = """
 local n = 0
-for _, key in ipairs(redis.call('smembers', KEYS[1])) do
+for _, key in ipairs(redis.call('zrange', KEYS[1], 0, -1)) do
   if redis.call('exists', key) == 1 then
     if ARGV[1] == '1' then
       redis.call('hset', key, 's', '1')
@@ -86,12 +103,17 @@ for _, key in ipairs(redis.call('smembers', KEYS[1])) do
     end
     n = n + 1
   else
-    redis.call('srem', KEYS[1], key)
+    redis.call('zrem', KEYS[1], key)
   end
 end
 return n
 """
 """Mark stale (``ARGV[1] == '1'``) or only count the live keys under a prefix."""
+
+_INDEX = "ixz"
+"""The kind of the prefix indexes' Redis keys (sorted sets; ``ix`` held plain sets before)."""
+TRIM_PER_CLAIM = 100
+"""At most this many members of each index are checked for expiry per claim."""
 
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -99,9 +121,17 @@ return 0
 """
 
 
-class RemoteFetchError(BillingError):
-    """The worker that fetched this key for everyone got an error (its class and message are
-    in this one's message); the caller's own data is untouched, as with a local error."""
+def _failure(exc: Exception) -> dict[str, Any]:
+    """What the waiters on other workers learn of a failed fetch: its class and message, and
+    its kind (the operator problem, the API's status and message), from which their UI picks
+    the same sentence as this worker's (see :class:`RemoteFetchError`)."""
+    api = exc if isinstance(exc, APIStatusError) else None
+    return {
+        "error": f"{type(exc).__name__}: {exc}",
+        "problem": classify(exc),
+        "status": api.status_code if api else None,
+        "message": api.message if api else None,
+    }
 
 
 @dataclass
@@ -273,7 +303,12 @@ class RedisQueryStore:
                 if not waiters:
                     conn.waiters.pop(tag, None)
             if "error" in outcome:
-                raise RemoteFetchError(outcome["error"])
+                raise RemoteFetchError(
+                    outcome["error"],
+                    problem=outcome.get("problem"),
+                    status_code=outcome.get("status"),
+                    api_message=outcome.get("message"),
+                )
             return CacheEntry(
                 data=self._adapter(key).validate_python(outcome["entry"]),
                 updated_at=outcome["u"],
@@ -303,14 +338,16 @@ class RedisQueryStore:
         fetcher: Callable[[], Awaitable[T]],
     ) -> CacheEntry[T]:
         entry_name, tag = self._name("e", key), self._name("", key)
-        indexes = [self._name("ix", key[:n]) for n in range(len(key) + 1)]
+        indexes = [self._name(_INDEX, key[:n]) for n in range(len(key) + 1)]
         try:
-            generation = await r.eval(_CLAIM, len(indexes) + 1, entry_name, *indexes, self.ttl_ms)
+            generation = await r.eval(
+                _CLAIM, len(indexes) + 1, entry_name, *indexes, self.ttl_ms, TRIM_PER_CLAIM
+            )
             try:
                 data = await fetcher()
             except Exception as exc:
                 await r.eval(_FAILED, 1, entry_name)
-                failure = {"k": tag, "error": f"{type(exc).__name__}: {exc}"}
+                failure = {"k": tag, **_failure(exc)}
                 await r.publish(self._channel, json.dumps(failure))
                 raise
             entry = CacheEntry(data=data, updated_at=self.wall_clock(), fetched_at=self.clock())
@@ -370,11 +407,11 @@ class RedisQueryStore:
 
     async def invalidate(self, prefix: Key) -> int:
         r = await self._redis()
-        return int(await r.eval(_INVALIDATE, 1, self._name("ix", prefix), "1"))
+        return int(await r.eval(_INVALIDATE, 1, self._name(_INDEX, prefix), "1"))
 
     async def size(self, prefix: Key = ()) -> int:
         r = await self._redis()
-        return int(await r.eval(_INVALIDATE, 1, self._name("ix", prefix), "0"))
+        return int(await r.eval(_INVALIDATE, 1, self._name(_INDEX, prefix), "0"))
 
     async def clear(self) -> None:
         r = await self._redis()

@@ -85,10 +85,16 @@ def message_for(exc: BaseException) -> str:
     A wrong key, an unreachable or failing API: the end user gets one neutral sentence; the
     operator's advice (BILLINGOS_SECRET_KEY, BILLINGOS_API_URL) is logged once by
     ``queries.problems`` (:mod:`billing_ui.core.problems`), never sent to the browser."""
-    if isinstance(exc, errors.PoolExhaustedError):  # the app's own overload, not an outage
+    problem = classify(exc)
+    if problem == "overloaded":  # the app's own overload, not an outage
         return BUSY_MESSAGE
-    if classify(exc) is not None:
+    if problem is not None:
         return USER_MESSAGE
+    if isinstance(exc, errors.RemoteFetchError) and exc.status_code is not None:
+        # another worker's fetch got this answer: the sentence that worker's UI shows
+        if exc.status_code == 429:
+            return "Too many requests: try again in a moment."
+        return f"The billing service answered: {exc.api_message}"
     if isinstance(exc, NoCustomerError):
         return "Sign in to see your usage."
     from billing_ui.states.base import TooManyRequests

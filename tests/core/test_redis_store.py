@@ -214,3 +214,118 @@ async def test_a_write_on_one_worker_is_heard_on_the_other(workers: Workers) -> 
     assert await asyncio.wait_for(heard.get(), 5) == (METRICS, "c1")
     entry = await b.peek((METRICS, "c1"))
     assert entry is not None and entry.data[0].consumed == 3
+
+
+async def test_waiters_of_a_failed_fetch_on_another_worker_get_its_kind(workers: Workers) -> None:
+    """A real client against a closed loopback port (the API unreachable) fails on worker a;
+    worker b's caller, waiting on that fetch, gets a RemoteFetchError that carries the kind,
+    so its tab shows the neutral outage sentence, not "Something went wrong"."""
+    import socket
+
+    from billing_ui.core import AsyncBillingClient
+    from billing_ui.core.errors import RemoteFetchError
+    from billing_ui.core.problems import USER_MESSAGE, classify
+    from billing_ui.states._runtime import message_for
+
+    with socket.socket() as probe:  # a free port nobody listens on: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    a, b = workers(2, lease=30)
+    entered, gate = asyncio.Event(), asyncio.Event()
+
+    async def unreachable() -> list[UsageMetric]:
+        entered.set()
+        await gate.wait()
+        async with AsyncBillingClient(base_url=dead, api_key="sk_test_x", max_retries=0) as c:
+            return await c.get_usage_metrics("c1")
+
+    async def never() -> list[UsageMetric]:
+        raise AssertionError("b must wait for a's fetch, not fetch itself")
+
+    leader = asyncio.create_task(a.fetch((METRICS, "c1"), unreachable, stale_time=30))
+    await entered.wait()
+    waiter = asyncio.create_task(b.fetch((METRICS, "c1"), never, stale_time=30))
+    await until(lambda: b.stats.joined == 1)
+    gate.set()
+    with pytest.raises(Exception) as own:
+        await leader
+    with pytest.raises(RemoteFetchError) as remote:
+        await waiter
+    assert classify(own.value) == "unreachable"
+    assert remote.value.problem == "unreachable" and classify(remote.value) == "unreachable"
+    assert message_for(remote.value) == message_for(own.value) == USER_MESSAGE
+
+
+def test_a_remote_answer_keeps_the_sentence_its_worker_would_show() -> None:
+    from billing_ui.core.errors import RemoteFetchError
+    from billing_ui.core.problems import BUSY_MESSAGE, classify
+    from billing_ui.states._runtime import message_for
+
+    overloaded = RemoteFetchError("PoolExhaustedError: busy", problem="overloaded")
+    assert message_for(overloaded) == BUSY_MESSAGE
+    answered = RemoteFetchError(
+        "NotFoundError: 404", status_code=404, api_message="Customer not found: c1"
+    )
+    assert classify(answered) is None
+    assert message_for(answered) == "The billing service answered: Customer not found: c1"
+    assert classify(RemoteFetchError("x", problem="made-up")) is None
+
+
+async def test_expired_keys_do_not_accumulate_in_the_prefix_indexes(
+    workers: Workers, redis_url: str
+) -> None:
+    """50 customers come and their entries expire (TTL 0.3 s); the next fetch trims the indexes
+    of every key and of every metrics key down to the live ones. An entry whose TTL a later
+    write extended past its index score stays indexed (re-scored), so invalidation still
+    reaches it."""
+    from billing_ui.core.redis_cache import _INDEX
+
+    (a,) = workers(1, ttl=0.3)
+
+    async def one() -> list[UsageMetric]:
+        return [metric(1)]
+
+    for n in range(50):
+        await a.fetch((METRICS, f"gone{n}"), one, stale_time=30)
+    await a.fetch((METRICS, "kept"), one, stale_time=30)
+    r = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        kept = a._name("e", (METRICS, "kept"))
+        await r.pexpire(kept, 60_000)  # what a later write of the entry does to its TTL
+        indexes = [a._name(_INDEX, ()), a._name(_INDEX, (METRICS,))]
+        deadline = time.monotonic() + 10
+        while await r.exists(a._name("e", (METRICS, "gone49"))):  # all 50 expired
+            assert time.monotonic() < deadline, "entries did not expire"
+            await asyncio.sleep(0.05)
+        now_ms = (await r.time())[0] * 1000
+        await a.fetch((METRICS, "new"), one, stale_time=30)
+        assert [await r.zcard(ix) for ix in indexes] == [2, 2]
+        score = await r.zscore(indexes[1], kept)
+        assert score is not None and score > now_ms + 30_000  # re-scored by its real TTL
+    finally:
+        await r.aclose()
+    assert await a.invalidate((METRICS,)) == 2
+
+
+async def test_an_answer_is_not_written_back_to_an_entry_that_expired_meanwhile(
+    workers: Workers, redis_url: str
+) -> None:
+    """A fetch slower than the TTL: its answer must not recreate the entry as a hash with no
+    TTL (which would never go)."""
+    (a,) = workers(1, ttl=0.2)
+    name = a._name("e", (METRICS, "slow"))
+    r = aioredis.Redis.from_url(redis_url, decode_responses=True)
+
+    async def slow() -> list[UsageMetric]:
+        deadline = time.monotonic() + 10
+        while await r.exists(name):
+            assert time.monotonic() < deadline, "entry did not expire"
+            await asyncio.sleep(0.05)
+        return [metric(1)]
+
+    try:
+        entry = await a.fetch((METRICS, "slow"), slow, stale_time=30)
+        assert entry.data[0].consumed == 1  # the caller still gets its answer
+        assert await r.exists(name) == 0
+    finally:
+        await r.aclose()
