@@ -131,6 +131,11 @@ class BillingState(rx.State):
     @_override
     def __setattr__(self, name: str, value: Any) -> None:
         self._guard((name,))
+        if _unchanged(self, name, value):
+            # Reflex marks a var dirty on every assignment, equal or not, and a dirty var is
+            # sent whole. Skipping an equal one means a refresh that finds nothing new sends
+            # nothing (issue 8: 4 KB of unchanged meters per tab per tick before).
+            return
         super().__setattr__(name, value)
 
     @_override
@@ -266,6 +271,17 @@ class BillingState(rx.State):
                         setattr(child, name, default)
         if _IN_EVENT.get():
             _TICKET.set(Ticket(customer, self._generation))
+
+
+def _unchanged(state: BillingState, name: str, value: Any) -> bool:
+    """Whether assigning ``value`` to the public var ``name`` would change nothing the browser
+    sees: same type and equal (``1``, ``1.0`` and ``True`` are equal in Python, not on the
+    wire). Backend vars are always assigned: they cost no delta, and code may rely on their
+    identity."""
+    if name.startswith("_") or name not in type(state).__fields__:
+        return False
+    current = state.get_value(name)
+    return type(current) is type(value) and bool(current == value)
 
 
 def _owner_of(state: rx.State) -> BillingState | None:

@@ -24,7 +24,7 @@ from billing_ui.core.validation import check_feature_key
 from billing_ui.settings import get_settings
 from billing_ui.states import _runtime as rt
 from billing_ui.states.base import BillingState, billing_event
-from billing_ui.states.status import PENDING, SIGNED_OUT, STALE, SUCCESS, after_error
+from billing_ui.states.status import PENDING, SIGNED_OUT, SUCCESS, show_failure, show_success
 from billing_ui.states.views import CheckView, EntitlementView, check_view, entitlement_view
 
 MAX_CHECKS: Final = 64
@@ -34,7 +34,8 @@ MAX_CHECKS: Final = 64
 class FeatureEntitlementsState(BillingState):
     """Vars: ``entitlements``, ``enabled_features``, ``checks`` (by feature key), ``status``
     (see :mod:`billing_ui.states.status`), ``is_loading``, ``is_fetching``, ``error``,
-    ``updated_at`` / ``data_updated_at``."""
+    ``updated_at`` / ``data_updated_at`` (as :class:`UsageMetricsState`'s: an unchanged refresh
+    sends nothing)."""
 
     entitlements: list[EntitlementView] = []  # noqa: RUF012 - Reflex vars are declared this way
     checks: dict[str, CheckView] = {}  # noqa: RUF012
@@ -44,6 +45,7 @@ class FeatureEntitlementsState(BillingState):
     error: str = ""
     updated_at: str = ""
     data_updated_at: float = 0.0
+    _confirmed_at: float = 0.0  # the last successful fetch (see status.stamp)
 
     @rx.var
     def enabled_features(self) -> list[str]:
@@ -124,7 +126,8 @@ class FeatureEntitlementsState(BillingState):
             except NoCustomerError as exc:
                 this.status, this.error, this.is_loading = SIGNED_OUT, rt.message_for(exc), False
                 return
-            this.is_fetching = True
+            if force or this.status != SUCCESS:  # a background refresh shows no spinner
+                this.is_fetching = True
         customer = ticket.customer
         if force:
             await rt.queries.cache.invalidate((rt.ENTITLEMENTS, customer))
@@ -137,15 +140,13 @@ class FeatureEntitlementsState(BillingState):
             async with state:
                 this = await state.get_state(FeatureEntitlementsState)
                 await this._confirm(ticket)
-                this.error, this.is_fetching, this.is_loading = rt.message_for(exc), False, False
-                this.status = after_error(bool(this.entitlements))
+                show_failure(this, rt.message_for(exc), has_data=bool(this.entitlements))
             return
         async with state:
             this = await state.get_state(FeatureEntitlementsState)
             await this._confirm(ticket)
-            this.entitlements = [entitlement_view(e) for e in entry.data]
-            this.data_updated_at = entry.updated_at
-            this.updated_at = rt.iso_utc(entry.updated_at)
+            views = [entitlement_view(e) for e in entry.data]
+            changed = views != this.entitlements
+            this.entitlements = views  # an equal list is not assigned (BillingState): no delta
             outage = rt.outage_message() if entry.fetched_at < started else ""
-            this.error, this.is_fetching, this.is_loading = outage, False, False
-            this.status = STALE if outage else SUCCESS
+            show_success(this, entry.updated_at, changed=changed, outage=outage)

@@ -92,9 +92,9 @@ class LiveMeters:
             task.add_done_callback(self._tasks.discard)
 
     async def _push(self, token: str, customer: str) -> None:
-        from billing_ui.states import _runtime as rt
         from billing_ui.states.base import _owner_of
         from billing_ui.states.metrics import UsageMetricsState
+        from billing_ui.states.status import stamp
         from billing_ui.states.views import metric_view
 
         modify = self.modify or _app_modify()
@@ -108,14 +108,13 @@ class LiveMeters:
                 if owner is not None and owner._customer != customer:
                     self.unfollow(token)  # the tab signed in as someone else meanwhile
                     return
-                if entry.updated_at < state.data_updated_at:
+                if entry.updated_at < max(state.data_updated_at, state._confirmed_at):
                     return  # the tab already shows newer data: never move it backwards
                 hard = {m.feature_key for m in state.metrics if m.hard_limit}
-                state.metrics = [
-                    metric_view(m, hard_limit=m.feature_key in hard) for m in entry.data
-                ]
-                state.data_updated_at = entry.updated_at
-                state.updated_at = rt.iso_utc(entry.updated_at)
+                views = [metric_view(m, hard_limit=m.feature_key in hard) for m in entry.data]
+                changed = views != state.metrics
+                state.metrics = views  # an equal list is not assigned: no delta
+                stamp(state, entry.updated_at, changed=changed)
         except Exception:
             log.exception("billing_ui: pushing live meters to a tab failed")
             self.unfollow(token)

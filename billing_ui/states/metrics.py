@@ -34,8 +34,9 @@ from billing_ui.states.status import (
     SIGNED_OUT,
     STALE,
     SUCCESS,
-    after_error,
     retry_delay,
+    show_failure,
+    show_success,
 )
 from billing_ui.states.views import MetricView, metric_view
 
@@ -44,7 +45,9 @@ class UsageMetricsState(BillingState):
     """Vars: ``metrics`` (all of the customer's meters), ``metrics_by_key``, ``status`` (see
     :mod:`billing_ui.states.status`), ``is_loading`` (no data yet), ``is_fetching`` (a refresh
     in flight), ``error`` (last failure; the last good data stays, ``status`` "stale"),
-    ``updated_at`` / ``data_updated_at`` (when the data was fetched)."""
+    ``updated_at`` / ``data_updated_at`` (when the data shown was fetched; a refresh that finds
+    the same data does not move them, so it sends nothing — they catch up to the last
+    successful fetch when the status leaves ``success``, the one time the UI shows them)."""
 
     metrics: list[MetricView] = []  # noqa: RUF012 - Reflex vars are declared this way
     status: str = PENDING
@@ -53,6 +56,7 @@ class UsageMetricsState(BillingState):
     error: str = ""
     updated_at: str = ""
     data_updated_at: float = 0.0
+    _confirmed_at: float = 0.0  # the last successful fetch (see status.stamp)
     _poll_generation: int = 0
     _keep_on_customer_change: ClassVar[tuple[str, ...]] = ("_poll_generation",)
 
@@ -104,7 +108,8 @@ class UsageMetricsState(BillingState):
             except NoCustomerError as exc:
                 self.status, self.error, self.is_loading = SIGNED_OUT, rt.message_for(exc), False
                 return True
-            self.is_fetching = True
+            if force or self.status != SUCCESS:  # a background tick shows no spinner
+                self.is_fetching = True
         customer = ticket.customer
         if force:
             await rt.queries.cache.invalidate((rt.METRICS, customer))
@@ -121,26 +126,24 @@ class UsageMetricsState(BillingState):
         except BillingError as exc:
             async with self:
                 await self._confirm(ticket)
-                self.error, self.is_fetching, self.is_loading = rt.message_for(exc), False, False
-                self.status = after_error(bool(self.metrics))
+                show_failure(self, rt.message_for(exc), has_data=bool(self.metrics))
             return False
         # The cache's entry, not the one returned: a track answered while this fetch was in
         # flight has patched the cache with newer usage than the fetch saw.
         entry = await rt.queries.cache.peek((rt.METRICS, customer)) or entry
         async with self:
             await self._confirm(ticket)
-            self.metrics = [metric_view(m, hard_limit=m.feature_key in hard) for m in entry.data]
-            self.data_updated_at = entry.updated_at
-            self.updated_at = rt.iso_utc(entry.updated_at)
+            views = [metric_view(m, hard_limit=m.feature_key in hard) for m in entry.data]
+            changed = views != self.metrics
+            self.metrics = views  # an equal list is not assigned (BillingState): no delta
             # Served from the cache while other requests find the API down: say so now, not
             # when this entry expires.
             outage = rt.outage_message() if entry.fetched_at < started else ""
-            self.error, self.is_fetching, self.is_loading = outage, False, False
-            self.status = STALE if outage else SUCCESS
+            show_success(self, entry.updated_at, changed=changed, outage=outage)
             # Entitlements ride on this loop at their slower interval (no loop of their own).
             ent = await self.get_state(FeatureEntitlementsState)
             due = (
-                time.time() - ent.data_updated_at >= settings.entitlements_refresh_interval
+                time.time() - ent._confirmed_at >= settings.entitlements_refresh_interval
                 or ent.status in (STALE, ERROR)  # recovered: they retry with the meters
             )
         # From now on this tab gets the customer's meters as soon as they change (live.py).

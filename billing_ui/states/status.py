@@ -14,7 +14,7 @@ entitlements fetch is not "not on your plan".
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 QueryStatus = Literal["signed_out", "pending", "success", "error", "stale"]
 
@@ -42,3 +42,45 @@ def retry_delay(failures: int, interval: float) -> float:
     if failures <= 0:
         return interval
     return min(interval, RETRY_FIRST * 2.0 ** min(failures - 1, 16))
+
+
+# --- what a refresh sends ------------------------------------------------------------------
+# A query state (UsageMetricsState, FeatureEntitlementsState) has the public vars ``status``,
+# ``error``, ``is_fetching``, ``is_loading``, ``data_updated_at``, ``updated_at`` and the
+# backend var ``_confirmed_at``. BillingState skips assignments of equal values, so a refresh
+# that finds the data unchanged sends nothing, provided it does not move the fetch time the
+# browser sees either: the browser shows that time only outside ``success`` ("Last updated 2
+# min ago, retrying."), so it is kept backend-side (``_confirmed_at``) and sent when the data
+# changes or the status leaves or returns to ``success``.
+
+
+def stamp(state: Any, fetched_at: float, *, changed: bool) -> None:
+    """Record a successful fetch made at ``fetched_at``; show its time in the browser when the
+    data ``changed`` (else it stays in ``_confirmed_at`` until a status shows it)."""
+    state._confirmed_at = max(state._confirmed_at, fetched_at)
+    if changed or state.status != SUCCESS:
+        _show_time(state, fetched_at)
+
+
+def show_success(state: Any, fetched_at: float, *, changed: bool, outage: str) -> None:
+    """A refresh succeeded (``outage``: the sentence when it was served from the cache while
+    the API is down, else "")."""
+    status = STALE if outage else SUCCESS
+    stamp(state, fetched_at, changed=changed or status != SUCCESS)
+    state.error, state.is_fetching, state.is_loading = outage, False, False
+    state.status = status
+
+
+def show_failure(state: Any, message: str, *, has_data: bool) -> None:
+    """A refresh failed: the last good data stays, now with the time it was last confirmed."""
+    if state._confirmed_at > state.data_updated_at:
+        _show_time(state, state._confirmed_at)
+    state.error, state.is_fetching, state.is_loading = message, False, False
+    state.status = after_error(has_data)
+
+
+def _show_time(state: Any, at: float) -> None:
+    from billing_ui.states._runtime import iso_utc
+
+    state.data_updated_at = at
+    state.updated_at = iso_utc(at)

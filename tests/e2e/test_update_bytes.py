@@ -1,0 +1,109 @@
+"""What a tab is sent while its meters poll (issue 8, part 3): nothing when nothing changed.
+
+The demo's Reflex backend runs as its own process (``reflex run --backend-only``) against the
+real billing server process, behind the counting fault proxy (``tests/faults.py``, forwarding
+only: it counts the backend's upstream metric fetches, so the test knows that ticks happened
+without sleeping). A raw socket.io client plays the tab and records every update it is sent.
+
+Before: each tick re-sent the whole ``metrics`` list, its timestamps and ``is_fetching`` twice,
+about 4 KB per tab per tick for the demo's meters. Now a tick that finds the same meters sends
+nothing, and a tick after one meter changed sends the meters once (the whole list: Reflex
+replaces a var whole in the browser, see docs/architecture.md), with no timestamps repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench._reflex_backend import reflex_backend
+from bench._socketio import Tab, handler_name
+from bench.many_sockets import BACKEND_ENV, FLOOD_CUSTOMER, signed_in_tab
+from billing_ui.server.testing import ServerProcess, server_process
+from billing_ui.states import UsageMetricsState
+from tests.faults import FaultProxy
+
+METRICS = "/v1/usage/metrics"
+TICKS = 3
+
+
+def metrics_updates(tab: Tab, since: int) -> list[dict[str, Any]]:
+    """The parts of the updates after ``since`` that concern the meters' state."""
+    key = UsageMetricsState.get_full_name()
+    return [u["delta"][key] for u in tab.updates[since:] if key in (u.get("delta") or {})]
+
+
+def size(parts: list[dict[str, Any]]) -> int:
+    return sum(len(json.dumps(p)) for p in parts)
+
+
+def track_outside_the_app(srv: ServerProcess, quantity: float) -> None:
+    r = httpx.post(
+        f"{srv.base_url}/v1/usage/track",
+        json={"customer_id": FLOOD_CUSTOMER, "feature_key": "api_calls", "quantity": quantity},
+        headers={"Authorization": f"Bearer {srv.api_key}"},
+        timeout=30,
+    )
+    r.raise_for_status()
+
+
+async def _scenario(url: str, srv: ServerProcess, proxy: FaultProxy) -> dict[str, int]:
+    tab = await signed_in_tab(url, FLOOD_CUSTOMER)
+    try:
+        await tab.emit(handler_name(UsageMetricsState.poll))
+        await tab.wait_for(lambda: bool(tab.state(UsageMetricsState).get("metrics")), 30)
+        meters = tab.state(UsageMetricsState)["metrics"]
+        one_meter = max(len(json.dumps(m)) for m in meters)
+        whole = len(json.dumps(meters))
+
+        # Ticks with nothing new: the backend fetches (counted at the proxy), the tab hears
+        # nothing about its meters.
+        fetched, heard = len(proxy.seen(METRICS)), len(tab.updates)
+        await asyncio.to_thread(
+            proxy.wait_for, lambda seen: sum(s.path == METRICS for s in seen) >= fetched + TICKS, 30
+        )
+        quiet = metrics_updates(tab, heard)
+
+        # One meter changes outside the app: the next tick sends it, and only the meters.
+        before = len(tab.updates)
+        consumed = next(m["consumed"] for m in meters if m["feature_key"] == "api_calls")
+        await asyncio.to_thread(track_outside_the_app, srv, 7)
+
+        def moved() -> bool:
+            shown = tab.state(UsageMetricsState)["metrics"]
+            return any(
+                m["feature_key"] == "api_calls" and m["consumed"] == consumed + 7 for m in shown
+            )
+
+        await tab.wait_for(moved, 30)
+        changed = metrics_updates(tab, before)
+        return {
+            "quiet_updates": len(quiet),
+            "quiet_bytes": size(quiet),
+            "changed_bytes": size(changed),
+            "whole_bytes": whole,
+            "one_meter_bytes": one_meter,
+            "meters": len(meters),
+        }
+    finally:
+        await tab.close()
+
+
+def test_a_tick_that_finds_nothing_new_sends_nothing(tmp_path: Path) -> None:
+    with (
+        server_process(db_path=tmp_path / "billing.db") as srv,
+        FaultProxy(srv.base_url) as proxy,
+        reflex_backend(
+            {**BACKEND_ENV, "BILLINGOS_API_URL": proxy.url, "BILLING_UI_REFRESH_INTERVAL": "1"},
+            tmp_path / "backend.log",
+        ) as backend,
+    ):
+        out = asyncio.run(_scenario(backend.url, srv, proxy))
+    print(out)  # the figures for the report (pytest -s)
+    assert out["quiet_updates"] == 0 and out["quiet_bytes"] == 0, out
+    # The change arrives as the meters once: no second copy, no per-tick timestamps on top.
+    assert 0 < out["changed_bytes"] <= out["whole_bytes"] + 200, out
