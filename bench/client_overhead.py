@@ -8,8 +8,9 @@ Two arms send the same tracks with the same connection-pool limits:
   validation, a generated idempotency key (body and header), request building, the retry
   machinery, and the response parsed into a ``TrackUsageResult``;
 * **raw** - ``await http.post("/v1/usage/track", json=body, headers={"Idempotency-Key": ...})``
-  with the same body (a fresh ``uuid4`` key per request, as the client makes) and the status
-  checked; the response is not parsed.
+  with the same body (a fresh ``uuid4`` key per request, as the client makes), the status
+  checked and the JSON answer parsed (``response.json()``): what the least careful caller of
+  the API still does, so the ratio counts what the client adds, not the reading of the answer.
 
 They run twice:
 
@@ -92,6 +93,8 @@ def raw_arm(http: httpx.AsyncClient) -> Arm:
         response = await http.post("/v1/usage/track", json=body, headers={"Idempotency-Key": key})
         if response.status_code != 200:
             raise RuntimeError(f"raw track failed: {response.status_code} {response.text}")
+        if not isinstance(response.json(), dict):  # read, as any caller of the API must
+            raise RuntimeError(f"raw track answered no JSON object: {response.text}")
 
     return lambda concurrency, requests: run_workers(concurrency, requests, one)
 
