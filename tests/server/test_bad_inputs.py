@@ -7,7 +7,7 @@ and that the database is exactly as it was (row counts and sums of every table).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -423,21 +423,34 @@ def test_the_catalogue_is_big_enough():
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_refused_and_changes_nothing(srv, case: Case):
     server, token = srv
-    before = server.fingerprint()
-    headers = {**server.auth(token if case.session else None), **case.headers}
+    assert_refused_and_unchanged(server.base_url, server.auth, server.fingerprint, token, case)
+
+
+def assert_refused_and_unchanged(
+    base_url: str,
+    auth: Callable[[str | None], dict[str, str]],
+    fingerprint: Callable[[], dict[str, int]],
+    token: str,
+    case: Case,
+) -> None:
+    """Send ``case`` to the server at ``base_url``: its status, envelope code and field, and
+    the database exactly as before (also used against the server process,
+    test_bad_inputs_process.py)."""
+    before = fingerprint()
+    headers = {**auth(token if case.session else None), **case.headers}
     kwargs: dict[str, Any] = {"headers": headers, "params": case.params}
     if case.content is not None:
         kwargs["content"] = case.content
     elif case.json is not None:
         kwargs["json"] = case.json
-    response = httpx.request(case.method, server.base_url + case.path, timeout=30, **kwargs)
+    response = httpx.request(case.method, base_url + case.path, timeout=30, **kwargs)
     error = assert_error(response, case.status, case.code)
     if case.field is not None:
         fields = [e["field"] for e in error["details"]["fieldErrors"]]
         assert case.field in fields, error
         for e in error["details"]["fieldErrors"]:
             assert e["rule"] and e["message"]
-    assert server.fingerprint() == before
+    assert fingerprint() == before
 
 
 def test_the_server_still_works_afterwards(srv):
