@@ -18,7 +18,8 @@ again on the same database, and the database itself (not the API) is checked:
 
 Then every batch is sent again with the same keys (what a client that never saw its answer
 does): the database must hold each of the ``events`` exactly once. The baseline for the
-timings is the same ingest into a server that is not killed (``clean_ingest_s``).
+resend's speed is the first ingest's, before the kill (``*_resend_vs_ingest_speed_ratio``:
+a resend of events already recorded costs about what recording them did).
 """
 
 from __future__ import annotations
@@ -194,17 +195,9 @@ def crash_and_recover(database: str, events: int) -> dict[str, Any]:
         "ingest_until_kill_s": ingest_until_kill_s,
         "restart_s": restart_s,
         "resend_s": resend_s,
+        "ingest_rate": len(acked) * BATCH / ingest_until_kill_s,
+        "resend_rate": batches * BATCH / resend_s,
     }
-
-
-def clean_ingest_s(database: str, events: int) -> float:
-    """The baseline: the same ingest into a server that is left alone."""
-    bodies = _bodies(max(2, events // BATCH))
-    with uvicorn_process(*_server_args(database)) as served:
-        _create_customers(served.url)
-        started = time.perf_counter()
-        _ingest(served.url, bodies, set())
-        return time.perf_counter() - started
 
 
 def broken_invariants(found: dict[str, Any]) -> list[str]:
@@ -225,7 +218,7 @@ def broken_invariants(found: dict[str, Any]) -> list[str]:
 
 
 def run(*, smoke: bool = False) -> dict[str, object]:
-    events = 4_000 if smoke else 100_000
+    events = 2_000 if smoke else 100_000
     stores = ("sqlite",) if smoke else STORES
     config = {"events": events, "batch": BATCH, "clients": CLIENTS, "stores": list(stores),
               "kill": "SIGKILL once half the batches are acknowledged"}  # fmt: skip
@@ -236,7 +229,6 @@ def run(*, smoke: bool = False) -> dict[str, object]:
         for kind in stores:
             with databases(kind, Path(tmp)) as new_database:
                 found = crash_and_recover(new_database(), events)
-                baseline = clean_ingest_s(new_database(), events)
             broken += [f"{kind}: {b}" for b in broken_invariants(found)]
             after = found["after_crash"]
             figures |= {
@@ -253,8 +245,11 @@ def run(*, smoke: bool = False) -> dict[str, object]:
                 - found["final"]["distinct_keys"],
                 f"{kind}_restart_s": round(found["restart_s"], 2),
                 f"{kind}_resend_all_s": round(found["resend_s"], 2),
-                f"{kind}_clean_ingest_s": round(baseline, 2),
-                f"{kind}_resend_vs_clean_time_ratio": round(found["resend_s"] / baseline, 2),
+                f"{kind}_ingest_events_per_s": round(found["ingest_rate"]),
+                f"{kind}_resend_events_per_s": round(found["resend_rate"]),
+                f"{kind}_resend_vs_ingest_speed_ratio": round(
+                    found["resend_rate"] / found["ingest_rate"], 2
+                ),
             }
     goals = {
         f"{kind}_{name}": "0" for kind in stores
