@@ -54,12 +54,18 @@ class LiveMeters:
         self._tasks: set[asyncio.Task[None]] = set()
         self.modify: Modify | None = None
         """How to reach a tab's state; the registered app's ``modify_state`` when unset."""
+        self._app_modify: Modify | None = None
+        """The registered app's, found in :meth:`follow` (an event handler, where Reflex's
+        registration context is set; in a production worker the pushes run in a task that was
+        started outside it, where it is not)."""
         self.pushed: Counter[str] = Counter()
         """Deltas pushed, by tab token (tests and benchmarks)."""
 
     async def follow(self, token: str, customer: str) -> None:
         """Push ``customer``'s meters to the tab ``token`` whenever they change."""
         loop = asyncio.get_running_loop()
+        if self._app_modify is None:
+            self._app_modify = _app_modify()
         if self._listening_on is not loop:  # listeners run on the loop that registered them
             if self._stop is not None:
                 self._stop()
@@ -97,7 +103,7 @@ class LiveMeters:
         from billing_ui.states.status import stamp
         from billing_ui.states.views import metric_view
 
-        modify = self.modify or _app_modify()
+        modify = self.modify or self._app_modify or _app_modify()
         entry = await self._runtime.store.peek((METRICS, customer))
         if modify is None or entry is None:
             return

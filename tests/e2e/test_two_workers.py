@@ -1,0 +1,118 @@
+"""The demo deployed as Reflex deploys at scale: production mode, 2 backend worker processes
+(granian) sharing nothing but a real Redis (Reflex's state manager and billing_ui's query
+store), in front of the real local billing server on PostgreSQL (:mod:`billing_ui.demo.scaled`,
+what ``make demo-scaled`` runs).
+
+Two tabs of one customer (two headless chromiums, so each has its own socket) are served by
+different workers, which is proven from Reflex's own record in Redis of which worker instance
+holds each tab's socket, not assumed: tab B is reloaded (a new socket, same session) until it
+lands on the other worker. Then a track in tab A moves tab B's meter within 1 s, with the
+refresh interval at 120 s so only the live push can do it, and the billing server (behind a
+recording proxy) sees each metrics fetch once, not once per worker.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+
+from billing_ui.core import BillingClient
+from billing_ui.demo.scaled import ScaledDemo, scaled_demo
+from billing_ui.server.testing import RunningServer, create_customer, running_server
+from billing_ui.server.testing_postgres import TempPostgres
+from tests.faults import FaultProxy
+
+from .browser import chromium, click, wait_for
+from .demo import PAGE_TIMEOUT, go, meter_value, sign_in_at, wait_meter
+
+CUSTOMER = "e2e_two_workers"
+METRICS = "/v1/usage/metrics"
+REFRESH_S = 120.0
+"""Far beyond the test's length: no tab's own timer can move a meter, only the live push."""
+PUSH_DEADLINE_S = 1.0
+LANDING_TRIES = 15
+"""Reloads of tab B to land its socket on the other worker (each lands on either; 2**-15)."""
+
+
+@pytest.fixture(scope="module")
+def billing(postgres_cluster: TempPostgres) -> Iterator[tuple[RunningServer, FaultProxy]]:
+    db = postgres_cluster.create_database("twoworkers")
+    with running_server(database_url=db) as server, FaultProxy(server.base_url) as proxy:
+        create_customer(server, ["pro"], customer_id=CUSTOMER)
+        with BillingClient(base_url=server.base_url, api_key=server.api_key) as client:
+            client.track_usage(customer_id=CUSTOMER, feature_key="api_calls", quantity=5)
+        yield server, proxy
+
+
+@pytest.fixture(scope="module")
+def scaled(billing: tuple[RunningServer, FaultProxy], redis_url: str) -> Iterator[ScaledDemo]:
+    _server, proxy = billing
+    with scaled_demo(
+        billing_url=proxy.url, redis_url=redis_url, namespace=f"e2e{uuid.uuid4().hex[:8]}",
+        refresh_interval=REFRESH_S, customers=[CUSTOMER],
+    ) as demo:  # fmt: skip
+        yield demo
+
+
+def token_of(tab: WebDriver) -> str:
+    token = tab.execute_script("return window.sessionStorage.getItem('token')")
+    assert token, "the tab has no Reflex token"
+    return str(token)
+
+
+def metric_fetches(proxy: FaultProxy) -> int:
+    return sum(CUSTOMER in r.query for r in proxy.seen(METRICS))
+
+
+def landed(demo: ScaledDemo, tab: WebDriver) -> Callable[[], str | None]:
+    """Which worker holds the tab's socket (for a wait: None until it has one)."""
+    return lambda: demo.instance_of(token_of(tab))
+
+
+def test_a_track_on_one_worker_moves_the_meter_on_the_other_within_a_second(
+    scaled: ScaledDemo, billing: tuple[RunningServer, FaultProxy]
+) -> None:
+    _server, proxy = billing
+    with chromium() as tab_a, chromium() as tab_b:
+        sign_in_at(tab_a, scaled.frontend_url, CUSTOMER)
+        go(tab_a, "playground")
+        wait_meter(tab_a, "api_calls", 5, timeout=PAGE_TIMEOUT)
+        worker_a = wait_for(landed(scaled, tab_a), timeout=PAGE_TIMEOUT)
+
+        sign_in_at(tab_b, scaled.frontend_url, CUSTOMER)
+        wait_meter(tab_b, "api_calls", 5, timeout=PAGE_TIMEOUT)
+        token_b = token_of(tab_b)
+        worker_b = wait_for(landed(scaled, tab_b), timeout=PAGE_TIMEOUT)
+        for _ in range(LANDING_TRIES):
+            if worker_b != worker_a:
+                break
+            old = scaled.socket_of(token_b)
+            tab_b.refresh()  # a new socket for the same tab (its token stays)
+            new = wait_for(
+                lambda old=old: (record := scaled.socket_of(token_b)) != old and record,
+                timeout=PAGE_TIMEOUT,
+            )
+            worker_b = new[0]
+            wait_meter(tab_b, "api_calls", 5, timeout=PAGE_TIMEOUT)
+        assert token_of(tab_b) == token_b
+        assert worker_a == scaled.instance_of(token_of(tab_a))
+        assert worker_b != worker_a, f"tab B stayed on worker {worker_a} for {LANDING_TRIES} loads"
+
+        # Both tabs' first loads, on two workers, made one metrics request between them.
+        assert metric_fetches(proxy) == 1
+
+        click(tab_a, By.ID, "track-api_calls")
+        clicked = time.monotonic()
+        wait_meter(tab_b, "api_calls", 6, timeout=10)
+        latency = time.monotonic() - clicked
+        wait_meter(tab_a, "api_calls", 6)
+        assert latency <= PUSH_DEADLINE_S, f"tab B's meter moved {latency:.2f} s after the click"
+        # The track's refetch is made once (by tab A's worker); tab B's worker only read Redis.
+        proxy.wait_for(lambda _seen: metric_fetches(proxy) >= 2, timeout=10)
+        assert metric_fetches(proxy) == 2
+        assert meter_value(tab_b, "api_calls") == 6
