@@ -1,21 +1,77 @@
-"""Numbers and words as the meters show them, computed in the browser (no round trip)."""
+"""Numbers, dates and words as the components show them, computed in the browser (no round
+trip) with the browser's ``Intl``: in the reader's locale unless a component's ``locale=``
+names one."""
 
 from __future__ import annotations
 
-from typing import Any, Final
+import re
+from typing import Any, Final, Literal
 
 import reflex as rx
+from reflex.vars import FunctionStringVar
 from reflex_base.vars.base import Var
 from reflex_base.vars.number import NumberVar
 
 from billing_ui.core._constants import NEVER_RESETS_DAYS
+from billing_ui.core.errors import InvalidInputError
+
+_LOCALE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,4}")
+
+NUMBER_JS: Final = "(v, l) => Number(v).toLocaleString(l ?? undefined, {maximumFractionDigits: 3})"
+"""Grouped, at most three decimals: ``15,000`` in en-US, ``15.000`` in de-DE."""
+DATE_JS: Final = {
+    "day": "{month: 'short', day: 'numeric', timeZone: 'UTC'}",
+    "hour": "{hour: '2-digit', minute: '2-digit', timeZone: 'UTC'}",
+}
+"""A chart bucket's label: buckets are UTC days and hours (as the billing periods are)."""
 
 
-def number(value: Any) -> Var[str]:
-    """A number var as text: ``1234567.5`` -> ``"1,234,567.5"`` (en-US grouping, at most three
-    decimals, so a fractional quantity such as storage GB stays visible and a whole one shows
-    no ``.0``). Formatted in the browser, so it follows every delta without a round trip."""
-    return Var.create(f"{value:,}")  # NumberVar.__format__ -> toLocaleString('en-US')
+def check_locale(locale: str | None) -> str | None:
+    """A BCP 47 tag such as ``de-DE`` (checked at page build: an invalid tag would make
+    ``Intl`` throw in the reader's browser), or None for the browser's own locale."""
+    if locale is not None and (not isinstance(locale, str) or not _LOCALE.fullmatch(locale)):
+        raise InvalidInputError.single(
+            "locale", "bcp47", "must be a language tag such as 'en-US' or 'de-DE', or None"
+        )
+    return locale
+
+
+def number(value: Any, locale: str | None = None) -> Var[str]:
+    """A number var as text: ``1234567.5`` -> ``"1,234,567.5"`` in en-US (grouped, at most
+    three decimals, so a fractional quantity such as storage GB stays visible and a whole one
+    shows no ``.0``). Formatted in the browser in its own locale, or ``locale``, so it follows
+    every delta without a round trip."""
+    return FunctionStringVar.create(NUMBER_JS).call(value, Var.create(check_locale(locale))).to(str)
+
+
+def number_formatter(locale: str | None = None) -> str:
+    """:func:`number` as a JS function of one value (a chart's tick and tooltip formatter)."""
+    return f"(v) => ({NUMBER_JS})(v, {_js_locale(locale)})"
+
+
+def date_formatter(bucket: Literal["day", "hour"], locale: str | None = None) -> str:
+    """A JS function formatting epoch milliseconds as a chart bucket's label, with ``Intl``
+    (``Nov 30`` / ``30. Nov.``; ``14:00``)."""
+    return (
+        f"(t) => new Intl.DateTimeFormat({_js_locale(locale)}, {DATE_JS[bucket]})"
+        ".format(new Date(t))"
+    )
+
+
+def time_of_day(iso: Any, locale: str | None = None) -> Var[str]:
+    """An ISO 8601 timestamp var as a UTC time of day in the browser's locale (``11:41:30 AM``,
+    ``11:41:30``), or ``""`` before there is one."""
+    js = (
+        f"(s) => (s ? new Date(s).toLocaleTimeString({_js_locale(locale)}, "
+        "{timeZone: 'UTC'}) : '')"
+    )
+    formatted: Var[str] = FunctionStringVar.create(js).call(iso).to(str)
+    return formatted
+
+
+def _js_locale(locale: str | None) -> str:
+    tag = check_locale(locale)
+    return "undefined" if tag is None else f"'{tag}'"
 
 
 def resets_in(days: NumberVar[int]) -> Any:

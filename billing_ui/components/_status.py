@@ -6,12 +6,53 @@ in. Shared by the components so each status reads the same everywhere (see
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import reflex as rx
+from reflex_base.utils.imports import ImportDict
+from reflex_base.vars.base import Var
 
 from billing_ui.components import styles
 from billing_ui.components._format import ago
+from billing_ui.core.problems import USER_MESSAGE
+
+OUTAGE_MARK: Final = "data-billing-outage"
+ONCE_PER_PAGE_JS: Final = f"""useEffect(() => {{
+  // The outage sentence once per page: every copy after the first in document order is hidden
+  // (each component keeps its own status line). Re-run whenever the page's elements change.
+  const once = () => document.querySelectorAll("[{OUTAGE_MARK}]").forEach((el, i) => {{
+    if (el.hidden !== (i > 0)) el.hidden = i > 0;
+  }});
+  once();
+  const observer = new MutationObserver(once);
+  observer.observe(document.body, {{childList: true, subtree: true}});
+  return () => observer.disconnect();
+}}, []);"""
+
+
+class OutageSentence(rx.el.Div):  # type: ignore[misc]
+    """The neutral outage sentence, marked so a page shows it once however many components
+    met the outage (a wrong key used to put it on the page three times). Its hook is the same
+    string everywhere, so Reflex writes it once per component function."""
+
+    def add_imports(self) -> ImportDict:
+        return {"react": "useEffect"}
+
+    def add_hooks(self) -> list[str | Var[Any]]:
+        return [ONCE_PER_PAGE_JS]
+
+
+def error_line(
+    error: Any, *, status: str | None = None, text: Any = rx.text, **props: Any
+) -> rx.Component:
+    """A component's error: for an outage, its own ``status`` line (if any) and the outage
+    sentence, once per page (see :class:`OutageSentence`); any other error as it is."""
+    sentence = OutageSentence.create(text(USER_MESSAGE, **props), custom_attrs={OUTAGE_MARK: "1"})
+    return rx.cond(
+        error == USER_MESSAGE,
+        rx.fragment(*([text(status, **props)] if status else []), sentence),
+        text(error, **props),
+    )
 
 
 def retry_button(on_click: Any, busy: Any, *, color_scheme: str, testid: str) -> Any:
@@ -40,7 +81,7 @@ def stale_callout(
                     weight="medium",
                     data_testid="stale-note",
                 ),
-                rx.callout.text(error, size="1", data_testid=testid),
+                rx.box(error_line(error, text=rx.callout.text, size="1"), data_testid=testid),
                 spacing="0",
             ),
             rx.spacer(),
@@ -54,12 +95,18 @@ def stale_callout(
     )
 
 
-def error_callout(error: Any, *, retry: Any, busy: Any, testid: str) -> rx.Component:
-    """Nothing is known: the first load failed. Say so, never "none"."""
+def error_callout(error: Any, *, retry: Any, busy: Any, testid: str, status: str) -> rx.Component:
+    """Nothing is known: the first load failed. Say so (``status``: what this component cannot
+    show), never "none"; then why (the outage sentence only once per page)."""
     return rx.callout.root(
         rx.callout.icon(rx.icon("triangle_alert")),
         rx.hstack(
-            rx.callout.text(error, data_testid=testid),
+            rx.vstack(
+                rx.callout.text(status, weight="medium"),
+                error_line(error, text=rx.callout.text, size="1"),
+                spacing="0",
+                data_testid=testid,
+            ),
             rx.spacer(),
             retry_button(retry, busy, color_scheme="red", testid="usage-retry"),
             align="center",

@@ -33,10 +33,13 @@ def type_badge(kind: Var[str]) -> rx.Component:
     )
 
 
-def entitlements_list(*, show_plan: bool = True, **props: Any) -> rx.Component:
+def entitlements_list(
+    *, show_plan: bool = True, locale: str | None = None, **props: Any
+) -> rx.Component:
     """Every feature the signed-in customer is entitled to. Loads on mount (cached). "No
     features" only when the billing API said so; a failed load says it failed, stale data
-    says how old it is, and a signed-out page shows nothing here::
+    says how old it is, and a signed-out page shows nothing here. Limits are grouped in the
+    browser's locale, or ``locale``::
 
     rx.card(rx.heading("Your plan"), entitlements_list())
     """
@@ -46,7 +49,7 @@ def entitlements_list(*, show_plan: bool = True, **props: Any) -> rx.Component:
         state.entitlements.length() > 0,
         rx.table.root(
             rx.table.header(rx.table.row(*[rx.table.column_header_cell(h) for h in headers])),
-            rx.table.body(rx.foreach(state.entitlements, lambda e: _row(e, show_plan))),
+            rx.table.body(rx.foreach(state.entitlements, lambda e: _row(e, show_plan, locale))),
             variant="surface",
             size="2",
             width="100%",
@@ -69,6 +72,7 @@ def entitlements_list(*, show_plan: bool = True, **props: Any) -> rx.Component:
                     retry=UsageMetricsState.retry_all,
                     busy=state.is_fetching,
                     testid="entitlements-error",
+                    status="Your plan's features can't be shown right now.",
                 ),
             ),
             (
@@ -96,11 +100,11 @@ def entitlements_list(*, show_plan: bool = True, **props: Any) -> rx.Component:
     )
 
 
-def _row(ent: Var[EntitlementView], show_plan: bool) -> rx.Component:
+def _row(ent: Var[EntitlementView], show_plan: bool, locale: str | None) -> rx.Component:
     allowance = rx.match(
         ent.type,
         ("boolean", rx.text("Included")),
-        rx.cond(ent.has_limit, rx.text(number(ent.limit)), rx.text("Unlimited")),
+        rx.cond(ent.has_limit, rx.text(number(ent.limit, locale)), rx.text("Unlimited")),
     )
     status = rx.cond(
         ent.enabled,

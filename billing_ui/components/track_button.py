@@ -18,6 +18,7 @@ from typing import Any
 import reflex as rx
 
 from billing_ui.components import styles
+from billing_ui.components._status import error_line
 from billing_ui.core.errors import InvalidInputError
 from billing_ui.settings import get_settings
 from billing_ui.states.metrics import UsageMetricsState
@@ -113,10 +114,13 @@ def track_button(
                     mine & ~pending,
                     rx.cond(
                         TrackUsageState.is_error,
-                        rx.text(
-                            TrackUsageState.error,
-                            color="var(--red-11)",
-                            size="2",
+                        rx.box(
+                            error_line(
+                                TrackUsageState.error,
+                                status="Not recorded.",
+                                color="var(--red-11)",
+                                size="2",
+                            ),
                             role="alert",
                             data_testid="track-error",
                         ),

@@ -36,12 +36,13 @@ def upgrade_nudge(
     feature_key: str | None = None,
     style: Literal["banner", "toast"] = "banner",
     position: Literal["bottom-right", "bottom-left", "top-right", "top-left"] = "bottom-right",
+    locale: str | None = None,
     **props: Any,
 ) -> rx.Component:
     """Nudges for the metrics at >= 80 % of their limit (or only ``feature_key``'s), with an
     upgrade link and a close button: full-width banners where the component sits
     (``style="banner"``), or toasts stacked in a corner of the window above the page
-    (``style="toast"``, at ``position``)::
+    (``style="toast"``, at ``position``). Numbers follow the browser's locale, or ``locale``::
 
         upgrade_nudge(upgrade_url="/pricing")
         upgrade_nudge(upgrade_url="/pricing", style="toast", position="bottom-left")
@@ -59,7 +60,7 @@ def upgrade_nudge(
         lambda metric: rx.cond(
             UpgradeNudgeState.dismissed.contains(metric.feature_key),
             rx.fragment(),
-            render(metric, upgrade_url, cta),
+            render(metric, upgrade_url, cta, locale),
         ),
     )
     if style == "toast":
@@ -78,13 +79,13 @@ def upgrade_nudge(
     )
 
 
-def _message(metric: Var[MetricView]) -> Any:
+def _message(metric: Var[MetricView], locale: str | None) -> Any:
     return rx.cond(
         metric.level == "over",
         f"You have reached your plan's limit of {metric.feature_title} "
-        f"({number(metric.consumed)} of {number(metric.limit)}).",
-        f"You have used {number(metric.percentage_used)} % of your {metric.feature_title} "
-        f"({number(metric.consumed)} of {number(metric.limit)}).",
+        f"({number(metric.consumed, locale)} of {number(metric.limit, locale)}).",
+        f"You have used {number(metric.percentage_used, locale)} % of your {metric.feature_title} "
+        f"({number(metric.consumed, locale)} of {number(metric.limit, locale)}).",
     )
 
 
@@ -106,14 +107,16 @@ def _action(upgrade_url: str | None, cta: str, scheme: Any) -> rx.Component:
     return rx.link(rx.button(cta, size="1", color_scheme=scheme), href=upgrade_url)
 
 
-def _toast(metric: Var[MetricView], upgrade_url: str | None, cta: str) -> rx.Component:
+def _toast(
+    metric: Var[MetricView], upgrade_url: str | None, cta: str, locale: str | None
+) -> rx.Component:
     """One nudge as a toast: a small floating card, coloured like the meter's level."""
     scheme = rx.cond(metric.level == "over", "red", "amber")
     return rx.hstack(
         rx.icon("trending_up", size=18, color=styles.level_color(metric.level, 11)),
         rx.vstack(
             rx.text(metric.feature_title, weight="medium", size="2"),
-            rx.text(_message(metric), **styles.MUTED_TEXT),
+            rx.text(_message(metric, locale), **styles.MUTED_TEXT),
             _action(upgrade_url, cta, scheme),
             spacing="2",
             align="start",
@@ -131,12 +134,14 @@ def _toast(metric: Var[MetricView], upgrade_url: str | None, cta: str) -> rx.Com
     )
 
 
-def _banner(metric: Var[MetricView], upgrade_url: str | None, cta: str) -> rx.Component:
+def _banner(
+    metric: Var[MetricView], upgrade_url: str | None, cta: str, locale: str | None
+) -> rx.Component:
     scheme = rx.cond(metric.level == "over", "red", "amber")
     return rx.callout.root(
         rx.callout.icon(rx.icon("trending_up")),
         rx.hstack(
-            rx.callout.text(_message(metric)),
+            rx.callout.text(_message(metric, locale)),
             rx.spacer(),
             _action(upgrade_url, cta, scheme),
             _dismiss(metric),

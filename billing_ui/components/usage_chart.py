@@ -9,18 +9,50 @@ the chart mounts and kept fresh by the page's ``on_load=UsageHistoryState.poll``
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import reflex as rx
+from reflex.vars import FunctionStringVar
 from reflex_base.vars.base import Var
 
 from billing_ui.components import styles
-from billing_ui.components._format import humanize, number
+from billing_ui.components._format import (
+    check_locale,
+    date_formatter,
+    humanize,
+    number,
+    number_formatter,
+)
+from billing_ui.components._status import error_line
 from billing_ui.states.history import UsageHistoryState, history_id
 from billing_ui.states.metrics import UsageMetricsState
 
-GROUPED = "(value) => Number(value).toLocaleString('en-US', {maximumFractionDigits: 3})"
-"""The y axis's tick format: the same grouping as :func:`~billing_ui.components._format.number`."""
+STEP_MS: Final = {"day": 86_400_000, "hour": 3_600_000}
+POINTS_JS: Final = """(h, ms, key, step) => {
+  const values = h?.points ?? [];
+  const consumed = ms?.[key]?.consumed;
+  return values.map((v, i) => ({
+    t: h.start + i * step,
+    v: i === values.length - 1 && consumed != null ? consumed : v,
+  }));
+}"""
+"""The chart's points from the compact history: the last one is the meter's ``consumed``, so
+a track moves the meter, the last point and the total in the same render."""
+LAST_JS: Final = "(points) => (points.length ? points[points.length - 1].v : 0)"
+
+
+def chart_points(feature_key: str, bucket: str) -> Var[list[dict[str, Any]]]:
+    """The points a chart draws (``t``: bucket start in epoch ms, ``v``: running total)."""
+    return (
+        FunctionStringVar.create(POINTS_JS)
+        .call(
+            UsageHistoryState.histories[history_id(feature_key, bucket)],
+            UsageMetricsState.metrics_by_key,
+            Var.create(feature_key),
+            Var.create(STEP_MS[bucket]),
+        )
+        .to(list[dict[str, Any]])
+    )
 
 
 def usage_chart(
@@ -30,19 +62,26 @@ def usage_chart(
     title: str | None = None,
     height: int = styles.CHART_HEIGHT,
     show_limit: bool = True,
+    locale: str | None = None,
     **props: Any,
 ) -> rx.Component:
     """An area chart of ``feature_key``'s running total over the period, per day (or per hour
-    for a feature that resets daily), with the plan's limit as a dashed line::
+    for a feature that resets daily), with the plan's limit as a dashed line. Works against
+    any BillingOS: its points are the usage samples the app keeps from the meters (the local
+    server's history endpoint only back-fills). Its last point and total are the meter's own
+    value. Ticks and tooltips use the browser's locale, or ``locale`` (``"de-DE"``)::
 
         app.add_page(dashboard, on_load=[UsageMetricsState.poll, UsageHistoryState.poll])
         usage_chart("api_calls", title="API calls this month")
         usage_chart("ai_tokens", bucket="hour")
     """
+    check_locale(locale)
     ident = history_id(feature_key, bucket)
     # An hourly chart shows today: its total must not claim the whole period.
     span = "today" if bucket == "hour" else "this period"
     history = UsageHistoryState.histories[ident]
+    points = chart_points(feature_key, bucket)
+    last = FunctionStringVar.create(LAST_JS).call(points).to(float)
     metric = UsageMetricsState.metrics_by_key[feature_key]
     has_metric = UsageMetricsState.metrics_by_key.contains(feature_key)
     # Always rendered (recharts looks for its children by type; a conditional wrapper would
@@ -63,10 +102,14 @@ def usage_chart(
     )
     chart = rx.recharts.area_chart(
         rx.recharts.cartesian_grid(stroke_dasharray="3 3", stroke="var(--gray-a5)"),
-        rx.recharts.x_axis(data_key="label", **styles.CHART_AXIS),
+        rx.recharts.x_axis(
+            data_key="t", tick_formatter=date_formatter(bucket, locale), **styles.CHART_AXIS
+        ),
         # The meters' grouped format (15,000), and as wide as the longest tick needs: a 6-digit
         # value never loses its first digits at the card's edge.
-        rx.recharts.y_axis(**styles.CHART_AXIS, width="auto", tick_formatter=GROUPED),
+        rx.recharts.y_axis(
+            **styles.CHART_AXIS, width="auto", tick_formatter=number_formatter(locale)
+        ),
         rx.recharts.graphing_tooltip(
             content_style={
                 "background": "var(--color-panel-solid)",
@@ -74,17 +117,24 @@ def usage_chart(
                 "border_radius": "var(--radius-3)",
                 "color": "var(--gray-12)",
             },
+            # Recharts' Tooltip props the Reflex wrapper does not declare.
+            custom_attrs={
+                "labelFormatter": FunctionStringVar.create(date_formatter(bucket, locale)),
+                "formatter": FunctionStringVar.create(number_formatter(locale)),
+            },
         ),
         rx.recharts.area(
-            data_key="cumulative",
+            data_key="v",
             name="Used",
             type_="monotone",
             stroke_width=2,
+            # Dots while there are too few points for a line (samples just began).
+            dot=rx.cond(history.points.length() < 3, True, False),
             is_animation_active=False,
             **styles.CHART_AREA,
         ),
         *limit_line,
-        data=history.points.to(list[dict[str, Any]]),
+        data=points,
         height=height,
         width="100%",
         margin={"top": 10, "right": 16, "bottom": 0, "left": 0},
@@ -102,10 +152,22 @@ def usage_chart(
             rx.spacer(),
             rx.cond(
                 UsageHistoryState.histories.contains(ident),
-                rx.text(f"{number(history.total)} {span}", **styles.MUTED_TEXT),
+                rx.text(
+                    f"{number(last, locale)} {span}",
+                    data_testid="chart-total",
+                    **styles.MUTED_TEXT,
+                ),
             ),
             width="100%",
             align="baseline",
+        ),
+        rx.cond(
+            has_data & history.partial & ~failed,
+            rx.text(
+                "Recorded since the app started watching; earlier usage is in the meter's total.",
+                data_testid="chart-partial",
+                **styles.merge(styles.MUTED_TEXT, {"size": "1"}),
+            ),
         ),
         rx.cond(
             has_data & failed,
@@ -121,7 +183,12 @@ def usage_chart(
             rx.cond(
                 failed,
                 rx.center(
-                    rx.text(UsageHistoryState.errors[ident], **styles.MUTED_TEXT),
+                    rx.vstack(
+                        rx.text("This chart can't be drawn right now.", **styles.MUTED_TEXT),
+                        error_line(UsageHistoryState.errors[ident], **styles.MUTED_TEXT),
+                        align="center",
+                        spacing="1",
+                    ),
                     height=f"{height}px",
                     width="100%",
                     data_testid="chart-error",
@@ -133,6 +200,7 @@ def usage_chart(
         spacing="3",
         data_testid="usage-chart",
         data_feature_key=feature_key,
+        data_last_point=last,
         **styles.merge(styles.CARD, props),
     )
     # Signed out: nothing to chart, and the page says so once (usage_dashboard).

@@ -32,6 +32,7 @@ def usage_dashboard(
     empty_text: str | None = "No usage to show yet.",
     show_error: bool = True,
     skeletons: int = 3,
+    locale: str | None = None,
     **props: Any,
 ) -> rx.Component:
     """All of the customer's meters, or only ``feature_key`` (one key or several), minus
@@ -42,7 +43,8 @@ def usage_dashboard(
     nothing is known (never "no usage"); the last good meters under a "last updated 2 min ago,
     retrying" note when a refresh failed; one calm "sign in" line when nobody is. The notes
     belong to one dashboard of a page (``show_error=False`` leaves them to another); with no
-    metric to show, ``empty_text`` (``None``: nothing at all). The page keeps the metrics fresh with
+    metric to show, ``empty_text`` (``None``: nothing at all). Numbers follow the browser's
+    locale, or ``locale`` (``"de-DE"``). The page keeps the metrics fresh with
     ``on_load=UsageMetricsState.poll``::
 
         app.add_page(dashboard, on_load=UsageMetricsState.poll)
@@ -59,7 +61,11 @@ def usage_dashboard(
     state = UsageMetricsState
     grid = rx.cond(
         metrics.length() > 0,
-        rx.grid(rx.foreach(metrics, usage_meter), columns=columns, **styles.GRID),
+        rx.grid(
+            rx.foreach(metrics, lambda m: usage_meter(m, locale=locale)),
+            columns=columns,
+            **styles.GRID,
+        ),
         _empty(empty_text) if empty_text is not None else rx.fragment(),
     )
 
@@ -109,6 +115,7 @@ def error_callout() -> rx.Component:
         retry=UsageMetricsState.retry_all,
         busy=UsageMetricsState.is_fetching,
         testid="usage-error",
+        status="Your usage can't be shown right now.",
     )
 
 

@@ -28,6 +28,7 @@ def usage_meter(
     *,
     feature_key: str | None = None,
     show_product: bool = False,
+    locale: str | None = None,
     **props: Any,
 ) -> rx.Component:
     """A card with the feature's title, a progress bar, "consumed / limit used", what remains
@@ -36,7 +37,8 @@ def usage_meter(
 
     Pass a metric var (e.g. inside ``rx.foreach``) or a ``feature_key`` to read it from
     :class:`UsageMetricsState` (nothing is rendered until that feature's metric is loaded).
-    Extra props style the card::
+    Numbers are grouped in the browser's locale (``15,000``), or ``locale`` (``"de-DE"``:
+    ``15.000``). Extra props style the card::
 
         rx.foreach(UsageMetricsState.metrics, usage_meter)
         usage_meter(feature_key="api_calls", width="24em")
@@ -47,14 +49,14 @@ def usage_meter(
         by_key = UsageMetricsState.metrics_by_key
         return rx.cond(
             by_key.contains(feature_key),
-            usage_meter(by_key[feature_key], show_product=show_product, **props),
+            usage_meter(by_key[feature_key], show_product=show_product, locale=locale, **props),
         )
     if feature_key is not None:
         raise TypeError("usage_meter() takes a metric var or a feature_key, not both")
     return rx.vstack(
         _header(metric, show_product),
-        meter_bar(metric),
-        _figures(metric),
+        meter_bar(metric, locale=locale),
+        _figures(metric, locale),
         spacing="2",
         data_testid="usage-meter",
         data_feature_key=metric.feature_key,
@@ -63,7 +65,7 @@ def usage_meter(
     )
 
 
-def meter_bar(metric: Var[MetricView]) -> rx.Component:
+def meter_bar(metric: Var[MetricView], *, locale: str | None = None) -> rx.Component:
     """The bar alone: ``role="progressbar"``, values in the feature's units (an unlimited
     feature has no ``aria-valuemax`` and a striped full bar). For a compact display::
 
@@ -71,8 +73,8 @@ def meter_bar(metric: Var[MetricView]) -> rx.Component:
     """
     label = rx.cond(
         metric.unlimited,
-        f"{number(metric.consumed)} used, unlimited",
-        f"{number(metric.consumed)} of {number(metric.limit)} used",
+        f"{number(metric.consumed, locale)} used, unlimited",
+        f"{number(metric.consumed, locale)} of {number(metric.limit, locale)} used",
     )
     return rx.box(
         rx.cond(
@@ -113,18 +115,18 @@ def _header(metric: Var[MetricView], show_product: bool) -> rx.Component:
     )
 
 
-def _figures(metric: Var[MetricView]) -> rx.Component:
+def _figures(metric: Var[MetricView], locale: str | None) -> rx.Component:
     used = rx.cond(
         metric.unlimited,
         rx.text(
-            rx.text.strong(number(metric.consumed), data_testid="meter-consumed"),
+            rx.text.strong(number(metric.consumed, locale), data_testid="meter-consumed"),
             " used · Unlimited",
             size="2",
         ),
         rx.text(
-            rx.text.strong(number(metric.consumed), data_testid="meter-consumed"),
+            rx.text.strong(number(metric.consumed, locale), data_testid="meter-consumed"),
             " / ",
-            rx.text.span(number(metric.limit), data_testid="meter-limit"),
+            rx.text.span(number(metric.limit, locale), data_testid="meter-limit"),
             " used",
             size="2",
         ),
@@ -133,7 +135,7 @@ def _figures(metric: Var[MetricView]) -> rx.Component:
         metric.unlimited,
         rx.fragment(),
         rx.text(
-            rx.text.span(number(metric.remaining), data_testid="meter-remaining"),
+            rx.text.span(number(metric.remaining, locale), data_testid="meter-remaining"),
             " remaining",
             white_space="nowrap",  # "50,000 remaining" stays one piece when the row wraps
             **styles.MUTED_TEXT,

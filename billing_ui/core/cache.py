@@ -76,9 +76,18 @@ class QueryStore(Protocol):
         """The stored entry, fresh or not, without fetching."""
         ...
 
-    async def set_data(self, key: Key, update: Callable[[Any], Any]) -> None:
+    async def set_data(
+        self,
+        key: Key,
+        update: Callable[[Any], Any],
+        *,
+        create: Callable[[], Any] | None = None,
+    ) -> None:
         """Apply ``update(old) -> new`` to stored data (an optimistic update). ``update`` must
-        be safe to run again on a newer value (a store may retry it on a concurrent write)."""
+        be safe to run again on a newer value (a store may retry it on a concurrent write).
+        Without an entry nothing happens, unless ``create`` is given: then the entry is made
+        from ``update(create())``, atomically (data kept by the app, such as usage samples,
+        not fetched: no upstream call is counted, and it is never stale)."""
         ...
 
     async def invalidate(self, prefix: Key) -> int:
@@ -342,16 +351,30 @@ class MemoryQueryStore:
             slot = self._touch(key, create=False)
             return slot.entry if slot else None
 
-    async def set_data(self, key: Key, update: Callable[[Any], Any]) -> None:
+    async def set_data(
+        self,
+        key: Key,
+        update: Callable[[Any], Any],
+        *,
+        create: Callable[[], Any] | None = None,
+    ) -> None:
         with self._lock:
-            slot = self._slots.get(key)
-            if slot is None or slot.entry is None:
+            slot = self._slots.get(key) if create is None else self._touch(key, create=True)
+            if slot is None:
                 return
-            slot.entry = CacheEntry(
-                data=update(slot.entry.data),
-                updated_at=self.wall_clock(),
-                fetched_at=slot.entry.fetched_at,
-            )
+            if slot.entry is None:
+                if create is None:
+                    return
+                slot.entry = CacheEntry(
+                    data=update(create()), updated_at=self.wall_clock(), fetched_at=self.clock()
+                )
+                self._collect()
+            else:
+                slot.entry = CacheEntry(
+                    data=update(slot.entry.data),
+                    updated_at=self.wall_clock(),
+                    fetched_at=slot.entry.fetched_at,
+                )
         self._listeners.notify(key)
 
     async def on_change(self, listener: ChangeListener) -> Callable[[], None]:

@@ -4,7 +4,9 @@ invalidates them — TanStack Query's contract, for any Python web UI.
 ``useUsageMetrics``      -> :meth:`BillingQueries.usage_metrics`
 ``useFeatureEntitlements`` -> :meth:`BillingQueries.entitlements`
 ``useFeature``           -> :meth:`BillingQueries.feature_check`
-``usage_chart``          -> :meth:`BillingQueries.usage_history` (an extension endpoint)
+``usage_chart``          -> :meth:`BillingQueries.usage_samples` (the meters' own values, kept as
+                            samples: any BillingOS) and :meth:`BillingQueries.history_backfill`
+                            (the local server's history endpoint, when there is one)
 ``useTrackUsage``        -> :meth:`BillingQueries.track_usage` (patches the cached metric with the
                             usage the server returned, then invalidates what the track affects)
 
@@ -14,13 +16,16 @@ filtered view, and BillingOS's server-side filter is unreliable anyway.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
 from billing_ui.core.batching import batcher_for
 from billing_ui.core.cache import CacheEntry, MemoryQueryStore, QueryStore
 from billing_ui.core.client import AsyncBillingClient
+from billing_ui.core.errors import BadRequestError, NotFoundError
 from billing_ui.core.models import (
     FeatureCheck,
     FeatureEntitlement,
@@ -31,6 +36,9 @@ from billing_ui.core.models import (
     percentage_used,
 )
 from billing_ui.core.problems import ProblemLog
+from billing_ui.core.samples import SAMPLES, UsageSamples, record
+
+log = logging.getLogger("billing_ui.queries")
 
 T = TypeVar("T")
 ENV_BATCH_TRACKS = "BILLING_UI_BATCH_TRACKS"
@@ -44,7 +52,8 @@ QUERY_TYPES: dict[str, Any] = {
     METRICS: list[UsageMetric],
     ENTITLEMENTS: list[FeatureEntitlement],
     FEATURE_CHECK: FeatureCheck,
-    HISTORY: UsageHistory,
+    HISTORY: UsageHistory | None,  # None: this server has no history for the feature
+    SAMPLES: UsageSamples,
 }
 """The data type of each query, by its key's first part: a store that keeps answers outside
 this process (:class:`~billing_ui.core.redis_cache.RedisQueryStore`) reads them back as these."""
@@ -106,9 +115,34 @@ class BillingQueries:
     async def usage_metrics(
         self, customer_id: str, *, stale_time: float = 30.0
     ) -> CacheEntry[list[UsageMetric]]:
-        return await self._fetch(
-            (METRICS, customer_id), lambda c: c.get_usage_metrics(customer_id), stale_time
-        )
+        async def fetch(c: AsyncBillingClient) -> list[UsageMetric]:
+            metrics = await c.get_usage_metrics(customer_id)
+            await self.record_samples(customer_id, metrics)
+            return metrics
+
+        return await self._fetch((METRICS, customer_id), fetch, stale_time)
+
+    async def usage_samples(self, customer_id: str) -> UsageSamples | None:
+        """The customer's usage samples (:mod:`billing_ui.core.samples`), shared by its tabs."""
+        entry = await self.cache.peek((SAMPLES, customer_id))
+        return entry.data if entry is not None else None
+
+    async def record_samples(
+        self, customer_id: str, metrics: list[UsageMetric], at: float | None = None
+    ) -> None:
+        """Keep ``metrics``' consumed values as samples (after each upstream fetch of the
+        metrics and each track). Never fails the caller: a chart point is not worth a meter."""
+        at = time.time() if at is None else at
+        key = (SAMPLES, customer_id)
+        try:
+            entry = await self.cache.peek(key)
+            if entry is not None and record(entry.data, metrics, at) is entry.data:
+                return  # nothing new: no write
+            await self.cache.set_data(
+                key, lambda samples: record(samples, metrics, at), create=UsageSamples
+            )
+        except Exception:
+            log.exception("billing_ui: recording usage samples failed")
 
     async def entitlements(
         self, customer_id: str, *, stale_time: float = 300.0
@@ -126,19 +160,28 @@ class BillingQueries:
             stale_time,
         )
 
-    async def usage_history(
+    async def history_backfill(
         self,
         customer_id: str,
         feature_key: str,
         *,
         bucket: Literal["day", "hour"] = "day",
-        stale_time: float = 30.0,
-    ) -> CacheEntry[UsageHistory]:
-        return await self._fetch(
-            (HISTORY, customer_id, feature_key, bucket),
-            lambda c: c.get_usage_history(customer_id, feature_key=feature_key, bucket=bucket),
-            stale_time,
-        )
+        stale_time: float = 300.0,
+    ) -> CacheEntry[UsageHistory | None]:
+        """The history endpoint's answer (a local-server extension) to back-fill a chart, or
+        None where there is none: a BillingOS without the endpoint (404), or a feature it has
+        no history for (400). None is cached like an answer, so a server without the endpoint
+        is asked once per ``stale_time``, not on every refresh."""
+
+        async def fetch(c: AsyncBillingClient) -> UsageHistory | None:
+            try:
+                return await c.get_usage_history(
+                    customer_id, feature_key=feature_key, bucket=bucket
+                )
+            except (NotFoundError, BadRequestError):
+                return None
+
+        return await self._fetch((HISTORY, customer_id, feature_key, bucket), fetch, stale_time)
 
     async def track_usage(
         self,
@@ -162,8 +205,10 @@ class BillingQueries:
         return result
 
     async def after_track(self, customer_id: str, result: TrackUsageResult) -> None:
-        """Patch the cached metric from the returned usage, then invalidate (TanStack's
-        ``onSuccess: invalidateQueries``): the next read of any view asks the server again."""
+        """Patch the cached metric from the returned usage and keep it as a usage sample, then
+        invalidate (TanStack's ``onSuccess: invalidateQueries``): the next read of any view asks
+        the server again. The history back-fill is not invalidated: the samples carry the
+        track, and the back-fill only covers what came before them."""
         if result.usage is not None:
             usage = result.usage
             await self.cache.set_data(
@@ -173,9 +218,11 @@ class BillingQueries:
                     for m in metrics
                 ],
             )
+            patched = await self.cache.peek((METRICS, customer_id))
+            if patched is not None:
+                await self.record_samples(customer_id, patched.data)
         await self.cache.invalidate((METRICS, customer_id))
         await self.cache.invalidate((FEATURE_CHECK, customer_id, result.feature_key))
-        await self.cache.invalidate((HISTORY, customer_id, result.feature_key))
 
 
 def apply_usage(metric: UsageMetric, usage: UsageSnapshot) -> UsageMetric:

@@ -373,7 +373,13 @@ class RedisQueryStore:
         r = await self._redis()
         return self._decode(key, await r.hgetall(self._name("e", key)))
 
-    async def set_data(self, key: Key, update: Callable[[Any], Any]) -> None:
+    async def set_data(
+        self,
+        key: Key,
+        update: Callable[[Any], Any],
+        *,
+        create: Callable[[], Any] | None = None,
+    ) -> None:
         r = await self._redis()
         name = self._name("e", key)
         async with r.pipeline(transaction=True) as pipe:
@@ -381,16 +387,23 @@ class RedisQueryStore:
                 try:
                     await pipe.watch(name)
                     entry = self._decode(key, await pipe.hgetall(name))
-                    if entry is None:
+                    if entry is None and create is None:
                         await pipe.unwatch()
                         return
+                    old = entry.data if entry is not None else create() if create else None
                     new = CacheEntry(
-                        data=update(entry.data),
+                        data=update(old),
                         updated_at=self.wall_clock(),
-                        fetched_at=entry.fetched_at,
+                        fetched_at=entry.fetched_at if entry is not None else self.clock(),
                     )
                     pipe.multi()
                     pipe.hset(name, mapping=self._encode(key, new))
+                    if entry is None:  # made here: indexed and expiring like a fetched entry
+                        pipe.hset(name, mapping={"g": "0", "s": "0", "x": "0"})
+                        pipe.pexpire(name, self.ttl_ms)
+                        for n in range(len(key) + 1):
+                            pipe.sadd(self._name("ix", key[:n]), name)
+                            pipe.pexpire(self._name("ix", key[:n]), self.ttl_ms)
                     await pipe.execute()
                     break
                 except WatchError:

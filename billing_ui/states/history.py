@@ -1,26 +1,27 @@
-"""A feature's consumption over the current period, for ``usage_chart`` (an extension of the
-BillingOS API: ``GET /v1/usage/history``; a hosted BillingOS answers it with an error, which the
-chart shows instead of a graph).
+"""A feature's consumption over the current period, for ``usage_chart``, against any BillingOS.
 
-Histories go through the shared query layer like the other queries
-(:meth:`~billing_ui.core.queries.BillingQueries.usage_history`: one upstream request per
-customer, feature and interval, however many tabs; a track of the feature invalidates it).
-A chart registers its history with ``load(history_id)`` on mount; the page's
-``on_load=UsageHistoryState.poll`` keeps every registered one fresh. A history is also
-refetched early when its last cumulative total no longer matches the customer's metric (usage
-recorded elsewhere, which the meters' refresh saw first), so the chart follows the meters.
+The points are the usage samples the app keeps from the meters' own fetches and tracks
+(:mod:`billing_ui.core.samples`, shared by every tab of the customer through the query store);
+the local server's history endpoint (an extension BillingOS does not have) only back-fills the
+time before the samples began, and its absence is not an error. A chart registers its history
+with ``load(history_id)`` on mount; the page's ``on_load=UsageHistoryState.poll`` keeps every
+registered one fresh. The public shape is compact (:class:`HistoryView`): the samples stay in
+the store, and the browser takes the last point and the total from the meter itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+from datetime import UTC, datetime
 from typing import ClassVar, Final
 
+from billing_ui.core import samples
 from billing_ui.core.customer import NoCustomerError
 from billing_ui.core.errors import BillingError, InvalidInputError
 from billing_ui.core.models import UsageHistory, UsageMetric
 from billing_ui.core.queries import HISTORY
+from billing_ui.core.samples import Bucket, UsageSeries
 from billing_ui.core.validation import check_feature_key
 from billing_ui.settings import get_settings
 from billing_ui.states import _runtime as rt
@@ -32,21 +33,16 @@ MAX_WATCHED: Final = 16
 
 
 @dataclasses.dataclass
-class HistoryPointView:
-    label: str = ""
-    at: str = ""
-    quantity: float = 0.0
-    cumulative: float = 0.0
-
-
-@dataclasses.dataclass
 class HistoryView:
-    feature_key: str = ""
-    bucket: str = "day"
-    period_start: str = ""
-    period_end: str = ""
-    total: float = 0.0
-    points: list[HistoryPointView] = dataclasses.field(default_factory=list)
+    """A chart's data, compact (it crosses the wire on every refresh): ``start`` is the first
+    bucket's start (epoch milliseconds, UTC), ``points`` the running total at the end of each
+    bucket after it (a day or an hour apart). The browser draws the last value as the meter's
+    ``consumed``, so the chart moves with the meter (``usage_chart``). ``partial``: the samples
+    began after the period did, and no back-fill covers the start."""
+
+    start: float = 0.0
+    points: list[float] = dataclasses.field(default_factory=list)
+    partial: bool = False
 
 
 def history_id(feature_key: str, bucket: str = "day") -> str:
@@ -55,66 +51,78 @@ def history_id(feature_key: str, bucket: str = "day") -> str:
     return feature_key if bucket == "day" else f"{feature_key}@{bucket}"
 
 
-def parse_history_id(value: object) -> tuple[str, str]:
+def parse_history_id(value: object) -> tuple[str, Bucket]:
     """``history_id`` reversed, validating both parts (the id comes from the browser)."""
     if not isinstance(value, str):
         raise InvalidInputError.single("history", "type", "must be a string")
     key, _, bucket = value.partition("@")
-    bucket = bucket or "day"
-    if bucket not in BUCKETS:
+    if (bucket or "day") == "hour":
+        return check_feature_key(key), "hour"
+    if bucket not in ("", "day"):
         raise InvalidInputError.single("bucket", "one_of", f"must be one of {', '.join(BUCKETS)}")
-    return check_feature_key(key), bucket
+    return check_feature_key(key), "day"
 
 
-def history_view(history: UsageHistory) -> HistoryView:
-    fmt = "%H:%M" if history.bucket == "hour" else "%b %d"
-    points = [
-        HistoryPointView(
-            label=p.at.strftime(fmt),
-            at=p.at.isoformat(),
-            quantity=p.quantity,
-            cumulative=p.cumulative,
-        )
-        for p in history.points
-    ]
+def chart_view(
+    metric: UsageMetric,
+    series: UsageSeries | None,
+    backfill: UsageHistory | None,
+    bucket: Bucket,
+    now: datetime | None = None,
+) -> HistoryView:
+    """The chart of ``metric`` from its samples and the back-fill (:func:`samples.merge`)."""
+    now = now or datetime.now(UTC)
+    first, values = samples.merge(metric, series, backfill, bucket, now)
+    span = samples.SPAN[bucket]
+    last = samples.bucket_floor(now, bucket)
+    earliest = max(
+        samples.bucket_floor(metric.period_start, bucket),
+        last - span * (samples.MAX_BUCKETS[bucket] - 1),
+    )
     return HistoryView(
-        feature_key=history.feature_key,
-        bucket=history.bucket,
-        period_start=history.period_start.isoformat(),
-        period_end=history.period_end.isoformat() if history.period_end else "",
-        total=points[-1].cumulative if points else 0.0,
-        points=points,
+        start=first.timestamp() * 1000,
+        points=[int(v) if float(v).is_integer() else v for v in values],
+        partial=first > earliest,
     )
 
 
-async def fetch_history(
-    customer: str, feature_key: str, bucket: str, *, force: bool
-) -> UsageHistory:
-    """The history through the shared query layer (a track of the feature invalidates it);
-    refetched early when forced or when it disagrees with the cached metric of the same
-    feature (usage recorded elsewhere, seen by the meters' refresh first)."""
-    key = (HISTORY, customer, feature_key, bucket)
-    cached = await rt.queries.cache.peek(key)
-    if force or (cached is not None and await _behind(cached.data, customer, feature_key)):
-        await rt.queries.cache.invalidate(key)
-    entry = await rt.queries.usage_history(
-        customer,
-        feature_key,
-        bucket="hour" if bucket == "hour" else "day",
-        stale_time=get_settings().refresh_interval * 0.9,
-    )
-    return entry.data
+class NothingToChart(BillingError):
+    """The customer has no metric for the feature (a feature without usage, or none yet)."""
+
+    def __init__(self) -> None:
+        super().__init__("No usage to chart for this feature.")
 
 
-async def _behind(history: UsageHistory, customer: str, feature_key: str) -> bool:
-    metrics = await rt.queries.cache.peek((rt.METRICS, customer))
-    if metrics is None:
-        return False
-    metric: UsageMetric | None = next(
-        (m for m in metrics.data if m.feature_key == feature_key), None
-    )
-    total = history.points[-1].cumulative if history.points else 0.0
-    return metric is not None and abs(metric.consumed - total) > 1e-9
+async def fetch_chart(
+    customer: str, feature_key: str, bucket: Bucket, *, force: bool = False
+) -> HistoryView:
+    """The chart's data: the customer's metric (through the shared cache: the meters' own
+    fetch, which also records the samples), its samples, and the history endpoint's back-fill
+    where the server has one. Works against any BillingOS: a server without the endpoint gives
+    no back-fill, and the chart starts at the first sample. ``force`` (a Retry) asks for the
+    back-fill again."""
+    settings = get_settings()
+    if force:
+        await rt.queries.cache.invalidate((HISTORY, customer, feature_key, bucket))
+    entry = await rt.queries.usage_metrics(customer, stale_time=settings.refresh_interval)
+    # The cache's entry: a track answered meanwhile has patched it with newer usage.
+    entry = await rt.queries.cache.peek((rt.METRICS, customer)) or entry
+    metric = samples.metric_of(entry.data, feature_key)
+    if metric is None:
+        raise NothingToChart()
+    try:
+        backfill = (
+            await rt.queries.history_backfill(
+                customer,
+                feature_key,
+                bucket=bucket,
+                stale_time=settings.entitlements_refresh_interval,
+            )
+        ).data
+    except BillingError:
+        backfill = None  # the samples still chart; the back-fill is asked again next refresh
+    kept = await rt.queries.usage_samples(customer)
+    return chart_view(metric, samples.series_of(kept, feature_key), backfill, bucket)
 
 
 class UsageHistoryState(BillingState):
@@ -204,9 +212,7 @@ class UsageHistoryState(BillingState):
             ]
         for ident in idents:
             try:
-                history = await fetch_history(
-                    ticket.customer, *parse_history_id(ident), force=force
-                )
+                view = await fetch_chart(ticket.customer, *parse_history_id(ident), force=force)
             except BillingError as exc:
                 async with self:
                     await self._confirm(ticket)
@@ -215,6 +221,6 @@ class UsageHistoryState(BillingState):
                 continue
             async with self:
                 await self._confirm(ticket)
-                self.histories = {**self.histories, ident: history_view(history)}
+                self.histories = {**self.histories, ident: view}
                 self.errors = {k: v for k, v in self.errors.items() if k != ident}
                 self.loading = [k for k in self.loading if k != ident]

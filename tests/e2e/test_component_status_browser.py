@@ -12,6 +12,7 @@ entries are involved.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from billing_ui.server.testing import RunningServer, create_customer, running_server
-from tests.faults import FaultProxy, close, hold
+from tests.faults import FaultProxy, close, hold, respond
 
 from .browser import run_app, wait_for
 
@@ -85,15 +86,18 @@ def status_app() -> None:
             billing_ui.usage_chart("api_calls"),
         )
 
+    def german() -> rx.Component:
+        # The same components with the ``locale=`` override (the browser itself is en-US).
+        return rx.vstack(
+            billing_ui.usage_dashboard(locale="de-DE"),
+            billing_ui.entitlements_list(locale="de-DE"),
+            billing_ui.usage_chart("api_calls", locale="de-DE"),
+        )
+
     app = rx.App()
-    app.add_page(
-        index,
-        on_load=[
-            bs.UsageMetricsState.poll,
-            bs.FeatureEntitlementsState.load,
-            UsageHistoryState.poll,
-        ],
-    )
+    loads = [bs.UsageMetricsState.poll, bs.FeatureEntitlementsState.load, UsageHistoryState.poll]
+    app.add_page(index, on_load=loads)
+    app.add_page(german, route="/de", on_load=loads)
 
 
 @pytest.fixture(scope="module")
@@ -154,9 +158,9 @@ def tid(name: str) -> str:
     return f'[data-testid="{name}"]'
 
 
-def open_page(app: AppHarness, browser: WebDriver) -> None:
+def open_page(app: AppHarness, browser: WebDriver, path: str = "/") -> None:
     assert app.frontend_url is not None
-    browser.get(app.frontend_url)
+    browser.get(app.frontend_url.rstrip("/") + path)
     wait_for(lambda: count(browser, tid("usage-dashboard")), timeout=30)
 
 
@@ -257,10 +261,20 @@ def test_outage_without_cached_data_says_nothing_is_known(
     wait_for(lambda: count(browser, tid("gate-unknown")) == 2, message="both gates unknown")
     wait_for(lambda: count(browser, tid("entitlements-error")))
     wait_for(lambda: count(browser, "#open"), message="fail_open shows the content")
+    wait_for(lambda: count(browser, tid("chart-error")))
     body = text(browser)
     assert "not on your plan" not in body
     assert "No usage to show" not in body and "no active plan" not in body
     assert count(browser, "#support") == 0 and count(browser, tid("usage-meter")) == 0
+    # The neutral sentence once per page (three components met the outage); each component
+    # still says what it cannot show.
+    assert body.count("temporarily unavailable") == 1, body
+    for own in (
+        "Your usage can't be shown right now.",
+        "Your plan's features can't be shown right now.",
+        "This chart can't be drawn right now.",
+    ):
+        assert own in body, own
 
 
 def test_outage_with_cached_data_warns_promptly_and_keeps_the_data(
@@ -318,3 +332,101 @@ def test_signed_out_shows_one_calm_message(
     ):
         assert count(browser, tid(absent)) == 0, absent
     assert count(browser, "#support") == 0 and count(browser, "#open") == 0
+
+
+NEST_404 = {"message": "Cannot GET /v1/usage/history", "error": "Not Found", "statusCode": 404}
+"""What a BillingOS (NestJS) answers for a route it does not have."""
+RECORD_JS = """
+window.__moves = [];
+const grab = () => {
+  const q = (css) => document.querySelector(css);
+  const meter = q('[data-testid="usage-meter"][data-feature-key="api_calls"] [role="progressbar"]');
+  const total = q('[data-testid="chart-total"]');
+  const card = q('[data-testid="usage-chart"][data-feature-key="api_calls"]');
+  if (!meter || !total || !card) return;
+  window.__moves.push([
+    meter.getAttribute("aria-valuenow"),
+    total.textContent,
+    card.getAttribute("data-last-point"),
+  ]);
+};
+new MutationObserver(grab).observe(document.body, {
+  subtree: true, childList: true, characterData: true, attributes: true,
+});
+"""
+
+
+def test_chart_without_history_endpoint_moves_with_the_meter(
+    app: AppHarness,
+    browser: WebDriver,
+    billing: tuple[RunningServer, FaultProxy],
+    proxy: FaultProxy,
+) -> None:
+    """A BillingOS without ``/v1/usage/history``: the fault proxy answers that path with the
+    404 a NestJS server gives for an unknown route (the real local server has the route; this
+    is the one thing faked). The chart draws from the samples the app keeps from the meters,
+    and after each track its total and last point show the meter's number in the same DOM
+    update (sampled on every mutation)."""
+    server, _ = billing
+    proxy.on("/v1/usage/history", *[respond(404, body=NEST_404) for _ in range(200)])
+    new_customer(server, ["pro"], api_calls=12)
+    open_page(app, browser)
+    chart = f'{tid("usage-chart")}[data-feature-key="api_calls"]'
+    # One point so far (the samples just began): drawn as a dot.
+    wait_for(lambda: count(browser, f"{chart} .recharts-area-dot"), timeout=20)
+    assert count(browser, tid("chart-error")) == 0
+    wait_for(
+        lambda: browser.find_element(By.CSS_SELECTOR, tid("chart-total")).text == "12 this period"
+    )
+    assert len(proxy.seen("/v1/usage/history")) >= 1, "the back-fill was asked for"
+
+    browser.execute_script(RECORD_JS)
+    for _ in range(3):
+        browser.find_element(By.ID, "track").click()
+    wait_for(
+        lambda: browser.find_element(By.CSS_SELECTOR, tid("chart-total")).text == "15 this period",
+        timeout=15,
+    )
+    moves = browser.execute_script("return window.__moves")
+    assert moves, "no DOM update was seen"
+    for meter, total, last in moves:
+        assert total == f"{meter} this period" and last == meter, moves
+    assert {m[0] for m in moves} >= {"15"}
+    assert count(browser, tid("chart-error")) == 0
+
+
+def test_numbers_and_dates_follow_the_locale_override(
+    app: AppHarness, browser: WebDriver, billing: tuple[RunningServer, FaultProxy]
+) -> None:
+    """The browser's own locale (en-US here) by default; ``locale="de-DE"`` on the
+    components: 12.345 and 15.000, and dates as "30. Nov." instead of "Nov 30"."""
+    server, _ = billing
+    new_customer(server, ["pro"], api_calls=12345)
+    consumed = f'{tid("usage-meter")}[data-feature-key="api_calls"] {tid("meter-consumed")}'
+    y_ticks = ".recharts-yAxis-tick-labels text"
+    x_ticks = ".recharts-xAxis-tick-labels text"
+
+    def texts(css: str) -> list[str]:
+        return [
+            e.get_attribute("textContent") or ""
+            for e in browser.find_elements(By.CSS_SELECTOR, css)
+        ]
+
+    seen = {}
+    for path in ("/", "/de"):
+        open_page(app, browser, path)
+        wait_for(
+            lambda: browser.find_element(By.CSS_SELECTOR, consumed).text not in ("", "0"),
+            timeout=20,
+        )
+        wait_for(lambda: texts(y_ticks) and texts(x_ticks), timeout=20)
+        seen[path] = (
+            browser.find_element(By.CSS_SELECTOR, consumed).text,
+            texts(y_ticks),
+            texts(x_ticks),
+        )
+    (en_used, en_y, en_x), (de_used, de_y, de_x) = seen["/"], seen["/de"]
+    assert en_used == "12,345" and de_used == "12.345"
+    assert "15,000" in en_y and "15.000" in de_y, (en_y, de_y)
+    assert all(re.fullmatch(r"[A-Z][a-z]{2} \d{1,2}", t) for t in en_x), en_x
+    assert all(re.fullmatch(r"\d{1,2}\. [A-Z][a-zä]{2,3}\.?", t) for t in de_x), de_x
