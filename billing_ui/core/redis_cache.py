@@ -382,6 +382,7 @@ class RedisQueryStore:
     ) -> None:
         r = await self._redis()
         name = self._name("e", key)
+        claimed = False
         async with r.pipeline(transaction=True) as pipe:
             while True:
                 try:
@@ -390,6 +391,15 @@ class RedisQueryStore:
                     if entry is None and create is None:
                         await pipe.unwatch()
                         return
+                    if entry is None and not claimed:
+                        # Made here: exists, expires and is indexed as a fetched entry is.
+                        await pipe.unwatch()
+                        indexes = [self._name("ix", key[:n]) for n in range(len(key) + 1)]
+                        await r.eval(
+                            _CLAIM, len(indexes) + 1, name, *indexes, self.ttl_ms, TRIM_PER_CLAIM
+                        )
+                        claimed = True
+                        continue
                     old = entry.data if entry is not None else create() if create else None
                     new = CacheEntry(
                         data=update(old),
@@ -398,12 +408,8 @@ class RedisQueryStore:
                     )
                     pipe.multi()
                     pipe.hset(name, mapping=self._encode(key, new))
-                    if entry is None:  # made here: indexed and expiring like a fetched entry
-                        pipe.hset(name, mapping={"g": "0", "s": "0", "x": "0"})
-                        pipe.pexpire(name, self.ttl_ms)
-                        for n in range(len(key) + 1):
-                            pipe.sadd(self._name("ix", key[:n]), name)
-                            pipe.pexpire(self._name("ix", key[:n]), self.ttl_ms)
+                    if entry is None:
+                        pipe.hset(name, mapping={"s": "0", "x": "0"})
                     await pipe.execute()
                     break
                 except WatchError:
