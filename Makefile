@@ -4,7 +4,7 @@ SHELL := bash
 ENV := . scripts/env.sh &&
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap demo test lint reflex-range bench bench-smoke bench-docs clean
+.PHONY: bootstrap demo demo-scaled test lint reflex-range bench bench-smoke bench-docs clean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -14,6 +14,12 @@ demo: bootstrap
 	@test -f rxconfig.py || { echo "rxconfig.py is missing: the demo app is not set up yet" >&2; exit 1; }
 	@[[ -d .web ]] || echo '[demo] first run: Reflex now sets up .web/ (a minute). Its hint "Run `uv run reflex run`" means `make demo` here; its "Compiling ... 19/18" is its own miscount (harmless).' >&2
 	$(ENV) reflex run
+
+# The demo deployed as at scale, all on this machine (billing_ui/demo/scaled.py): a throwaway
+# Redis, the local billing server on a throwaway PostgreSQL, and the demo in Reflex's production
+# mode with 2 backend worker processes. Prints the URL; Ctrl-C stops everything.
+demo-scaled: bootstrap
+	$(ENV) python -m billing_ui.demo.scaled $(DEMO_ARGS)
 
 # pytest takes its options from [tool.pytest.ini_options]; add more with PYTEST_ARGS="...".
 test: bootstrap

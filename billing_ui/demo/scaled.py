@@ -228,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sqlite", action="store_true", help="the billing server on SQLite")
     parser.add_argument("--workers", type=int, default=WORKERS, help="backend worker processes")
     args = parser.parse_args(argv)
+    # Ctrl-C even when started with SIGINT ignored (a background job of a script), and a
+    # plain `kill` too: both unwind the stack below, which stops every part.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     print("[demo-scaled] starting Redis, PostgreSQL, the billing server and the demo "
           f"with {args.workers} backend workers (the first start builds the frontend)…",
           flush=True)  # fmt: skip
