@@ -1,11 +1,13 @@
-"""Regenerate the benchmark tables of docs/benchmarks.md and README.md from the recorded runs.
+"""Regenerate the benchmark tables of docs/benchmarks.md, docs/reliability.md and README.md from
+the recorded runs.
 
     python -m bench.docs            # rewrite the generated sections
     python -m bench.docs --check    # exit 1 if the docs disagree with bench/results/*.json
 
 Every table of figures lives between ``<!-- bench:KEY -->`` and ``<!-- /bench:KEY -->`` and is
-written only by this script: one section per benchmark in docs/benchmarks.md (KEY = the
-benchmark's name; a benchmark without a section gets one appended at the end), and the
+written only by this script: one section per benchmark (KEY = the benchmark's name) in
+docs/reliability.md for the fault benchmarks that have a block there, else in
+docs/benchmarks.md (a benchmark without a section gets one appended at its end), and the
 README's figures table (KEY = ``figures``: every figure that has a goal). Text outside the
 markers is prose written by people (what a figure means for a user); nothing inside is.
 
@@ -26,6 +28,8 @@ from bench._harness import REPO, fmt
 
 RESULTS = REPO / "bench" / "results"
 DOCS = REPO / "docs" / "benchmarks.md"
+RELIABILITY = REPO / "docs" / "reliability.md"
+"""The fault suite's page: the benchmarks with a block here have their table here only."""
 README = REPO / "README.md"
 
 
@@ -92,6 +96,10 @@ def _markers(key: str) -> tuple[str, str]:
     return f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
 
 
+def has_block(text: str, key: str) -> bool:
+    return _markers(key)[0] in text
+
+
 def replace_block(text: str, key: str, body: str) -> str | None:
     """``text`` with the block ``key`` replaced by ``body``; None if it has no such block."""
     start, end = _markers(key)
@@ -120,10 +128,15 @@ def render_readme(text: str, latest: dict[str, tuple[dict[str, Any], dict[str, A
 
 
 def expected() -> dict[Path, str]:
-    """What docs/benchmarks.md and README.md should contain, from the recorded runs."""
+    """What docs/benchmarks.md, docs/reliability.md and README.md should contain, from the
+    recorded runs."""
     latest = latest_results()
+    reliability = RELIABILITY.read_text()
+    faults = {name: found for name, found in latest.items() if has_block(reliability, name)}
+    others = {name: found for name, found in latest.items() if name not in faults}
     return {
-        DOCS: render_docs(DOCS.read_text(), latest),
+        DOCS: render_docs(DOCS.read_text(), others),
+        RELIABILITY: render_docs(reliability, faults),
         README: render_readme(README.read_text(), latest),
     }
 
