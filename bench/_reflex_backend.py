@@ -8,6 +8,7 @@ frontend is built: raw socket.io clients (``bench/_socketio.py``) play the tabs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -31,6 +32,17 @@ class ReflexBackend:
     url: str
     process: psutil.Process
     """The process that listens (a child of ``reflex run``): whose memory is measured."""
+    root: psutil.Process
+    """``reflex run`` itself: with its descendants, every process of the backend."""
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by every process of the backend."""
+        total = 0.0
+        for proc in [self.root, *self.root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
 
     def rss_mb(self) -> float:
         return self.process.memory_info().rss / 2**20
@@ -89,7 +101,7 @@ def reflex_backend(env: Mapping[str, str], log_path: Path) -> Iterator[ReflexBac
                 pass
             if listener is None:
                 time.sleep(0.2)
-        yield ReflexBackend(url=url, process=listener)
+        yield ReflexBackend(url=url, process=listener, root=psutil.Process(proc.pid))
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)

@@ -69,24 +69,29 @@ class ScaledDemo:
     log_path: Path
 
     def socket_of(self, token: str) -> tuple[str, str] | None:
-        """``(worker instance id, socket id)`` of the tab ``token``'s socket: Reflex's own
-        record in Redis of which backend worker holds it; None while it has none."""
-        import redis
-
-        client = redis.Redis.from_url(self.redis_url)
-        try:
-            raw = client.get(SOCKET_RECORD_PREFIX + token)
-        finally:
-            client.close()
-        if not raw:
-            return None
-        fields = _pickled_strings(bytes(raw))  # type: ignore[arg-type]
-        return fields["instance_id"], fields["sid"]
+        """:func:`socket_record` of the tab ``token`` in this demo's Redis."""
+        return socket_record(self.redis_url, token)
 
     def instance_of(self, token: str) -> str | None:
         """The id of the backend worker that holds the tab ``token``'s socket (or None)."""
-        socket_record = self.socket_of(token)
-        return socket_record[0] if socket_record else None
+        record = self.socket_of(token)
+        return record[0] if record else None
+
+
+def socket_record(redis_url: str, token: str) -> tuple[str, str] | None:
+    """``(worker instance id, socket id)`` of the tab ``token``'s socket: Reflex's own record
+    in Redis of which backend worker holds it; None while it has none."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        raw = client.get(SOCKET_RECORD_PREFIX + token)
+    finally:
+        client.close()
+    if not raw:
+        return None
+    fields = _pickled_strings(bytes(raw))  # type: ignore[arg-type]
+    return fields["instance_id"], fields["sid"]
 
 
 def _pickled_strings(data: bytes) -> dict[str, str]:

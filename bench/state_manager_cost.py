@@ -1,0 +1,133 @@
+"""Benchmark: what the Redis state manager costs per poll tick, against Reflex's in-memory one.
+
+    python -m bench.state_manager_cost [--smoke] [--json PATH]
+
+One demo backend (``reflex run --backend-only --env prod``, one granian worker) serves N tabs
+(raw socket.io clients, ``bench/_socketio.py``) of a few customers, each running the page's
+poll loop at a short interval. Its CPU time (every process of the backend) over a window of
+several intervals, divided by tabs x intervals, is the cost of one tab's tick: the loop's event
+through Reflex's state manager (lock, load, save the state; send the delta) and the query
+store. Measured twice on fresh backends: in memory (the single-worker default) and on Redis
+(``REFLEX_REDIS_URL`` and ``BILLING_UI_REDIS_URL``, as several workers need), where the
+redis-server's own CPU is counted too. Goal: Redis at most 2x memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench._harness import cli, result
+from bench._reflex_backend import reflex_backend
+from bench._socketio import Tab, handler_name
+from bench.live_meters_workers import consumed
+from bench.many_sockets import signed_in_tab
+from billing_ui.core.testing_redis import temp_redis
+from billing_ui.server.testing import ServerProcess, server_process
+
+CUSTOMERS = ["demo_free", "demo_pro", "demo_enterprise"]  # each has meters
+
+
+def _redis_cpu(redis_url: str | None) -> float:
+    """CPU seconds used so far by the redis-server at ``redis_url`` (0 without one)."""
+    if redis_url is None:
+        return 0.0
+    port = redis_url.rsplit(":", 1)[1].split("/")[0]
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.info["name"] == "redis-server" and f":{port}" in " ".join(proc.cmdline()):
+                times = proc.cpu_times()
+                return float(times.user + times.system)
+    raise RuntimeError(f"no redis-server process for {redis_url}")
+
+
+async def _tabs(url: str, n: int) -> list[Tab]:
+    from billing_ui.states.metrics import UsageMetricsState
+
+    poll = handler_name(UsageMetricsState.poll)
+    tabs = [await signed_in_tab(url, CUSTOMERS[i % len(CUSTOMERS)]) for i in range(n)]
+    for tab in tabs:
+        await tab.emit(poll)
+    for tab in tabs:
+        await tab.wait_for(lambda tab=tab: consumed(tab) is not None, 120)
+    return tabs
+
+
+def measure(
+    srv: ServerProcess, redis_url: str | None, tabs: int, interval: float, window: float
+) -> dict[str, Any]:
+    env = {
+        "BILLINGOS_API_URL": srv.base_url,
+        "BILLING_UI_REFRESH_INTERVAL": str(interval),
+        "BILLING_UI_DEMO_CUSTOMERS": ",".join(CUSTOMERS),
+        "GRANIAN_WORKERS": "1",
+    }
+    if redis_url is not None:
+        env |= {"REFLEX_REDIS_URL": redis_url, "BILLING_UI_REDIS_URL": redis_url}
+    with tempfile.TemporaryDirectory() as tmp, reflex_backend(env, Path(tmp) / "b.log") as be:
+
+        async def session() -> dict[str, Any]:
+            open_tabs = await _tabs(be.url, tabs)
+            try:
+                await asyncio.sleep(2 * interval)  # every loop past its first fetches
+                updates = sum(len(t.updates) for t in open_tabs)
+                cpu0, redis0, t0 = be.cpu_seconds(), _redis_cpu(redis_url), time.monotonic()
+                await asyncio.sleep(window)  # the measurement window: the loops tick on
+                cpu1, redis1, t1 = be.cpu_seconds(), _redis_cpu(redis_url), time.monotonic()
+                deltas = sum(len(t.updates) for t in open_tabs) - updates
+            finally:
+                for tab in open_tabs:
+                    await tab.close()
+            ticks = tabs * (t1 - t0) / interval
+            return {
+                "backend_ms": (cpu1 - cpu0) * 1000 / ticks,
+                "redis_ms": (redis1 - redis0) * 1000 / ticks,
+                "deltas_per_tick": deltas / ticks,
+            }
+
+        return asyncio.run(session())
+
+
+def run(*, smoke: bool = False) -> dict[str, object]:
+    tabs, interval, window = (3, 1.0, 2.0) if smoke else (60, 2.0, 20.0)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        server_process(db_path=Path(tmp) / "billing.db") as srv,
+    ):
+        memory = measure(srv, None, tabs, interval, window)
+        with temp_redis() as redis_url:
+            on_redis = measure(srv, redis_url, tabs, interval, window)
+    memory_ms = memory["backend_ms"]
+    redis_ms = on_redis["backend_ms"] + on_redis["redis_ms"]
+    figures = {
+        "memory_ms_per_tab_tick": round(memory_ms, 3),
+        "redis_ms_per_tab_tick": round(redis_ms, 3),
+        "redis_backend_ms_per_tab_tick": round(on_redis["backend_ms"], 3),
+        "redis_server_ms_per_tab_tick": round(on_redis["redis_ms"], 3),
+        "redis_vs_memory": round(redis_ms / memory_ms, 2),
+        "memory_deltas_per_tab_tick": round(memory["deltas_per_tick"], 2),
+        "redis_deltas_per_tab_tick": round(on_redis["deltas_per_tick"], 2),
+    }
+    goals = {"redis_vs_memory": "<= 2.0"}
+    checks = {"redis_vs_memory": figures["redis_vs_memory"] <= 2.0}
+    config = {
+        "tabs": tabs,
+        "customers": len(CUSTOMERS),
+        "interval_s": interval,
+        "window_s": window,
+        "backend_workers": 1,
+        "cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+    return result("state_manager_cost", config, figures, goals, checks)
+
+
+if __name__ == "__main__":
+    cli(run)
