@@ -69,7 +69,7 @@ def outbox_demo(stack: tuple[ServerProcess, AppHarness, Path]) -> Iterator[Usage
     try:
         yield tracker
     finally:
-        billing_ui.configure(client_factory=before.client_factory, track_outbox=None)
+        billing_ui.configure(client_factory=before.client_factory, track_outbox=before.track_outbox)
         tracker.shutdown()
         sender.close()
 
