@@ -11,6 +11,7 @@ look straight into its database through a connection of their own (``srv.fingerp
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import signal
 import socket
@@ -20,7 +21,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
@@ -275,23 +276,58 @@ class ServerProcess:
     def resume(self) -> None:
         self.process.send_signal(signal.SIGCONT)
 
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def url(self) -> str:
+        """The same as ``base_url`` (the benchmarks' word for it)."""
+        return self.base_url
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, all threads) the process has used so far (Linux
+        ``/proc``): what a benchmark charges to the server side."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 @contextmanager
 def server_process(
-    *, db_path: str | Path, extra_args: Sequence[str] = (), start_timeout_s: float = 30.0
+    *,
+    db_path: str | Path,
+    extra_args: Sequence[str] = (),
+    seed: bool = True,
+    start_timeout_s: float = 30.0,
 ) -> Iterator[ServerProcess]:
-    """Run ``python -m billing_ui.server`` on a free loopback port (seeded, no rate limit, no
-    access log) until the block ends; waits for uvicorn's "running on" line, never polls.
-    ``db_path`` may be a ``postgresql://`` URL (passed as ``--database-url``)."""
+    """Run ``python -m billing_ui.server`` on a free loopback port (seeded unless ``seed`` is
+    false, no rate limit, no access log) until the block ends; waits for uvicorn's "running on"
+    line, never polls. ``db_path`` may be a ``postgresql://`` URL (passed as
+    ``--database-url``). The benchmarks start their servers here too (``bench/server_process``)."""
     where = "--database-url" if is_postgres_url(db_path) else "--db"
-    command = [
-        sys.executable, "-m", "billing_ui.server", "--port", "0", where, str(db_path),
-        "--rate-limit-per-minute", "0", "--no-access-log", "--log-level", "info", *extra_args,
+    args = [
+        "-m", "billing_ui.server", "--port", "0", where, str(db_path),
+        "--rate-limit-per-minute", "0", "--no-access-log", "--log-level", "info",
+        *([] if seed else ["--no-seed"]), *extra_args,
     ]  # fmt: skip
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    try:
-        server = ServerProcess(base_url=_wait_for_url(proc, start_timeout_s), process=proc)
+    with uvicorn_process(args, start_timeout_s=start_timeout_s) as server:
         yield server
+
+
+@contextmanager
+def uvicorn_process(
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    start_timeout_s: float = 30.0,
+) -> Iterator[ServerProcess]:
+    """Run ``python *args`` (any program serving with uvicorn on port 0: the billing server, a
+    bare endpoint of a benchmark) until the block ends, once uvicorn says where it listens;
+    terminated on exit (killed if it will not stop)."""
+    command = [sys.executable, *args]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        yield ServerProcess(base_url=_wait_for_url(proc, start_timeout_s), process=proc)
     finally:
         proc.send_signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
         proc.terminate()
