@@ -47,6 +47,12 @@ class ReflexBackend:
     def rss_mb(self) -> float:
         return self.process.memory_info().rss / 2**20
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the listening process has used so far: on a shared
+        machine the ratio that carries over, where wall time does not."""
+        times = self.process.cpu_times()
+        return float(times.user + times.system)
+
 
 def _free_port() -> int:
     with socket.socket() as probe:

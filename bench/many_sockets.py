@@ -88,21 +88,25 @@ def consumed(base_url: str, api_key: str, customer: str) -> float:
 class Acks:
     """The successful tracks one tab was told about. Each success sends a ``last_result`` with
     the event's ``recorded_at`` and the usage after it (unique per event for one customer);
-    later deltas repeat the last one, hence a set. Reads only the updates that are new since
-    the last count, so the load generator spends little of the shared CPUs on it."""
+    later deltas repeat the last one, hence a set. ``is_success`` is merged as the browser
+    merges it: a delta carries only the vars that changed, so a success after a success does
+    not repeat it. Reads only the updates that are new since the last count, so the load
+    generator spends little of the shared CPUs on it."""
 
     def __init__(self, tab: Tab, track_state: Any) -> None:
         self.tab = tab
         self.key = track_state.get_full_name()
         self.seen: set[tuple[str, float]] = set()
         self.read = 0
+        self.success = False
 
     def count(self) -> int:
         updates = self.tab.updates
         for update in updates[self.read :]:
             delta = (update.get("delta") or {}).get(self.key) or {}
+            self.success = delta.get("is_success_rx_state_", self.success)
             last = delta.get("last_result_rx_state_")
-            if last and last.get("feature_key") and delta.get("is_success_rx_state_"):
+            if last and last.get("feature_key") and self.success:
                 self.seen.add((last["recorded_at"], last["consumed"]))
         self.read = len(updates)
         return len(self.seen)
@@ -181,7 +185,12 @@ def measure(
             asyncio.run(flood(backend.url, 1, 1, 60))
         rss_before = backend.rss_mb()
         counted_before = consumed(srv.base_url, srv.api_key, FLOOD_CUSTOMER)
+        cpu_before, load_before = backend.cpu_s(), os.getloadavg()[0]
         out = asyncio.run(flood(backend.url, tabs, tracks, ack_timeout))
+        out["cpu_s"], out["load"] = (
+            backend.cpu_s() - cpu_before,
+            (load_before + os.getloadavg()[0]) / 2,
+        )
         out["counted"] = consumed(srv.base_url, srv.api_key, FLOOD_CUSTOMER) - counted_before
         out["rss_before"], out["rss_after"] = rss_before, backend.rss_mb()
     return out
@@ -213,6 +222,10 @@ def run(*, smoke: bool = False) -> dict[str, object]:
         "bystander_flood_p50_ms": round(statistics.median(out["during"] or [0]) * 1000, 1),
         "bystander_flood_p99_ms": round(p99(out["during"]) * 1000, 1),
         "bystander_p99_vs_idle": round(p99(out["during"]) / max(p99(out["idle"]), 1e-6), 2),
+        "backend_cpu_ms_per_track": round(out["cpu_s"] / sent * 1000, 3),
+        "unbatched_backend_cpu_ms_per_track": round(unbatched["cpu_s"] / sent * 1000, 3),
+        "backend_cpu_share_of_one_core": round(out["cpu_s"] / out["seconds"], 3),
+        "load_average": round(out["load"], 1),
         "rss_before_mb": round(out["rss_before"], 1),
         "rss_after_mb": round(out["rss_after"], 1),
         "rss_after_vs_before": round(out["rss_after"] / out["rss_before"], 3),

@@ -14,10 +14,11 @@ burst: 1,599 of 4,000 tracks acknowledged within 300 s instead of all 4,000 in 2
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-__all__ = ["Bulkhead", "BulkheadFull"]
+__all__ = ["Bulkhead", "BulkheadFull", "FairGate"]
 
 
 class BulkheadFull(Exception):
@@ -77,3 +78,58 @@ class Bulkhead:
     def release(self) -> None:
         self._inside -= 1
         self._slots.release()
+
+
+class FairGate:
+    """At most ``limit`` holders at once; the waiters are admitted round-robin by ``key`` (a
+    browser tab), so a tab that sent twenty calls at once waits its turn behind a tab that sent
+    one, instead of holding twenty slots first. The caller bounds each key's line (see
+    :meth:`waiting_for`). A waiter cancelled while it waits leaves
+    nothing behind; one cancelled just after being admitted hands its slot on."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("a gate needs limit >= 1")
+        self.limit = limit
+        self.inside = 0
+        self._lines: dict[str, deque[asyncio.Future[None]]] = {}
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(line) for line in self._lines.values())
+
+    def waiting_for(self, key: str) -> int:
+        """Callers of ``key`` waiting now."""
+        return len(self._lines.get(key, ()))
+
+    async def acquire(self, key: str) -> None:
+        if self.inside < self.limit and not self._lines:
+            self.inside += 1
+            return
+        admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._lines.setdefault(key, deque()).append(admitted)
+        try:
+            await admitted
+        except asyncio.CancelledError:
+            if admitted.done() and not admitted.cancelled():
+                self.release()  # admitted, then cancelled: the slot goes to the next one
+            else:
+                line = self._lines.get(key)
+                if line is not None and admitted in line:
+                    line.remove(admitted)
+                    if not line:
+                        del self._lines[key]
+            raise
+
+    def release(self) -> None:
+        """Give the slot to the first waiter of the next key in turn, or free it."""
+        while self._lines:
+            key = next(iter(self._lines))
+            line = self._lines.pop(key)
+            admitted = line.popleft()
+            if line:
+                self._lines[key] = line  # to the back of the rotation
+            if not admitted.done():
+                admitted.set_result(None)  # the slot passes on: ``inside`` is unchanged
+                return
+        self.inside -= 1

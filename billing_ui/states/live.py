@@ -52,6 +52,7 @@ class LiveMeters:
         self._stop: Callable[[], None] | None = None
         self._listening_on: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._queued: set[str] = set()
         self.modify: Modify | None = None
         """How to reach a tab's state; the registered app's ``modify_state`` when unset."""
         self._app_modify: Modify | None = None
@@ -93,6 +94,12 @@ class LiveMeters:
             return
         customer = str(key[1])
         for token in list(self._tabs.get(customer, ())):
+            # At most one push waits per tab: it reads the newest entry when it runs, so a
+            # burst of N tracks by M tabs of one customer is about M pushes, not N x M (a
+            # 200-tab flood made 800,000 before, and starved every other tab's events).
+            if token in self._queued:
+                continue
+            self._queued.add(token)
             task = asyncio.get_running_loop().create_task(self._push(token, customer))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -103,6 +110,7 @@ class LiveMeters:
         from billing_ui.states.status import stamp
         from billing_ui.states.views import metric_view
 
+        self._queued.discard(token)  # a change from now on queues another push
         modify = self.modify or self._app_modify or _app_modify()
         entry = await self._runtime.store.peek((METRICS, customer))
         if modify is None or entry is None:

@@ -22,9 +22,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
+from billing_ui.core.bulkhead import FairGate
 from billing_ui.core.errors import (
     APIConnectionError,
     BillingError,
@@ -37,7 +39,7 @@ from billing_ui.core.problems import classify
 from billing_ui.core.track_rules import check_browser_track
 from billing_ui.settings import get_settings
 from billing_ui.states import _runtime as rt
-from billing_ui.states.base import BillingState, billing_event
+from billing_ui.states.base import BillingState, TooManyRequests, billing_event
 from billing_ui.states.entitlements import FeatureEntitlementsState
 from billing_ui.states.metrics import UsageMetricsState
 from billing_ui.states.status import STALE, SUCCESS
@@ -112,78 +114,92 @@ class TrackUsageState(BillingState):
             async with self:
                 self._finish(str(feature_key)[:64], error=rt.message_for(exc))
             return
-        async with self:
-            try:
-                ticket = await self._begin()
-            except (BillingError, LookupError) as exc:
-                self._finish(key, error=rt.message_for(exc))
-                return
-            self.pending_features = [*self.pending_features, key]
-            self.is_pending = True
-        customer = ticket.customer
-        unknown = False
+        # Past this point a track costs the backend most (the answer, the meters, the
+        # deltas): at most TRACKS_AT_ONCE tracks of all tabs do it at once, taken round-robin
+        # by tab (see _TrackTurn), so a flood never stands between another tab and its events.
+        tab = self.router.session.client_token
         try:
+            turn = await _TrackTurn.take(tab)
+        except TooManyRequests as exc:
+            async with self:
+                self._finish(key, error=rt.message_for(exc))
+            return
+        try:
+            async with self:
+                try:
+                    ticket = await self._begin()
+                except (BillingError, LookupError) as exc:
+                    self._finish(key, error=rt.message_for(exc))
+                    return
+                self.pending_features = [*self.pending_features, key]
+                self.is_pending = True
+            customer = ticket.customer
+            unknown = False
             try:
-                result = await rt.queries.track_usage(
-                    customer, key, amount, metadata=meta, idempotency_key=idem
-                )
-            except BillingError as first:
-                depth = await _queue(customer, key, amount, meta, idem, first)
-                if depth is not None:  # kept durably: the tracker's worker sends it
+                try:
+                    result = await rt.queries.track_usage(
+                        customer, key, amount, metadata=meta, idempotency_key=idem
+                    )
+                except BillingError as first:
+                    depth = await _queue(customer, key, amount, meta, idem, first)
+                    if depth is not None:  # kept durably: the tracker's worker sends it
+                        async with self:
+                            await self._confirm(ticket)
+                            self._finish(key, pending=key)
+                            self.is_success = False
+                            self.queued_feature, self.queued = key, depth
+                        return
+                    if not outcome_unknown(first):
+                        raise
+                    # No answer after the client's retries (or every connection busy after an
+                    # earlier attempt was sent): it may or may not have been recorded. Say so,
+                    # then ask again with the same key until the API answers.
+                    unknown = True
                     async with self:
                         await self._confirm(ticket)
-                        self._finish(key, pending=key)
-                        self.is_success = False
-                        self.queued_feature, self.queued = key, depth
-                    return
-                if not outcome_unknown(first):
-                    raise
-                # No answer after the client's retries (or every connection busy after an
-                # earlier attempt was sent): it may or may not have been recorded. Say so,
-                # then ask again with the same key until the API answers.
-                unknown = True
+                        self.unconfirmed = [*self.unconfirmed, key]
+                        self.last_feature_key, self.error = key, UNCONFIRMED
+                        self.is_error = self.is_success = False
+                        metrics = await self.get_state(UsageMetricsState)
+                        if metrics.status == SUCCESS:
+                            metrics.status, metrics.error = STALE, rt.outage_message()
+                    turn.give_back()  # asking again may take minutes: not holding a turn
+                    try:
+                        result = await _until_answered(customer, key, amount, meta, idem)
+                    finally:
+                        async with self:
+                            self.unconfirmed = _without(self.unconfirmed, key)
+            except BillingError as exc:
+                lost = unknown and isinstance(exc, APIConnectionError | PoolExhaustedError)
+                message = NOT_CONFIRMED if lost else rt.message_for(exc)
                 async with self:
                     await self._confirm(ticket)
-                    self.unconfirmed = [*self.unconfirmed, key]
-                    self.last_feature_key, self.error = key, UNCONFIRMED
-                    self.is_error = self.is_success = False
-                    metrics = await self.get_state(UsageMetricsState)
-                    if metrics.status == SUCCESS:
-                        metrics.status, metrics.error = STALE, rt.outage_message()
-                try:
-                    result = await _until_answered(customer, key, amount, meta, idem)
-                finally:
-                    async with self:
-                        self.unconfirmed = _without(self.unconfirmed, key)
-        except BillingError as exc:
-            lost = unknown and isinstance(exc, APIConnectionError | PoolExhaustedError)
-            message = NOT_CONFIRMED if lost else rt.message_for(exc)
+                    self._finish(key, error=message, pending=key)
+                    if classify(exc) is not None:
+                        # The API is down: the meters say so now, not at their next refresh.
+                        metrics = await self.get_state(UsageMetricsState)
+                        if metrics.status == SUCCESS:
+                            metrics.status, metrics.error = STALE, rt.message_for(exc)
+                return
             async with self:
                 await self._confirm(ticket)
-                self._finish(key, error=message, pending=key)
-                if classify(exc) is not None:
-                    # The API is down: the meters say so now, not at their next refresh.
-                    metrics = await self.get_state(UsageMetricsState)
-                    if metrics.status == SUCCESS:
-                        metrics.status, metrics.error = STALE, rt.message_for(exc)
-            return
-        async with self:
-            await self._confirm(ticket)
-            self._finish(key, pending=key)
-            self.last_result = track_result_view(result)
-            metrics = await self.get_state(UsageMetricsState)
-            # Show the server's usage at once (no round trip), then refetch.
-            entry = await rt.queries.cache.peek((rt.METRICS, customer))
-            if entry is not None:
-                hard = {m.feature_key for m in metrics.metrics if m.hard_limit}
-                metrics.metrics = [
-                    metric_view(m, hard_limit=m.feature_key in hard) for m in entry.data
-                ]
-            ent = await self.get_state(FeatureEntitlementsState)
-            shows_check = key in ent.checks
-            # The last track of a burst refetches for all of them: ten quick clicks are one
-            # refetch, not ten racing ones (each click's own usage is already on screen).
-            settled = not self.pending_features
+                self._finish(key, pending=key)
+                self.last_result = track_result_view(result)
+                metrics = await self.get_state(UsageMetricsState)
+                # Show the server's usage at once (no round trip), then refetch.
+                entry = await rt.queries.cache.peek((rt.METRICS, customer))
+                if entry is not None:
+                    hard = {m.feature_key for m in metrics.metrics if m.hard_limit}
+                    metrics.metrics = [
+                        metric_view(m, hard_limit=m.feature_key in hard) for m in entry.data
+                    ]
+                ent = await self.get_state(FeatureEntitlementsState)
+                shows_check = key in ent.checks
+                # The last track of a burst refetches for all of them: ten quick clicks are one
+                # refetch, not ten racing ones (each click's own usage is already on screen).
+                settled = not self.pending_features and not _TrackTurn.waiting(tab)
+        finally:
+            turn.give_back()
         if settled:
             yield UsageMetricsState.refetch
             if shows_check:
@@ -202,6 +218,57 @@ class TrackUsageState(BillingState):
         self.is_success = not error
         if key == self.queued_feature:  # a newer outcome for this feature
             self.queued_feature = ""
+
+
+TRACKS_AT_ONCE = 32
+"""Tracks of all tabs past their first step at once, per backend process (see _TrackTurn)."""
+
+
+class _TrackTurn:
+    """A turn at the costly part of a track, from a per-event-loop :class:`FairGate`.
+
+    Why: every Reflex track event is a background task, so a flood of 4,000 puts 4,000 tasks
+    on the event loop at once, and any other tab's event (a hydrate) waits behind a full round
+    of them at every step. Measured with ``bench/many_sockets.py`` (200 tabs x 20 tracks).
+    A tab's burst is still one burst (one refetch after its last track): a track settles it
+    only when none of the tab's tracks is pending or waiting for a turn. (A gate without that
+    made every track of a burst refetch on its own: 1,599 of 4,000 acknowledged in 300 s.)"""
+
+    _gates: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FairGate]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, gate: FairGate) -> None:
+        self._gate: FairGate | None = gate
+
+    @classmethod
+    def _gate_of_loop(cls) -> FairGate:
+        loop = asyncio.get_running_loop()
+        gate = cls._gates.get(loop)
+        if gate is None:
+            gate = cls._gates[loop] = FairGate(TRACKS_AT_ONCE)
+        return gate
+
+    @classmethod
+    async def take(cls, tab: str) -> _TrackTurn:
+        """Wait for a turn; TooManyRequests when the tab already has a burst's worth of
+        tracks waiting (the line is bounded per tab, as the tab's token bucket is)."""
+        gate = cls._gate_of_loop()
+        if gate.waiting_for(tab) >= get_settings().browser_burst:
+            raise TooManyRequests(notify=True)
+        await gate.acquire(tab)
+        return cls(gate)
+
+    @classmethod
+    def waiting(cls, tab: str) -> int:
+        """The tab's tracks waiting for a turn (a burst is settled when none is left)."""
+        return cls._gate_of_loop().waiting_for(tab)
+
+    def give_back(self) -> None:
+        """Idempotent."""
+        if self._gate is not None:
+            self._gate.release()
+            self._gate = None
 
 
 def outcome_unknown(exc: BaseException) -> bool:
