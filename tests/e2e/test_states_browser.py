@@ -4,12 +4,16 @@ driven by headless chromium, against the real local billing server.
 The server sits behind the forwarding proxy from tests/faults.py, which counts the upstream
 requests: that is how "the loop stops when the tab closes" and "a reload does not double the
 loop" are measured at the server, where they matter.
+
+The module runs twice: with the query store in memory and in Redis (the session's throwaway
+``redis-server``; without it the Redis half is skipped locally and fails in CI).
 """
 
 from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +23,10 @@ from reflex.testing import AppHarness
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
+import billing_ui.runtime
+from billing_ui.core.cache import MemoryQueryStore, QueryStore
+from billing_ui.core.queries import QUERY_TYPES
+from billing_ui.core.redis_cache import RedisQueryStore
 from billing_ui.server.testing import RunningServer, create_customer, running_server
 from tests.faults import FaultProxy
 
@@ -76,11 +84,21 @@ def billing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningS
         yield server, proxy
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["memory", "redis"])
 def app(
-    tmp_path_factory: pytest.TempPathFactory, billing: tuple[RunningServer, FaultProxy]
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    billing: tuple[RunningServer, FaultProxy],
 ) -> Iterator[AppHarness]:
     server, proxy = billing
+    store: QueryStore = MemoryQueryStore()
+    if request.param == "redis":
+        store = RedisQueryStore(
+            request.getfixturevalue("redis_url"),
+            namespace=f"e2e{uuid.uuid4().hex[:12]}",
+            types=QUERY_TYPES,
+        )
+    billing_ui.runtime.install(None, store=store)  # the app's configure() keeps this store
     env = {
         "BUI_E2E_CUSTOMER": create_customer(server, ["pro"]),
         "BUI_E2E_INTERVAL": str(INTERVAL),

@@ -6,12 +6,17 @@ chains the events they yield. Here it runs in-process with Reflex's in-memory st
 a test sends exactly what a browser would send (an event name and a JSON payload) and then reads
 the session's state. The billing server is the real one, over loopback HTTP, behind the counting
 proxy from tests/faults.py (forwarding only: it counts the upstream requests).
+
+Every test that configures the states (``configure_billing``) runs twice, once per query
+store: in memory and in Redis (the session's throwaway ``redis-server``, a fresh namespace per
+test). Without redis-server the Redis half is skipped locally and fails in CI (``CI=true``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +29,12 @@ from reflex_base.event import Event
 from reflex_base.event.processor import BaseStateEventProcessor
 
 import billing_ui.states as bs
+from billing_ui import runtime
 from billing_ui import settings as billing_settings
 from billing_ui.core import AsyncBillingClient
+from billing_ui.core.cache import MemoryQueryStore, QueryStore
+from billing_ui.core.queries import QUERY_TYPES
+from billing_ui.core.redis_cache import RedisQueryStore
 from billing_ui.server.testing import RunningServer, create_customer, running_server
 from tests.faults import FaultProxy
 
@@ -113,9 +122,28 @@ def proxy(server: RunningServer) -> Iterator[FaultProxy]:
         yield p
 
 
+@pytest.fixture(params=["memory", "redis"])
+async def query_store(request: pytest.FixtureRequest) -> AsyncIterator[QueryStore]:
+    """A fresh runtime on this test's query store (memory, or Redis); the previous runtime is
+    installed again afterwards."""
+    if request.param == "redis":
+        store: QueryStore = RedisQueryStore(
+            request.getfixturevalue("redis_url"),
+            namespace=f"states{uuid.uuid4().hex[:12]}",
+            types=QUERY_TYPES,
+        )
+    else:
+        store = MemoryQueryStore()
+    before = runtime.current()
+    installed = runtime.install(None, before.settings, store=store)
+    yield store
+    await installed.aclose()  # its client and store connections, on this test's loop
+    runtime._current = before  # what install() replaced (no public "uninstall")
+
+
 @pytest.fixture
 def configure_billing(
-    server: RunningServer, proxy: FaultProxy
+    server: RunningServer, proxy: FaultProxy, query_store: QueryStore
 ) -> Iterator[Callable[..., bs.BillingSettings]]:
     """Point the states at the proxied server; restore the defaults afterwards."""
     before = bs.get_settings()
