@@ -21,7 +21,7 @@ NUMBER_JS: Final = "(v, l) => Number(v).toLocaleString(l ?? undefined, {maximumF
 """Grouped, at most three decimals: ``15,000`` in en-US, ``15.000`` in de-DE."""
 DATE_JS: Final = {
     "day": "{month: 'short', day: 'numeric', timeZone: 'UTC'}",
-    "hour": "{hour: '2-digit', minute: '2-digit', timeZone: 'UTC'}",
+    "hour": "{hour: 'numeric', minute: '2-digit', timeZone: 'UTC'}",
 }
 """A chart bucket's label: buckets are UTC days and hours (as the billing periods are)."""
 
@@ -51,7 +51,7 @@ def number_formatter(locale: str | None = None) -> str:
 
 def date_formatter(bucket: Literal["day", "hour"], locale: str | None = None) -> str:
     """A JS function formatting epoch milliseconds as a chart bucket's label, with ``Intl``
-    (``Nov 30`` / ``30. Nov.``; ``14:00``)."""
+    (``Nov 30`` / ``30. Nov.``; ``2:00 PM`` / ``14:00``)."""
     return (
         f"(t) => new Intl.DateTimeFormat({_js_locale(locale)}, {DATE_JS[bucket]})"
         ".format(new Date(t))"

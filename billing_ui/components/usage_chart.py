@@ -103,7 +103,10 @@ def usage_chart(
     chart = rx.recharts.area_chart(
         rx.recharts.cartesian_grid(stroke_dasharray="3 3", stroke="var(--gray-a5)"),
         rx.recharts.x_axis(
-            data_key="t", tick_formatter=date_formatter(bucket, locale), **styles.CHART_AXIS
+            data_key="t",
+            tick_formatter=date_formatter(bucket, locale),
+            min_tick_gap=24,  # labels a word apart ("Nov 25 Nov 30" touched at 5 px)
+            **styles.CHART_AXIS,
         ),
         # The meters' grouped format (15,000), and as wide as the longest tick needs: a 6-digit
         # value never loses its first digits at the card's edge.

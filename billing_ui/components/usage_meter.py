@@ -131,19 +131,26 @@ def _figures(metric: Var[MetricView], locale: str | None) -> rx.Component:
             size="2",
         ),
     )
-    remaining = rx.cond(
+    small = styles.merge(styles.MUTED_TEXT, {"size": "1", "white_space": "nowrap"})
+    resets = rx.text(resets_in(metric.resets_in_days), **small)
+    # "Used" has the first line to itself; what remains shares the second with the reset, in
+    # small type: a 7-digit "1,750,000 remaining" beside "250,000 / 2,000,000 used" did not fit
+    # a third of a 1280 px page and dropped onto a line of its own.
+    second = rx.cond(
         metric.unlimited,
-        rx.fragment(),
-        rx.text(
-            rx.text.span(number(metric.remaining, locale), data_testid="meter-remaining"),
-            " remaining",
-            white_space="nowrap",  # "50,000 remaining" stays one piece when the row wraps
-            **styles.MUTED_TEXT,
+        resets,
+        rx.hstack(
+            rx.text(
+                rx.text.span(number(metric.remaining, locale), data_testid="meter-remaining"),
+                " remaining",
+                **small,
+            ),
+            rx.spacer(),
+            resets,
+            width="100%",
+            align="baseline",
+            wrap="wrap",
+            spacing="2",
         ),
     )
-    return rx.vstack(
-        rx.hstack(used, rx.spacer(), remaining, width="100%", align="baseline", wrap="wrap"),
-        rx.text(resets_in(metric.resets_in_days), **styles.merge(styles.MUTED_TEXT, {"size": "1"})),
-        spacing="1",
-        width="100%",
-    )
+    return rx.vstack(used, second, spacing="1", width="100%")
