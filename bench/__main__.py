@@ -21,7 +21,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,8 +32,15 @@ from bench._harness import REPO, BadResult, check_result, load_average, machine,
 
 BENCH = REPO / "bench"
 RESULTS = BENCH / "results"
-SMOKE_TIMEOUT = 120.0
-"""Seconds one benchmark may take at smoke size before it counts as failed."""
+SMOKE_TIMEOUT = 180.0
+"""Seconds one benchmark may take at smoke size before it counts as failed (it may share the
+machine with the other lane: see ``SMOKE_JOBS``)."""
+SMOKE_JOBS = 2
+"""Benchmarks run at once at smoke size (each is mostly process start-up and waiting; its
+timings are not looked at). A full run is one at a time: figures need the machine."""
+REFLEX_MARKERS = ("_reflex_backend", "running_demo")
+"""Source text of a benchmark that starts a Reflex app from the repo: those run one at a time
+even at smoke size (they share the repo's Reflex build directories)."""
 
 
 def discover() -> list[str]:
@@ -49,8 +58,46 @@ def discover() -> list[str]:
     return names
 
 
-def run_one(name: str, smoke: bool, scratch: Path) -> dict[str, Any]:
-    """Run ``bench.<name>`` in its own process; its result, or ``{"error": ...}``."""
+def starts_reflex(name: str) -> bool:
+    text = (BENCH / f"{name}.py").read_text()
+    return any(marker in text for marker in REFLEX_MARKERS)
+
+
+def run_all(names: list[str], smoke: bool, scratch: Path, jobs: int) -> dict[str, Any]:
+    """Every benchmark's result, in ``names`` order. With ``jobs > 1`` they run side by side
+    (the Reflex ones in one lane of their own), each one's output printed whole when it ends."""
+    if jobs <= 1:
+        results: dict[str, Any] = {}
+        for name in names:
+            print(f"\n=== {name} ===", flush=True)
+            results[name] = run_one(name, smoke, scratch)
+        return results
+    printing = threading.Lock()
+
+    def lane(group: list[str]) -> dict[str, Any]:
+        done: dict[str, Any] = {}
+        for name in group:
+            output: list[str] = []
+            done[name] = run_one(name, smoke, scratch, output=output)
+            with printing:
+                print(f"\n=== {name} ===\n{''.join(output)}", end="", flush=True)
+        return done
+
+    reflex = [n for n in names if starts_reflex(n)]
+    others = [n for n in names if n not in reflex]
+    groups = [reflex] + [others[i :: jobs - 1] for i in range(jobs - 1)]
+    finished: dict[str, Any] = {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for done in pool.map(lane, [g for g in groups if g]):
+            finished.update(done)
+    return {name: finished[name] for name in names}
+
+
+def run_one(
+    name: str, smoke: bool, scratch: Path, output: list[str] | None = None
+) -> dict[str, Any]:
+    """Run ``bench.<name>`` in its own process; its result, or ``{"error": ...}``. With
+    ``output``, the process's stdout and stderr are collected there instead of passed on."""
     out = scratch / f"{name}.json"
     cmd = [sys.executable, "-m", f"bench.{name}", "--json", str(out)]
     if smoke:
@@ -58,9 +105,18 @@ def run_one(name: str, smoke: bool, scratch: Path) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     start = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, cwd=REPO, env=env, timeout=SMOKE_TIMEOUT if smoke else None)
-    except subprocess.TimeoutExpired:
+        capture = output is not None
+        proc = subprocess.run(
+            cmd, cwd=REPO, env=env, timeout=SMOKE_TIMEOUT if smoke else None, text=True,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=subprocess.STDOUT if capture else None,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        if output is not None and exc.output:
+            output.append(exc.output if isinstance(exc.output, str) else exc.output.decode())
         return {"error": f"timed out after {SMOKE_TIMEOUT:g} s"}
+    if output is not None:
+        output.append(proc.stdout or "")
     seconds = round(time.perf_counter() - start, 1)
     if proc.returncode != 0 or not out.exists():
         return {"error": f"exit status {proc.returncode}", "seconds": seconds}
@@ -76,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks, not figures")
     parser.add_argument("--out", type=Path, help=f"folder for the JSON (default {RESULTS})")
+    parser.add_argument(
+        "--jobs", type=int, help=f"benchmarks at once (default: {SMOKE_JOBS} at smoke size, else 1)"
+    )
     args = parser.parse_args(argv)
     found = discover()
     unknown = sorted(set(args.names) - set(found))
@@ -91,10 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         "benchmarks": {},
     }
     print(f"bench: {len(names)} benchmark(s) {'at smoke size' if args.smoke else ''}: {names}")
+    jobs = args.jobs or (SMOKE_JOBS if args.smoke else 1)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        for name in names:
-            print(f"\n=== {name} ===", flush=True)
-            record["benchmarks"][name] = run_one(name, args.smoke, Path(tmp))
+        record["benchmarks"] = run_all(names, args.smoke, Path(tmp), jobs)
     record["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     record["load_average_after"] = load_average()
     folder = args.out or RESULTS
