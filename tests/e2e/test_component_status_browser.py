@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 from reflex.testing import AppHarness
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
@@ -413,6 +414,7 @@ def test_numbers_and_dates_follow_the_locale_override(
         ]
 
     seen = {}
+    tooltips: dict[str, tuple[str, str]] = {}
     for path in ("/", "/de"):
         open_page(app, browser, path)
         wait_for(
@@ -425,7 +427,18 @@ def test_numbers_and_dates_follow_the_locale_override(
             texts(y_ticks),
             texts(x_ticks),
         )
+        # The tooltip of the last point: its date and number in the same locale.
+        surface = browser.find_element(By.CSS_SELECTOR, ".recharts-surface")
+        ActionChains(browser).move_to_element_with_offset(
+            surface, surface.size["width"] // 2 - 20, 0
+        ).perform()
+        label = wait_for(lambda: texts(".recharts-tooltip-label"), timeout=10)
+        value = wait_for(lambda: texts(".recharts-tooltip-item-value"), timeout=10)
+        tooltips[path] = (label[0], value[0])
     (en_used, en_y, en_x), (de_used, de_y, de_x) = seen["/"], seen["/de"]
+    assert tooltips["/"][1] == "12,345" and tooltips["/de"][1] == "12.345", tooltips
+    assert re.fullmatch(r"[A-Z][a-z]{2} \d{1,2}", tooltips["/"][0]), tooltips
+    assert re.fullmatch(r"\d{1,2}\. [A-Z][a-zä]{2,3}\.?", tooltips["/de"][0]), tooltips
     assert en_used == "12,345" and de_used == "12.345"
     assert "15,000" in en_y and "15.000" in de_y, (en_y, de_y)
     assert all(re.fullmatch(r"[A-Z][a-z]{2} \d{1,2}", t) for t in en_x), en_x
