@@ -46,6 +46,7 @@ shutdown.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
@@ -55,6 +56,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
 
+from billing_ui.core import metrics
 from billing_ui.core.client import AsyncBillingClient
 from billing_ui.core.errors import (
     APIError,
@@ -74,7 +76,7 @@ from billing_ui.core.track_rules import TrackRule, check_browser_track
 from billing_ui.core.tracker import AsyncUsageTracker
 from billing_ui.core.validation import check_feature_key
 
-__all__ = ["CustomerFromRequest", "billing_routes"]
+__all__ = ["CustomerFromRequest", "billing_routes", "prometheus_metrics"]
 
 CustomerFromRequest = Callable[[Request], "str | Awaitable[str | None] | None"]
 """``(request) -> customer id | None``, sync or async: the signed-in user, or None."""
@@ -109,6 +111,11 @@ def billing_routes(
         frozenset(allowed_origins),
         refresh_interval,
     )
+    metrics.current().watch_store(api.queries.cache)
+    if tracker is not None:
+        outbox = tracker.tracker.outbox
+        metrics.current().watch_outbox(outbox)
+        outbox.on_delivered(api.after_delivery)
     return Router(
         routes=[
             Route("/track", api.track, methods=["POST"]),
@@ -117,6 +124,15 @@ def billing_routes(
             Route("/check", api.check, methods=["GET"]),
         ]
     )
+
+
+async def prometheus_metrics(request: Request) -> Response:
+    """The Prometheus metrics (:mod:`billing_ui.core.metrics`), for the app to serve where
+    it opts in — not inside the router, whose ``/metrics`` is the customer's usage::
+
+        app.add_route("/metrics", prometheus_metrics)
+    """
+    return Response(metrics.current().render(), media_type=metrics.CONTENT_TYPE)
 
 
 def _lazy_client() -> Callable[[], AsyncBillingClient]:
@@ -166,9 +182,25 @@ class _Api:
         self.tracker = tracker
         self.allowed_origins = allowed_origins
         self.interval = refresh_interval
-        self._awaiting: set[str] = set()
-        """Customers with tracks queued by this process: their cached reads are dropped once
-        the outbox has drained, so every page converges to the server's numbers."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._delivered_early: set[str] = set()
+        """Customers whose queued tracks were delivered before this process served a request
+        (after a restart): their cached reads are dropped at the first one."""
+
+    def after_delivery(self, customers: frozenset[str]) -> None:
+        """The outbox delivered tracks of these customers (called in the tracker's thread):
+        drop their cached usage through the query store, so every page — on every worker,
+        when the store is Redis — reads the server's numbers next."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._delivered_early |= customers
+            return
+        asyncio.run_coroutine_threadsafe(self._forget(customers), loop)
+
+    async def _forget(self, customers: Collection[str]) -> None:
+        for customer in customers:
+            await self.queries.cache.invalidate((METRICS, customer))
+            await self.queries.cache.invalidate((FEATURE_CHECK, customer))
 
     # -- the endpoints
     async def track(self, request: Request) -> Response:
@@ -196,7 +228,6 @@ class _Api:
                 customer, key, amount, metadata=meta, idempotency_key=idem
             )
             if isinstance(outcome, QueuedTrack):
-                self._awaiting.add(customer)
                 stats = await self.tracker.stats()
                 body = {"status": "queued", "idempotency_key": idem, "queued": stats.depth}
                 return JSONResponse(body, status_code=202)
@@ -208,16 +239,7 @@ class _Api:
             )
         return JSONResponse({"status": "recorded", "result": _dump(result)})
 
-    async def _converge(self, customer: str) -> None:
-        """After this customer's queued tracks were delivered, read fresh (not cached) usage."""
-        tracker = self.tracker
-        if customer in self._awaiting and tracker and (await tracker.stats()).depth == 0:
-            self._awaiting.discard(customer)
-            await self.queries.cache.invalidate((METRICS, customer))
-            await self.queries.cache.invalidate((FEATURE_CHECK, customer))
-
     async def _metrics(self, request: Request, customer: str) -> Response:
-        await self._converge(customer)
         wanted = request.query_params.get("feature_key")
         key = None if wanted is None else check_feature_key(wanted)
         entry = await self.queries.usage_metrics(customer, stale_time=self.interval)
@@ -231,7 +253,6 @@ class _Api:
         )
 
     async def _check(self, request: Request, customer: str) -> Response:
-        await self._converge(customer)
         key = check_feature_key(request.query_params.get("feature_key"))
         entry = await self.queries.feature_check(customer, key, stale_time=self.interval)
         return JSONResponse(_dump(entry.data))
@@ -240,6 +261,10 @@ class _Api:
     async def _answer(
         self, request: Request, handler: Callable[[Request, str], Awaitable[Response]]
     ) -> Response:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            early, self._delivered_early = self._delivered_early, set()
+            await self._forget(early)
         try:
             if request.method == "POST":
                 self._check_origin(request)

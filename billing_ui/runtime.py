@@ -24,8 +24,10 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from billing_ui.core import metrics
 from billing_ui.core.cache import MemoryQueryStore, QueryStore
 from billing_ui.core.client import AsyncBillingClient
+from billing_ui.core.metrics import BillingMetrics, serve_metrics
 from billing_ui.core.problems import ProblemLog
 from billing_ui.core.queries import QUERY_TYPES, BillingQueries
 from billing_ui.settings import BillingSettings
@@ -53,6 +55,8 @@ class EnvSettings(BaseSettings):
     """Seconds an unread key stays in the in-memory store (TanStack Query's ``gcTime``)."""
     query_ttl: float = Field(default=600.0, gt=0)
     """Seconds a Redis entry lives after its last write."""
+    metrics_path: str | None = None
+    """Serve Prometheus metrics at this path of the app's backend (``/metrics``)."""
     namespace: str = "billing_ui"
     """The prefix of every Redis key and channel (apps sharing one Redis use different ones)."""
 
@@ -94,6 +98,11 @@ class BillingRuntime:
         self.settings: BillingSettings = env.apply(settings or BillingSettings())
         self.store: QueryStore = store if store is not None else env.store()
         self.problems = ProblemLog()
+        self.metrics = BillingMetrics()
+        """This runtime's Prometheus metrics (a registry of its own; current once installed)."""
+        self.metrics.watch_store(self.store)
+        if self.settings.track_outbox is not None:
+            self.metrics.watch_outbox(self.settings.track_outbox.outbox)
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncBillingClient] = (
             weakref.WeakKeyDictionary()
         )
@@ -112,6 +121,8 @@ class BillingRuntime:
         """New settings (``configure()``); clients made by an older factory are dropped."""
         if settings.client_factory is not self.settings.client_factory:
             self._clients.clear()
+        if settings.track_outbox is not None:
+            self.metrics.watch_outbox(settings.track_outbox.outbox)
         self.settings = settings
 
     async def aclose(self) -> None:
@@ -160,5 +171,21 @@ def install(
     register = getattr(app, "register_lifespan_task", None)
     if callable(register):
         register(runtime.lifespan)
+    path = runtime.settings.metrics_path
+    if path is not None and app is not None:
+        _add_api_transformer(app, lambda inner: serve_metrics(inner, path))
+    metrics.use(runtime.metrics)
     _current = runtime
     return runtime
+
+
+def _add_api_transformer(app: Any, transformer: Any) -> None:
+    """Add to a Reflex app's ``api_transformer`` (None, one, or a sequence of them), which
+    Reflex applies to its backend when it starts."""
+    existing = getattr(app, "api_transformer", None)
+    if existing is None:
+        app.api_transformer = transformer
+    elif isinstance(existing, list | tuple):
+        app.api_transformer = [*existing, transformer]
+    else:
+        app.api_transformer = [existing, transformer]

@@ -84,6 +84,13 @@ class BillingSettings:
     keys, also after a restart. Fail-closed features (seats) are never queued. ``None``: a
     track with no answer is asked about again in memory ("not confirmed yet")."""
 
+    metrics_path: str | None = None
+    """Serve the Prometheus metrics (:mod:`billing_ui.core.metrics`: tracks by result,
+    retries, outbox depth and age, upstream latency, cache hits and fetches, polling tabs) at
+    this path of the backend, e.g. ``"/metrics"``, when the app is installed with
+    ``billing_ui.install(app, settings)``. ``None``: not served (the default: an operator
+    opts in, and keeps the path off the public internet)."""
+
     def __post_init__(self) -> None:
         if isinstance(self.browser_burst, bool) or not isinstance(self.browser_burst, int):
             raise InvalidInputError.single("browser_burst", "type", "must be a whole number")
@@ -106,6 +113,9 @@ class BillingSettings:
             raise InvalidInputError.single(
                 "track_outbox", "type", "must be a billing_ui.core.UsageTracker or None"
             )
+        path = self.metrics_path
+        if path is not None and (not isinstance(path, str) or not path.startswith("/")):
+            raise InvalidInputError.single("metrics_path", "path", "must be a path like /metrics")
         rate = self.browser_rate
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0:
             raise InvalidInputError.single("browser_rate", "gt", "must be a number > 0")
@@ -133,6 +143,7 @@ def configure(
     browser_burst: int = _UNCHANGED,
     browser_rate: float = _UNCHANGED,
     track_outbox: UsageTracker | None = _UNCHANGED,
+    metrics_path: str | None = _UNCHANGED,
 ) -> BillingSettings:
     """Change the settings given (each is a field of :class:`BillingSettings`, documented
     there and in docs/components.md); the others keep their value. Returns the new settings.

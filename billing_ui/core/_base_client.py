@@ -47,6 +47,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from billing_ui.core import _constants as C
+from billing_ui.core import metrics
 from billing_ui.core import validation as V
 from billing_ui.core._retry import backoff_delay, is_retryable_exception
 from billing_ui.core._retry import retry_delay as _retry_delay
@@ -62,6 +63,7 @@ from billing_ui.core.errors import (
     InvalidInputError,
     PoolExhaustedError,
 )
+from billing_ui.core.logs import call_fields, log_upstream
 from billing_ui.core.models import TrackUsageRequest, TrackUsageResult
 
 log = logging.getLogger("billing_ui.core")
@@ -535,8 +537,30 @@ class BaseBillingClient(Generic[HttpT]):
             ) from exc
 
     def _send(self, call: Call[Any], session_token: str | None) -> Op[httpx.Response]:
+        """:meth:`_attempts`, observed: one structured log record and the metrics for the
+        call, whatever its end (an answer, an error, a cancellation)."""
+        attempts = [0]
+        started = time.perf_counter()
+        status: int | str = "cancelled"
+        try:
+            response = yield from self._attempts(call, session_token, attempts)
+            status = response.status_code
+            return response
+        except APIStatusError as error:
+            status = error.status_code
+            raise
+        except BaseException as error:  # an APIError, or the caller cancelled (GeneratorExit)
+            status = "cancelled" if isinstance(error, GeneratorExit) else type(error).__name__
+            raise
+        finally:
+            observe_call(call, status, time.perf_counter() - started, attempts[0])
+
+    def _attempts(
+        self, call: Call[Any], session_token: str | None, attempts: list[int]
+    ) -> Op[httpx.Response]:
         """Send with retries. Every attempt is the same request: same body, same idempotency
-        key (in the body and the header), so the server counts a retried track once."""
+        key (in the body and the header), so the server counts a retried track once.
+        ``attempts[0]`` counts the requests sent."""
         config = self._config
         content: bytes | None = None
         if call.json is not None:
@@ -551,6 +575,7 @@ class BaseBillingClient(Generic[HttpT]):
         attempt = 0
         while True:
             request = self._build_request(call.method, url, call.params, content, headers)
+            attempts[0] = attempt + 1
             outcome = yield from send(request)
             retries_left = (config.max_retries - attempt) if call.retryable else 0
             if isinstance(outcome, httpx.Response):
@@ -655,6 +680,22 @@ class BaseBillingClient(Generic[HttpT]):
                 self._config.max_retries,
                 delay,
             )
+
+
+def observe_call(call: Call[Any], status: int | str, seconds: float, attempts: int) -> None:
+    """The call's log record (:mod:`~billing_ui.core.logs`) and metrics
+    (:mod:`~billing_ui.core.metrics`); a session-token mint is a call like the others."""
+    fields = call_fields(
+        call.operation, customer=call.customer_id, body=call.json, params=call.params
+    )
+    log_upstream(fields, status=status, seconds=seconds, attempts=attempts)
+    tracks = 0
+    if call.operation in _TRACK_OPERATIONS:
+        tracks = fields.get("events") or 1
+    metrics.current().observe_call(call.operation, status, seconds, attempts, tracks)
+
+
+_TRACK_OPERATIONS = frozenset({"track_usage", "track_usage_batch"})
 
 
 def own_replay(result: TrackUsageResult, generated_key: bool) -> TrackUsageResult:

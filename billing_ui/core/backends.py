@@ -103,6 +103,8 @@ class Call(Generic[T]):
     customer_id: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     retryable: bool = True
+    operation: str = ""
+    """The operation's name (``track_usage``), for logs and metrics."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +186,7 @@ class BillingOSBackend:
             customer_id=parts.get("customer_id"),
             headers=parts.get("headers") or {},
             retryable=endpoint.retryable,
+            operation=endpoint.name,
         )
 
     def session_token_info(self, token: str) -> SessionTokenInfo | None:

@@ -35,6 +35,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from billing_ui.core import metrics
 from billing_ui.core._retry import backoff_delay
 from billing_ui.core.errors import (
     APIConnectionError,
@@ -193,6 +194,10 @@ class OutboxStore(Protocol):
 
     def stats(self, now: float, max_age_s: float) -> OutboxStats: ...
 
+    def pending_by_feature(self, customer_id: str) -> dict[str, float]:
+        """The quantity waiting (not refused) per feature of one customer."""
+        ...
+
     def failures(self, limit: int = 100) -> list[QueuedTrack]:
         """Entries the API refused for good, oldest first (``last_error`` says why)."""
         ...
@@ -242,6 +247,13 @@ class Outbox:
         self.batches = batches
         self.clock = clock
         self._last_overdue_warning = 0.0
+        self._delivered_listeners: list[Callable[[frozenset[str]], None]] = []
+
+    def on_delivered(self, listener: Callable[[frozenset[str]], None]) -> None:
+        """Call ``listener(customer ids)`` after each delivery pass that delivered tracks of
+        theirs (in the delivering thread): how cached usage is dropped so pages converge to
+        the server's numbers."""
+        self._delivered_listeners.append(listener)
 
     # -- the policy
     def fails_closed(self, feature_key: str) -> bool:
@@ -274,6 +286,7 @@ class Outbox:
             last_error=error,
         )
         self.store.add([entry], self.max_size)
+        metrics.current().tracks.labels("queued").inc()
         return entry
 
     def track_or_queue(
@@ -334,6 +347,10 @@ class Outbox:
     def stats(self) -> OutboxStats:
         return self.store.stats(self.clock(), self.max_age_s)
 
+    def pending_for(self, customer_id: str) -> dict[str, float]:
+        """What ``customer_id`` has waiting, per feature: the meters add it, marked pending."""
+        return self.store.pending_by_feature(customer_id)
+
     # -- delivery
     def deliver(self, client: BillingClient, limit: int = 100) -> DeliveryReport:
         """Claim up to ``limit`` due entries and send them (one batch request, or one request
@@ -347,6 +364,7 @@ class Outbox:
             self._send_batch(client, entries) if self.batches else None
         ) or self._send_each(client, entries)
         self.store.settle(settlement)
+        self._announce(entries, settlement)
         self._warn_if_overdue(now)
         error = settlement.retry[0][2] if settlement.retry else ""
         return DeliveryReport(
@@ -356,6 +374,17 @@ class Outbox:
             retried=len(settlement.retry),
             error=error,
         )
+
+    def _announce(self, entries: list[QueuedTrack], settlement: Settlement) -> None:
+        if not settlement.delivered or not self._delivered_listeners:
+            return
+        delivered = set(settlement.delivered)
+        customers = frozenset(e.customer_id for e in entries if e.idempotency_key in delivered)
+        for listener in self._delivered_listeners:
+            try:
+                listener(customers)
+            except Exception:  # a listener's failure must not undo a delivery
+                log.exception("an outbox delivery listener failed")
 
     def _send_batch(self, client: BillingClient, entries: list[QueuedTrack]) -> Settlement | None:
         """One batch request; ``None`` when the backend has no batch endpoint (then the

@@ -10,12 +10,12 @@ local server uses too); core imports this module only when asked for it.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+import psycopg_pool
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -28,13 +28,30 @@ _COLUMNS = QueuedTrack.COLUMNS
 
 class PostgresOutboxStore:
     """An outbox in the table ``table`` (created if missing, with ``<table>_counters``) of the
-    database at ``url``. Thread-safe (one connection, used under a lock); one per process."""
+    database at ``url``. Thread-safe: each call takes a connection from a pool of at most
+    ``max_connections`` (psycopg_pool), so a track being queued does not wait behind a
+    delivery's claim or a stats read; one store per process."""
 
-    def __init__(self, url: str, *, table: str = "billing_outbox") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        table: str = "billing_outbox",
+        max_connections: int = 4,
+        wait_timeout_s: float = 10.0,
+    ) -> None:
         if not table.replace("_", "").isalnum():
             raise ValueError(f"table must be letters, digits and underscores: {table!r}")
-        self._lock = threading.Lock()
-        self._db: psycopg.Connection[tuple[Any, ...]] = psycopg.connect(url)
+        self._pool = psycopg_pool.ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_connections,
+            kwargs={"autocommit": True},  # transactions are explicit: conn.transaction()
+            timeout=wait_timeout_s,
+            open=False,
+            name="billing_ui_outbox",
+        )
+        self._pool.open(wait=True, timeout=wait_timeout_s)
         self._t = sql.Identifier(table)
         self._counters = sql.Identifier(table + "_counters")
         self._index = sql.Identifier(table + "_due")
@@ -79,8 +96,8 @@ class PostgresOutboxStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
-        with self._lock, self._db.transaction():
-            yield self._db
+        with self._pool.connection() as db, db.transaction():
+            yield db
 
     def add(self, entries: Sequence[QueuedTrack], max_size: int) -> int:
         with self._transaction() as db:
@@ -187,6 +204,17 @@ class PostgresOutboxStore:
             failed_total=int(counters["failed"]),
         )
 
+    def pending_by_feature(self, customer_id: str) -> dict[str, float]:
+        with self._transaction() as db:
+            rows = db.execute(
+                self._q(
+                    "SELECT feature_key, sum(quantity) FROM {t} "
+                    "WHERE customer_id = %s AND NOT failed GROUP BY feature_key"
+                ),
+                (customer_id,),
+            ).fetchall()
+        return {key: float(total) for key, total in rows}
+
     def failures(self, limit: int = 100) -> list[QueuedTrack]:
         with self._transaction() as db:
             rows = db.execute(
@@ -196,5 +224,4 @@ class PostgresOutboxStore:
         return [QueuedTrack.from_row(row) for row in rows]
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._pool.close()

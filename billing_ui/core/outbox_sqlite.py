@@ -35,12 +35,18 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error      TEXT    NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (failed, available_at, id);
+CREATE INDEX IF NOT EXISTS outbox_customer ON outbox (customer_id, feature_key);
 CREATE TABLE IF NOT EXISTS outbox_counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO outbox_counters VALUES ('delivered', 0), ('failed', 0);
+INSERT OR IGNORE INTO outbox_counters
+    SELECT 'pending', count(*) FROM outbox WHERE failed = 0;
 """
+# ``pending`` is kept in the same transactions as the rows it counts (a file made before it
+# existed gets it counted once, above), so the size check of each add reads one row instead
+# of counting the outbox.
 
 _COLUMNS = QueuedTrack.COLUMNS
 
@@ -80,7 +86,9 @@ class SQLiteOutboxStore:
                 ).fetchone()
                 is None
             ]  # a known key is the same event again: ignored, even when the outbox is full
-            (depth,) = db.execute("SELECT count(*) FROM outbox WHERE failed = 0").fetchone()
+            (depth,) = db.execute(
+                "SELECT value FROM outbox_counters WHERE name = 'pending'"
+            ).fetchone()
             if new and depth + len(new) > max_size:
                 raise OutboxFullError(max_size)
             added = 0
@@ -101,6 +109,7 @@ class SQLiteOutboxStore:
                     ),
                 )
                 added += cursor.rowcount
+            _bump(db, "pending", added)
             return added
 
     def claim(self, limit: int, now: float, lease_s: float) -> list[QueuedTrack]:
@@ -116,26 +125,23 @@ class SQLiteOutboxStore:
 
     def settle(self, settlement: Settlement) -> None:
         with self._transaction() as db:
-            db.executemany(
-                "DELETE FROM outbox WHERE idempotency_key = ?",
+            # Rows another worker settled meanwhile (its lease ran out) are not counted twice.
+            gone = db.executemany(
+                "DELETE FROM outbox WHERE idempotency_key = ? AND failed = 0",
                 [(key,) for key in settlement.delivered],
-            )
-            db.executemany(
-                "UPDATE outbox SET failed = 1, last_error = ? WHERE idempotency_key = ?",
+            ).rowcount
+            failed = db.executemany(
+                "UPDATE outbox SET failed = 1, last_error = ? "
+                "WHERE idempotency_key = ? AND failed = 0",
                 [(reason, key) for key, reason in settlement.failed],
-            )
+            ).rowcount
             db.executemany(
                 "UPDATE outbox SET available_at = ?, last_error = ? WHERE idempotency_key = ?",
                 [(at, reason, key) for key, at, reason in settlement.retry],
             )
-            db.execute(
-                "UPDATE outbox_counters SET value = value + ? WHERE name = 'delivered'",
-                (len(settlement.delivered),),
-            )
-            db.execute(
-                "UPDATE outbox_counters SET value = value + ? WHERE name = 'failed'",
-                (len(settlement.failed),),
-            )
+            _bump(db, "delivered", len(settlement.delivered))
+            _bump(db, "failed", len(settlement.failed))
+            _bump(db, "pending", -(max(gone, 0) + max(failed, 0)))
 
     def stats(self, now: float, max_age_s: float) -> OutboxStats:
         with self._lock:
@@ -155,6 +161,15 @@ class SQLiteOutboxStore:
             failed_total=counters["failed"],
         )
 
+    def pending_by_feature(self, customer_id: str) -> dict[str, float]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT feature_key, sum(quantity) FROM outbox "
+                "WHERE customer_id = ? AND failed = 0 GROUP BY feature_key",
+                (customer_id,),
+            ).fetchall()
+        return {key: float(total) for key, total in rows}
+
     def failures(self, limit: int = 100) -> list[QueuedTrack]:
         with self._lock:
             rows = self._db.execute(
@@ -165,3 +180,8 @@ class SQLiteOutboxStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _bump(db: sqlite3.Connection, name: str, by: int) -> None:
+    if by:
+        db.execute("UPDATE outbox_counters SET value = value + ? WHERE name = ?", (by, name))

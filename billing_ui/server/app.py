@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from billing_ui.core import validation as V
 from billing_ui.core._constants import IDEMPOTENCY_HEADER, LOCAL_SECRET_KEY
 from billing_ui.core.errors import BillingOSMessage, FieldError, InvalidInputError
+from billing_ui.core.metrics import CONTENT_TYPE
 from billing_ui.core.models import (
     Bucket,
     CreateSessionTokenRequest,
@@ -58,6 +59,7 @@ from billing_ui.server.errors import (
     invalid_input,
 )
 from billing_ui.server.middleware import RequestIdMiddleware
+from billing_ui.server.observability import ObservabilityMiddleware, ServerMetrics, count_tracks
 from billing_ui.server.openapi import build_openapi, error_responses, request_body
 from billing_ui.server.options import CorsPolicy, WireOptions
 from billing_ui.server.plans import Plans
@@ -110,8 +112,10 @@ def create_app(
         options=options,
     )
     app.state.api_key = api_key
+    app.state.metrics = ServerMetrics()
     install_error_handlers(app)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestIdMiddleware)  # outside: the request id is in the log record
     (cors or CorsPolicy()).install(app)  # outermost: preflights never reach the routes
     _routes(app)
     app.openapi = lambda: build_openapi(app, _REQUEST_MODELS)  # type: ignore[method-assign]
@@ -119,6 +123,7 @@ def create_app(
 
 
 PRUNE_INTERVAL_S = 3600.0
+READY_TIMEOUT_S = 2.0
 
 
 @asynccontextmanager
@@ -163,6 +168,13 @@ def _json(
         headers=headers,
         media_type="application/json",
     )
+
+
+def _count_track(request: Request, result: TrackUsageResult) -> None:
+    if result.duplicate:
+        count_tracks(request, duplicate=1)
+    else:
+        count_tracks(request, recorded=1)
 
 
 def _checked(check: Any, value: Any, field: str) -> Any:
@@ -252,6 +264,7 @@ def _routes(app: FastAPI) -> None:
         tracked = _service(request).track(
             TrackCommand(req.customer_id, req.feature_key, req.quantity, key, req.metadata)
         )
+        _count_track(request, tracked.result)
         return _json(tracked.result, headers=tracked.rate_headers)
 
     @app.post(
@@ -276,7 +289,16 @@ def _routes(app: FastAPI) -> None:
             TrackCommand(e.customer_id, e.feature_key, e.quantity, e.idempotency_key, e.metadata)
             for e in req.events
         ]
-        return _json(_service(request).track_batch(cmds))
+        batch = _service(request).track_batch(cmds)
+        duplicate = sum(1 for i in batch.results if i.result is not None and i.result.duplicate)
+        refused = sum(1 for i in batch.results if i.error is not None)
+        count_tracks(
+            request,
+            recorded=len(batch.results) - duplicate - refused,
+            duplicate=duplicate,
+            refused=refused,
+        )
+        return _json(batch)
 
     @app.get("/v1/usage/check", responses=_READ, response_model=FeatureCheck, tags=_BACKEND)
     async def check_usage(
@@ -363,6 +385,7 @@ def _routes(app: FastAPI) -> None:
         tracked = service.track(
             TrackCommand(claims.external_user_id, req.feature_key, req.quantity, key, req.metadata)
         )
+        _count_track(request, tracked.result)
         return _json(tracked.result, headers=tracked.rate_headers)
 
     @app.get(
@@ -429,3 +452,28 @@ def _routes(app: FastAPI) -> None:
                 503, "SYS_DATABASE_UNAVAILABLE", f"database unavailable: {exc}"
             ) from None
         return _json(HealthStatus(status="ok", database="ok"))
+
+    @app.get("/healthz", tags=_OPERATIONS)
+    async def healthz() -> Response:
+        """(ext) Liveness: the process serves requests (the database is not asked)."""
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    @app.get("/readyz", responses=error_responses(503), tags=_OPERATIONS)
+    async def readyz(request: Request) -> Response:
+        """(ext) Readiness: the database answers a query within
+        :data:`READY_TIMEOUT_S` seconds (in a worker thread: a stopped PostgreSQL must not
+        hold up the event loop). 503 ``SYS_DATABASE_UNAVAILABLE`` otherwise."""
+        try:
+            await asyncio.wait_for(run_in_threadpool(_service(request).ping), READY_TIMEOUT_S)
+        except Exception as exc:
+            reason = "no answer in time" if isinstance(exc, TimeoutError) else str(exc)
+            raise ApiProblem(
+                503, "SYS_DATABASE_UNAVAILABLE", f"database unavailable: {reason}"
+            ) from None
+        return Response(b'{"status":"ready","database":"ok"}', media_type="application/json")
+
+    @app.get("/metrics", tags=_OPERATIONS, include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        """(ext) Prometheus metrics (text format); no credentials, like /health: they hold
+        counts and latencies, never ids or keys."""
+        return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)

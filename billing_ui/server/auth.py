@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 
 from billing_ui.server import tokens
 from billing_ui.server.errors import unauthorized
+from billing_ui.server.observability import note
 from billing_ui.server.tokens import SessionClaims
 
 
@@ -55,6 +56,7 @@ async def require_session(request: Request) -> SessionClaims:
         raise unauthorized(str(exc)) from None
     if service.is_revoked(claims.jti):
         raise unauthorized("Token not found or revoked")
+    note(request, customer=claims.external_user_id)  # the log record's customer
     return claims
 
 

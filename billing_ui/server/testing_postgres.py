@@ -112,22 +112,36 @@ class TempPostgres:
             "--no-sync", "--no-instructions",
         )  # fmt: skip
         pwfile.unlink()
-        settings = ["-c synchronous_commit=off", "-c max_connections=300"]
-        if not self.durable:
-            settings += ["-c fsync=off", "-c full_page_writes=off"]
         for attempt in range(3):  # the free port may be taken between asking and binding
             self.port = _free_port()
-            options = f"-h 127.0.0.1 -p {self.port} -k {self.dir} " + " ".join(settings)
             try:
-                self._run(
-                    str(self.bin / "pg_ctl"), "-D", str(self.data), "-l",
-                    str(self.dir / "server.log"), "-w", "-t", str(START_TIMEOUT_S),
-                    "-o", options, "start",
-                )  # fmt: skip
+                self._pg_ctl_start()
                 return
             except RuntimeError:
                 if attempt == 2:
                     raise
+
+    def _pg_ctl_start(self) -> None:
+        settings = ["-c synchronous_commit=off", "-c max_connections=300"]
+        if not self.durable:
+            settings += ["-c fsync=off", "-c full_page_writes=off"]
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.dir} " + " ".join(settings)
+        self._run(
+            str(self.bin / "pg_ctl"), "-D", str(self.data), "-l",
+            str(self.dir / "server.log"), "-w", "-t", str(START_TIMEOUT_S),
+            "-o", options, "start",
+        )  # fmt: skip
+
+    def halt(self) -> None:
+        """Stop the server and keep its data (an outage; :meth:`resume` ends it)."""
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the halted server again, on the same port."""
+        self._pg_ctl_start()
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/{dbname}"

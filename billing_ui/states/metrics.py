@@ -22,6 +22,7 @@ from reflex.vars import ArrayVar, FunctionStringVar, ObjectVar, Var
 
 from billing_ui.core.customer import NoCustomerError
 from billing_ui.core.errors import BillingError
+from billing_ui.core.metrics import polling_tab
 from billing_ui.settings import get_settings
 from billing_ui.states import _runtime as rt
 from billing_ui.states.base import BillingState, billing_event
@@ -75,15 +76,16 @@ class UsageMetricsState(BillingState):
             generation = self._poll_generation
         interval = get_settings().refresh_interval
         failures = 0
-        while True:
-            ok = await self._refresh(force=False)
-            failures = 0 if ok else failures + 1
-            await asyncio.sleep(retry_delay(failures, interval))
-            async with self:
-                superseded = self._poll_generation != generation
-            if superseded or not await rt.is_tab_connected(self):
-                live_meters().unfollow(self.router.session.client_token)
-                return
+        with polling_tab():  # billing_ui_polling_tabs, down again however the loop ends
+            while True:
+                ok = await self._refresh(force=False)
+                failures = 0 if ok else failures + 1
+                await asyncio.sleep(retry_delay(failures, interval))
+                async with self:
+                    superseded = self._poll_generation != generation
+                if superseded or not await rt.is_tab_connected(self):
+                    live_meters().unfollow(self.router.session.client_token)
+                    return
 
     @billing_event
     async def refetch(self) -> None:

@@ -29,6 +29,7 @@ from billing_ui.core.outbox import (
     OutboxFullError,
     OutboxStore,
     QueuedTrack,
+    Settlement,
     is_retryable_failure,
 )
 from billing_ui.core.outbox_sqlite import SQLiteOutboxStore
@@ -301,3 +302,79 @@ def _status_error(status: int, code: str = "X", message: str = "m") -> Exception
 def test_is_retryable_failure(error: Exception, retryable: bool) -> None:
     """What the outbox takes: only failures that may pass later."""
     assert is_retryable_failure(error) is retryable
+
+
+def test_the_size_bound_holds_without_counting_and_survives_settles(store: OutboxStore) -> None:
+    """The bound is checked against a counter kept in the same transactions as the rows (no
+    ``count(*)`` per add): after adds, deliveries, refusals and a settle repeated by a second
+    worker whose lease ran out, it still admits exactly up to ``max_size``."""
+    store.add([QueuedTrack(f"k{i}", "cus_a", "api_calls", 1.0) for i in range(5)], max_size=5)
+    with pytest.raises(OutboxFullError):
+        store.add([QueuedTrack("k5", "cus_a", "api_calls", 1.0)], max_size=5)
+    done = Settlement(delivered=["k0", "k1"], failed=[("k2", "refused")])
+    store.settle(done)
+    store.settle(done)  # the same outcome again (another worker): not subtracted twice
+    assert store.stats(0, 60).depth == 2
+    added = [QueuedTrack(f"n{i}", "cus_a", "api_calls", 1.0) for i in range(3)]
+    assert store.add(added, max_size=5) == 3
+    with pytest.raises(OutboxFullError):
+        store.add([QueuedTrack("n3", "cus_a", "api_calls", 1.0)], max_size=5)
+
+
+def test_a_file_made_before_the_counter_gets_it_counted(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "outbox.db"
+    SQLiteOutboxStore(path).close()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executemany(
+        "INSERT INTO outbox (idempotency_key, customer_id, feature_key, quantity, created_at, "
+        "available_at) VALUES (?, 'cus_a', 'api_calls', 1, 0, 0)",
+        [("old1",), ("old2",)],
+    )
+    db.execute("DELETE FROM outbox_counters WHERE name = 'pending'")  # as an older release
+    db.close()
+    store = SQLiteOutboxStore(path)
+    try:
+        with pytest.raises(OutboxFullError):
+            store.add([QueuedTrack(f"k{i}", "cus_a", "api_calls", 1.0) for i in range(2)], 3)
+        assert store.add([QueuedTrack("k", "cus_a", "api_calls", 1.0)], max_size=3) == 1
+    finally:
+        store.close()
+
+
+def test_pending_quantities_per_feature_of_one_customer(store: OutboxStore) -> None:
+    outbox = Outbox(store)
+    outbox.put("cus_a", "api_calls", 2, idempotency_key="a1")
+    outbox.put("cus_a", "api_calls", 3, idempotency_key="a2")
+    outbox.put("cus_a", "ai_tokens", 100, idempotency_key="a3")
+    outbox.put("cus_b", "api_calls", 7, idempotency_key="b1")
+    assert outbox.pending_for("cus_a") == {"api_calls": 5.0, "ai_tokens": 100.0}
+    store.settle(Settlement(delivered=["a1"], failed=[("a3", "refused")]))
+    assert outbox.pending_for("cus_a") == {"api_calls": 3.0}
+    assert outbox.pending_for("cus_nobody") == {}
+
+
+def test_concurrent_adds_and_reads_on_one_store(store: OutboxStore) -> None:
+    """Threads queueing while others read stats (the PostgreSQL store takes a pooled
+    connection per call): every add lands, the bound holds, nothing deadlocks."""
+    errors: list[BaseException] = []
+
+    def add(worker: int) -> None:
+        try:
+            for i in range(25):
+                entry = QueuedTrack(f"w{worker}-{i}", "cus_a", "api_calls", 1.0)
+                store.add([entry], max_size=100)
+                store.stats(0, 60)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=add, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert store.stats(0, 60).depth == 100
+    with pytest.raises(OutboxFullError):
+        store.add([QueuedTrack("one-more", "cus_a", "api_calls", 1.0)], max_size=100)

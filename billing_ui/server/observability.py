@@ -1,0 +1,149 @@
+"""What an operator of the local server sees: a structured log record per request, Prometheus
+metrics at ``/metrics``, and ``/healthz`` / ``/readyz``.
+
+* The request record has the fields of the client's upstream record (``customer``,
+  ``feature``, ``operation``, ``status``, ``latency_ms``, ``idempotency_key``, ``events``; see
+  :mod:`billing_ui.core.logs`) plus ``method``, ``path`` and ``request_id``. They are read from
+  the query and, only when the record will be written, from the JSON body the route already
+  received (a copy of at most :data:`MAX_LOGGED_BODY` bytes); the customer of a session route
+  comes from its verified token. Headers are never read, so neither the secret key nor a
+  session token can reach a log line.
+* Metrics: ``billing_server_requests`` (a latency histogram by operation and status class) and
+  ``billing_server_tracks_total{result}`` (``recorded``, ``duplicate``, ``refused``), on a
+  registry of the app's own (tests run many servers in one process).
+
+Pure ASGI, like :mod:`billing_ui.server.middleware`: no task or queue per request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from billing_ui.core.logs import call_fields
+from billing_ui.core.metrics import LATENCY_BUCKETS, outcome_of
+
+request_log = logging.getLogger("billing_ui.server.requests")
+MAX_LOGGED_BODY: Final = 64 * 1024
+TRACK_OPERATIONS: Final = frozenset({"track_usage", "session_track_usage", "track_usage_batch"})
+
+
+class ServerMetrics:
+    """The local server's metrics on a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Histogram(
+            "billing_server_request_seconds",
+            "Requests served, by operation and status class.",
+            ["operation", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.tracks = Counter(
+            "billing_server_tracks", "Tracked events by result.", ["result"], registry=self.registry
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def note(request: HTTPConnection, **fields: Any) -> None:
+    """Add fields to the request's log record (from a route or a dependency)."""
+    request.scope.setdefault("state", {}).setdefault("log_fields", {}).update(fields)
+
+
+def count_tracks(
+    request: HTTPConnection, *, recorded: int = 0, duplicate: int = 0, refused: int = 0
+) -> None:
+    """What a track route did with its events (for ``billing_server_tracks_total``)."""
+    note(request, tracks=(recorded, duplicate, refused))
+
+
+class ObservabilityMiddleware:
+    """Times each request, then writes its log record and metrics."""
+
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        logging_on = request_log.isEnabledFor(logging.INFO)
+        body = bytearray()
+
+        async def receive_copy() -> Message:
+            message = await receive()
+            if message["type"] == "http.request" and len(body) < MAX_LOGGED_BODY:
+                body.extend(message.get("body", b"")[: MAX_LOGGED_BODY - len(body)])
+            return message
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive_copy if logging_on else receive, send_status)
+        finally:
+            self._observe(scope, status, time.perf_counter() - started, bytes(body))
+
+    def _observe(self, scope: Scope, status: int, seconds: float, body: bytes) -> None:
+        endpoint = scope.get("endpoint")
+        operation = getattr(endpoint, "__name__", "unmatched")
+        state: dict[str, Any] = scope.get("state", {})
+        noted: dict[str, Any] = state.get("log_fields", {})
+        self.metrics.requests.labels(operation, outcome_of(status)).observe(seconds)
+        recorded, duplicate, refused = noted.get("tracks", (0, 0, 0))
+        if operation in TRACK_OPERATIONS and status >= 400:
+            refused = max(refused, 1)
+        for result, n in (("recorded", recorded), ("duplicate", duplicate), ("refused", refused)):
+            if n:
+                self.metrics.tracks.labels(result).inc(n)
+        if not request_log.isEnabledFor(logging.INFO):
+            return
+        fields = call_fields(
+            operation,
+            customer=noted.get("customer"),
+            body=_json_or_none(body),
+            params=dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))),
+        )
+        route = scope.get("route")
+        path = getattr(route, "path", None) or scope.get("path", "")
+        latency_ms = round(seconds * 1000, 2)
+        request_log.info(
+            "%s %s %d in %.1f ms",
+            scope.get("method"),
+            path,
+            status,
+            latency_ms,
+            extra={
+                **fields,
+                "method": scope.get("method"),
+                "path": path,
+                "status": status,
+                "latency_ms": latency_ms,
+                "request_id": state.get("request_id"),
+            },
+        )
+
+
+def _json_or_none(body: bytes) -> Any:
+    if not body:
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:  # refused by the route already; the record has what the query gives
+        return None
