@@ -51,4 +51,4 @@ bench-docs: bootstrap
 # The demo's data (billing.db and its WAL files: customers and tracked usage; the next
 # `make demo` seeds the customers again) and Reflex's build output. Keeps .venv/ and .tools/.
 clean:
-	rm -rf billing.db billing.db-wal billing.db-shm .web .states
+	rm -rf billing.db billing.db-wal billing.db-shm billing_outbox.db billing_outbox.db-wal billing_outbox.db-shm .web .states

@@ -12,6 +12,7 @@ from __future__ import annotations
 import reflex as rx
 
 from billing_ui.demo import config, dashboard, embedded, playground, security, sign_in
+from billing_ui.runtime import expose_metrics
 from billing_ui.states.browser_errors import log_browser_error
 
 config.setup()
@@ -26,6 +27,8 @@ app = rx.App(
 
 if config.uses_embedded_server():
     app.register_lifespan_task(embedded.lifespan)
+if metrics_path := config.metrics_path():  # BILLING_UI_METRICS_PATH: opt in
+    expose_metrics(app, metrics_path)
 
 app.add_page(sign_in.page, route=sign_in.ROUTE, title=sign_in.TITLE)
 for module in (dashboard, playground, security):

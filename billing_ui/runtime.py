@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
@@ -150,6 +151,7 @@ def current() -> BillingRuntime:
     global _current
     if _current is None:
         _current = BillingRuntime()
+        metrics.use(_current.metrics)
     return _current
 
 
@@ -173,15 +175,18 @@ def install(
         register(runtime.lifespan)
     path = runtime.settings.metrics_path
     if path is not None and app is not None:
-        _add_api_transformer(app, lambda inner: serve_metrics(inner, path))
+        expose_metrics(app, path)
     metrics.use(runtime.metrics)
     _current = runtime
     return runtime
 
 
-def _add_api_transformer(app: Any, transformer: Any) -> None:
-    """Add to a Reflex app's ``api_transformer`` (None, one, or a sequence of them), which
-    Reflex applies to its backend when it starts."""
+def expose_metrics(app: Any, path: str = "/metrics") -> None:
+    """Serve the Prometheus metrics of the current runtime at ``path`` of a Reflex app's
+    backend (what ``install`` does when ``metrics_path`` is set; for an app that configures
+    with ``configure()`` instead). Added to the app's ``api_transformer`` (None, one, or a
+    sequence of them), which Reflex applies to its backend when it starts."""
+    transformer = functools.partial(serve_metrics, path=path)
     existing = getattr(app, "api_transformer", None)
     if existing is None:
         app.api_transformer = transformer

@@ -153,4 +153,18 @@ def _figures(metric: Var[MetricView], locale: str | None) -> rx.Component:
             spacing="2",
         ),
     )
-    return rx.vstack(used, second, spacing="1", width="100%")
+    # Queued in the outbox, not yet with the billing API: already in the figures, and said.
+    pending = rx.cond(
+        metric.pending > 0,
+        rx.badge(
+            "+",
+            number(metric.pending, locale),
+            " pending",
+            color_scheme="gray",
+            variant="surface",
+            title="Recorded here and queued: it reaches the billing service when it is back",
+            data_testid="meter-pending",
+        ),
+    )
+    first = rx.hstack(used, pending, width="100%", align="baseline", wrap="wrap", spacing="2")
+    return rx.vstack(first, second, spacing="1", width="100%")

@@ -9,6 +9,9 @@
 | ``BILLING_UI_DB``              | the embedded server's SQLite file (default ``./billing.db``)  |
 | ``BILLING_UI_PORT``            | the embedded server's port (default 8700, or a free one)      |
 | ``BILLING_UI_DEMO_CUSTOMERS``  | the customers the sign-in page offers (comma-separated)       |
+| ``BILLING_UI_OUTBOX_DB``       | the track outbox's SQLite file (default ``billing_outbox.db`` |
+|                                | beside the billing database; ``make clean`` removes both)      |
+| ``BILLING_UI_METRICS_PATH``    | serve Prometheus metrics at this backend path (``/metrics``)  |
 """
 # mypy: disable-error-code="attr-defined,no-any-return"
 # (Reflex types fields of a Var[dataclass] and its component factories loosely.)
@@ -16,15 +19,20 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Final
 
-from billing_ui.core import AsyncBillingClient
+from billing_ui.core import AsyncBillingClient, BillingClient
 from billing_ui.core import _constants as C
+from billing_ui.core.tracker import UsageTracker
 from billing_ui.demo import embedded
 from billing_ui.demo.session import demo_customer
 from billing_ui.settings import TrackRule, configure
 
 ENV_REFRESH: Final = "BILLING_UI_REFRESH_INTERVAL"
+ENV_OUTBOX: Final = "BILLING_UI_OUTBOX_DB"
+ENV_METRICS: Final = "BILLING_UI_METRICS_PATH"
+OUTBOX_FILE: Final = "billing_outbox.db"
 DEFAULT_REFRESH_S: Final = 30.0
 
 TRACKABLE: Final = {
@@ -60,6 +68,38 @@ def make_client() -> AsyncBillingClient:
     return AsyncBillingClient(base_url=base_url(), api_key=key)
 
 
+def metrics_path() -> str | None:
+    """``BILLING_UI_METRICS_PATH`` (e.g. ``/metrics``): serve Prometheus metrics there."""
+    return os.environ.get(ENV_METRICS, "").strip() or None
+
+
+def outbox_path() -> Path:
+    """``BILLING_UI_OUTBOX_DB``, else ``billing_outbox.db`` beside the billing database."""
+    raw = os.environ.get(ENV_OUTBOX, "").strip()
+    return Path(raw).resolve() if raw else embedded.db_path().with_name(OUTBOX_FILE)
+
+
+_tracker: list[UsageTracker] = []
+
+
+def make_tracker() -> UsageTracker:
+    """The demo's durable outbox: a track the billing API cannot take now (down, 5xx, 429)
+    is kept on disk with its key and sent by the tracker's worker when it is back; the
+    button says "Queued, will be sent (N waiting)" and the meter shows "+N pending". One per
+    process: a previous one (an earlier set-up in the same process) is shut down first."""
+    close_tracker()
+    key = os.environ.get(C.ENV_SECRET_KEY) or C.LOCAL_SECRET_KEY
+    client = BillingClient(base_url=base_url(), api_key=key, timeout=5.0)
+    _tracker.append(UsageTracker(client, outbox_path=outbox_path(), flush_interval=1.0))
+    return _tracker[0]
+
+
+def close_tracker() -> None:
+    """Stop the demo's tracker (its last flush included): a test's teardown."""
+    while _tracker:
+        _tracker.pop().shutdown(timeout=2.0)
+
+
 def setup() -> None:
     """Configure the billing states for the demo (idempotent)."""
     configure(
@@ -67,6 +107,7 @@ def setup() -> None:
         trackable=TRACKABLE,
         refresh_interval=refresh_interval(),
         client_factory=make_client,
+        track_outbox=make_tracker(),
     )
 
 

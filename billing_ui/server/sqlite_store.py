@@ -9,12 +9,13 @@ limit read inside the write is the truth). Each thread reads through its own con
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from billing_ui.server import migrations
 from billing_ui.server import usage_sql as Q
@@ -57,11 +58,33 @@ class _SqliteTx:
         """Nothing to do: ``BEGIN IMMEDIATE`` already holds the whole file's write lock."""
 
 
-class SqliteStore:
-    """The local server's database as one SQLite file. Thread-safe; one instance per process."""
+SYNCHRONOUS_ENV: Final = "BILLING_UI_SQLITE_SYNCHRONOUS"
+SYNCHRONOUS_MODES: Final = ("FULL", "NORMAL")
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0) -> None:
+
+def synchronous_mode(given: str | None = None) -> str:
+    """``given``, else ``$BILLING_UI_SQLITE_SYNCHRONOUS``, else ``FULL``; refused unless it is
+    one of :data:`SYNCHRONOUS_MODES` (the environment reaches every ``--workers`` process)."""
+    mode = (given or os.environ.get(SYNCHRONOUS_ENV, "") or "FULL").strip().upper()
+    if mode not in SYNCHRONOUS_MODES:
+        raise StoreError(f"{SYNCHRONOUS_ENV} must be FULL or NORMAL, not {mode!r}")
+    return mode
+
+
+class SqliteStore:
+    """The local server's database as one SQLite file. Thread-safe; one instance per process.
+
+    ``synchronous``: ``FULL`` by default — in WAL mode each commit is fsynced before the
+    answer goes out, so a track the server acknowledged survives a power loss, not only a
+    crash of the process. ``NORMAL`` syncs at checkpoints only: a crash of the process still
+    loses nothing, but a power loss may take the last commits. What FULL costs is measured by
+    ``bench/ingest_durability.py`` and discussed in docs/architecture.md."""
+
+    def __init__(
+        self, path: str | Path, *, busy_timeout_s: float = 10.0, synchronous: str | None = None
+    ) -> None:
         self.path = Path(path)
+        self.synchronous = synchronous_mode(synchronous)
         self.location = str(self.path)
         self._busy_timeout_s = busy_timeout_s
         self._write_lock = threading.Lock()
@@ -84,7 +107,7 @@ class SqliteStore:
             isolation_level=None,  # we issue BEGIN/COMMIT ourselves
             check_same_thread=False,  # each connection is still used by one thread at a time
         )
-        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")  # one of two literals
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
 

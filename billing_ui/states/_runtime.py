@@ -3,6 +3,7 @@ whether the tab is still there, and error messages fit to show a person."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -71,6 +72,22 @@ async def known_features(customer: str) -> frozenset[str]:
             *settings.trackable,
         }
     )
+
+
+async def pending_usage(customer: str) -> dict[str, float]:
+    """What ``customer`` has waiting in the app's outbox, per feature (``track_outbox``; read
+    in a thread: it is a query on the outbox's database). Empty without an outbox, or when
+    the outbox cannot be read (the meter then shows the server's numbers alone)."""
+    from billing_ui.settings import get_settings
+
+    tracker = get_settings().track_outbox
+    if tracker is None:
+        return {}
+    try:
+        return await asyncio.to_thread(tracker.outbox.pending_for, customer)
+    except Exception:
+        log.exception("billing_ui: reading the outbox's pending usage failed")
+        return {}
 
 
 def outage_message() -> str:

@@ -105,16 +105,18 @@ class LiveMeters:
             task.add_done_callback(self._tasks.discard)
 
     async def _push(self, token: str, customer: str) -> None:
+        from billing_ui.states._runtime import pending_usage
         from billing_ui.states.base import _owner_of
         from billing_ui.states.metrics import UsageMetricsState
         from billing_ui.states.status import stamp
-        from billing_ui.states.views import metric_view
+        from billing_ui.states.views import metric_views
 
         self._queued.discard(token)  # a change from now on queues another push
         modify = self.modify or self._app_modify or _app_modify()
         entry = await self._runtime.store.peek((METRICS, customer))
         if modify is None or entry is None:
             return
+        pending = await pending_usage(customer)
         try:
             async with modify(token) as root:
                 state = await root.get_state(UsageMetricsState)
@@ -125,7 +127,7 @@ class LiveMeters:
                 if entry.updated_at < max(state.data_updated_at, state._confirmed_at):
                     return  # the tab already shows newer data: never move it backwards
                 hard = {m.feature_key for m in state.metrics if m.hard_limit}
-                views = [metric_view(m, hard_limit=m.feature_key in hard) for m in entry.data]
+                views = metric_views(entry.data, hard, pending)
                 changed = views != state.metrics
                 state.metrics = views  # an equal list is not assigned: no delta
                 stamp(state, entry.updated_at, changed=changed)

@@ -39,7 +39,7 @@ from billing_ui.states.status import (
     show_failure,
     show_success,
 )
-from billing_ui.states.views import MetricView, metric_view
+from billing_ui.states.views import MetricView, metric_views
 
 
 class UsageMetricsState(BillingState):
@@ -112,7 +112,11 @@ class UsageMetricsState(BillingState):
                 return True
             if force or self.status != SUCCESS:  # a background tick shows no spinner
                 self.is_fetching = True
+            shown = {m.feature_key: m.pending for m in self.metrics if m.pending}
         customer = ticket.customer
+        pending = await rt.pending_usage(customer)
+        if any(pending.get(key, 0.0) < was for key, was in shown.items()):
+            force = True  # queued usage was delivered: the server's numbers, not the cache's
         if force:
             await rt.queries.cache.invalidate((rt.METRICS, customer))
         started = rt.queries.cache.clock()
@@ -135,7 +139,7 @@ class UsageMetricsState(BillingState):
         entry = await rt.queries.cache.peek((rt.METRICS, customer)) or entry
         async with self:
             await self._confirm(ticket)
-            views = [metric_view(m, hard_limit=m.feature_key in hard) for m in entry.data]
+            views = metric_views(entry.data, hard, pending)
             changed = views != self.metrics
             self.metrics = views  # an equal list is not assigned (BillingState): no delta
             # Served from the cache while other requests find the API down: say so now, not

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
 from billing_ui.core.bulkhead import FairGate
@@ -43,7 +43,7 @@ from billing_ui.states.base import BillingState, TooManyRequests, billing_event
 from billing_ui.states.entitlements import FeatureEntitlementsState
 from billing_ui.states.metrics import UsageMetricsState
 from billing_ui.states.status import STALE, SUCCESS
-from billing_ui.states.views import TrackResultView, metric_view, track_result_view
+from billing_ui.states.views import TrackResultView, metric_views, track_result_view
 
 log = logging.getLogger("billing_ui.outbox")
 
@@ -143,11 +143,15 @@ class TrackUsageState(BillingState):
                 except BillingError as first:
                     depth = await _queue(customer, key, amount, meta, idem, first)
                     if depth is not None:  # kept durably: the tracker's worker sends it
+                        waiting = await rt.pending_usage(customer)
                         async with self:
                             await self._confirm(ticket)
                             self._finish(key, pending=key)
                             self.is_success = False
                             self.queued_feature, self.queued = key, depth
+                            # The meter moves now, marked "+N pending" (the other tabs at
+                            # their next refresh; all drop it once the outbox has sent it).
+                            await self._show_usage(customer, waiting)
                         return
                     if not outcome_unknown(first):
                         raise
@@ -181,18 +185,13 @@ class TrackUsageState(BillingState):
                         if metrics.status == SUCCESS:
                             metrics.status, metrics.error = STALE, rt.message_for(exc)
                 return
+            waiting = await rt.pending_usage(customer)
             async with self:
                 await self._confirm(ticket)
                 self._finish(key, pending=key)
                 self.last_result = track_result_view(result)
-                metrics = await self.get_state(UsageMetricsState)
                 # Show the server's usage at once (no round trip), then refetch.
-                entry = await rt.queries.cache.peek((rt.METRICS, customer))
-                if entry is not None:
-                    hard = {m.feature_key for m in metrics.metrics if m.hard_limit}
-                    metrics.metrics = [
-                        metric_view(m, hard_limit=m.feature_key in hard) for m in entry.data
-                    ]
+                await self._show_usage(customer, waiting)
                 ent = await self.get_state(FeatureEntitlementsState)
                 shows_check = key in ent.checks
                 # The last track of a burst refetches for all of them: ten quick clicks are one
@@ -204,6 +203,15 @@ class TrackUsageState(BillingState):
             yield UsageMetricsState.refetch
             if shows_check:
                 yield FeatureEntitlementsState.check(key)
+
+    async def _show_usage(self, customer: str, waiting: Mapping[str, float]) -> None:
+        """(Inside ``async with self``.) The cached usage, plus what waits in the outbox, on
+        this tab's meters."""
+        entry = await rt.queries.cache.peek((rt.METRICS, customer))
+        if entry is not None:
+            metrics = await self.get_state(UsageMetricsState)
+            hard = {m.feature_key for m in metrics.metrics if m.hard_limit}
+            metrics.metrics = metric_views(entry.data, hard, waiting)
 
     def _finish(self, key: str, *, error: str = "", pending: str | None = None) -> None:
         if pending is not None:

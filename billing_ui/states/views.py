@@ -7,10 +7,17 @@ hold, so components bind to typed fields (``metric.remaining``) instead of dict 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection, Iterable, Mapping
 from typing import Literal
 
 from billing_ui.core import _constants as C
-from billing_ui.core.models import FeatureCheck, FeatureEntitlement, TrackUsageResult, UsageMetric
+from billing_ui.core.models import (
+    FeatureCheck,
+    FeatureEntitlement,
+    TrackUsageResult,
+    UsageMetric,
+    percentage_used,
+)
 
 Level = Literal["normal", "near", "over", "unlimited"]
 
@@ -35,6 +42,9 @@ class MetricView:
     hard_limit: bool = False
     blocked: bool = False
     level: str = "normal"
+    pending: float = 0.0
+    """Usage queued in the outbox, not yet delivered: already in ``consumed`` (the meter
+    moves at once), and shown as "+N pending" until the billing API has it."""
 
 
 @dataclasses.dataclass
@@ -75,7 +85,36 @@ def level_of(metric: UsageMetric) -> Level:
     return "near" if metric.is_near_limit else "normal"
 
 
-def metric_view(metric: UsageMetric, *, hard_limit: bool = False) -> MetricView:
+def metric_views(
+    metrics: Iterable[UsageMetric], hard: Collection[str], pending: Mapping[str, float]
+) -> list[MetricView]:
+    """The meters of one customer: ``hard`` the hard-limited features, ``pending`` the queued
+    quantity per feature (:meth:`~billing_ui.core.outbox.Outbox.pending_for`)."""
+    return [
+        metric_view(m, hard_limit=m.feature_key in hard, pending=pending.get(m.feature_key, 0.0))
+        for m in metrics
+    ]
+
+
+def with_pending(metric: UsageMetric, pending: float) -> UsageMetric:
+    """``metric`` as it will be once ``pending`` more is delivered (the optimistic meter)."""
+    consumed = metric.consumed + pending
+    if metric.unlimited or metric.limit is None:
+        return metric.model_copy(update={"consumed": consumed})
+    return metric.model_copy(
+        update={
+            "consumed": consumed,
+            "remaining": max(metric.limit - consumed, 0.0),
+            "percentage_used": percentage_used(consumed, metric.limit),
+        }
+    )
+
+
+def metric_view(
+    metric: UsageMetric, *, hard_limit: bool = False, pending: float = 0.0
+) -> MetricView:
+    if pending:
+        metric = with_pending(metric, pending)
     remaining = metric.remaining or 0.0
     return MetricView(
         feature_key=metric.feature_key,
@@ -95,6 +134,7 @@ def metric_view(metric: UsageMetric, *, hard_limit: bool = False) -> MetricView:
         hard_limit=hard_limit,
         blocked=hard_limit and not metric.unlimited and remaining <= 0,
         level=level_of(metric),
+        pending=pending,
     )
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import shutil
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,16 +72,30 @@ def running_demo(
     api_key: str,
     customers: list[str],
     refresh_interval: float = 1.0,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[AppHarness]:
-    """The demo app talking to ``api_url``; the sign-in page offers ``customers``."""
+    """The demo app talking to ``api_url``; the sign-in page offers ``customers``. Its track
+    outbox is a file of its own in a temporary folder (unless ``extra_env`` names one)."""
+    outbox_dir = tempfile.mkdtemp(prefix="billing-ui-demo-outbox-")
     env = {
         "BILLINGOS_API_URL": api_url,
         "BILLINGOS_SECRET_KEY": api_key,
         "BILLING_UI_REFRESH_INTERVAL": str(refresh_interval),
         "BILLING_UI_DEMO_CUSTOMERS": ",".join(customers),
+        "BILLING_UI_OUTBOX_DB": str(Path(outbox_dir) / "billing_outbox.db"),
+        **(extra_env or {}),
     }
-    with patched_env(env), run_app(REPO, app_source=None, app_name="billing_ui") as harness:
-        yield harness
+    try:
+        with (
+            patched_env(env),
+            run_app(REPO, app_source=None, app_name="billing_ui") as harness,
+        ):
+            yield harness
+    finally:
+        from billing_ui.demo import config
+
+        config.close_tracker()
+        shutil.rmtree(outbox_dir, ignore_errors=True)
 
 
 # --- page helpers ---------------------------------------------------------------------------
