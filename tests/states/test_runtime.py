@@ -97,3 +97,56 @@ def test_install_registers_the_lifespan_and_becomes_current(
     runtime = install(app, BillingSettings(refresh_interval=9))
     assert current() is runtime and runtime.settings.refresh_interval == 9
     assert runtime.lifespan in app.get_lifespan_tasks()
+
+
+def test_install_with_metrics_path_serves_this_runtimes_metrics_on_the_backend(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The transformer ``install`` adds to a real ``rx.App`` (Reflex applies it to its backend
+    at start), applied here to a stand-in backend served by uvicorn on loopback: ``GET
+    /metrics`` answers with this runtime's registry, every other request reaches the backend.
+    Polling tabs move the gauge of that registry, not another runtime's."""
+    import httpx
+    import reflex as rx
+    from prometheus_client.parser import text_string_to_metric_families
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    import billing_ui.runtime as runtime_module
+    from billing_ui.core import metrics
+    from billing_ui.server.testing import serve_asgi
+
+    monkeypatch.setattr(runtime_module, "_current", runtime_module._current)
+    monkeypatch.setattr(metrics, "_current", metrics._current)
+    app = contextvars.Context().run(rx.App)
+    runtime = install(app, BillingSettings(metrics_path="/metrics"))
+    other = BillingRuntime()  # a second runtime: its own registry
+    backend = Starlette(routes=[Route("/ping", lambda _: PlainTextResponse("pong"))])
+    (transform,) = (
+        app.api_transformer if isinstance(app.api_transformer, list) else [app.api_transformer]
+    )
+
+    def tabs(url: str) -> float:
+        text = httpx.get(f"{url}/metrics").text
+        (family,) = [
+            f for f in text_string_to_metric_families(text) if f.name == "billing_ui_polling_tabs"
+        ]
+        return float(family.samples[0].value)
+
+    with serve_asgi(transform(backend), name="metrics-backend") as url:
+        assert httpx.get(f"{url}/ping").text == "pong"
+        assert tabs(url) == 0
+        with metrics.polling_tab(), metrics.polling_tab():
+            assert tabs(url) == 2
+        assert tabs(url) == 0
+        other.metrics.polling_tabs.inc()
+        assert tabs(url) == 0
+    assert runtime.metrics is metrics.current()
+
+
+def test_a_metrics_path_that_is_not_a_path_is_refused() -> None:
+    from billing_ui.core.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="metrics_path"):
+        BillingSettings(metrics_path="metrics")
