@@ -63,7 +63,7 @@ from billing_ui.core.errors import (
     InvalidInputError,
     PoolExhaustedError,
 )
-from billing_ui.core.logs import call_fields, log_upstream
+from billing_ui.core.logs import call_fields, log_upstream, upstream_log
 from billing_ui.core.models import TrackUsageRequest, TrackUsageResult
 
 log = logging.getLogger("billing_ui.core")
@@ -683,15 +683,18 @@ class BaseBillingClient(Generic[HttpT]):
 
 
 def observe_call(call: Call[Any], status: int | str, seconds: float, attempts: int) -> None:
-    """The call's log record (:mod:`~billing_ui.core.logs`) and metrics
-    (:mod:`~billing_ui.core.metrics`); a session-token mint is a call like the others."""
-    fields = call_fields(
-        call.operation, customer=call.customer_id, body=call.json, params=call.params
-    )
-    log_upstream(fields, status=status, seconds=seconds, attempts=attempts)
+    """The call's log record (:mod:`~billing_ui.core.logs`, built only when it is written)
+    and metrics (:mod:`~billing_ui.core.metrics`); a session-token mint is a call like the
+    others."""
+    if upstream_log.isEnabledFor(logging.INFO):
+        fields = call_fields(
+            call.operation, customer=call.customer_id, body=call.json, params=call.params
+        )
+        log_upstream(fields, status=status, seconds=seconds, attempts=attempts)
     tracks = 0
     if call.operation in _TRACK_OPERATIONS:
-        tracks = fields.get("events") or 1
+        events = call.json.get("events") if isinstance(call.json, Mapping) else None
+        tracks = len(events) if isinstance(events, list) else 1
     metrics.current().observe_call(call.operation, status, seconds, attempts, tracks)
 
 

@@ -70,18 +70,30 @@ class BillingMetrics:
         self.polling_tabs = Gauge(
             "billing_ui_polling_tabs", "Tabs whose usage loop is running.", registry=r
         )
+        self._latency: dict[tuple[str, str], Any] = {}
+        self._tracks: dict[str, Any] = {}
         self._sources = _Sources()
         r.register(self._sources)
 
     def observe_call(
         self, operation: str, status: int | str, seconds: float, attempts: int, events: int
     ) -> None:
-        """Record one finished billing API call (``events``: tracks it carried)."""
-        self.upstream_seconds.labels(operation, outcome_of(status)).observe(seconds)
+        """Record one finished billing API call (``events``: tracks it carried). The labelled
+        series are kept once made (``labels()`` validates and locks on every call: it was
+        most of the cost, on the path of every track)."""
+        key = (operation, outcome_of(status))
+        series = self._latency.get(key)
+        if series is None:
+            series = self._latency[key] = self.upstream_seconds.labels(*key)
+        series.observe(seconds)
         if attempts > 1:
             self.retries.labels(operation).inc(attempts - 1)
         if events:
-            self.tracks.labels(track_result(status)).inc(events)
+            result = track_result(status)
+            counter = self._tracks.get(result)
+            if counter is None:
+                counter = self._tracks[result] = self.tracks.labels(result)
+            counter.inc(events)
 
     def watch_outbox(self, outbox: Outbox) -> None:
         """Report this outbox's depth and age (read at each scrape; kept weakly)."""

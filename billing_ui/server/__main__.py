@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--access-log",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="log every request (default: on)",
+        help="log every request: uvicorn's line and billing_ui's structured record "
+        "(default: on)",
     )
     return parser
 
@@ -142,6 +143,8 @@ def _database(args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(message)s")
+    if not args.access_log:  # the structured request records are the access log's fields
+        logging.getLogger("billing_ui.server.requests").setLevel(logging.WARNING)
     if args.rate_limit_per_minute < 0:
         print("error: --rate-limit-per-minute must be >= 0", file=sys.stderr)
         return 2
