@@ -160,6 +160,7 @@ def configure_billing(
                 base_url=proxy.url, api_key=server.api_key, max_retries=0
             ),
             "refresh_interval": 30.0,
+            "track_outbox": None,  # a test that wants one says so
         }
         options.update(overrides)
         return bs.configure(**options)

@@ -33,7 +33,17 @@ def test_a_forged_log_line_stays_inside_the_report(caplog):
     assert message.endswith("TypeError: boom\\nERROR:     billing server down\\r\\x1b[31mred")
 
 
-def test_the_demo_app_installs_the_handler():
-    import billing_ui.billing_ui as demo
+def test_the_demo_app_installs_the_handler(tmp_path, monkeypatch):
+    import billing_ui.runtime
+    from billing_ui.demo import config
 
-    assert demo.app.frontend_exception_handler is log_browser_error
+    # Importing the demo configures the default runtime (and its outbox, here in tmp_path):
+    # the next tests start from the defaults again, as run_app does after an app.
+    monkeypatch.setenv(config.ENV_OUTBOX, str(tmp_path / "outbox.db"))
+    try:
+        import billing_ui.billing_ui as demo
+
+        assert demo.app.frontend_exception_handler is log_browser_error
+    finally:
+        config.close_tracker()
+        billing_ui.runtime.install()
