@@ -187,7 +187,13 @@ def test_success(
     assert count(browser, "#open") == 0, "fail_open only opens when access is unknown"
     wait_for(lambda: count(browser, tid("entitlement")) >= 3)
     wait_for(lambda: count(browser, f"{tid('usage-chart')} .recharts-surface"))
-    for absent in ("usage-error", "stale-note", "gate-unknown", "usage-signed-out"):
+    for absent in (
+        "usage-error",
+        "stale-note",
+        "gate-unknown",
+        "usage-signed-out",
+        "chart-partial",
+    ):
         assert count(browser, tid(absent)) == 0, absent
     check_chart_axis_and_limit(browser)
 
@@ -380,6 +386,8 @@ def test_chart_without_history_endpoint_moves_with_the_meter(
         lambda: browser.find_element(By.CSS_SELECTOR, tid("chart-total")).text == "12 this period"
     )
     assert len(proxy.seen("/v1/usage/history")) >= 1, "the back-fill was asked for"
+    # Nothing before the first sample is known: the chart says where its line begins.
+    assert count(browser, tid("chart-partial")) == 1
 
     browser.execute_script(RECORD_JS)
     for _ in range(3):
