@@ -52,8 +52,9 @@ def fresh_customer(billing_server: RunningServer) -> str:
     return create_customer(billing_server, ["pro"])
 
 
-@pytest.fixture(scope="session")
-def postgres_cluster() -> Iterator[TempPostgres]:
+def started_postgres() -> Iterator[TempPostgres]:
+    """A started throwaway cluster, stopped afterwards; skipped without PostgreSQL locally,
+    failed in CI (for a fixture of any scope: ``yield from started_postgres()``)."""
     from billing_ui.server.testing_postgres import PostgresUnavailable, TempPostgres
 
     try:
@@ -67,6 +68,11 @@ def postgres_cluster() -> Iterator[TempPostgres]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[TempPostgres]:
+    yield from started_postgres()
 
 
 @pytest.fixture(scope="session")

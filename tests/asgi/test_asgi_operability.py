@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -56,6 +57,25 @@ def fresh_metrics() -> Iterator[BillingMetrics]:
         metrics.use(before)
 
 
+def router_app(
+    tracker: AsyncUsageTracker | None, *, client: Any = None, queries: Any = None
+) -> FastAPI:
+    """A FastAPI app with the router at /billing; reads cached for an hour."""
+    app = FastAPI()
+    app.mount(
+        "/billing",
+        billing_routes(
+            resolve_customer=signed_in,
+            trackable=TRACKABLE,
+            client=client,
+            queries=queries,
+            tracker=tracker,
+            refresh_interval=3600,
+        ),
+    )
+    return app
+
+
 def test_metrics_move_with_tracks_retries_the_outbox_and_the_cache(
     billing_server: RunningServer, tmp_path: Path, fresh_metrics: BillingMetrics
 ) -> None:
@@ -67,17 +87,7 @@ def test_metrics_move_with_tracks_retries_the_outbox_and_the_cache(
             flush_interval=0.1,
         )
         client = AsyncBillingClient(base_url=billing_server.base_url, max_retries=0)
-        app = FastAPI()
-        app.mount(
-            "/billing",
-            billing_routes(
-                resolve_customer=signed_in,
-                trackable=TRACKABLE,
-                client=lambda: client,
-                tracker=AsyncUsageTracker(sync),
-                refresh_interval=3600,
-            ),
-        )
+        app = router_app(AsyncUsageTracker(sync), client=lambda: client)
         app.add_route("/metrics", prometheus_metrics)
         with serve_asgi(app, name="asgi-ops") as url, browser(url, customer) as page:
             start = scrape(url)
@@ -131,18 +141,7 @@ def test_a_drain_drops_cached_usage_on_every_worker_through_redis(
     def worker(tracker: AsyncUsageTracker | None) -> FastAPI:
         client = AsyncBillingClient(base_url=billing_server.base_url, max_retries=0)
         store = RedisQueryStore(redis_url, namespace=namespace, types=QUERY_TYPES)
-        app = FastAPI()
-        app.mount(
-            "/billing",
-            billing_routes(
-                resolve_customer=signed_in,
-                trackable=TRACKABLE,
-                queries=BillingQueries(lambda: client, store),
-                tracker=tracker,
-                refresh_interval=3600,
-            ),
-        )
-        return app
+        return router_app(tracker, queries=BillingQueries(lambda: client, store))
 
     def used(page: httpx.Client) -> float:
         (meter,) = [

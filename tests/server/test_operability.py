@@ -4,7 +4,6 @@ the database: 503 when it is gone, on SQLite and on a PostgreSQL stopped with ``
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from billing_ui.server.testing import RunningServer, create_customer, running_server
-from billing_ui.server.testing_postgres import PostgresUnavailable, TempPostgres
+from billing_ui.server.testing_postgres import TempPostgres
+from tests.conftest import started_postgres
 
 
 def scrape(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -49,17 +49,7 @@ def test_readyz_is_503_when_the_sqlite_store_is_gone(tmp_path: Path) -> None:
 @pytest.fixture
 def own_cluster() -> Iterator[TempPostgres]:
     """A PostgreSQL cluster of this test's own: it is stopped and started again."""
-    try:
-        cluster = TempPostgres()
-    except PostgresUnavailable as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI must test on PostgreSQL: {exc}", pytrace=False)
-        pytest.skip(str(exc))
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from started_postgres()
 
 
 def test_readyz_follows_postgresql_stopped_and_started(own_cluster: TempPostgres) -> None:
