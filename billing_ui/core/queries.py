@@ -39,6 +39,10 @@ from billing_ui.core.problems import ProblemLog
 from billing_ui.core.samples import SAMPLES, UsageSamples, record
 
 log = logging.getLogger("billing_ui.queries")
+SAMPLES_KEEPALIVE = 60.0
+"""Seconds after which unchanged samples are written again anyway: a store that expires
+entries by the time of their last write (Redis, ``ttl``) keeps a watched customer's samples
+however long its usage stays the same."""
 
 T = TypeVar("T")
 ENV_BATCH_TRACKS = "BILLING_UI_BATCH_TRACKS"
@@ -136,8 +140,9 @@ class BillingQueries:
         key = (SAMPLES, customer_id)
         try:
             entry = await self.cache.peek(key)
-            if entry is not None and record(entry.data, metrics, at) is entry.data:
-                return  # nothing new: no write
+            unchanged = entry is not None and record(entry.data, metrics, at) is entry.data
+            if unchanged and entry is not None and at - entry.updated_at < SAMPLES_KEEPALIVE:
+                return  # nothing new, and written recently: no write
             await self.cache.set_data(
                 key, lambda samples: record(samples, metrics, at), create=UsageSamples
             )

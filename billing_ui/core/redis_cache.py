@@ -408,6 +408,7 @@ class RedisQueryStore:
                     )
                     pipe.multi()
                     pipe.hset(name, mapping=self._encode(key, new))
+                    pipe.pexpire(name, self.ttl_ms)  # the TTL runs from the last write
                     if entry is None:
                         pipe.hset(name, mapping={"s": "0", "x": "0"})
                     await pipe.execute()

@@ -124,8 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--access-log",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="log every request: uvicorn's line and billing_ui's structured record "
-        "(default: on)",
+        help="log every request: uvicorn's line and billing_ui's structured record (default: on)",
     )
     return parser
 

@@ -113,3 +113,34 @@ async def test_samples_are_shared_by_every_tab_and_worker(
     seen = await a.usage_samples("cus_1")
     assert seen is not None and [v for _, v in seen.series["api_calls"].points] == [5, 9]
     assert await b.usage_samples("cus_2") is None  # nothing of one customer in another's
+
+
+async def test_unchanged_samples_are_kept_alive_on_redis(redis_url: str) -> None:
+    """Redis expires an entry ``ttl`` after its last write: unchanged samples are written again
+    every ``SAMPLES_KEEPALIVE`` seconds, and each write restarts the TTL."""
+    import redis.asyncio as aioredis
+
+    from billing_ui.core.queries import SAMPLES_KEEPALIVE
+    from billing_ui.core.redis_cache import RedisQueryStore
+
+    store = RedisQueryStore(
+        redis_url, namespace=f"k{uuid.uuid4().hex[:12]}", ttl=30.0, types=QUERY_TYPES
+    )
+    client = AsyncBillingClient(base_url="http://127.0.0.1:9", api_key="sk_test_unused")
+    raw = aioredis.Redis.from_url(redis_url)
+    try:
+        queries = BillingQueries(client, store)
+        name = store._name("e", ("usage-samples", "cus_1"))
+        await queries.record_samples("cus_1", [metric(5)], at(0))
+        await raw.pexpire(name, 5_000)  # as if 25 s had passed since the write
+        written = (await store.peek(("usage-samples", "cus_1"))).updated_at  # type: ignore[union-attr]
+        await queries.record_samples("cus_1", [metric(5)], written + 1)  # soon after: no write
+        assert await raw.pttl(name) <= 5_000
+        await queries.record_samples("cus_1", [metric(5)], written + SAMPLES_KEEPALIVE + 1)
+        assert await raw.pttl(name) > 25_000  # written again: the TTL restarted
+        kept = await queries.usage_samples("cus_1")
+        assert kept is not None and kept.series["api_calls"].points == [(at(0), 5)]
+    finally:
+        await raw.aclose()
+        await store.aclose()
+        await client.aclose()
