@@ -34,6 +34,9 @@ from .demo import go, meter_value, running_demo, sign_in, text_of, visible, wait
 
 REFRESH_S = 2.0
 FREEZE_S = 10.0
+STEP_S = 30.0
+"""Deadline of each step in the browser (a loaded CI machine renders slowly); the server stays
+frozen until they are done, and at least FREEZE_S."""
 TRACKS = 3
 CUSTOMER = "demo_pro"
 QUEUED = '[data-testid="track-queued"]'
@@ -97,18 +100,21 @@ def test_frozen_server_tracks_are_queued_delivered_once_and_the_page_recovers(
                     visible(browser, QUEUED)  # type: ignore[misc]
                     and f"({n} waiting)" in text_of(browser, QUEUED)
                 ),
-                timeout=FREEZE_S,
+                timeout=STEP_S,
                 message=lambda: browser.find_element(By.TAG_NAME, "body").text[:2000],
             )
         go(browser, "dashboard")  # the page's outage warning lives on the dashboard
-        wait_for(lambda: visible(browser, ERROR), timeout=FREEZE_S)
+        wait_for(
+            lambda: visible(browser, ERROR),
+            timeout=STEP_S,
+            message=lambda: browser.find_element(By.TAG_NAME, "body").text[:2000],
+        )
         assert USER_MESSAGE in text_of(browser, ERROR)
         # It states only what it knows: the last number, or that plus the queued usage when
         # the meter shows pending usage ("+3 pending").
         assert meter_value(browser, "api_calls") in (shown, shown + TRACKS)
         assert outbox_demo.stats().depth == TRACKS
-        assert time.monotonic() - frozen_at < FREEZE_S, "the tracks took the whole freeze"
-        time.sleep(max(0.0, frozen_at + FREEZE_S - time.monotonic()))  # the freeze itself
+        time.sleep(max(0.0, frozen_at + FREEZE_S - time.monotonic()))  # at least FREEZE_S
     finally:
         server.resume()
     resumed = time.monotonic()
