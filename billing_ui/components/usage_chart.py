@@ -39,6 +39,10 @@ POINTS_JS: Final = """(h, ms, key, step) => {
 """The chart's points from the compact history: the last one is the meter's ``consumed``, so
 a track moves the meter, the last point and the total in the same render."""
 LAST_JS: Final = "(points) => (points.length ? points[points.length - 1].v : 0)"
+SPAN_JS: Final = """(m) => (m?.period_end && Date.parse(m.period_end) - Date.parse(m.period_start)
+  <= 86400000 ? "today" : "this period")"""
+"""What the total covers: the meter's period ("today" only for a feature that resets daily,
+whatever the chart's buckets; an hourly chart of a monthly quota still totals the month)."""
 
 
 def chart_points(feature_key: str, bucket: str) -> Var[list[dict[str, Any]]]:
@@ -77,13 +81,12 @@ def usage_chart(
     """
     check_locale(locale)
     ident = history_id(feature_key, bucket)
-    # An hourly chart shows today: its total must not claim the whole period.
-    span = "today" if bucket == "hour" else "this period"
     history = UsageHistoryState.histories[ident]
     points = chart_points(feature_key, bucket)
     last = FunctionStringVar.create(LAST_JS).call(points).to(float)
     metric = UsageMetricsState.metrics_by_key[feature_key]
     has_metric = UsageMetricsState.metrics_by_key.contains(feature_key)
+    span = FunctionStringVar.create(SPAN_JS).call(metric).to(str)
     # Always rendered (recharts looks for its children by type; a conditional wrapper would
     # hide the line): without a finite limit ``y`` is undefined and nothing is drawn.
     has_limit = has_metric & ~metric.unlimited & (metric.limit > 0)

@@ -95,10 +95,19 @@ def status_app() -> None:
             billing_ui.usage_chart("api_calls", locale="de-DE"),
         )
 
+    def hourly() -> rx.Component:
+        # Hourly buckets of a monthly quota (api_calls) beside a daily one (ai_tokens).
+        return rx.vstack(
+            billing_ui.usage_dashboard(),
+            billing_ui.usage_chart("api_calls", bucket="hour"),
+            billing_ui.usage_chart("ai_tokens", bucket="hour"),
+        )
+
     app = rx.App()
     loads = [bs.UsageMetricsState.poll, bs.FeatureEntitlementsState.load, UsageHistoryState.poll]
     app.add_page(index, on_load=loads)
     app.add_page(german, route="/de", on_load=loads)
+    app.add_page(hourly, route="/hourly", on_load=loads)
 
 
 @pytest.fixture(scope="module")
@@ -402,6 +411,24 @@ def test_chart_without_history_endpoint_moves_with_the_meter(
         assert total == f"{meter} this period" and last == meter, moves
     assert {m[0] for m in moves} >= {"15"}
     assert count(browser, tid("chart-error")) == 0
+
+
+def test_a_chart_total_names_the_meters_period_not_its_buckets(
+    app: AppHarness, browser: WebDriver, billing: tuple[RunningServer, FaultProxy]
+) -> None:
+    """An hourly chart of a monthly quota totals the month: "this period", never "today"
+    (that is only for a feature that resets daily, such as ai_tokens in plans.toml)."""
+    server, _ = billing
+    new_customer(server, ["pro"], api_calls=12)
+
+    def total(key: str) -> str:
+        css = f'{tid("usage-chart")}[data-feature-key="{key}"] {tid("chart-total")}'
+        found = browser.find_elements(By.CSS_SELECTOR, css)
+        return str(found[0].text) if found else ""
+
+    open_page(app, browser, "/hourly")
+    wait_for(lambda: total("api_calls") == "12 this period", timeout=20)
+    wait_for(lambda: total("ai_tokens") == "0 today", timeout=20)
 
 
 def test_numbers_and_dates_follow_the_locale_override(

@@ -144,6 +144,13 @@ def test_dashboard_shows_the_customers_seeded_usage(
         ),
         timeout=10,
     )
+    # A total names the meter's period, whatever the chart's buckets: the monthly api_calls
+    # total is "this period"; the hourly chart of ai_tokens (resets daily) totals "today".
+    by_key = {m.feature_key: m for m in expected}
+    for key, span in (("api_calls", "this period"), ("ai_tokens", "today")):
+        total = f'[data-testid="usage-chart"][data-feature-key="{key}"] [data-testid="chart-total"]'
+        want = f"{by_key[key].consumed:,.0f} {span}"
+        wait_for(lambda total=total, want=want: text_of(browser, total) == want, timeout=10)
 
 
 def test_clicks_move_the_meter_and_the_server_by_the_quantity(
