@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -40,6 +41,7 @@ HISTORY = "/v1/usage/history"
 TRACK = "/v1/usage/track"
 A_USAGE = 9.0
 """What customer A has used of api_calls: a number B (a fresh customer) never shows."""
+Starter = Callable[[], Awaitable[None]]
 
 
 def record(session: Session, customer: str, feature: str, quantity: float) -> None:
@@ -54,10 +56,10 @@ def record(session: Session, customer: str, feature: str, quantity: float) -> No
 async def switch_while_held(
     session: Session,
     path: str,
-    start: Callable[[], Awaitable[None]],
+    start: Starter,
     *,
     b_products: list[str],
-    then_b: Callable[[], Awaitable[None]] | None = None,
+    then_b: Starter | None = None,
     fail: bool = False,
 ) -> str:
     """Start A's request (``start``), hold it at the proxy, switch the tab to a new customer
@@ -86,44 +88,59 @@ async def a_with_usage(session: Session) -> Session:
     return session
 
 
+def refetch(s: Session, state: type[UsageMetricsState | FeatureEntitlementsState]) -> Starter:
+    """The tab's refetch of ``state`` (for A while A is signed in, for B after the switch)."""
+
+    async def send() -> None:
+        await s.send(state.refetch)
+
+    return send
+
+
 @pytest.mark.parametrize("b_loads_first", [True, False], ids=["b-loaded", "b-not-yet"])
 async def test_metrics_answer_for_a_is_dropped(a_with_usage: Session, b_loads_first: bool) -> None:
     s = a_with_usage
-
-    async def b_loads() -> None:
-        await s.send(UsageMetricsState.refetch)
-
+    load = refetch(s, UsageMetricsState)
     await switch_while_held(
-        s,
-        METRICS,
-        lambda: s.send(UsageMetricsState.refetch),
-        b_products=["free"],
-        then_b=b_loads if b_loads_first else None,
+        s, METRICS, load, b_products=["free"], then_b=load if b_loads_first else None
     )
     state = await s.get(UsageMetricsState)
     assert all(m.consumed == 0 and m.limit != 50000 for m in state.metrics), state.metrics
     assert state.error == ""
 
 
-async def test_a_late_metrics_error_does_not_reach_b(a_with_usage: Session) -> None:
-    """Fails before: A's failed request set B's error banner and ``is_fetching``."""
-    s = a_with_usage
-
-    async def b_loads() -> None:
-        await s.send(UsageMetricsState.refetch)
-
-    await switch_while_held(
-        s,
-        METRICS,
-        lambda: s.send(UsageMetricsState.refetch),
-        b_products=["free"],
-        then_b=b_loads,
-        fail=True,
-    )
-    state = await s.get(UsageMetricsState)
-    assert state.error == "" and state.status == "success" and not state.is_fetching
+def _b_has_its_own_metrics(state: UsageMetricsState) -> None:
+    assert not state.is_fetching
     api = next(m for m in state.metrics if m.feature_key == "api_calls")
     assert (api.consumed, api.limit) == (0, 1000)
+
+
+def _b_has_its_own_entitlements(state: FeatureEntitlementsState) -> None:
+    assert state.entitlements
+
+
+@pytest.mark.parametrize(
+    ("path", "state_class", "b_holds_its_own"),
+    [
+        (METRICS, UsageMetricsState, _b_has_its_own_metrics),
+        (ENTITLEMENTS, FeatureEntitlementsState, _b_has_its_own_entitlements),
+    ],
+    ids=["metrics", "entitlements"],
+)
+async def test_a_late_error_does_not_reach_b(
+    a_with_usage: Session,
+    path: str,
+    state_class: type[UsageMetricsState | FeatureEntitlementsState],
+    b_holds_its_own: Callable[[Any], None],
+) -> None:
+    """Fails before: A's failed request wrote its error into B's state (for the metrics also
+    ``is_fetching``)."""
+    s = a_with_usage
+    load = refetch(s, state_class)
+    await switch_while_held(s, path, load, b_products=["free"], then_b=load, fail=True)
+    state = await s.get(state_class)
+    assert state.error == "" and state.status == "success"
+    b_holds_its_own(state)
 
 
 async def test_entitlements_answer_for_a_is_dropped(session: Session) -> None:
@@ -132,30 +149,11 @@ async def test_entitlements_answer_for_a_is_dropped(session: Session) -> None:
     await s.send(AuthTestState.switch_to, customer_id=enterprise)
 
     await switch_while_held(
-        s, ENTITLEMENTS, lambda: s.send(FeatureEntitlementsState.refetch), b_products=["free"]
+        s, ENTITLEMENTS, refetch(s, FeatureEntitlementsState), b_products=["free"]
     )
     ent = await s.get(FeatureEntitlementsState)
     assert "sso" not in ent.enabled_features
     assert all(e.product_name != "Enterprise" for e in ent.entitlements)
-
-
-async def test_a_late_entitlements_error_does_not_reach_b(session: Session) -> None:
-    """Fails before: A's failed request wrote its error into B's entitlements state."""
-    s = session
-
-    async def b_loads() -> None:
-        await s.send(FeatureEntitlementsState.refetch)
-
-    await switch_while_held(
-        s,
-        ENTITLEMENTS,
-        lambda: s.send(FeatureEntitlementsState.refetch),
-        b_products=["free"],
-        then_b=b_loads,
-        fail=True,
-    )
-    ent = await s.get(FeatureEntitlementsState)
-    assert ent.error == "" and ent.status == "success" and ent.entitlements
 
 
 async def test_feature_check_for_a_is_dropped(session: Session) -> None:
@@ -192,17 +190,14 @@ async def test_history_for_a_is_dropped(a_with_usage: Session) -> None:
 async def test_track_result_for_a_is_dropped(session: Session) -> None:
     """Fails before: A's track result (with A's usage) became B's ``last_result``."""
     s = session
-    await s.send(UsageMetricsState.refetch)
-
-    async def b_loads() -> None:
-        await s.send(UsageMetricsState.refetch)
-
+    load = refetch(s, UsageMetricsState)
+    await load()
     await switch_while_held(
         s,
         TRACK,
         lambda: s.send(TrackUsageState.track, feature_key="api_calls", quantity=7),
         b_products=["free"],
-        then_b=b_loads,
+        then_b=load,
     )
     track = await s.get(TrackUsageState)
     assert track.last_result.consumed == 0 and track.last_result.feature_key == ""
@@ -221,9 +216,7 @@ async def test_nudge_dismissals_of_a_do_not_carry_over(session: Session) -> None
     await s.send(UpgradeNudgeState.dismiss, feature_key="api_calls")
     assert (await s.get(UpgradeNudgeState)).dismissed == ["api_calls"]
 
-    await switch_while_held(
-        s, METRICS, lambda: s.send(UsageMetricsState.refetch), b_products=["free"]
-    )
+    await switch_while_held(s, METRICS, refetch(s, UsageMetricsState), b_products=["free"])
     assert (await s.get(UpgradeNudgeState)).dismissed == []
     metrics = await s.get(UsageMetricsState)
     assert all(m.consumed == 0 for m in metrics.metrics), "A's meters reached B"
