@@ -72,48 +72,43 @@ def stale_callout(
 ) -> rx.Component:
     """The data below is the last known: when it is from, that it is being retried, and why
     (``error``, a neutral sentence)."""
-    return rx.callout.root(
-        rx.callout.icon(rx.icon("clock_alert")),
-        rx.hstack(
-            rx.vstack(
-                rx.callout.text(
-                    f"Last updated {ago(updated_at)}, retrying.",
-                    weight="medium",
-                    data_testid="stale-note",
-                ),
-                rx.box(error_line(error, text=rx.callout.text, size="1"), data_testid=testid),
-                spacing="0",
-            ),
-            rx.spacer(),
-            retry_button(retry, busy, color_scheme="amber", testid="usage-retry"),
-            align="center",
-            width="100%",
+    message = rx.vstack(
+        rx.callout.text(
+            f"Last updated {ago(updated_at)}, retrying.", weight="medium", data_testid="stale-note"
         ),
-        color_scheme="amber",
-        role="status",
-        width="100%",
+        rx.box(error_line(error, text=rx.callout.text, size="1"), data_testid=testid),
+        spacing="0",
     )
+    return _retry_callout("clock_alert", message, retry, busy, color="amber", role="status")
 
 
 def error_callout(error: Any, *, retry: Any, busy: Any, testid: str, status: str) -> rx.Component:
     """Nothing is known: the first load failed. Say so (``status``: what this component cannot
     show), never "none"; then why (the outage sentence only once per page)."""
+    message = rx.vstack(
+        rx.callout.text(status, weight="medium"),
+        error_line(error, text=rx.callout.text, size="1"),
+        spacing="0",
+        data_testid=testid,
+    )
+    return _retry_callout("triangle_alert", message, retry, busy, color="red", role="alert")
+
+
+def _retry_callout(
+    icon: str, message: rx.Component, retry: Any, busy: Any, *, color: str, role: str
+) -> rx.Component:
+    """A full-width callout: ``message`` on the left, the retry button on the right."""
     return rx.callout.root(
-        rx.callout.icon(rx.icon("triangle_alert")),
+        rx.callout.icon(rx.icon(icon)),
         rx.hstack(
-            rx.vstack(
-                rx.callout.text(status, weight="medium"),
-                error_line(error, text=rx.callout.text, size="1"),
-                spacing="0",
-                data_testid=testid,
-            ),
+            message,
             rx.spacer(),
-            retry_button(retry, busy, color_scheme="red", testid="usage-retry"),
+            retry_button(retry, busy, color_scheme=color, testid="usage-retry"),
             align="center",
             width="100%",
         ),
-        color_scheme="red",
-        role="alert",
+        color_scheme=color,
+        role=role,
         width="100%",
     )
 

@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -28,6 +28,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 
 import billing_ui.runtime
+from billing_ui.server.testing import RunningServer, running_server
+from tests.faults import FaultProxy
 
 T = TypeVar("T")
 
@@ -142,27 +144,57 @@ def chromium() -> Iterator[webdriver.Chrome]:
 
 
 @contextmanager
+def patched_env(values: Mapping[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` for the block, then as it was (keys it lacked removed)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+@contextmanager
+def billing_behind_proxy(folder: Path) -> Iterator[tuple[RunningServer, FaultProxy]]:
+    """A seeded local billing server in ``folder`` and a fault proxy in front of it (what the
+    apps under test talk to, so a test can hold or fail their requests)."""
+    with (
+        running_server(db_path=folder / "billing.db", seed=True) as server,
+        FaultProxy(server.base_url) as proxy,
+    ):
+        yield server, proxy
+
+
+@contextmanager
 def run_app(
     root: Path,
     app_source: Callable[[], None] | str | None = None,
     app_name: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[AppHarness]:
     """Run a Reflex app with AppHarness: backend in a thread, `bun run dev` frontend process.
 
     ``root`` holds the app (its rxconfig.py, .web/ and reflex.lock/). With ``app_source`` (a
     function whose body is the app module, or source text plus ``app_name``) AppHarness writes
     a fresh app into ``root``; with None, ``root`` must already be a Reflex app. On exit the
-    frontend's whole process group is terminated and the backend thread joined.
+    frontend's whole process group is terminated and the backend thread joined. ``env``: set
+    for the app's whole life (an app under test reads its settings from there), then restored.
     """
-    harness = AppHarness.create(root=root, app_source=app_source, app_name=app_name)
-    # Not `with harness:` -- if start() fails half way (e.g. the frontend never comes up),
-    # __exit__ would not run and the non-daemon backend thread would keep pytest alive forever.
-    try:
-        harness.start()
-        yield harness
-    finally:
-        harness.stop()
-        # An app configures billing_ui's process-wide runtime when it is imported (settings,
-        # client factory). Start the next app in this process from the defaults, not from a
-        # stopped app's client factory (which may read variables its test has since removed).
-        billing_ui.runtime.install()
+    with patched_env(env or {}):
+        harness = AppHarness.create(root=root, app_source=app_source, app_name=app_name)
+        # Not `with harness:` -- if start() fails half way (e.g. the frontend never comes up),
+        # __exit__ would not run and the non-daemon backend thread would keep pytest alive.
+        try:
+            harness.start()
+            yield harness
+        finally:
+            harness.stop()
+            # An app configures billing_ui's process-wide runtime when it is imported
+            # (settings, client factory). Start the next app in this process from the
+            # defaults, not from a stopped app's client factory (which may read variables its
+            # test has since removed).
+            billing_ui.runtime.install()

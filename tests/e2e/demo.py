@@ -10,7 +10,6 @@ the app and keeps them for its whole life (the client is built lazily, per event
 from __future__ import annotations
 
 import importlib
-import os
 import pkgutil
 import shutil
 import tempfile
@@ -53,20 +52,6 @@ PAGE_TIMEOUT = 30.0
 
 
 @contextmanager
-def patched_env(values: Mapping[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
-
-
-@contextmanager
 def running_demo(
     api_url: str,
     api_key: str,
@@ -86,10 +71,7 @@ def running_demo(
         **(extra_env or {}),
     }
     try:
-        with (
-            patched_env(env),
-            run_app(REPO, app_source=None, app_name="billing_ui") as harness,
-        ):
+        with run_app(REPO, app_source=None, app_name="billing_ui", env=env) as harness:
             yield harness
     finally:
         from billing_ui.demo import config

@@ -24,10 +24,10 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from billing_ui.server.testing import RunningServer, create_customer, running_server
+from billing_ui.server.testing import RunningServer, create_customer
 from tests.faults import FaultProxy, close, hold, respond
 
-from .browser import run_app, wait_for
+from .browser import billing_behind_proxy, run_app, wait_for
 
 INTERVAL = 30.0
 """Long on purpose: whatever appears within a few seconds did not wait for a refresh tick."""
@@ -112,9 +112,8 @@ def status_app() -> None:
 
 @pytest.fixture(scope="module")
 def billing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, FaultProxy]]:
-    db = tmp_path_factory.mktemp("status-billing") / "billing.db"
-    with running_server(db_path=db, seed=True) as server, FaultProxy(server.base_url) as proxy:
-        yield server, proxy
+    with billing_behind_proxy(tmp_path_factory.mktemp("status-billing")) as both:
+        yield both
 
 
 @pytest.fixture(scope="module")
@@ -126,14 +125,11 @@ def app(
         "BUI_STATUS_INTERVAL": str(INTERVAL),
         "BUI_STATUS_BILLING_URL": proxy.url,
         "BUI_STATUS_KEY": server.api_key,
+        "BUI_STATUS_CUSTOMER": "",  # each test signs its own customer in
     }
-    os.environ.update(env)
-    try:
-        with run_app(Path(tmp_path_factory.mktemp("status_app")), app_source=status_app) as h:
-            yield h
-    finally:
-        for key in [*env, "BUI_STATUS_CUSTOMER"]:
-            os.environ.pop(key, None)
+    root = Path(tmp_path_factory.mktemp("status_app"))
+    with run_app(root, app_source=status_app, env=env) as harness:
+        yield harness
 
 
 @pytest.fixture

@@ -28,8 +28,8 @@ from billing_ui.core.problems import USER_MESSAGE
 from billing_ui.runtime import install
 from billing_ui.server.testing import RunningServer, running_server
 
-from .browser import click, fresh, run_app, wait_for
-from .demo import PAGE_TIMEOUT, REPO, patched_env
+from .browser import click, fresh, patched_env, run_app, wait_for
+from .demo import PAGE_TIMEOUT, REPO
 
 APP_NAME = "readme_app"
 OPERATOR_ADVICE = ("BILLINGOS", "secret", "sk_test", "api_key", "client_factory")

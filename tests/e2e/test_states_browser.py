@@ -27,10 +27,10 @@ import billing_ui.runtime
 from billing_ui.core.cache import MemoryQueryStore, QueryStore
 from billing_ui.core.queries import QUERY_TYPES
 from billing_ui.core.redis_cache import RedisQueryStore
-from billing_ui.server.testing import RunningServer, create_customer, running_server
+from billing_ui.server.testing import RunningServer, create_customer
 from tests.faults import FaultProxy
 
-from .browser import chromium, click, run_app, wait_for
+from .browser import billing_behind_proxy, chromium, click, run_app, wait_for
 
 INTERVAL = 1.0
 METRICS = "/v1/usage/metrics"
@@ -79,9 +79,8 @@ def states_app() -> None:
 
 @pytest.fixture(scope="module")
 def billing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, FaultProxy]]:
-    db = tmp_path_factory.mktemp("billing") / "billing.db"
-    with running_server(db_path=db, seed=True) as server, FaultProxy(server.base_url) as proxy:
-        yield server, proxy
+    with billing_behind_proxy(tmp_path_factory.mktemp("billing")) as both:
+        yield both
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
@@ -105,13 +104,9 @@ def app(
         "BUI_E2E_BILLING_URL": proxy.url,
         "BUI_E2E_KEY": server.api_key,
     }
-    os.environ.update(env)
-    try:
-        with run_app(Path(tmp_path_factory.mktemp("states_app")), app_source=states_app) as h:
-            yield h
-    finally:
-        for key in env:
-            os.environ.pop(key, None)
+    root = Path(tmp_path_factory.mktemp("states_app"))
+    with run_app(root, app_source=states_app, env=env) as harness:
+        yield harness
 
 
 def metric_text(browser: WebDriver, feature: str) -> str:
