@@ -160,6 +160,21 @@ def count(browser: WebDriver, css: str) -> int:
     return len([e for e in browser.find_elements(By.CSS_SELECTOR, css) if e.is_displayed()])
 
 
+SNAPSHOT_JS = """
+const [statusCss, ...counted] = arguments;
+const shown = (css) => [...document.querySelectorAll(css)].filter(
+    (e) => e.getClientRects().length > 0 && getComputedStyle(e).visibility !== "hidden"
+).length;
+const status = document.querySelector(statusCss);
+return {
+    status: status && status.getAttribute("data-status"),
+    counts: Object.fromEntries(counted.map((css) => [css, shown(css)])),
+};
+"""
+"""One instant of the page: the data-status of ``arguments[0]`` and how many elements of each
+further selector are displayed."""
+
+
 def tid(name: str) -> str:
     return f'[data-testid="{name}"]'
 
@@ -237,20 +252,27 @@ def test_pending_shows_skeletons_and_no_verdict(
     gate = threading.Event()
     for path in ("/v1/usage/metrics", "/v1/features/entitlements", "/v1/session-tokens"):
         proxy.on(path, *[hold(gate) for _ in range(5)])
+    # The held requests time out in the app's client after 3 s: what is asserted must be one
+    # snapshot of the page taken while the gate still says "pending" (under load, separate
+    # reads could straddle the timeout and see the outage's verdict instead).
+    absent = [tid(n) for n in ("upgrade-prompt", "usage-empty", "entitlements-empty")]
+    absent += [tid("gate-unknown"), "#support", "#open"]
+
+    def pending_snapshot() -> dict[str, int] | None:
+        snap = browser.execute_script(
+            SNAPSHOT_JS, "#sso-gate [data-status]", tid("usage-loading"), *absent
+        )
+        return (
+            snap["counts"]
+            if snap["status"] == "pending" and snap["counts"][tid("usage-loading")]
+            else None
+        )
+
     try:
         open_page(app, browser)
-        wait_for(lambda: count(browser, tid("usage-loading")), message="no skeleton")
-        wait_for(
-            lambda: (
-                browser.find_element(By.CSS_SELECTOR, "#sso-gate [data-status]").get_attribute(
-                    "data-status"
-                )
-                == "pending"
-            )
-        )
-        for absent in ("upgrade-prompt", "usage-empty", "entitlements-empty", "gate-unknown"):
-            assert count(browser, tid(absent)) == 0, absent
-        assert count(browser, "#support") == 0 and count(browser, "#open") == 0
+        counts = wait_for(pending_snapshot, message="never a skeleton with the gate pending")
+        for css in absent:
+            assert counts[css] == 0, css
     finally:
         gate.set()
     wait_for(lambda: count(browser, "#support"), timeout=15)
