@@ -24,6 +24,7 @@ from selenium.webdriver.remote.webelement import WebElement
 
 import billing_ui.demo
 import billing_ui.states
+from billing_ui.core import _constants as C
 
 from .browser import click, fresh, run_app, wait_for
 
@@ -49,6 +50,23 @@ def _register_demo_states() -> None:
 _register_demo_states()
 PAGE_TIMEOUT = 30.0
 """The first page load compiles the route in the dev server: allow for it."""
+DEMO_REFRESH_INTERVAL = 1.0
+"""The demo's refresh interval in these tests (``running_demo``'s default)."""
+LOAD_HEADROOM = 4.0
+"""How many times slower than idle the machine may be (2 CPUs at load 20-30 in the stress runs
+beside CPU burners) before a deadline derived from a configured interval fails."""
+
+
+def refresh_deadline(interval: float = DEMO_REFRESH_INTERVAL) -> float:
+    """Seconds a page may take to show what the billing API says after a change (an outage
+    starting or ending): one refresh interval, plus the default client's whole retry budget
+    for the failing poll (every backoff at its longest, and a connect timeout), with
+    ``LOAD_HEADROOM``."""
+    backoffs = sum(
+        min(C.INITIAL_RETRY_DELAY_S * 2**attempt, C.MAX_RETRY_DELAY_S)
+        for attempt in range(C.DEFAULT_MAX_RETRIES)
+    )
+    return LOAD_HEADROOM * (interval + backoffs + C.DEFAULT_CONNECT_TIMEOUT_S)
 
 
 @contextmanager
@@ -56,7 +74,7 @@ def running_demo(
     api_url: str,
     api_key: str,
     customers: list[str],
-    refresh_interval: float = 1.0,
+    refresh_interval: float = DEMO_REFRESH_INTERVAL,
     extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[AppHarness]:
     """The demo app talking to ``api_url``; the sign-in page offers ``customers``. Its track

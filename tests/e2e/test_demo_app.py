@@ -28,6 +28,7 @@ from .demo import (
     go,
     meter_bar,
     meter_value,
+    refresh_deadline,
     running_demo,
     sign_in,
     text_of,
@@ -212,7 +213,7 @@ def test_dashboard_survives_a_billing_server_outage(
 
     billing.stop()
     try:
-        wait_for(lambda: visible(browser, error), timeout=20)
+        wait_for(lambda: visible(browser, error), timeout=refresh_deadline())
         assert "temporarily unavailable" in text_of(browser, error)
         # The last good data stays on screen.
         assert meter_value(browser, "api_calls") == shown
@@ -220,7 +221,7 @@ def test_dashboard_survives_a_billing_server_outage(
     finally:
         billing.start()  # same port, same database
     # Recovers by itself on the next refresh: no click, no reload.
-    wait_for(lambda: not visible(browser, error), timeout=20)
+    wait_for(lambda: not visible(browser, error), timeout=refresh_deadline())
     wait_meter(browser, "api_calls", shown)
 
 
