@@ -107,7 +107,17 @@ def test_frozen_server_tracks_are_queued_delivered_once_and_the_page_recovers(
         wait_for(
             lambda: visible(browser, ERROR),
             timeout=STEP_S,
-            message=lambda: browser.find_element(By.TAG_NAME, "body").text[:2000],
+            message=lambda: (
+                "dashboard status "
+                + str(
+                    [
+                        e.get_attribute("data-status")
+                        for e in browser.find_elements(
+                            By.CSS_SELECTOR, '[data-testid="usage-dashboard"]'
+                        )
+                    ]
+                )
+            ),
         )
         assert USER_MESSAGE in text_of(browser, ERROR)
         # It states only what it knows: the last number, or that plus the queued usage when
