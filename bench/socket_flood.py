@@ -46,7 +46,8 @@ from bench.many_sockets import (
     p99,
     signed_in_tab,
 )
-from billing_ui.server.testing import query, server_process
+from bench.outage import billed
+from billing_ui.server.testing import server_process
 from billing_ui.settings import BillingSettings
 from billing_ui.states.base import TOO_MANY
 
@@ -101,17 +102,6 @@ async def one_tab_flood(
         "during": during,
         "failed_hydrates": failed,
     }
-
-
-def billed(db: Path, customer: str) -> tuple[int, int]:
-    """(events, distinct idempotency keys) the billing database's file holds for ``customer``."""
-    ((events, keys),) = query(
-        db,
-        "SELECT COUNT(*), COUNT(DISTINCT e.idempotency_key) FROM usage_events e "
-        "JOIN customers c ON c.id = e.customer_id WHERE c.external_id = ?",
-        (customer,),
-    )
-    return int(events), int(keys)
 
 
 def measure(tracks: int, ack_timeout: float, quiet_s: float, *, warm: bool) -> dict[str, Any]:
