@@ -105,6 +105,7 @@ class LiveMeters:
             task.add_done_callback(self._tasks.discard)
 
     async def _push(self, token: str, customer: str) -> None:
+        from billing_ui.states import _reflex_internals as internals
         from billing_ui.states._runtime import pending_usage
         from billing_ui.states.base import _owner_of
         from billing_ui.states.metrics import UsageMetricsState
@@ -112,6 +113,11 @@ class LiveMeters:
         from billing_ui.states.views import metric_views
 
         self._queued.discard(token)  # a change from now on queues another push
+        if not await internals.is_token_connected(token):
+            # A closed tab: its poll loop (which unfollows) may never have run, e.g. a tab
+            # that only tracked. Pushing on would cost every later change one more state.
+            self.unfollow(token)
+            return
         modify = self.modify or self._app_modify or _app_modify()
         entry = await self._runtime.store.peek((METRICS, customer))
         if modify is None or entry is None:

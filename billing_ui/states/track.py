@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import weakref
 from collections.abc import AsyncIterator, Mapping
@@ -228,8 +229,9 @@ class TrackUsageState(BillingState):
             self.queued_feature = ""
 
 
-TRACKS_AT_ONCE = 32
-"""Tracks of all tabs past their first step at once, per backend process (see _TrackTurn)."""
+TRACKS_AT_ONCE = int(os.environ.get("BILLING_UI_TRACKS_AT_ONCE", "32"))
+"""Tracks of all tabs being handled at once, per backend process (see _TrackTurn);
+``BILLING_UI_TRACKS_AT_ONCE`` overrides it (benchmarks compare values with it)."""
 
 
 class _TrackTurn:
