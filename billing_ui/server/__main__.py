@@ -15,12 +15,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
 from billing_ui.core._constants import ENV_SECRET_KEY, LOCAL_SECRET_KEY
+from billing_ui.server import workers
 from billing_ui.server.app import create_app
 from billing_ui.server.clock import SystemClock
 from billing_ui.server.options import ENV_CORS_ORIGINS, CorsPolicy, WireOptions
@@ -31,7 +35,7 @@ from billing_ui.server.slow_requests import (
     DEFAULT_HEADER_TIMEOUT_S,
     protocol_with_deadlines,
 )
-from billing_ui.server.store import StoreError, is_postgres_url, open_store
+from billing_ui.server.store import StoreError, UsageStore, is_postgres_url, open_store
 
 DEFAULT_PORT = 8700
 DEFAULT_RATE_LIMIT = 1000  # BillingOS: 1,000 tracks per customer per minute
@@ -115,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port, each with its own database connections "
+        "(the guarantees hold across them; the rate limit is counted per process) "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["critical", "error", "warning", "info", "debug"],
@@ -150,16 +162,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.header_timeout <= 0 or args.body_timeout <= 0:
         print("error: --header-timeout and --body-timeout must be > 0", file=sys.stderr)
         return 2
+    if args.workers < 1:
+        print("error: --workers must be >= 1", file=sys.stderr)
+        return 2
     api_key = args.api_key or os.environ.get(ENV_SECRET_KEY) or LOCAL_SECRET_KEY
     try:
         cors = CorsPolicy.for_host(args.host, args.cors_origins)
         plans = load_plans(args.plans)
-        store = open_store(_database(args))
+        database = _database(args)
+        store = open_store(database)  # created and migrated once, before any worker starts
     except (PlansError, StoreError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    try:
-        app = create_app(
+
+    def make_app(store: UsageStore) -> FastAPI:
+        return create_app(
             store=store,
             plans=plans,
             clock=SystemClock(),
@@ -171,6 +188,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
             cors=cors,
         )
+
+    config = {
+        "log_level": args.log_level,
+        "access_log": args.access_log,
+        "http": protocol_with_deadlines(
+            header_timeout=args.header_timeout, body_timeout=args.body_timeout
+        ),
+    }
+    try:
+        app = make_app(store)
         if args.seed:
             seeded = seed_demo_customers(app.state.service)
             if seeded:
@@ -178,22 +205,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         if api_key == LOCAL_SECRET_KEY and args.host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("listening on %s with the public default key: set --api-key", args.host)
         log.info(
-            "billing server on http://%s:%s (db %s, %d products, docs at /docs)",
-            args.host, args.port, store.location, len(plans.products),
+            "billing server on http://%s:%s (db %s, %d products, %d worker%s, docs at /docs)",
+            args.host, args.port, store.location, len(plans.products), args.workers,
+            "" if args.workers == 1 else "s",
         )  # fmt: skip
-        uvicorn.run(
-            app,
-            host=args.host,
-            port=args.port,
-            log_level=args.log_level,
-            access_log=args.access_log,
-            http=protocol_with_deadlines(
-                header_timeout=args.header_timeout, body_timeout=args.body_timeout
-            ),
-        )
+        if args.workers == 1:
+            uvicorn.run(app, host=args.host, port=args.port, **config)
+            return 0
     finally:
         store.close()
-    return 0
+    sock = workers.listen(args.host, args.port)
+    return workers.serve(
+        sock,
+        args.workers,
+        lambda: _serve_one(sock, database, make_app, args.host, config),
+    )
+
+
+def _serve_one(
+    sock: socket.socket,
+    database: str,
+    make_app: Callable[[UsageStore], FastAPI],
+    host: str,
+    config: dict[str, Any],
+) -> None:
+    """One worker: its own store (connections are never shared across a fork) and app,
+    serving the shared listening socket until told to stop."""
+    store = open_store(database)
+    try:
+        server_config = uvicorn.Config(make_app(store), host=host, port=0, **config)
+        uvicorn.Server(server_config).run(sockets=[sock])
+    finally:
+        store.close()
 
 
 if __name__ == "__main__":

@@ -8,18 +8,20 @@ response models, serialised once; OpenAPI is generated from the same models.
 Routes that write are plain ``def``: FastAPI runs them in its thread pool, so concurrent
 tracks really are concurrent and the store's transactions (not the event loop) keep them
 correct, and a long batch does not hold up the event loop. Routes that only read are
-``async def``: a read is a few primary-key lookups (tens of microseconds) on the loop thread's
-own WAL reader connection, cheaper than the hop to a worker thread and back.
+``async def``: on SQLite a read is a few primary-key lookups (tens of microseconds) on the loop
+thread's own WAL reader connection, cheaper than the hop to a worker thread and back; on
+PostgreSQL it is a network round trip, so it runs in the thread pool instead
+(:mod:`billing_ui.server.reads`) and never stalls the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from enum import Enum
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, ParamSpec, TypeVar, cast
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -48,9 +50,9 @@ from billing_ui.core.models import (
     UsageHistory,
     UsageMetricsResponse,
 )
-from billing_ui.server import tokens
-from billing_ui.server.auth import SecretKey, Session
-from billing_ui.server.bodies import JsonBody, parse
+from billing_ui.server import reads, tokens
+from billing_ui.server.auth import SecretKey, Session, require_secret_key, require_session
+from billing_ui.server.bodies import JsonBody, json_body, parse
 from billing_ui.server.clock import Clock, SystemClock, from_micros
 from billing_ui.server.errors import (
     ApiProblem,
@@ -63,7 +65,7 @@ from billing_ui.server.observability import ObservabilityMiddleware, ServerMetri
 from billing_ui.server.openapi import build_openapi, error_responses, request_body
 from billing_ui.server.options import CorsPolicy, WireOptions
 from billing_ui.server.plans import Plans
-from billing_ui.server.service import BillingService, TrackCommand
+from billing_ui.server.service import BillingService, TrackCommand, Tracked
 from billing_ui.server.store import UsageStore
 from billing_ui.server.urls import strict_utf8_url
 
@@ -76,6 +78,8 @@ _REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     SessionTrackUsageRequest,
     UpsertCustomerRequest,
 )
+P = ParamSpec("P")
+T = TypeVar("T")
 _BACKEND: list[str | Enum] = ["backend (secret key)"]
 _FRONTEND: list[str | Enum] = ["frontend (session token)"]
 _OPERATIONS: list[str | Enum] = ["operations"]
@@ -170,11 +174,35 @@ def _json(
     )
 
 
-def _count_track(request: Request, result: TrackUsageResult) -> None:
-    if result.duplicate:
+def _count_track(request: Request, tracked: Tracked) -> None:
+    if tracked.data["duplicate"]:
         count_tracks(request, duplicate=1)
     else:
         count_tracks(request, recorded=1)
+
+
+async def _read(request: Request, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """A service read from an ``async`` route, off the event loop when it is a round trip."""
+    return await reads.read(_service(request).store, call, *args, **kwargs)
+
+
+async def _track(request: Request, cmd: TrackCommand) -> Response:
+    """One track: counted against the rate limit on the event loop, then recorded there when
+    the store can do it without waiting (SQLite, its write lock free: cheaper than the hop
+    to a worker thread and back), else in the thread pool, where waiting for the write lock
+    or a round trip holds up no other request."""
+    service = _service(request)
+    headers = service.admit(cmd.customer_id)
+    tracked = service.record_now(cmd, headers)
+    if tracked is None:
+        tracked = await run_in_threadpool(service.record, cmd, headers)
+    _count_track(request, tracked)
+    return _raw(tracked.body(), headers=tracked.rate_headers)
+
+
+def _raw(body: bytes, headers: dict[str, str] | None = None) -> Response:
+    """An answer already encoded (the track routes: :mod:`billing_ui.server.wire_json`)."""
+    return Response(body, headers=headers, media_type="application/json")
 
 
 def _checked(check: Any, value: Any, field: str) -> Any:
@@ -257,15 +285,16 @@ def _routes(app: FastAPI) -> None:
         tags=_BACKEND,
         openapi_extra=request_body(TrackUsageRequest),
     )
-    def track_usage(_: SecretKey, body: JsonBody, request: Request) -> Response:
+    async def track_usage(request: Request) -> Response:
         """Record usage of a feature by a customer (idempotent with ``idempotency_key``)."""
-        req = parse(TrackUsageRequest, body)
+        # The hottest route: its credential and body are read by plain calls, in the order
+        # the SecretKey and JsonBody dependencies would, without FastAPI's dependency
+        # resolution (a fifth of the server's CPU per track).
+        await require_secret_key(request)
+        req = parse(TrackUsageRequest, await json_body(request))
         key = _idempotency_key(req.idempotency_key, request)
-        tracked = _service(request).track(
-            TrackCommand(req.customer_id, req.feature_key, req.quantity, key, req.metadata)
-        )
-        _count_track(request, tracked.result)
-        return _json(tracked.result, headers=tracked.rate_headers)
+        cmd = TrackCommand(req.customer_id, req.feature_key, req.quantity, key, req.metadata)
+        return await _track(request, cmd)
 
     @app.post(
         "/v1/usage/track-batch",
@@ -290,15 +319,9 @@ def _routes(app: FastAPI) -> None:
             for e in req.events
         ]
         batch = _service(request).track_batch(cmds)
-        duplicate = sum(1 for i in batch.results if i.result is not None and i.result.duplicate)
-        refused = sum(1 for i in batch.results if i.error is not None)
-        count_tracks(
-            request,
-            recorded=len(batch.results) - duplicate - refused,
-            duplicate=duplicate,
-            refused=refused,
-        )
-        return _json(batch)
+        recorded, duplicate, refused = batch.tally()
+        count_tracks(request, recorded=recorded, duplicate=duplicate, refused=refused)
+        return _raw(batch.body())
 
     @app.get("/v1/usage/check", responses=_READ, response_model=FeatureCheck, tags=_BACKEND)
     async def check_usage(
@@ -307,7 +330,7 @@ def _routes(app: FastAPI) -> None:
         """May this customer use this feature now?"""
         cid = _checked(V.check_customer_id, customer_id, "customer_id")
         fkey = _checked(V.check_feature_key, feature_key, "feature_key")
-        return _json(_service(request).check(cid, fkey))
+        return _json(await _read(request, _service(request).check, cid, fkey))
 
     @app.get(
         "/v1/usage/metrics", responses=_READ, response_model=UsageMetricsResponse, tags=_BACKEND
@@ -325,7 +348,7 @@ def _routes(app: FastAPI) -> None:
             if feature_key is None
             else _checked(V.check_feature_key, feature_key, "feature_key")
         )
-        metrics = _service(request).metrics(cid, fkey)
+        metrics = await _read(request, _service(request).metrics, cid, fkey)
         # BillingOS: {metrics, customer_id} here (external_user_id only on the session route).
         return _json(
             UsageMetricsResponse(metrics=metrics, customer_id=cid), exclude={"external_user_id"}
@@ -347,7 +370,7 @@ def _routes(app: FastAPI) -> None:
         """(ext) Usage per hour or day over the feature's current period, for charts."""
         cid = _checked(V.check_customer_id, customer_id, "customer_id")
         fkey = _checked(V.check_feature_key, feature_key, "feature_key")
-        return _json(_service(request).history(cid, fkey, bucket))
+        return _json(await _read(request, _service(request).history, cid, fkey, bucket))
 
     @app.put(
         "/v1/customers/{external_user_id}",
@@ -375,18 +398,17 @@ def _routes(app: FastAPI) -> None:
         tags=_FRONTEND,
         openapi_extra=request_body(SessionTrackUsageRequest),
     )
-    def session_track_usage(claims: Session, body: JsonBody, request: Request) -> Response:
+    async def session_track_usage(request: Request) -> Response:
         """Record usage for the token's customer (``useTrackUsage``)."""
-        req = parse(SessionTrackUsageRequest, body)
+        claims = await require_session(request)  # as track_usage: plain calls, in order
+        req = parse(SessionTrackUsageRequest, await json_body(request))
         key = _idempotency_key(req.idempotency_key, request)
-        service = _service(request)
-        if not service.knows(claims.external_user_id):
+        cid = claims.external_user_id
+        if not await _read(request, _service(request).knows, cid):
             raise customer_not_found()  # BillingOS names no customer here: the token's
-        tracked = service.track(
-            TrackCommand(claims.external_user_id, req.feature_key, req.quantity, key, req.metadata)
+        return await _track(
+            request, TrackCommand(cid, req.feature_key, req.quantity, key, req.metadata)
         )
-        _count_track(request, tracked.result)
-        return _json(tracked.result, headers=tracked.rate_headers)
 
     @app.get(
         "/v1/features/usage-metrics",
@@ -404,10 +426,9 @@ def _routes(app: FastAPI) -> None:
             else _checked(V.check_feature_key, feature_key, "feature_key")
         )
         cid = claims.external_user_id
-        service = _service(request)
-        if not service.knows(cid):  # BillingOS: an empty list, so hooks show "no usage yet"
+        metrics = await _read(request, _service(request).metrics_if_known, cid, fkey)
+        if metrics is None:  # BillingOS: an empty list, so hooks show "no usage yet"
             return _json(UsageMetricsResponse(metrics=[]), include={"metrics"})
-        metrics = service.metrics(cid, fkey)
         return _json(UsageMetricsResponse(metrics=metrics, customer_id=cid, external_user_id=cid))
 
     @app.get(
@@ -419,10 +440,9 @@ def _routes(app: FastAPI) -> None:
     async def session_entitlements(claims: Session, request: Request) -> Response:
         """The features the token's customer has (``useFeatureEntitlements``)."""
         cid = claims.external_user_id
-        service = _service(request)
-        if not service.knows(cid):  # BillingOS: an empty list
+        ents = await _read(request, _service(request).entitlements_if_known, cid)
+        if ents is None:  # BillingOS: an empty list
             return _json(EntitlementsResponse(entitlements=[]), include={"entitlements"})
-        ents = service.entitlements(cid)
         return _json(EntitlementsResponse(entitlements=ents, customer_id=cid, external_user_id=cid))
 
     @app.get("/v1/features/check", responses=_READ, response_model=FeatureCheck, tags=_FRONTEND)
@@ -431,13 +451,15 @@ def _routes(app: FastAPI) -> None:
     ) -> Response:
         """May the token's customer use this feature now? (``useFeature``)"""
         fkey = _checked(V.check_feature_key, feature_key, "feature_key")
-        service = _service(request)
-        if not service.knows(claims.external_user_id):  # BillingOS: no access, and why
+        check = await _read(
+            request, _service(request).check_if_known, claims.external_user_id, fkey
+        )
+        if check is None:  # BillingOS: no access, and why
             unknown = FeatureCheck(
                 feature_key=fkey, has_access=False, reason=BillingOSMessage.CUSTOMER_NOT_FOUND
             )
             return _json(unknown, include={"feature_key", "has_access", "reason"})
-        return _json(service.check(claims.external_user_id, fkey))
+        return _json(check)
 
     # -- operations --
     @app.get(
@@ -446,7 +468,7 @@ def _routes(app: FastAPI) -> None:
     async def health(request: Request) -> Response:
         """(ext) Liveness and database reachability; no credentials needed."""
         try:
-            _service(request).ping()
+            await _read(request, _service(request).ping)
         except Exception as exc:
             raise ApiProblem(
                 503, "SYS_DATABASE_UNAVAILABLE", f"database unavailable: {exc}"

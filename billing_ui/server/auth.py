@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from billing_ui.server import tokens
+from billing_ui.server import reads, tokens
 from billing_ui.server.errors import unauthorized
 from billing_ui.server.observability import note
 from billing_ui.server.tokens import SessionClaims
@@ -54,7 +54,7 @@ async def require_session(request: Request) -> SessionClaims:
         claims = tokens.verify(request.app.state.api_key, credential, now=service.clock.now())
     except tokens.TokenError as exc:
         raise unauthorized(str(exc)) from None
-    if service.is_revoked(claims.jti):
+    if await reads.read(service.store, service.is_revoked, claims.jti):
         raise unauthorized("Token not found or revoked")
     note(request, customer=claims.external_user_id)  # the log record's customer
     return claims

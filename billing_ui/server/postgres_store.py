@@ -111,6 +111,8 @@ class PostgresStore:
     """The local server's database on PostgreSQL. Thread-safe; one instance per process,
     any number of processes per database."""
 
+    inline_reads = False  # network round trips: off the event loop
+
     def __init__(
         self,
         url: str,
@@ -201,6 +203,11 @@ class PostgresStore:
         self, items: Sequence[TrackItem], now_us: int, key_cutoff_us: int
     ) -> list[TrackOutcome]:
         return self._write(lambda tx: Q.track_many(tx, items, now_us, key_cutoff_us))
+
+    def track_now(
+        self, items: Sequence[TrackItem], now_us: int, key_cutoff_us: int
+    ) -> list[TrackOutcome] | None:
+        return None  # every write is a round trip: never on the event loop
 
     def consumed(self, customer_pk: int, periods: Sequence[PeriodKey]) -> dict[str, int]:
         return self._read(lambda tx: Q.consumed(tx, customer_pk, periods))

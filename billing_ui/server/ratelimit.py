@@ -55,6 +55,15 @@ class RateLimiter:
 
     def hit(self, key: str, cost: int = 1) -> RateDecision:
         """Count ``cost`` hits for ``key`` if they fit in its window; refuse them all if not."""
+        return self._count(key, cost, partial=False)[1]
+
+    def hit_up_to(self, key: str, count: int) -> tuple[int, RateDecision]:
+        """Count as many of ``count`` single hits for ``key`` as fit: ``(how many fitted,
+        the decision for the last one)``, as ``count`` calls of :meth:`hit` in a row would
+        (a batch's events, counted per customer once instead of one by one)."""
+        return self._count(key, count, partial=True)
+
+    def _count(self, key: str, cost: int, *, partial: bool) -> tuple[int, RateDecision]:
         now = self._clock.now()
         with self._lock:
             if len(self._windows) >= _SWEEP_AT:
@@ -62,9 +71,10 @@ class RateLimiter:
             end, hits = self._windows.get(key, (now, 0))
             if end <= now:  # no window, or it has closed: open a new one
                 end, hits = now + _WINDOW, 0
-            allowed = hits + cost <= self.limit
-            if allowed:
-                hits += cost
+            room = self.limit - hits
+            granted = min(cost, room) if partial else (cost if cost <= room else 0)
+            hits += granted
             self._windows[key] = (end, hits)
+        allowed = granted == cost
         reset_s = max(1, math.ceil((end - now).total_seconds()))
-        return RateDecision(allowed, self.limit, max(0, self.limit - hits), reset_s)
+        return granted, RateDecision(allowed, self.limit, max(0, self.limit - hits), reset_s)

@@ -8,10 +8,10 @@ codes and messages of docs/api.md (as :class:`~billing_ui.server.errors.ApiProbl
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from billing_ui.core import validation as V
 from billing_ui.core.errors import BillingOSMessage, FieldError
@@ -27,7 +27,7 @@ from billing_ui.core.models import (
     UsageMetric,
     percentage_used,
 )
-from billing_ui.server import tokens
+from billing_ui.server import tokens, wire_json
 from billing_ui.server.clock import Clock, from_micros, to_micros
 from billing_ui.server.entitlements import Entitled, resolve_entitlements
 from billing_ui.server.errors import ApiProblem, bad_request, customer_not_found, invalid_input
@@ -38,6 +38,7 @@ from billing_ui.server.ratelimit import RateLimiter
 from billing_ui.server.store import (
     Customer,
     PeriodKey,
+    Subscription,
     TrackItem,
     TrackOutcome,
     TrackStatus,
@@ -45,6 +46,9 @@ from billing_ui.server.store import (
 )
 
 IDEMPOTENCY_WINDOW: Final = timedelta(hours=24)
+_ENTITLED_CACHE_SIZE: Final = 10_000
+_MICROS: Final = 1_000_000
+"""Stored millionths per unit (:func:`billing_ui.core.validation.micros_to_quantity`)."""
 MAX_HISTORY_POINTS: Final = {"hour": 744, "day": 366}
 """A ``never``-resetting feature's history shows at most this many recent buckets."""
 NO_SUBSCRIPTION: Final = "No active subscription with this feature"
@@ -52,9 +56,9 @@ NO_SUBSCRIPTION: Final = "No active subscription with this feature"
 _BUCKET_SPAN: Final = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 
 
-@dataclass(frozen=True, slots=True)
-class TrackCommand:
-    """One validated track request, whichever endpoint it came through."""
+class TrackCommand(NamedTuple):
+    """One validated track request, whichever endpoint it came through (a named tuple: a
+    batch makes a thousand of them)."""
 
     customer_id: str
     feature_key: str
@@ -63,11 +67,15 @@ class TrackCommand:
     metadata: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    item: TrackItem
-    entitled: Entitled
+class _Target(NamedTuple):
+    """What every event of one request for one customer and feature shares, resolved once."""
+
+    customer_pk: int
+    grant: Grant
     period: Period
+    period_key: PeriodKey
+    hard_limit_micros: int | None
+    period_end: datetime | None
 
 
 class _Batch:
@@ -79,7 +87,8 @@ class _Batch:
         self.cutoff_us = to_micros(now - IDEMPOTENCY_WINDOW)
         self.hour_us = to_micros(hour_floor(now))
         self.customers: dict[str, Customer | None] = {}
-        self.entitlements: dict[str, dict[str, Entitled]] = {}
+        self.entitlements: dict[str, Mapping[str, Entitled]] = {}
+        self.targets: dict[tuple[str, str], _Target | ApiProblem] = {}
         self._periods: dict[str, tuple[Period, PeriodKey]] = {}
 
     def period(self, feature_key: str, reset: Reset) -> tuple[Period, PeriodKey]:
@@ -92,8 +101,43 @@ class _Batch:
 
 @dataclass(frozen=True, slots=True)
 class Tracked:
-    result: TrackUsageResult
+    """One track's answer as plain data in the wire's shape, and its rate-limit headers."""
+
+    data: dict[str, Any]
     rate_headers: dict[str, str]
+
+    @property
+    def result(self) -> TrackUsageResult:
+        return TrackUsageResult.model_validate(self.data)
+
+    def body(self) -> bytes:
+        return wire_json.dumps(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedBatch:
+    """A batch's answer as plain data in the wire's shape (``TrackUsageBatchResult``).
+
+    Built as plain dicts and encoded in one call (:mod:`billing_ui.server.wire_json`), not
+    validated into 1,000 response models first: that validation and the encoding after it
+    cost more CPU than the whole write (tests check the bytes are those the model gives)."""
+
+    results: list[dict[str, Any]]
+
+    @property
+    def result(self) -> TrackUsageBatchResult:
+        return TrackUsageBatchResult.model_validate({"results": self.results})
+
+    def body(self) -> bytes:
+        return wire_json.dumps({"results": self.results})
+
+    def tally(self) -> tuple[int, int, int]:
+        """How many events were ``(recorded, replayed, refused)`` (for the server's metrics)."""
+        refused = sum(1 for r in self.results if r["error"] is not None)
+        replayed = sum(
+            1 for r in self.results if r["result"] is not None and r["result"]["duplicate"]
+        )
+        return len(self.results) - replayed - refused, replayed, refused
 
 
 class BillingService:
@@ -113,8 +157,22 @@ class BillingService:
         self.clock = clock
         self.options = options or WireOptions()
         self.limiter = RateLimiter(rate_limit_per_minute, clock)
+        self._entitled_cache: dict[tuple[Subscription, ...], Mapping[str, Entitled]] = {}
 
     # -- customers --
+    def _entitled(self, customer: Customer) -> Mapping[str, Entitled]:
+        """The customer's features (:func:`resolve_entitlements`), remembered per set of
+        subscriptions: they depend on nothing else (the plans are fixed for the service's
+        life), and a batch of 1,000 events to 100 customers would resolve 100 of them."""
+        found = self._entitled_cache.get(customer.subscriptions)
+        if found is None:
+            if len(self._entitled_cache) >= _ENTITLED_CACHE_SIZE:
+                self._entitled_cache.clear()
+            found = self._entitled_cache[customer.subscriptions] = resolve_entitlements(
+                self.plans, customer
+            )
+        return found
+
     def customer(self, customer_id: str) -> Customer:
         found = self.store.get_customer(customer_id)
         if found is None:
@@ -170,19 +228,50 @@ class BillingService:
     # -- tracking --
     def track(self, cmd: TrackCommand) -> Tracked:
         """Record one event (or replay it); raise the BillingOS refusal otherwise."""
-        headers: dict[str, str] = {}
-        if self.limiter.enabled:
-            decision = self.limiter.hit(cmd.customer_id)
-            headers = decision.headers()
-            if not decision.allowed:
-                raise _rate_limited(decision.reset_s, headers)
+        return self.record(cmd, self.admit(cmd.customer_id))
+
+    def admit(self, customer_id: str) -> dict[str, str]:
+        """Count one track against the customer's rate limit: its headers, or raise the 429.
+        (Memory only: the routes call it on the event loop, then :meth:`record_now` or
+        :meth:`record`, so a track is counted once whichever records it.)"""
+        if not self.limiter.enabled:
+            return {}
+        decision = self.limiter.hit(customer_id)
+        headers = decision.headers()
+        if not decision.allowed:
+            raise _rate_limited(decision.reset_s, headers)
+        return headers
+
+    def record(self, cmd: TrackCommand, rate_headers: dict[str, str] | None = None) -> Tracked:
+        """Record one admitted event, waiting for the database's write lock if need be."""
+        tracked = self._record(cmd, rate_headers or {}, self.store.track_many)
+        assert tracked is not None  # track_many always answers
+        return tracked
+
+    def record_now(self, cmd: TrackCommand, rate_headers: dict[str, str]) -> Tracked | None:
+        """:meth:`record`, if the store can do it at once without waiting on anything (SQLite
+        with its write lock free): for the event loop, where one track costs less than the
+        hop to a worker thread and back. ``None``, having done nothing: call :meth:`record`
+        from a worker thread."""
+        if not self.store.inline_reads:
+            return None  # its reads are round trips too: never on the event loop
+        return self._record(cmd, rate_headers, self.store.track_now)
+
+    def _record(
+        self,
+        cmd: TrackCommand,
+        rate_headers: dict[str, str],
+        write: Callable[[Sequence[TrackItem], int, int], list[TrackOutcome] | None],
+    ) -> Tracked | None:
         batch = _Batch(self.clock.now())
-        prepared = self._prepare(cmd, batch)
-        (outcome,) = self.store.track_many([prepared.item], batch.now_us, batch.cutoff_us)
-        answer = self._answer(outcome, prepared, batch)
+        item, target = self._prepare(cmd, batch)
+        outcomes = write([item], batch.now_us, batch.cutoff_us)
+        if outcomes is None:
+            return None
+        answer = self._answer(outcomes[0], item, target, batch)
         if isinstance(answer, ApiProblem):
             raise answer
-        return Tracked(TrackUsageResult.model_validate(answer), headers)
+        return Tracked(answer, rate_headers)
 
     def track_batch(
         self,
@@ -190,32 +279,46 @@ class BillingService:
         *,
         now: datetime | None = None,
         rate_limited: bool = True,
-    ) -> TrackUsageBatchResult:
+    ) -> TrackedBatch:
         """Record many events in one transaction; each succeeds or fails on its own.
 
-        ``now`` and ``rate_limited=False`` are for seeding and bulk loading only. The answer
-        is built as plain data and validated into the response model in one call (pydantic's
-        compiled validator), which is twice as fast as building 1,000 models one by one.
+        ``now`` and ``rate_limited=False`` are for seeding and bulk loading only. What events
+        share is worked out once per request (a customer's entitlements, a feature's period,
+        the rate limit per customer), so the work per event is a few dict lookups.
         """
         batch = _Batch(now or self.clock.now())
         answers: list[dict[str, Any] | ApiProblem | None] = [None] * len(cmds)
-        todo: list[tuple[int, _Prepared]] = []
+        todo: list[tuple[int, TrackItem, _Target]] = []
         self._look_up(batch, list(dict.fromkeys(cmd.customer_id for cmd in cmds)))
+        refused = self._rate_limit(cmds) if rate_limited and self.limiter.enabled else {}
         for i, cmd in enumerate(cmds):
-            if rate_limited and self.limiter.enabled:
-                decision = self.limiter.hit(cmd.customer_id)
-                if not decision.allowed:
-                    answers[i] = _rate_limited(decision.reset_s, decision.headers())
-                    continue
+            if refused and i in refused:
+                answers[i] = refused[i]
+                continue
             try:
-                todo.append((i, self._prepare(cmd, batch)))
+                item, target = self._prepare(cmd, batch)
             except ApiProblem as problem:
                 answers[i] = problem
-        outcomes = self.store.track_many([p.item for _, p in todo], batch.now_us, batch.cutoff_us)
-        for (i, prepared), outcome in zip(todo, outcomes, strict=True):
-            answers[i] = self._answer(outcome, prepared, batch)
-        items = [_batch_item(i, answer) for i, answer in enumerate(answers)]
-        return TrackUsageBatchResult.model_validate({"results": items})
+                continue
+            todo.append((i, item, target))
+        outcomes = self.store.track_many([t[1] for t in todo], batch.now_us, batch.cutoff_us)
+        for (i, item, target), outcome in zip(todo, outcomes, strict=True):
+            answers[i] = self._answer(outcome, item, target, batch)
+        return TrackedBatch([_batch_item(i, answer) for i, answer in enumerate(answers)])
+
+    def _rate_limit(self, cmds: Sequence[TrackCommand]) -> dict[int, ApiProblem]:
+        """The events the rate limit refuses, by index: one count per customer per request,
+        with the same outcome as counting the events one by one (the first ones fit)."""
+        per_customer: dict[str, list[int]] = {}
+        for i, cmd in enumerate(cmds):
+            per_customer.setdefault(cmd.customer_id, []).append(i)
+        refused: dict[int, ApiProblem] = {}
+        for cid, indexes in per_customer.items():
+            allowed, decision = self.limiter.hit_up_to(cid, len(indexes))
+            if allowed < len(indexes):
+                problem = _rate_limited(decision.reset_s, decision.headers())
+                refused.update(dict.fromkeys(indexes[allowed:], problem))
+        return refused
 
     def _look_up(self, batch: _Batch, customer_ids: Sequence[str]) -> None:
         """Fetch these customers (one query however many) and resolve their entitlements."""
@@ -223,42 +326,66 @@ class BillingService:
         for cid in customer_ids:
             customer = batch.customers[cid] = found.get(cid)
             if customer is not None:
-                batch.entitlements[cid] = resolve_entitlements(self.plans, customer)
+                batch.entitlements[cid] = self._entitled(customer)
 
-    def _prepare(self, cmd: TrackCommand, batch: _Batch) -> _Prepared:
-        """Resolve who and what a track is about, or raise the refusal; looks each customer
-        up once per batch."""
-        if cmd.customer_id not in batch.customers:
-            self._look_up(batch, [cmd.customer_id])
-        customer = batch.customers[cmd.customer_id]
-        if customer is None:
-            raise customer_not_found(cmd.customer_id)
-        # BillingOS's order: first the grant (404), then the feature's type (400).
-        feature = self.plans.features.get(cmd.feature_key)
-        entitled = batch.entitlements[cmd.customer_id].get(cmd.feature_key)
-        if feature is None or entitled is None or not entitled.active:
-            raise ApiProblem(404, "RES_NOT_FOUND", NO_SUBSCRIPTION)
-        if feature.type != "usage_quota" or feature.reset is None:
-            raise bad_request(BillingOSMessage.NOT_USAGE_QUOTA)
-        period, period_key = batch.period(feature.key, feature.reset)
-        grant = entitled.grant
+    def _prepare(self, cmd: TrackCommand, batch: _Batch) -> tuple[TrackItem, _Target]:
+        """The store's item for one event and what it shares with its customer's other
+        events for this feature, or raise the refusal."""
+        target = batch.targets.get((cmd.customer_id, cmd.feature_key))
+        if target is None:
+            target = self._target(cmd.customer_id, cmd.feature_key, batch)
+        if isinstance(target, ApiProblem):
+            raise target
         item = TrackItem(
-            customer_pk=customer.pk,
-            period=period_key,
-            quantity_micros=V.quantity_to_micros(cmd.quantity),
-            hour_start_us=batch.hour_us,
-            idempotency_key=cmd.idempotency_key,
-            metadata=cmd.metadata,
-            hard_limit_micros=grant.limit_micros if grant.hard_limit else None,
+            target.customer_pk,
+            target.period_key,
+            V.quantity_to_micros(cmd.quantity),
+            batch.hour_us,
+            cmd.idempotency_key,
+            cmd.metadata,
+            target.hard_limit_micros,
         )
-        return _Prepared(item, entitled, period)
+        return item, target
+
+    def _target(self, customer_id: str, feature_key: str, batch: _Batch) -> _Target | ApiProblem:
+        """Resolve who and what a track is about (once per customer and feature in a
+        request), or the refusal; looks each customer up once per request."""
+        if customer_id not in batch.customers:
+            self._look_up(batch, [customer_id])
+        customer = batch.customers[customer_id]
+        found: _Target | ApiProblem
+        if customer is None:
+            found = customer_not_found(customer_id)
+        else:
+            # BillingOS's order: first the grant (404), then the feature's type (400).
+            feature = self.plans.features.get(feature_key)
+            entitled = batch.entitlements[customer_id].get(feature_key)
+            if feature is None or entitled is None or not entitled.active:
+                found = ApiProblem(404, "RES_NOT_FOUND", NO_SUBSCRIPTION)
+            elif feature.type != "usage_quota" or feature.reset is None:
+                found = bad_request(BillingOSMessage.NOT_USAGE_QUOTA)
+            else:
+                period, period_key = batch.period(feature.key, feature.reset)
+                grant = entitled.grant
+                found = _Target(
+                    customer.pk,
+                    grant,
+                    period,
+                    period_key,
+                    grant.limit_micros if grant.hard_limit else None,
+                    period.end if period.resets else None,
+                )
+        batch.targets[(customer_id, feature_key)] = found
+        return found
 
     def _answer(
-        self, outcome: TrackOutcome, prepared: _Prepared, batch: _Batch
+        self, outcome: TrackOutcome, item: TrackItem, target: _Target, batch: _Batch
     ) -> dict[str, Any] | ApiProblem:
-        """A ``TrackUsageResult`` as plain data, or the refusal."""
-        grant = prepared.entitled.grant
-        if outcome.status is TrackStatus.QUOTA_EXCEEDED:
+        """A ``TrackUsageResult`` as plain data (its fields in the model's order, so that it
+        encodes to the model's bytes), or the refusal."""
+        status = outcome.status
+        grant = target.grant
+        if status is TrackStatus.QUOTA_EXCEEDED:
             return bad_request(
                 BillingOSMessage.QUOTA_EXCEEDED,
                 details={
@@ -268,38 +395,55 @@ class BillingService:
                     "requested": V.micros_to_quantity(outcome.quantity_micros),
                 },
             )
-        if outcome.status is TrackStatus.KEY_REUSED and self.options.reject_reused_keys:
+        if status is TrackStatus.KEY_REUSED and self.options.reject_reused_keys:
             return ApiProblem(
                 409,
                 "IDEMPOTENCY_KEY_REUSED",
                 "This idempotency key was used in the last 24 hours for a different feature "
                 "or quantity; use a new key for a new event",
-                details={"idempotency_key": prepared.item.idempotency_key},
+                details={"idempotency_key": item.idempotency_key},
             )
         recorded_at = (
             batch.now
             if outcome.recorded_at_us == batch.now_us
             else from_micros(outcome.recorded_at_us)
         )
+        usage = None  # a reused key replays another feature's event (BillingOS's way)
+        if outcome.feature_key == item.period.feature_key:
+            consumed = outcome.consumed_micros
+            limit = grant.limit_micros
+            usage = {  # a UsageSnapshot, in its fields' order
+                "consumed_units": consumed / _MICROS,
+                "limit_units": None if limit is None else limit / _MICROS,
+                "remaining_units": None if limit is None else max(0, limit - consumed) / _MICROS,
+                "period_start": target.period.start,
+                "period_end": target.period_end,
+            }
         return {
             "success": True,
             "feature_key": outcome.feature_key,
-            "quantity": V.micros_to_quantity(outcome.quantity_micros),
+            "quantity": outcome.quantity_micros / _MICROS,
             "recorded_at": recorded_at,
-            "usage": (
-                _snapshot(grant, prepared.period, outcome.consumed_micros)
-                if outcome.feature_key == prepared.item.period.feature_key
-                else None  # a reused key replays another feature's event (BillingOS's way)
-            ),
-            "duplicate": outcome.status is not TrackStatus.RECORDED,
-            "idempotency_key": prepared.item.idempotency_key,
+            "usage": usage,
+            "duplicate": status is not TrackStatus.RECORDED,
+            "idempotency_key": item.idempotency_key,
         }
 
     # -- reading --
+    # Each read has an ``*_if_known`` form for the session endpoints, which answer an unknown
+    # customer with an empty result: ``None`` then, from the same single customer lookup.
     def metrics(self, customer_id: str, feature_key: str | None = None) -> list[UsageMetric]:
         """Usage of each metered feature of the customer's active subscriptions, in its
         current period; only ``feature_key`` when given (an unknown key gives none)."""
-        customer = self.customer(customer_id)
+        return self._metrics(self.customer(customer_id), feature_key)
+
+    def metrics_if_known(
+        self, customer_id: str, feature_key: str | None = None
+    ) -> list[UsageMetric] | None:
+        customer = self.find_customer(customer_id)
+        return None if customer is None else self._metrics(customer, feature_key)
+
+    def _metrics(self, customer: Customer, feature_key: str | None) -> list[UsageMetric]:
         now = self.clock.now()
         if (
             feature_key is not None
@@ -309,7 +453,7 @@ class BillingService:
             feature_key = None  # BillingOS skips a filter whose feature it cannot find
         wanted = [
             (key, e)
-            for key, e in resolve_entitlements(self.plans, customer).items()
+            for key, e in self._entitled(customer).items()
             if e.active
             and e.grant.feature.type == "usage_quota"
             and (feature_key is None or key == feature_key)
@@ -324,7 +468,13 @@ class BillingService:
         return [_metric(e, periods[key], consumed[key], now) for key, e in wanted]
 
     def entitlements(self, customer_id: str) -> list[FeatureEntitlement]:
-        customer = self.customer(customer_id)
+        return self._entitlements(self.customer(customer_id))
+
+    def entitlements_if_known(self, customer_id: str) -> list[FeatureEntitlement] | None:
+        customer = self.find_customer(customer_id)
+        return None if customer is None else self._entitlements(customer)
+
+    def _entitlements(self, customer: Customer) -> list[FeatureEntitlement]:
         return [
             FeatureEntitlement(
                 feature_key=key,
@@ -335,13 +485,19 @@ class BillingService:
                 subscription_status=e.subscription.status,
                 properties=e.grant.properties() or None,
             )
-            for key, e in resolve_entitlements(self.plans, customer).items()
+            for key, e in self._entitled(customer).items()
         ]
 
     def check(self, customer_id: str, feature_key: str) -> FeatureCheck:
         """May the customer use the feature now? (``useFeature`` / ``useFeatureGate``)."""
-        customer = self.customer(customer_id)
-        entitled = resolve_entitlements(self.plans, customer).get(feature_key)
+        return self._check(self.customer(customer_id), feature_key)
+
+    def check_if_known(self, customer_id: str, feature_key: str) -> FeatureCheck | None:
+        customer = self.find_customer(customer_id)
+        return None if customer is None else self._check(customer, feature_key)
+
+    def _check(self, customer: Customer, feature_key: str) -> FeatureCheck:
+        entitled = self._entitled(customer).get(feature_key)
         if entitled is None:
             return FeatureCheck(
                 feature_key=feature_key, has_access=False, reason="no_active_subscription"
@@ -437,26 +593,16 @@ def _rate_limited(retry_after_s: int, headers: Mapping[str, str]) -> ApiProblem:
 def _batch_item(index: int, answer: dict[str, Any] | ApiProblem | None) -> dict[str, Any]:
     """A ``BatchItemResult`` as plain data."""
     if isinstance(answer, ApiProblem):
-        return {"index": index, "error": {"code": answer.code, "message": answer.message}}
+        error = {"code": answer.code, "message": answer.message}
+        return {"index": index, "result": None, "error": error}
     assert answer is not None
-    return {"index": index, "result": answer}
+    return {"index": index, "result": answer, "error": None}
 
 
 def _remaining(grant: Grant, used_micros: int) -> float | None:
     if grant.limit_micros is None:
         return None
     return V.micros_to_quantity(max(0, grant.limit_micros - used_micros))
-
-
-def _snapshot(grant: Grant, period: Period, consumed_micros: int) -> dict[str, Any]:
-    """A ``UsageSnapshot`` as plain data."""
-    return {
-        "consumed_units": V.micros_to_quantity(consumed_micros),
-        "limit_units": grant.limit,
-        "remaining_units": _remaining(grant, consumed_micros),
-        "period_start": period.start,
-        "period_end": period.end if period.resets else None,
-    }
 
 
 def _metric(e: Entitled, period: Period, consumed_micros: int, now: datetime) -> UsageMetric:

@@ -71,6 +71,10 @@ def synchronous_mode(given: str | None = None) -> str:
     return mode
 
 
+class _WouldWait(Exception):
+    """The write would have to wait for another writer (see ``SqliteStore._write``)."""
+
+
 class SqliteStore:
     """The local server's database as one SQLite file. Thread-safe; one instance per process.
 
@@ -79,6 +83,8 @@ class SqliteStore:
     crash of the process. ``NORMAL`` syncs at checkpoints only: a crash of the process still
     loses nothing, but a power loss may take the last commits. What FULL costs is measured by
     ``bench/ingest_durability.py`` and discussed in docs/architecture.md."""
+
+    inline_reads = True  # a local file: tens of microseconds
 
     def __init__(
         self, path: str | Path, *, busy_timeout_s: float = 10.0, synchronous: str | None = None
@@ -124,21 +130,38 @@ class SqliteStore:
         return tx
 
     @contextmanager
-    def _write(self) -> Iterator[_SqliteTx]:
+    def _write(self, *, wait: bool = True) -> Iterator[_SqliteTx]:
         """One write transaction: serialised in-process by the lock, across processes by
-        SQLite's RESERVED lock (BEGIN IMMEDIATE). Rolled back on any exception."""
-        with self._write_lock:
+        SQLite's RESERVED lock (BEGIN IMMEDIATE). Rolled back on any exception. With
+        ``wait=False``, raises :class:`_WouldWait` at once instead of waiting for either."""
+        if not self._write_lock.acquire(blocking=wait):
+            raise _WouldWait
+        try:
             conn = self._writer
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:  # "database is locked", after the timeout
-                raise StoreBusyError(f"the billing database is busy: {exc}") from None
+            self._begin(conn, wait)
             try:
                 yield _SqliteTx(conn)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+        finally:
+            self._write_lock.release()
+
+    def _begin(self, conn: sqlite3.Connection, wait: bool) -> None:
+        if wait:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:  # "database is locked", after the timeout
+                raise StoreBusyError(f"the billing database is busy: {exc}") from None
+            return
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:  # another process holds the write lock
+            raise _WouldWait from None
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {round(self._busy_timeout_s * 1000)}")
 
     def _migrate(self) -> None:
         with self._write() as tx:
@@ -180,6 +203,19 @@ class SqliteStore:
     ) -> list[TrackOutcome]:
         with self._write() as tx:
             return Q.track_many(tx, items, now_us, key_cutoff_us)
+
+    def track_now(
+        self, items: Sequence[TrackItem], now_us: int, key_cutoff_us: int
+    ) -> list[TrackOutcome] | None:
+        """:meth:`track_many` if no thread of this process and no other process is writing.
+        (A commit may run a WAL checkpoint: a few milliseconds every few hundred commits.)"""
+        if self.synchronous == "FULL":
+            return None  # each commit waits for the disk: never on the event loop
+        try:
+            with self._write(wait=False) as tx:
+                return Q.track_many(tx, items, now_us, key_cutoff_us)
+        except _WouldWait:
+            return None
 
     def consumed(self, customer_pk: int, periods: Sequence[PeriodKey]) -> dict[str, int]:
         return Q.consumed(self._reader(), customer_pk, periods)

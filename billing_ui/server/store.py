@@ -26,7 +26,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 MAX_CONSUMED_MICROS: Final = 2**62
 """An aggregate never grows past this (4.6 trillion units): refused, never an overflow."""
@@ -59,8 +59,7 @@ class Customer:
     subscriptions: tuple[Subscription, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class PeriodKey:
+class PeriodKey(NamedTuple):
     """Which aggregate: a feature's period ``[start_us, end_us)``."""
 
     feature_key: str
@@ -68,9 +67,12 @@ class PeriodKey:
     end_us: int
 
 
-@dataclass(frozen=True, slots=True)
-class TrackItem:
-    """One usage event, checked and resolved by the caller (the billing service)."""
+class TrackItem(NamedTuple):
+    """One usage event, checked and resolved by the caller (the billing service).
+
+    The per-event types of the write path are named tuples, not frozen dataclasses: a
+    batch makes thousands of them, and a frozen dataclass costs about ten times as much to
+    build (its ``__init__`` goes through ``object.__setattr__`` field by field)."""
 
     customer_pk: int
     period: PeriodKey
@@ -92,8 +94,7 @@ class TrackStatus(enum.Enum):
     """The hard limit (or the storage ceiling) would be passed: nothing counted."""
 
 
-@dataclass(frozen=True, slots=True)
-class TrackOutcome:
+class TrackOutcome(NamedTuple):
     status: TrackStatus
     feature_key: str
     quantity_micros: int
@@ -115,6 +116,10 @@ class UsageStore(Protocol):
 
     location: str
     """Where the data is (a file path, or a URL without its password): for logs and tests."""
+
+    inline_reads: bool
+    """Whether a read is cheap enough to run on the event loop (a local file) rather than in
+    the thread pool (a network round trip): see :mod:`billing_ui.server.reads`."""
 
     def close(self) -> None:
         """Release every connection (idempotent)."""
@@ -141,6 +146,13 @@ class UsageStore(Protocol):
         """Record usage events in one transaction, each independently: a refused item changes
         nothing, and the others still count. A key recorded at or before ``key_cutoff_us``
         has expired and is claimed afresh (the 24-hour window)."""
+
+    def track_now(
+        self, items: Sequence[TrackItem], now_us: int, key_cutoff_us: int
+    ) -> list[TrackOutcome] | None:
+        """:meth:`track_many` if the write can start at once, with no wait on another writer
+        or on the network; else ``None``, having done nothing (for callers on an event
+        loop, which must not wait)."""
 
     def consumed(self, customer_pk: int, periods: Sequence[PeriodKey]) -> dict[str, int]:
         """Usage per feature in the given periods (0 where nothing was recorded)."""

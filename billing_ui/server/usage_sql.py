@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from billing_ui.server.store import (
     MAX_CONSUMED_MICROS,
@@ -41,6 +41,7 @@ from billing_ui.server.store import (
     TrackStatus,
 )
 
+K = TypeVar("K")
 _AggKey = tuple[int, str, int, int]  # customer, feature, period start, period end
 _KeyId = tuple[int, str]  # customer, idempotency key
 
@@ -232,26 +233,98 @@ def track_many(
     """Record ``items`` inside the caller's write transaction, each as if alone and in order.
 
     Four bulk steps, whatever the batch size: lock the customers; claim every key of the
-    batch (its first occurrence) with one pipelined ``executemany``; read every touched
-    aggregate; then decide each item in memory, in order, and write the results with one
-    ``executemany`` per table. The in-memory pass gives the same answers as claiming each
-    key just before its item: a later item with the same key replays the earlier one, or
-    takes the key over if the earlier one was refused.
+    batch (its first occurrence) in bulk; read every touched aggregate; then decide each item
+    in memory, in order, and write the results with :func:`write_usage` (one ``executemany``
+    per table, the per-period and per-hour sums added once per aggregate, not per event).
+    The in-memory pass gives the same answers as claiming each key just before its item: a
+    later item with the same key replays the earlier one, or takes the key over if the
+    earlier one was refused.
+
+    The loop is written flat (locals, tuples, no method call per event): it runs once per
+    event of every batch, and its Python is most of what a batch costs beyond the database.
     """
     if not items:
         return []
     tx.lock_customers(sorted({item.customer_pk for item in items}))
     keys = _Keys(tx, items, now_us, key_cutoff_us)
-    tally = _Tally(tx, now_us, {_agg(item) for item in items})
-    outcomes = [_track_one(keys, tally, item, now_us) for item in items]
+    touched = {(item.customer_pk, *item.period) for item in items}
+    running: dict[_AggKey, int] = dict.fromkeys(touched, 0)
+    running.update(aggregates(tx, sorted(touched)))
+    agg_delta: dict[_AggKey, list[int]] = {}
+    hour_delta: dict[tuple[int, str, int], list[int]] = {}
+    events: list[tuple[int, str, int, int, str | None, str | None]] = []
+    outcomes: list[TrackOutcome] = []
+    recorded, quota_exceeded = TrackStatus.RECORDED, TrackStatus.QUOTA_EXCEEDED
+    for pk, period, q, hour_us, idem, metadata, hard_limit in items:
+        feature = period[0]
+        agg = (pk, feature, period[1], period[2])
+        consumed = running[agg]
+        key = None
+        if idem is not None:
+            key = (pk, idem)
+            replay = keys.replay_of(key)
+            if replay is not None:
+                feature_key, quantity, recorded_at = replay
+                same = feature_key == feature and quantity == q
+                status = TrackStatus.REPLAYED if same else TrackStatus.KEY_REUSED
+                outcomes.append(TrackOutcome(status, feature_key, quantity, recorded_at, consumed))
+                continue
+        ceiling = (
+            MAX_CONSUMED_MICROS if hard_limit is None else min(hard_limit, MAX_CONSUMED_MICROS)
+        )
+        if consumed + q > ceiling:  # nothing counted; the key stays free
+            outcomes.append(TrackOutcome(quota_exceeded, feature, q, now_us, consumed))
+            continue
+        if key is not None:
+            keys.record(key, feature, q)
+        running[agg] = consumed = consumed + q
+        _add(agg_delta, agg, q)
+        _add(hour_delta, (pk, feature, hour_us), q)
+        meta = None if metadata is None else json.dumps(metadata, separators=(",", ":"))
+        events.append((pk, feature, q, now_us, idem, meta))
+        outcomes.append(TrackOutcome(recorded, feature, q, now_us, consumed))
     keys.flush()
-    tally.flush()
+    write_usage(
+        tx,
+        [(*agg, q, n, now_us) for agg, (q, n) in agg_delta.items()],
+        [(*hour, q, n) for hour, (q, n) in hour_delta.items()],
+        events,
+    )
     return outcomes
 
 
-def _agg(item: TrackItem) -> _AggKey:
-    p = item.period
-    return (item.customer_pk, p.feature_key, p.start_us, p.end_us)
+def _add(sums: dict[K, list[int]], key: K, quantity: int) -> None:
+    """One more event of ``quantity`` in ``sums[key]`` (``[quantity, events]``)."""
+    found = sums.get(key)
+    if found is None:
+        sums[key] = [quantity, 1]
+    else:
+        found[0] += quantity
+        found[1] += 1
+
+
+def write_usage(
+    tx: Tx,
+    aggregate_rows: Sequence[Sequence[Any]],
+    hour_rows: Sequence[Sequence[Any]],
+    event_rows: Sequence[Sequence[Any]],
+) -> None:
+    """Add to the period aggregates and hourly buckets (one row per aggregate or hour: the
+    batch's sums) and insert the event rows; one ``executemany`` each. The write half of
+    :func:`track_many`, and what ``bench/db_ceiling.py`` times as the database's own
+    ceiling."""
+    if event_rows:
+        tx.many(ADD_TO_AGGREGATE, aggregate_rows)
+        tx.many(ADD_TO_HOUR, hour_rows)
+        tx.many(INSERT_EVENT, event_rows)
+
+
+def claim_keys(tx: Tx, rows: Sequence[tuple[int, str, str, int, int, int]]) -> list[bool]:
+    """Claim idempotency keys, rows of ``(customer, key, feature, quantity, now, cutoff)``:
+    which rows were claimed (new, or older than the cutoff) rather than replays. One statement
+    per row, because each row's answer is needed (PostgreSQL pipelines them in one round
+    trip)."""
+    return tx.claim_keys(CLAIM_KEY, rows) if rows else []
 
 
 class _Keys:
@@ -271,7 +344,7 @@ class _Keys:
             (k[0], k[1], i.period.feature_key, i.quantity_micros, now_us, cutoff_us)
             for k, i in first.items()
         ]
-        claimed = tx.claim_keys(CLAIM_KEY, rows) if rows else []
+        claimed = claim_keys(tx, rows)
         self._ours: dict[_KeyId, tuple[str, int]] = {
             k: (i.period.feature_key, i.quantity_micros)
             for (k, i), won in zip(first.items(), claimed, strict=True)
@@ -305,79 +378,14 @@ class _Keys:
             for k, claim in self._ours.items()
             if k in self._stored and self._stored[k][:2] != claim
         ]
-        self._tx.many(
-            "DELETE FROM idempotency_keys WHERE customer_id = ? AND idempotency_key = ?",
-            unused,
-        )
-        self._tx.many(
-            "UPDATE idempotency_keys SET feature_key = ?, quantity_micros = ? "
-            "WHERE customer_id = ? AND idempotency_key = ?",
-            taken_over,
-        )
-
-
-class _Tally:
-    """What one write transaction adds: running totals per aggregate (read in bulk once, then
-    kept in memory while the transaction holds the customers' lock), and the rows to write
-    when the items are done."""
-
-    def __init__(self, tx: Tx, now_us: int, touched: set[_AggKey]) -> None:
-        self._tx = tx
-        self._now_us = now_us
-        self._running: dict[_AggKey, int] = dict.fromkeys(touched, 0)
-        self._running.update(aggregates(tx, sorted(touched)))
-        self._agg_delta: dict[_AggKey, list[int]] = {}
-        self._hour_delta: dict[tuple[int, str, int], list[int]] = {}
-        self._events: list[tuple[int, str, int, int, str | None, str | None]] = []
-
-    def consumed(self, agg: _AggKey) -> int:
-        return self._running[agg]
-
-    def add(self, agg: _AggKey, item: TrackItem) -> int:
-        q = item.quantity_micros
-        self._running[agg] = total = self._running[agg] + q
-        delta = self._agg_delta.setdefault(agg, [0, 0])
-        delta[0] += q
-        delta[1] += 1
-        hour = self._hour_delta.setdefault((agg[0], agg[1], item.hour_start_us), [0, 0])
-        hour[0] += q
-        hour[1] += 1
-        meta = None if item.metadata is None else json.dumps(item.metadata, separators=(",", ":"))
-        self._events.append((agg[0], agg[1], q, self._now_us, item.idempotency_key, meta))
-        return total
-
-    def flush(self) -> None:
-        if not self._events:
-            return
-        self._tx.many(
-            ADD_TO_AGGREGATE,
-            [(*agg, q, n, self._now_us) for agg, (q, n) in self._agg_delta.items()],
-        )
-        self._tx.many(ADD_TO_HOUR, [(*hour, q, n) for hour, (q, n) in self._hour_delta.items()])
-        self._tx.many(INSERT_EVENT, self._events)
-
-
-def _track_one(keys: _Keys, tally: _Tally, item: TrackItem, now_us: int) -> TrackOutcome:
-    p = item.period
-    agg = _agg(item)
-    key: _KeyId | None = None
-    if item.idempotency_key is not None:
-        key = (item.customer_pk, item.idempotency_key)
-        replay = keys.replay_of(key)
-        if replay is not None:
-            feature_key, quantity, recorded_at = replay
-            same = feature_key == p.feature_key and quantity == item.quantity_micros
-            status = TrackStatus.REPLAYED if same else TrackStatus.KEY_REUSED
-            return TrackOutcome(status, feature_key, quantity, recorded_at, tally.consumed(agg))
-    consumed = tally.consumed(agg)
-    ceiling = MAX_CONSUMED_MICROS
-    if item.hard_limit_micros is not None:
-        ceiling = min(ceiling, item.hard_limit_micros)
-    if consumed + item.quantity_micros > ceiling:  # nothing counted; the key stays free
-        return TrackOutcome(
-            TrackStatus.QUOTA_EXCEEDED, p.feature_key, item.quantity_micros, now_us, consumed
-        )
-    if key is not None:
-        keys.record(key, p.feature_key, item.quantity_micros)
-    total = tally.add(agg, item)
-    return TrackOutcome(TrackStatus.RECORDED, p.feature_key, item.quantity_micros, now_us, total)
+        if unused:
+            self._tx.many(
+                "DELETE FROM idempotency_keys WHERE customer_id = ? AND idempotency_key = ?",
+                unused,
+            )
+        if taken_over:
+            self._tx.many(
+                "UPDATE idempotency_keys SET feature_key = ?, quantity_micros = ? "
+                "WHERE customer_id = ? AND idempotency_key = ?",
+                taken_over,
+            )

@@ -1,6 +1,8 @@
 """The guarantees between processes: two real ``python -m billing_ui.server`` processes on
 one database (a SQLite file, or a PostgreSQL database through ``--database-url``), driven
-concurrently over loopback HTTP.
+concurrently over loopback HTTP. Each check runs twice: ``[processes]``, two servers on their
+own ports, requests alternating between them; ``[workers]``, one server started with
+``--workers 2``, two forked workers accepting on one port.
 
 * a hard limit of 10 under 50 concurrent tracks accepts exactly 10, whichever process each
   request reaches;
@@ -12,6 +14,8 @@ concurrently over loopback HTTP.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import uuid
 from collections.abc import Iterator
@@ -49,11 +53,12 @@ HEADERS = {"Authorization": f"Bearer {LOCAL_SECRET_KEY}"}
 TRACK = "/v1/usage/track"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["processes", "workers"])
 def two_servers(
     request: pytest.FixtureRequest, store_kind: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, list[str]]]:
-    """(database, [url of process 1, url of process 2])."""
+    """(database, [url of process 1, url of process 2]): two servers, or the one URL of a
+    server with two workers, twice."""
     folder = tmp_path_factory.mktemp("procs")
     plans = folder / "plans.toml"
     plans.write_text(PLANS)
@@ -65,11 +70,47 @@ def two_servers(
 
             SqliteStore(Path(database)).close()
         args = ["--no-seed", "--plans", str(plans)]
+        if request.param == "workers":
+            served = stack.enter_context(
+                server_process(db_path=database, extra_args=[*args, "--workers", "2"])
+            )
+            assert len(_children(served.process.pid)) == 2
+            yield database, [served.base_url] * 2
+            return
         urls = [
             stack.enter_context(server_process(db_path=database, extra_args=args)).base_url
             for _ in range(2)
         ]
         yield database, urls
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_workers_serve_one_port_and_stop_with_their_parent(tmp_path: Path):
+    """``--workers 2``: two worker processes accept on the parent's port (with one of them
+    paused, the other answers every request), and stopping the parent stops both."""
+    with server_process(db_path=tmp_path / "w.db", extra_args=["--workers", "2"]) as served:
+        workers = _children(served.process.pid)
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGSTOP)  # the other worker must take every request
+        try:
+            for _ in range(5):
+                assert httpx.get(f"{served.base_url}/health", timeout=10).status_code == 200
+        finally:
+            os.kill(workers[0], signal.SIGCONT)
+        parent = served.process
+    assert parent.returncode is not None
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def _customer(url: str) -> str:

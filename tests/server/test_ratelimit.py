@@ -88,3 +88,19 @@ def test_limiter_off_and_sweep():
     assert limiter.hit("fresh").allowed and len(limiter._windows) == 1
     with pytest.raises(ValueError):
         RateLimiter(-1, clock)
+
+
+@pytest.mark.parametrize(("used", "count"), [(0, 2), (0, 5), (2, 3), (5, 1), (5, 0)])
+def test_counting_a_batch_at_once_is_counting_its_events_one_by_one(used, count):
+    """``hit_up_to`` (a batch's events of one customer, counted in one call) grants and
+    answers exactly as ``count`` single hits in a row would."""
+    at_once, one_by_one = RateLimiter(5, ManualClock(T0)), RateLimiter(5, ManualClock(T0))
+    for limiter in (at_once, one_by_one):
+        for _ in range(used):
+            limiter.hit("c")
+    granted, decision = at_once.hit_up_to("c", count)
+    singles = [one_by_one.hit("c") for _ in range(count)]
+    assert granted == sum(d.allowed for d in singles)
+    if singles:
+        assert decision.headers() == singles[-1].headers()
+    assert at_once.hit("c") == one_by_one.hit("c")

@@ -1,0 +1,59 @@
+"""The track answers are encoded from plain data (``server/wire_json.py``), not through the
+response models: these tests pin the bytes to what the models write, over real HTTP, for
+every kind of outcome (recorded, replayed, reused key, refused by a hard limit or for an
+unknown customer or feature, unlimited, fractional, a quota that never resets, an instant
+with and without microseconds)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+
+from billing_ui.core.models import TrackUsageBatchResult, TrackUsageResult
+from billing_ui.server.testing import RunningServer
+
+
+def _as_models_write_it(response: httpx.Response, model: type[TrackUsageResult]) -> None:
+    assert response.status_code == 200, response.text
+    again = model.model_validate_json(response.content).model_dump_json(by_alias=True)
+    assert response.content == again.encode()
+
+
+def test_batch_answer_is_byte_for_byte_the_models(server: RunningServer, api, customer):
+    free, enterprise = customer("free"), customer("enterprise")
+    server.manual_clock.set(server.manual_clock.now().replace(microsecond=0))
+    rows = [  # customer, feature, quantity, idempotency key
+        (free, "api_calls", 1, "a"),
+        (free, "api_calls", 1, "a"),
+        (free, "seats", 2.5, "a"),
+        (free, "ai_tokens", 9999, "b"),
+        (free, "ai_tokens", 2, "c"),
+        (free, "seats", 0.125, "d"),
+        (enterprise, "api_calls", 3, "e"),
+        ("nobody", "api_calls", 1, "f"),
+        (free, "sso", 1, "g"),
+    ]
+    fields = ("customer_id", "feature_key", "quantity", "idempotency_key")
+    events = [dict(zip(fields, row, strict=True)) for row in rows]
+    first = api.post("/v1/usage/track-batch", json={"events": events})
+    _as_models_write_it(first, TrackUsageBatchResult)  # type: ignore[arg-type]
+    results = first.json()["results"]
+    assert [r["error"] is None for r in results] == [True] * 4 + [False, True, True, False, False]
+    assert results[0]["result"]["recorded_at"].endswith(":00Z")  # no microseconds written
+    assert results[2]["result"]["usage"] is None  # "a" replays another feature's event
+    server.manual_clock.advance(timedelta(microseconds=123_456))
+    replay = api.post("/v1/usage/track-batch", json={"events": events[:1] + events[5:6]})
+    _as_models_write_it(replay, TrackUsageBatchResult)  # type: ignore[arg-type]
+    assert replay.json()["results"][0]["result"]["duplicate"] is True
+
+
+def test_single_track_answer_is_byte_for_byte_the_models(server: RunningServer, api, customer):
+    cid = customer("pro")
+    server.manual_clock.advance(timedelta(microseconds=7))
+    for body in (
+        {"customer_id": cid, "feature_key": "api_calls", "quantity": 1.5},
+        {"customer_id": cid, "feature_key": "seats", "quantity": 1, "idempotency_key": "k"},
+        {"customer_id": cid, "feature_key": "seats", "quantity": 1, "idempotency_key": "k"},
+    ):
+        _as_models_write_it(api.post("/v1/usage/track", json=body), TrackUsageResult)
