@@ -6,9 +6,10 @@ and two server processes.
 The one definition of "the database's ceiling" for batched ingest (issue 11: >= 0.5x; issue 13:
 >= 0.6x). Every arm writes the same kind of batches, 1,000 events each (100 customers on
 ``enterprise``, ``api_calls``, quantity 1, a distinct idempotency key per event), on its own
-fresh database of the store (SQLite: a file in WAL mode with ``synchronous = NORMAL``, as the
-store opens it; PostgreSQL: a database of one throwaway cluster, fsync on,
-``synchronous_commit`` off), in alternating rounds:
+fresh database of the store (SQLite: a file in WAL mode with the store's ``synchronous``,
+``FULL`` unless ``BILLING_UI_SQLITE_SYNCHRONOUS`` says ``NORMAL``, on both sides; PostgreSQL:
+a database of one throwaway cluster, fsync on, ``synchronous_commit`` off), in alternating
+rounds:
 
 - **http_1_proc**: ``POST /v1/usage/track-batch`` to one ``python -m billing_ui.server``
   process over loopback, one client (bodies encoded before the clock starts): what an app
@@ -108,10 +109,10 @@ def _transactions(database: str) -> Iterator[Callable[[], Any]]:
 
             yield pg_tx
         return
-    from billing_ui.server.sqlite_store import _SqliteTx
+    from billing_ui.server.sqlite_store import _SqliteTx, synchronous_mode
 
     conn = sqlite3.connect(database, isolation_level=None)
-    conn.execute("PRAGMA synchronous = NORMAL")  # as the store (the file is in WAL mode)
+    conn.execute(f"PRAGMA synchronous = {synchronous_mode()}")  # as the store opens it
     conn.execute("PRAGMA foreign_keys = ON")
 
     @contextmanager
