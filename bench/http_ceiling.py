@@ -43,6 +43,7 @@ HEADERS = {"Authorization": f"Bearer {C.LOCAL_SECRET_KEY}", "content-type": "app
 CUSTOMER = "ceiling_bench"
 STACKS = {"h11_asyncio": ("h11", "asyncio"), "httptools_uvloop": ("httptools", "uvloop")}
 GOAL = 0.75
+SYNCHRONOUS = "NORMAL"
 
 
 def body(n: int, tag: str) -> bytes:
@@ -53,12 +54,17 @@ def body(n: int, tag: str) -> bytes:
 @contextmanager
 def serve(side: str, stack: tuple[str, str], tmp: Path) -> Iterator[Served]:
     http, loop = stack
+    env = {}
     if side == "server":
+        # The HTTP path's own cost: the bare side writes nothing, so the server does not fsync
+        # either (synchronous=NORMAL). What FULL costs is bench/ingest_durability.py's figure.
+        env["BILLING_UI_SQLITE_SYNCHRONOUS"] = SYNCHRONOUS
         extra = ["--port", "0", "--db", str(tmp / f"{http}.db"), "--no-seed",
                  "--rate-limit-per-minute", "0", "--no-access-log"]  # fmt: skip
     else:
         extra = ["--answer", str(tmp / "answer.json")]
-    with uvicorn_process("-m", "bench._stack", side, "--http", http, "--loop", loop, *extra) as s:
+    args = ("-m", "bench._stack", side, "--http", http, "--loop", loop, *extra)
+    with uvicorn_process(*args, env=env) as s:
         yield s
 
 
@@ -153,6 +159,7 @@ def run(*, smoke: bool = False) -> dict[str, object]:
         "requests_per_side_round": requests,
         "client_threads": clients,
         "stacks": ", ".join(f"{h}+{lp}" for h, lp in STACKS.values()),
+        "server_sqlite_synchronous": SYNCHRONOUS,
     }
     print(f"http_ceiling: {config}", flush=True)
     figures: dict[str, float] = {}

@@ -30,10 +30,11 @@ def server_process(database: str | Path, *extra: str) -> Iterator[str]:
 
 
 @contextmanager
-def uvicorn_process(*args: str) -> Iterator[Served]:
+def uvicorn_process(*args: str, env: dict[str, str] | None = None) -> Iterator[Served]:
     """Run ``python *args`` (a program of bench/ serving with uvicorn on port 0), importable
-    from the repo whatever the caller's working directory."""
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    from the repo whatever the caller's working directory; ``env`` adds variables."""
+    path = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    env = {**os.environ, **(env or {}), "PYTHONPATH": path}
     with testing.uvicorn_process(args, env=env) as served:
         yield served
 
