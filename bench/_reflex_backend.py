@@ -117,3 +117,27 @@ def reflex_backend(env: Mapping[str, str], log_path: Path) -> Iterator[ReflexBac
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def start_backends(
+    stack: contextlib.ExitStack, envs: list[Mapping[str, str]], log_dir: Path
+) -> list[ReflexBackend]:
+    """Start one backend per ``envs`` at once (each start is mostly waiting for imports; in
+    parallel they take the time of one), each stopped when ``stack`` closes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    managers = [
+        reflex_backend(env, log_dir / f"backend{i}.log") for i, env in enumerate(envs, start=1)
+    ]
+    with ThreadPoolExecutor(len(managers)) as pool:
+        futures = [pool.submit(m.__enter__) for m in managers]
+    started, failure = [], None
+    for manager, future in zip(managers, futures, strict=True):
+        try:
+            started.append(future.result())
+            stack.push(manager.__exit__)
+        except Exception as exc:  # the others started: they are stopped with the stack
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+    return started

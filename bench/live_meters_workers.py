@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._harness import cli, result
-from bench._reflex_backend import reflex_backend
+from bench._reflex_backend import start_backends
 from bench._socketio import Tab, handler_name
 from bench.many_sockets import signed_in_tab
 from billing_ui.core.testing_redis import temp_redis
@@ -95,9 +95,7 @@ def run(*, smoke: bool = False) -> dict[str, object]:
             "BILLING_UI_DEMO_CUSTOMERS": CUSTOMER,
             "GRANIAN_WORKERS": "1",
         }
-        urls = [
-            stack.enter_context(reflex_backend(env, tmp / f"backend{i}.log")).url for i in (1, 2)
-        ]
+        urls = [backend.url for backend in start_backends(stack, [env, env], tmp)]
         latencies, workers = asyncio.run(_samples(urls, redis_url, n))
     ordered = sorted(latencies)
     p50 = statistics.median(ordered) * 1000
