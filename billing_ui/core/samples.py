@@ -20,11 +20,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Final, Literal
+from typing import Final
 
 from pydantic import BaseModel, Field
 
-from billing_ui.core.models import UsageHistory, UsageMetric
+from billing_ui.core.models import Bucket, UsageHistory, UsageMetric
 
 SAMPLES: Final = "usage-samples"
 """The first part of a samples key in the query store: ``(SAMPLES, customer)``."""
@@ -35,7 +35,6 @@ MAX_FEATURES: Final = 64
 MAX_BUCKETS: Final = {"hour": 48, "day": 62}
 """At most this many buckets reach a chart (a never-resetting feature's period is unbounded)."""
 SPAN: Final = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
-Bucket = Literal["day", "hour"]
 
 
 class UsageSeries(BaseModel):

@@ -19,9 +19,9 @@ from typing import ClassVar, Final
 from billing_ui.core import samples
 from billing_ui.core.customer import NoCustomerError
 from billing_ui.core.errors import BillingError, InvalidInputError
-from billing_ui.core.models import UsageHistory, UsageMetric
+from billing_ui.core.models import Bucket, UsageHistory, UsageMetric
 from billing_ui.core.queries import HISTORY
-from billing_ui.core.samples import Bucket, UsageSeries
+from billing_ui.core.samples import UsageSeries
 from billing_ui.core.validation import check_feature_key
 from billing_ui.settings import get_settings
 from billing_ui.states import _runtime as rt
