@@ -122,22 +122,10 @@ def reflex_backend(env: Mapping[str, str], log_path: Path) -> Iterator[ReflexBac
 def start_backends(
     stack: contextlib.ExitStack, envs: list[Mapping[str, str]], log_dir: Path
 ) -> list[ReflexBackend]:
-    """Start one backend per ``envs`` at once (each start is mostly waiting for imports; in
-    parallel they take the time of one), each stopped when ``stack`` closes."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    managers = [
-        reflex_backend(env, log_dir / f"backend{i}.log") for i, env in enumerate(envs, start=1)
+    """Start one backend per ``envs``, one after the other, each stopped when ``stack``
+    closes. Not in parallel: two Reflex starts in one app directory race on its ``.states``
+    files (one start deleted a pickle the other was reading: FileNotFoundError)."""
+    return [
+        stack.enter_context(reflex_backend(env, log_dir / f"backend{i}.log"))
+        for i, env in enumerate(envs, start=1)
     ]
-    with ThreadPoolExecutor(len(managers)) as pool:
-        futures = [pool.submit(m.__enter__) for m in managers]
-    started, failure = [], None
-    for manager, future in zip(managers, futures, strict=True):
-        try:
-            started.append(future.result())
-            stack.push(manager.__exit__)
-        except Exception as exc:  # the others started: they are stopped with the stack
-            failure = failure or exc
-    if failure is not None:
-        raise failure
-    return started
