@@ -40,6 +40,9 @@ from tests.e2e.demo import go, meter_value, running_demo, sign_in  # noqa: E402
 KEY = "sk_test_billing_ui_local"
 CUSTOMER = "bench_clicks"
 FEATURE = "api_calls"
+PACE_S = 0.25
+"""At most 4 clicks a second: a person's pace, and under the per-session token bucket's
+default 5 per second (at full speed clicks 31 and on are refused, as they should be)."""
 
 # Resolves with the milliseconds from click to the first frame showing `expected`.
 MEASURE_JS = """
@@ -82,6 +85,7 @@ def measure(clicks: int, warmup: int) -> tuple[list[float], list[float]]:
             page.set_script_timeout(10)
             samples: list[float] = []
             for i in range(warmup + clicks):
+                started = time.monotonic()
                 before = meter_value(page, FEATURE)
                 elapsed = page.execute_async_script(
                     MEASURE_JS, selector, f"track-{FEATURE}", before + 1
@@ -96,6 +100,7 @@ def measure(clicks: int, warmup: int) -> tuple[list[float], list[float]]:
                     ),
                     timeout=10,
                 )
+                time.sleep(max(0.0, started + PACE_S - time.monotonic()))  # the pace, not a wait
             final = meter_value(page, FEATURE)
         server_count = httpx.get(
             f"{url}/v1/usage/metrics",
@@ -125,7 +130,7 @@ def direct_tracks(url: str, n: int) -> list[float]:
 
 def run(*, smoke: bool = False) -> dict[str, object]:
     clicks, warmup = (3, 1) if smoke else (50, 5)
-    config = {"clicks": clicks, "warmup_clicks": warmup, "feature": FEATURE}
+    config = {"clicks": clicks, "warmup_clicks": warmup, "feature": FEATURE, "pace_s": PACE_S}
     print(f"click_to_meter: {config}", flush=True)
     samples, direct = measure(clicks, warmup)
     p50 = percentile(samples, 50)
