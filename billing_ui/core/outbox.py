@@ -192,6 +192,11 @@ class OutboxStore(Protocol):
 
     def settle(self, settlement: Settlement) -> None: ...
 
+    def wake(self, now: float) -> int:
+        """Make every entry that waits out a backoff due at ``now`` (not the ones leased to a
+        worker: a claim clears ``last_error``, a retry sets it). Returns how many."""
+        ...
+
     def stats(self, now: float, max_age_s: float) -> OutboxStats: ...
 
     def pending_by_feature(self, customer_id: str) -> dict[str, float]:
@@ -364,6 +369,11 @@ class Outbox:
             self._send_batch(client, entries) if self.batches else None
         ) or self._send_each(client, entries)
         self.store.settle(settlement)
+        if settlement.delivered and not settlement.retry:
+            # The API answers again: the backlog goes now, not at each entry's own retry time
+            # (after a long outage the backoffs reach minutes; the drain took the outage's
+            # length again).
+            self.store.wake(now)
         self._announce(entries, settlement)
         self._warn_if_overdue(now)
         error = settlement.retry[0][2] if settlement.retry else ""

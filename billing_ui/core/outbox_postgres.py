@@ -144,7 +144,8 @@ class PostgresOutboxStore:
         with self._transaction() as db:
             rows = db.execute(
                 self._q(
-                    "UPDATE {t} SET available_at = %s, attempts = attempts + 1 WHERE id IN "
+                    "UPDATE {t} SET available_at = %s, attempts = attempts + 1, last_error = '' "
+                    "WHERE id IN "
                     "(SELECT id FROM {t} WHERE NOT failed AND available_at <= %s "
                     "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
                     "RETURNING id, " + _COLUMNS
@@ -180,6 +181,16 @@ class PostgresOutboxStore:
                         self._q("UPDATE {c} SET value = value + %s WHERE name = %s"),
                         (count, name),
                     )
+
+    def wake(self, now: float) -> int:
+        with self._transaction() as db:
+            return db.execute(
+                self._q(
+                    "UPDATE {t} SET available_at = %s "
+                    "WHERE NOT failed AND available_at > %s AND last_error <> ''"
+                ),
+                (now, now),
+            ).rowcount
 
     def stats(self, now: float, max_age_s: float) -> OutboxStats:
         with self._transaction() as db:

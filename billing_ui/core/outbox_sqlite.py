@@ -115,7 +115,8 @@ class SQLiteOutboxStore:
     def claim(self, limit: int, now: float, lease_s: float) -> list[QueuedTrack]:
         with self._transaction() as db:
             rows = db.execute(
-                "UPDATE outbox SET available_at = ?, attempts = attempts + 1 WHERE id IN "
+                "UPDATE outbox SET available_at = ?, attempts = attempts + 1, last_error = '' "
+                "WHERE id IN "
                 "(SELECT id FROM outbox WHERE failed = 0 AND available_at <= ? "
                 f"ORDER BY id LIMIT ?) RETURNING id, {_COLUMNS}",
                 (now + lease_s, now, limit),
@@ -142,6 +143,14 @@ class SQLiteOutboxStore:
             _bump(db, "delivered", len(settlement.delivered))
             _bump(db, "failed", len(settlement.failed))
             _bump(db, "pending", -(max(gone, 0) + max(failed, 0)))
+
+    def wake(self, now: float) -> int:
+        with self._transaction() as db:
+            return db.execute(
+                "UPDATE outbox SET available_at = ? "
+                "WHERE failed = 0 AND available_at > ? AND last_error <> ''",
+                (now, now),
+            ).rowcount
 
     def stats(self, now: float, max_age_s: float) -> OutboxStats:
         with self._lock:

@@ -233,6 +233,36 @@ def test_retryable_failures_back_off(store: OutboxStore) -> None:
         assert outbox.deliver(client).claimed == 1
 
 
+def test_once_the_api_answers_the_backlog_is_due_at_once(
+    billing_server: RunningServer, tmp_path: Path, store: OutboxStore
+) -> None:
+    """After an outage the queued tracks have backed off for seconds to minutes. The first
+    delivery that goes through makes the whole backlog due, so it drains in the next pass, not
+    at each entry's own retry time; entries leased to a worker are left alone."""
+    customer = create_customer(billing_server, ["pro"])
+    now = [1_000.0]
+    outbox = Outbox(store, clock=lambda: now[0])
+    for i in range(5):
+        outbox.put(customer, "api_calls", 1, idempotency_key=f"late-{i}")
+    with client_for(f"http://127.0.0.1:{free_port()}") as down:  # nothing listens: down
+        for _ in range(4):
+            assert outbox.deliver(down).retried == 5
+            now[0] += 301  # past the longest backoff: due again, one attempt more
+        assert outbox.deliver(down).retried == 5  # 5th attempt: ~16 s of backoff ahead
+    leased = QueuedTrack("leased", customer, "api_calls", 1.0, created_at=now[0])
+    store.add([leased], max_size=100)
+    assert [e.idempotency_key for e in store.claim(1, now[0], lease_s=60)] == ["leased"]
+    outbox.put(customer, "api_calls", 1, idempotency_key="fresh")  # due now
+    with client_for(billing_server.base_url) as up:
+        first = outbox.deliver(up)
+        assert (first.claimed, first.delivered) == (1, 1)  # only "fresh" was due
+        second = outbox.deliver(up)  # the same moment: the backlog is due now
+        assert (second.claimed, second.delivered) == (5, 5)
+        assert outbox.deliver(up).claimed == 0  # the leased entry waits for its lease
+    assert billed(tmp_path / "billing.db", customer) == (6, 6)
+    assert outbox.stats().depth == 1
+
+
 def test_two_workers_never_claim_the_same_entry(open_store: OpenStore) -> None:
     """Two connections to one outbox (as two processes would have) claim concurrently: every
     entry goes to exactly one of them; after its lease runs out, an entry is claimable again."""
