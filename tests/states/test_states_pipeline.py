@@ -242,17 +242,34 @@ async def test_switching_customers_never_shows_the_previous_customers_data(
     await session.send(UsageMetricsState.refetch)
     await session.send(FeatureEntitlementsState.load)
     await session.send(FeatureEntitlementsState.check, feature_key="api_calls")
-    assert meter(await session.get(UsageMetricsState), "api_calls").consumed == 9
+
+    async def api_calls() -> MetricView | None:
+        return metric_for(await session.get(UsageMetricsState), "api_calls")
+
+    async def shows_nine() -> bool:
+        # A refetch right after a track's own may be coalesced (run a moment later).
+        found = await api_calls()
+        return found is not None and found.consumed == 9
+
+    await wait_until(shows_nine, message="the first customer's meter never showed 9")
 
     enterprise = create_customer(session.server, ["enterprise"])
     await session.sign_in(enterprise)
     # Without a reset, the next refresh replaces the old customer's data and drops its checks.
     await session.send(FeatureEntitlementsState.refetch)
-    ent = await session.get(FeatureEntitlementsState)
-    assert "sso" in ent.enabled_features and ent.checks == {}
+
+    async def enterprise_entitlements() -> bool:
+        ent = await session.get(FeatureEntitlementsState)
+        return "sso" in ent.enabled_features and ent.checks == {}
+
+    await wait_until(enterprise_entitlements, message="enterprise's entitlements never came")
     await session.send(UsageMetricsState.refetch)
-    api = meter(await session.get(UsageMetricsState), "api_calls")
-    assert api.consumed == 0 and api.unlimited
+
+    async def enterprise_meter() -> bool:
+        found = await api_calls()
+        return found is not None and found.consumed == 0 and found.unlimited
+
+    await wait_until(enterprise_meter, message="enterprise's unlimited meter never came")
 
     # With the reset (what a sign-in handler calls), nothing is left to render meanwhile.
     manager = session.processor._root_context.state_manager  # type: ignore[union-attr]
