@@ -28,6 +28,10 @@ log = logging.getLogger("billing_ui.cache")
 T = TypeVar("T")
 Key = tuple[Hashable, ...]
 ChangeListener = Callable[[Key], None]
+Update = Callable[[Any], Any]
+"""``set_data``'s ``update(old) -> new``."""
+Create = Callable[[], Any]
+"""``set_data``'s ``create() -> old`` for a key with no entry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +41,26 @@ class CacheEntry(Generic[T]):
     data: T
     updated_at: float
     fetched_at: float  # the store's own clock (``QueryStore.clock``), for staleness
+
+
+def updated_entry(
+    entry: CacheEntry[Any] | None,
+    update: Update,
+    create: Create | None,
+    *,
+    clock: Callable[[], float],
+    wall_clock: Callable[[], float],
+) -> CacheEntry[Any] | None:
+    """The entry ``QueryStore.set_data`` stores in place of ``entry`` (None: store nothing),
+    the one rule for both stores: an update keeps the entry's fetch time (it was not fetched
+    again); an entry made from ``create()`` counts as fetched now, so it is never stale."""
+    if entry is not None:
+        return CacheEntry(
+            data=update(entry.data), updated_at=wall_clock(), fetched_at=entry.fetched_at
+        )
+    if create is None:
+        return None
+    return CacheEntry(data=update(create()), updated_at=wall_clock(), fetched_at=clock())
 
 
 @dataclass(slots=True)
@@ -76,13 +100,7 @@ class QueryStore(Protocol):
         """The stored entry, fresh or not, without fetching."""
         ...
 
-    async def set_data(
-        self,
-        key: Key,
-        update: Callable[[Any], Any],
-        *,
-        create: Callable[[], Any] | None = None,
-    ) -> None:
+    async def set_data(self, key: Key, update: Update, *, create: Create | None = None) -> None:
         """Apply ``update(old) -> new`` to stored data (an optimistic update). ``update`` must
         be safe to run again on a newer value (a store may retry it on a concurrent write).
         Without an entry nothing happens, unless ``create`` is given: then the entry is made
@@ -351,30 +369,20 @@ class MemoryQueryStore:
             slot = self._touch(key, create=False)
             return slot.entry if slot else None
 
-    async def set_data(
-        self,
-        key: Key,
-        update: Callable[[Any], Any],
-        *,
-        create: Callable[[], Any] | None = None,
-    ) -> None:
+    async def set_data(self, key: Key, update: Update, *, create: Create | None = None) -> None:
         with self._lock:
             slot = self._slots.get(key) if create is None else self._touch(key, create=True)
             if slot is None:
                 return
-            if slot.entry is None:
-                if create is None:
-                    return
-                slot.entry = CacheEntry(
-                    data=update(create()), updated_at=self.wall_clock(), fetched_at=self.clock()
-                )
+            made = slot.entry is None
+            entry = updated_entry(
+                slot.entry, update, create, clock=self.clock, wall_clock=self.wall_clock
+            )
+            if entry is None:
+                return
+            slot.entry = entry
+            if made:
                 self._collect()
-            else:
-                slot.entry = CacheEntry(
-                    data=update(slot.entry.data),
-                    updated_at=self.wall_clock(),
-                    fetched_at=slot.entry.fetched_at,
-                )
         self._listeners.notify(key)
 
     async def on_change(self, listener: ChangeListener) -> Callable[[], None]:

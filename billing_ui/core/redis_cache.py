@@ -37,7 +37,16 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter
 
-from billing_ui.core.cache import CacheEntry, CacheStats, ChangeListener, Key, Listeners
+from billing_ui.core.cache import (
+    CacheEntry,
+    CacheStats,
+    ChangeListener,
+    Create,
+    Key,
+    Listeners,
+    Update,
+    updated_entry,
+)
 from billing_ui.core.errors import APIStatusError, InvalidInputError, RemoteFetchError
 from billing_ui.core.problems import classify
 
@@ -373,13 +382,7 @@ class RedisQueryStore:
         r = await self._redis()
         return self._decode(key, await r.hgetall(self._name("e", key)))
 
-    async def set_data(
-        self,
-        key: Key,
-        update: Callable[[Any], Any],
-        *,
-        create: Callable[[], Any] | None = None,
-    ) -> None:
+    async def set_data(self, key: Key, update: Update, *, create: Create | None = None) -> None:
         r = await self._redis()
         name = self._name("e", key)
         claimed = False
@@ -400,12 +403,10 @@ class RedisQueryStore:
                         )
                         claimed = True
                         continue
-                    old = entry.data if entry is not None else create() if create else None
-                    new = CacheEntry(
-                        data=update(old),
-                        updated_at=self.wall_clock(),
-                        fetched_at=entry.fetched_at if entry is not None else self.clock(),
+                    new = updated_entry(
+                        entry, update, create, clock=self.clock, wall_clock=self.wall_clock
                     )
+                    assert new is not None  # an entry, or ``create`` given (returned above)
                     pipe.multi()
                     pipe.hset(name, mapping=self._encode(key, new))
                     pipe.pexpire(name, self.ttl_ms)  # the TTL runs from the last write
