@@ -15,11 +15,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-import psycopg_pool
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from billing_ui.core.outbox import OutboxFullError, OutboxStats, QueuedTrack, Settlement
+from billing_ui.core.postgres_pool import open_pool
 
 __all__ = ["PostgresOutboxStore"]
 
@@ -42,16 +42,13 @@ class PostgresOutboxStore:
     ) -> None:
         if not table.replace("_", "").isalnum():
             raise ValueError(f"table must be letters, digits and underscores: {table!r}")
-        self._pool = psycopg_pool.ConnectionPool(
+        self._pool = open_pool(
             url,
-            min_size=1,
-            max_size=max_connections,
-            kwargs={"autocommit": True},  # transactions are explicit: conn.transaction()
-            timeout=wait_timeout_s,
-            open=False,
             name="billing_ui_outbox",
+            max_size=max_connections,
+            wait_timeout_s=wait_timeout_s,
+            open_timeout_s=wait_timeout_s,
         )
-        self._pool.open(wait=True, timeout=wait_timeout_s)
         self._t = sql.Identifier(table)
         self._counters = sql.Identifier(table + "_counters")
         self._index = sql.Identifier(table + "_due")

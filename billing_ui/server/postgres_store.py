@@ -34,6 +34,7 @@ import psycopg
 import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict
 
+from billing_ui.core.postgres_pool import Pool, open_pool
 from billing_ui.server import migrations
 from billing_ui.server import usage_sql as Q
 from billing_ui.server.store import (
@@ -131,24 +132,23 @@ class PostgresStore:
         def configure(conn: psycopg.Connection[Any]) -> None:
             conn.execute("SELECT set_config('lock_timeout', %s, false)", (lock_timeout,))
 
-        self._pool = psycopg_pool.ConnectionPool(
-            url,
-            min_size=1,
-            max_size=max_connections,
-            kwargs={"autocommit": True},  # transactions are explicit: conn.transaction()
-            configure=configure,
-            timeout=wait_timeout_s,
-            open=False,
-            name="billing_ui",
-        )
+        pool: Pool | None = None
         try:
             # One plain connection first: a wrong host, password or database name is said at
             # once, in PostgreSQL's words, instead of a pool retrying until its timeout.
             psycopg.connect(url, connect_timeout=max(1, round(connect_timeout_s))).close()
-            self._pool.open(wait=True, timeout=connect_timeout_s)
+            self._pool = pool = open_pool(
+                url,
+                name="billing_ui",
+                max_size=max_connections,
+                wait_timeout_s=wait_timeout_s,
+                open_timeout_s=connect_timeout_s,
+                configure=configure,
+            )
             self._migrate()
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
-            self._pool.close()
+            if pool is not None:
+                pool.close()
             raise StoreError(f"cannot open the billing database {self.location}: {exc}") from None
 
     # -- connections and transactions --
