@@ -4,12 +4,18 @@ One billing server (fresh SQLite file, seeded demo customers) and one demo app p
 each test gets its own headless chromium, hence its own Reflex session. Tests that change
 usage use their own customers, so they do not depend on each other's order. Every wait is a
 condition with a deadline, never a sleep.
+
+The module runs twice (issue 10: the e2e tests on both query stores): with billing_ui's query
+store in memory and in Redis (the session's throwaway ``redis-server``; without it the Redis
+half is skipped locally and fails in CI). Each run has its own billing server and demo app,
+built once for all its tests, so a track in one run never shows up in the other's counts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +25,11 @@ from reflex.testing import AppHarness
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
+import billing_ui.runtime
 from billing_ui.core import BillingClient, QuotaExceededError
+from billing_ui.core.cache import MemoryQueryStore, QueryStore
+from billing_ui.core.queries import QUERY_TYPES
+from billing_ui.core.redis_cache import RedisQueryStore
 from billing_ui.server.testing import RunningServer, create_customer, running_server
 
 from .browser import click, fresh, wait_for
@@ -71,8 +81,20 @@ class BillingServer:
         return f"http://127.0.0.1:{self.port}"
 
 
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def store(request: pytest.FixtureRequest) -> QueryStore:
+    """The query store of this run of the module (the demo's ``configure()`` keeps it)."""
+    if request.param == "redis":
+        return RedisQueryStore(
+            request.getfixturevalue("redis_url"),
+            namespace=f"e2e{uuid.uuid4().hex[:12]}",
+            types=QUERY_TYPES,
+        )
+    return MemoryQueryStore()
+
+
 @pytest.fixture(scope="module")
-def billing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BillingServer]:
+def billing(store: QueryStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BillingServer]:
     control = BillingServer(tmp_path_factory.mktemp("demo-billing") / "billing.db")
     server = control.start(seed=True)
     with BillingClient(base_url=server.base_url, api_key=server.api_key) as client:
@@ -97,8 +119,9 @@ def api(billing: BillingServer) -> Iterator[BillingClient]:
 
 
 @pytest.fixture(scope="module")
-def demo(billing: BillingServer) -> Iterator[AppHarness]:
+def demo(store: QueryStore, billing: BillingServer) -> Iterator[AppHarness]:
     assert billing.server is not None
+    billing_ui.runtime.install(None, store=store)  # kept by the demo's configure()
     with running_demo(billing.base_url, billing.server.api_key, CUSTOMERS) as harness:
         yield harness
 
