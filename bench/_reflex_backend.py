@@ -9,11 +9,6 @@ frontend is built: raw socket.io clients (``bench/_socketio.py``) play the tabs.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -23,7 +18,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
+from billing_ui.demo.reflex_process import reflex_run
+
 START_TIMEOUT_S = 90.0
 
 
@@ -54,13 +50,6 @@ class ReflexBackend:
         return float(times.user + times.system)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 def _listener(root: psutil.Process, port: int) -> psutil.Process | None:
     for proc in [root, *root.children(recursive=True)]:
         try:
@@ -78,23 +67,9 @@ def _listener(root: psutil.Process, port: int) -> psutil.Process | None:
 def reflex_backend(env: Mapping[str, str], log_path: Path) -> Iterator[ReflexBackend]:
     """Run the demo's backend with ``env`` added until the block ends (process group killed).
     Waits for ``/ping`` with a deadline; the backend's output goes to ``log_path``."""
-    port = _free_port()
-    command = [
-        sys.executable, "-m", "reflex", "run", "--backend-only", "--env", "prod",
-        "--backend-host", "127.0.0.1", "--backend-port", str(port), "--loglevel", "warning",
-    ]  # fmt: skip
-    full_env = {
-        **os.environ,
-        **env,
-        "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-    }
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            command, cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
+    args = ["--backend-only", "--env", "prod"]
+    with reflex_run(args, env, log_path, stop_timeout_s=20) as (proc, port):
+        url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + START_TIMEOUT_S
         listener = None
         while listener is None:
@@ -108,15 +83,6 @@ def reflex_backend(env: Mapping[str, str], log_path: Path) -> Iterator[ReflexBac
             if listener is None:
                 time.sleep(0.2)
         yield ReflexBackend(url=url, process=listener, root=psutil.Process(proc.pid))
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def start_backends(

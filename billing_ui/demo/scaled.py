@@ -26,7 +26,6 @@ import itertools
 import os
 import pickletools
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,21 +38,14 @@ import httpx
 
 from billing_ui.core import _constants as C
 from billing_ui.core.testing_redis import temp_redis
+from billing_ui.demo.reflex_process import reflex_run
 
-REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 240.0
 """The first start exports the frontend (a minute or more on a busy machine)."""
 WORKERS = 2
 SOCKET_RECORD_PREFIX = "token_manager_socket_record_"
 """Reflex's Redis key of a tab's socket record (``reflex.utils.token_manager``): which worker
 instance holds the socket of a client token."""
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 @dataclass
@@ -149,24 +141,9 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log_path: Path, deadline
 
 @contextlib.contextmanager
 def _reflex_prod(env: Mapping[str, str], log_path: Path, workers: int) -> Iterator[ScaledDemo]:
-    port = _free_port()
-    command = [
-        sys.executable, "-m", "reflex", "run", "--env", "prod", "--single-port",
-        "--backend-port", str(port), "--backend-host", "127.0.0.1", "--loglevel", "warning",
-    ]  # fmt: skip
-    full_env = {
-        **os.environ,
-        "GRANIAN_WORKERS": str(workers),
-        "REFLEX_USE_GRANIAN": "true",
-        "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-        **env,
-    }
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            command, cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    try:
+    args = ["--env", "prod", "--single-port"]
+    granian = {"GRANIAN_WORKERS": str(workers), "REFLEX_USE_GRANIAN": "true"}
+    with reflex_run(args, {**granian, **env}, log_path) as (proc, port):
         deadline = time.monotonic() + START_TIMEOUT_S
         backend = frontend = f"http://127.0.0.1:{port}"
         _wait_http(backend + "/ping", proc, log_path, deadline)
@@ -175,15 +152,6 @@ def _reflex_prod(env: Mapping[str, str], log_path: Path, workers: int) -> Iterat
             frontend_url=frontend, backend_url=backend, billing_url=env[C.ENV_BASE_URL],
             redis_url=env["REFLEX_REDIS_URL"], database="", reflex=proc, log_path=log_path,
         )  # fmt: skip
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @contextlib.contextmanager
