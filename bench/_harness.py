@@ -21,6 +21,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,24 @@ def result(
         "goals": dict(goals),
         "verdict": verdict(checks, figures, goals),
     }
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A goal on one figure: the text shown beside it and the test of it, written side by
+    side (in :func:`judged`) so that the one cannot say other than the other checks."""
+
+    text: str
+    met: Callable[[float], bool]
+
+
+def judged(
+    name: str, config: Mapping[str, Any], figures: Mapping[str, float], goals: Mapping[str, Goal]
+) -> dict[str, Any]:
+    """:func:`result` with each goal's text and check taken from one :class:`Goal`."""
+    texts = {figure: goal.text for figure, goal in goals.items()}
+    checks = {figure: goal.met(figures[figure]) for figure, goal in goals.items()}
+    return result(name, config, figures, texts, checks)
 
 
 def cli(run: Run) -> None:

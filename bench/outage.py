@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench._harness import cli, result
+from bench._harness import Goal, cli, judged
 from bench.server_process import server_process
 from billing_ui.core import BillingClient
 from billing_ui.core.tracker import UsageTracker
@@ -137,18 +137,16 @@ def run(*, smoke: bool = False) -> dict[str, object]:
         "enqueue_vs_direct_time_ratio": round(found["enqueue_p50_ms"] / found["direct_p50_ms"], 3),
     }
     goals = {
-        "billed_missing": "0",
-        "billed_twice": "0",
-        "drain_vs_outage_time_ratio": "<= 1 (the backlog is gone within one outage's length)",
-        "enqueue_vs_direct_time_ratio": "<= 1.5 (a durable write costs about a round trip)",
+        "billed_missing": Goal("0", lambda v: v == 0),
+        "billed_twice": Goal("0", lambda v: v == 0),
+        "drain_vs_outage_time_ratio": Goal(
+            "<= 1 (the backlog is gone within one outage's length)", lambda v: v <= 1
+        ),
+        "enqueue_vs_direct_time_ratio": Goal(
+            "<= 1.5 (a durable write costs about a round trip)", lambda v: v <= 1.5
+        ),
     }
-    checks = {
-        "billed_missing": figures["billed_missing"] == 0,
-        "billed_twice": figures["billed_twice"] == 0,
-        "drain_vs_outage_time_ratio": figures["drain_vs_outage_time_ratio"] <= 1,
-        "enqueue_vs_direct_time_ratio": figures["enqueue_vs_direct_time_ratio"] <= 1.5,
-    }
-    return result("outage", config, figures, goals, checks)
+    return judged("outage", config, figures, goals)
 
 
 if __name__ == "__main__":
