@@ -695,6 +695,8 @@ def observe_call(call: Call[Any], status: int | str, seconds: float, attempts: i
     if call.operation in _TRACK_OPERATIONS:
         events = call.json.get("events") if isinstance(call.json, Mapping) else None
         tracks = len(events) if isinstance(events, list) else 1
+        if events is not None and isinstance(status, int) and status < 300:
+            tracks = 0  # answered per event: operations._batch counts each
     metrics.current().observe_call(call.operation, status, seconds, attempts, tracks)
 
 

@@ -1,8 +1,8 @@
 """Prometheus metrics of the app side (``prometheus_client``): what an operator graphs.
 
-* ``billing_ui_tracks_total{result}`` — tracks by what became of them: ``recorded``,
-  ``refused`` (a final 4xx), ``failed`` (no answer, 5xx, 429 after the retries), ``queued``
-  (kept by the outbox);
+* ``billing_ui_tracks_total{result}`` — tracks (events, not requests) by what became of them:
+  ``recorded``, ``refused`` (a final 4xx, or an event a batch answered with an error),
+  ``failed`` (no answer, 5xx, 429 after the retries), ``queued`` (kept by the outbox);
 * ``billing_ui_upstream_retries_total{operation}`` — extra attempts the client made;
 * ``billing_ui_upstream_request_seconds{operation,outcome}`` — latency of each call, all
   attempts included (``outcome``: ``2xx``, ``4xx``, ``5xx``, ``error``);
@@ -24,7 +24,7 @@ reads :func:`current` at the moment it records, so it needs no reference to pass
 from __future__ import annotations
 
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -32,6 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from billing_ui.core.models import BatchItemResult
     from billing_ui.core.outbox import Outbox
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
@@ -78,7 +79,9 @@ class BillingMetrics:
     def observe_call(
         self, operation: str, status: int | str, seconds: float, attempts: int, events: int
     ) -> None:
-        """Record one finished billing API call (``events``: tracks it carried). The labelled
+        """Record one finished billing API call (``events``: tracks it carried, counted by the
+        call's status; a batch that was answered counts its events itself, per event, with
+        :meth:`count_tracks`, and passes 0). The labelled
         series are kept once made (``labels()`` validates and locks on every call: it was
         most of the cost, on the path of every track)."""
         key = (operation, outcome_of(status))
@@ -89,11 +92,15 @@ class BillingMetrics:
         if attempts > 1:
             self.retries.labels(operation).inc(attempts - 1)
         if events:
-            result = track_result(status)
-            counter = self._tracks.get(result)
-            if counter is None:
-                counter = self._tracks[result] = self.tracks.labels(result)
-            counter.inc(events)
+            self.count_tracks(track_result(status), events)
+
+    def count_tracks(self, result: str, events: int = 1) -> None:
+        """Count ``events`` tracks in ``billing_ui_tracks_total{result}``: one per event, so a
+        batch counts each of its events by what became of that event."""
+        counter = self._tracks.get(result)
+        if counter is None:
+            counter = self._tracks[result] = self.tracks.labels(result)
+        counter.inc(events)
 
     def watch_outbox(self, outbox: Outbox) -> None:
         """Report this outbox's depth and age (read at each scrape; kept weakly)."""
@@ -106,6 +113,17 @@ class BillingMetrics:
     def render(self) -> bytes:
         """The text exposition format, for a ``/metrics`` response (:data:`CONTENT_TYPE`)."""
         return generate_latest(self.registry)
+
+
+def count_batch(items: Sequence[BatchItemResult], sent: int) -> None:
+    """``billing_ui_tracks_total`` for an answered batch of ``sent`` events, per event: an item
+    without error was recorded, one with an error was refused (the server applies each event
+    on its own, and its item errors are final), an event the answer left out failed."""
+    ok = sum(1 for item in items if item.error is None)
+    counts = (("recorded", ok), ("refused", len(items) - ok), ("failed", sent - len(items)))
+    for result, count in counts:
+        if count > 0:
+            current().count_tracks(result, count)
 
 
 def track_result(status: int | str) -> str:

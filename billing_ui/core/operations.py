@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Self, Ty
 import httpx
 
 from billing_ui.core import _constants as C
+from billing_ui.core import metrics
 from billing_ui.core import validation as V
 from billing_ui.core._base_client import (
     BaseBillingClient,
@@ -202,7 +203,9 @@ def _batch(
         # cannot describe a batch that the server applies event by event.
         body = {"events": [_track_body(event) for event, _ in chunk]}
         call = client.backend.build(_TRACK_USAGE_BATCH_AT, json=body)
-        for item in (yield from client._execute(call)):
+        items = yield from client._execute(call)
+        metrics.count_batch(items, len(chunk))  # per event (the call's status counts none)
+        for item in items:
             generated = 0 <= item.index < len(chunk) and chunk[item.index][1]
             update: dict[str, Any] = {"index": offset + item.index}
             if item.result is not None and generated and item.result.duplicate:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from faults import FaultProxy
+from faults import FaultProxy, respond
 
 from billing_ui.core import (
     AuthenticationError,
@@ -15,6 +15,7 @@ from billing_ui.core import (
     BillingOSBackend,
     CustomerNotFoundError,
     FeatureCheck,
+    InternalServerError,
     NotFoundError,
     QuotaExceededError,
     TrackUsageRequest,
@@ -296,3 +297,36 @@ async def test_with_options_shares_the_pool_and_overrides_settings(api: Api) -> 
         quick.close()
     assert not client.is_closed  # closing a copy leaves the shared pool open
     assert (await api.health()).ok
+
+
+async def test_tracks_by_result_count_each_event_of_a_batch(
+    make_api: MakeApi, proxy: FaultProxy, customer: NewCustomer, server: RunningServer
+) -> None:
+    """``billing_ui_tracks_total{result}`` counts events, not requests: a batch the server
+    answered counts each event by its own outcome (a refused one among recorded ones), and a
+    batch that got no answer counts every event it carried as failed. The fault proxy stands
+    for the API answering 503, which the real server does not do on demand."""
+    from billing_ui.core import metrics
+
+    previous = metrics.current()
+    counted = metrics.use(metrics.BillingMetrics())
+    try:
+        api = make_api(proxy.url, max_retries=0)
+        cid = customer("free")
+        ok = {"customer_id": cid, "feature_key": "api_calls", "quantity": 1}
+        refused = {"customer_id": cid, "feature_key": "projects", "quantity": 1}  # not a quota
+        results = await api.track_usage_batch([ok, refused, ok, ok])
+        assert [r.ok for r in results] == [True, False, True, True]
+        proxy.on("/v1/usage/track-batch", respond(503))
+        with pytest.raises(InternalServerError):
+            await api.track_usage_batch([ok, ok])
+        with pytest.raises(BadRequestError):
+            await api.track_usage(**refused)
+    finally:
+        metrics.use(previous)
+
+    def tracks(result: str) -> float | None:
+        return counted.registry.get_sample_value("billing_ui_tracks_total", {"result": result})
+
+    assert (tracks("recorded"), tracks("refused"), tracks("failed")) == (3, 2, 2)
+    assert server.count_events(cid, "api_calls") == 3
