@@ -28,6 +28,8 @@ def handler_name(handler: Any) -> str:
 
 
 HYDRATE = "reflex___state____state.hydrate"
+ON_LOAD = "reflex___state____state.reflex___state____on_load_internal_state.on_load_internal"
+"""What the browser sends after a navigation: the backend runs the new page's ``on_load``."""
 
 
 class Tab:
@@ -40,6 +42,8 @@ class Tab:
         self._changed = asyncio.Condition()
         self._ws: Any = None
         self._reader: asyncio.Task[None] | None = None
+        self.path = "/"
+        """The page this tab shows: every event carries it, as the browser's do."""
 
     async def __aenter__(self) -> Self:
         url = f"{self.url}{NAMESPACE}/?EIO=4&transport=websocket&token={self.token}"
@@ -79,7 +83,8 @@ class Tab:
 
     async def emit(self, name: str, payload: dict[str, Any] | None = None) -> None:
         """Send the event ``name`` (a handler's wire name) with ``payload`` as its arguments."""
-        event = {"name": name, "payload": payload or {}, "router_data": {"pathname": "/"}}
+        router_data = {"pathname": self.path, "asPath": self.path}
+        event = {"name": name, "payload": payload or {}, "router_data": router_data}
         await self._ws.send(_EVENT_PREFIX + json.dumps(["event", event]))
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> float:
@@ -94,6 +99,12 @@ class Tab:
         seen = len(self.updates)
         await self.emit(HYDRATE)
         return await self.wait_for(lambda: any("delta" in u for u in self.updates[seen:]), timeout)
+
+    async def navigate(self, path: str) -> None:
+        """Go to the page ``path`` as the browser's router does: the backend runs its
+        ``on_load`` handlers (a page's polling loop among them) until the socket closes."""
+        self.path = path
+        await self.emit(ON_LOAD)
 
     def state(self, state_cls: Any) -> dict[str, Any]:
         """``state_cls``'s vars as last sent to this tab (its deltas merged)."""

@@ -5,13 +5,18 @@
 The billing server (``python -m billing_ui.server``) and the demo's Reflex backend (``reflex
 run --backend-only``) each run in their own process; this process plays the browsers with raw
 socket.io clients (``bench/_socketio.py``). N tabs sign in as one customer with an unlimited
-quota and each sends M ``TrackUsageState.track`` events as fast as the socket takes them,
-while a bystander tab (another customer) hydrates again and again.
+quota, opens the playground page (whose ``on_load`` starts ``UsageMetricsState.poll``: the
+metrics loop runs for each tab as it does in a browser, every ``POLL_INTERVAL_S``) and sends M
+``TrackUsageState.track`` events as fast as the socket takes them, while a bystander tab
+(another customer) hydrates again and again. The demo tracks through its durable outbox.
 
 Reported: tracks acknowledged to their tab (``tracked_count``) and counted by the billing
 server, both against the tracks sent (goal: every one, exactly once); the bystander's hydrate
 p99 during the flood against its p99 before it, and failed hydrates (no answer in 10 s); the
-backend's RSS after the flood (tabs closed) against before it. The flood runs twice, each on
+backend's RSS after the flood (tabs closed) against before it; the polling loops seen running
+(``billing_ui_polling_tabs`` scraped from the backend's ``/metrics``) during the flood and
+after the tabs closed, the tabs whose meter ended on the server's total, and the outbox's
+depth at the end. The flood runs twice, each on
 fresh processes: first with ``BILLING_UI_BATCH_TRACKS=0`` (every track its own request, behind
 the client's bounded pool), then as shipped (concurrent tracks leave as batch requests,
 ``billing_ui.core.batching``); ``batched_vs_unbatched_acked`` is the gain.
@@ -43,10 +48,18 @@ HYDRATE_EVERY_S = 0.05
 IDLE_HYDRATES = 20
 QUIET_S = 15.0
 """A flooding tab that hears nothing for this long has heard every answer it will get."""
+POLL_INTERVAL_S = 5.0
+"""Each flooding tab's metrics loop ticks this often (the demo's default is 30 s; shorter
+makes every tab poll several times during the flood)."""
+POLLING_PAGE = "/playground"
+METRICS_PATH = "/metrics"
 BACKEND_ENV = {
     "BILLING_UI_DEMO_CUSTOMERS": f"{FLOOD_CUSTOMER},{BYSTANDER}",
     "BILLING_UI_REFRESH_INTERVAL": "30",
+    "BILLING_UI_METRICS_PATH": METRICS_PATH,
 }
+POLLING_ENV = {**BACKEND_ENV, "BILLING_UI_REFRESH_INTERVAL": str(POLL_INTERVAL_S)}
+"""The backend of a flood whose tabs poll (this benchmark's)."""
 
 
 def _names() -> tuple[str, str, Any, Any]:
@@ -71,6 +84,37 @@ async def signed_in_tab(url: str, customer: str) -> Tab:
     await tab.emit(sign_in, {"customer_id": customer})
     await tab.wait_for(lambda: tab.state(session_state).get("signed_in_as") == customer, 30)
     return tab
+
+
+def backend_gauge(backend_url: str, name: str) -> float:
+    """One unlabelled sample of the backend's Prometheus metrics (``BILLING_UI_METRICS_PATH``)."""
+    text = httpx.get(backend_url + METRICS_PATH, timeout=30).text
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.split("{")[0].split(" ")[0] == name
+    )
+
+
+async def polling_gauge(url: str) -> float:
+    return await asyncio.to_thread(backend_gauge, url, "billing_ui_polling_tabs")
+
+
+async def wait_polling(url: str, want: float, timeout: float) -> float:
+    """Wait (deadline ``timeout``) until the backend counts ``want`` running metrics loops;
+    the count last seen."""
+    deadline = time.monotonic() + timeout
+    while (seen := await polling_gauge(url)) != want and time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
+    return seen
+
+
+def meter_consumed(tab: Tab, feature: str = "api_calls") -> float | None:
+    """The ``consumed`` of ``feature``'s meter as this tab last heard it (None: no meter)."""
+    from billing_ui.states.metrics import UsageMetricsState
+
+    metrics = tab.state(UsageMetricsState).get("metrics") or []
+    return next((float(m["consumed"]) for m in metrics if m["feature_key"] == feature), None)
 
 
 def consumed(base_url: str, api_key: str, customer: str) -> float:
@@ -129,16 +173,45 @@ def p99(samples: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else 0.0
 
 
-async def flood(url: str, tabs: int, tracks: int, ack_timeout: float) -> dict[str, Any]:
+async def polling_tab(url: str, customer: str) -> Tab:
+    """A signed-in tab on the playground page: its metrics loop runs from now on."""
+    tab = await signed_in_tab(url, customer)
+    await tab.navigate(POLLING_PAGE)
+    return tab
+
+
+async def sample_gauge(url: str, stop: asyncio.Event, samples: list[float]) -> None:
+    while not stop.is_set():
+        samples.append(await polling_gauge(url))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), POLL_INTERVAL_S)
+
+
+async def flood(
+    url: str,
+    tabs: int,
+    tracks: int,
+    ack_timeout: float,
+    *,
+    poll: bool = True,
+    server: ServerProcess | None = None,
+) -> dict[str, Any]:
+    """``tabs`` tabs each send ``tracks`` tracks (their metrics loops running when ``poll``)
+    while a bystander hydrates. With ``server``, waits (deadline ``ack_timeout``) for every
+    tab's meter to show the server's total before the tabs close."""
     _, track, _, track_state = _names()
     bystander = await signed_in_tab(url, BYSTANDER)
     idle: list[float] = []
     for _ in range(IDLE_HYDRATES):
         idle.append(await bystander.hydrate())
-    flooders = await asyncio.gather(*(signed_in_tab(url, FLOOD_CUSTOMER) for _ in range(tabs)))
+    opened = polling_tab if poll else signed_in_tab
+    flooders = await asyncio.gather(*(opened(url, FLOOD_CUSTOMER) for _ in range(tabs)))
+    polling_at_start = await wait_polling(url, tabs, 60) if poll else 0.0
     stop = asyncio.Event()
     during: list[float] = []
+    gauge: list[float] = []
     watcher = asyncio.create_task(hydrate_loop(bystander, stop, during))
+    sampler = asyncio.create_task(sample_gauge(url, stop, gauge)) if poll else None
     started = time.monotonic()
 
     async def send_all(tab: Tab) -> int:
@@ -157,17 +230,47 @@ async def flood(url: str, tabs: int, tracks: int, ack_timeout: float) -> dict[st
 
     acked = await asyncio.gather(*(send_all(tab) for tab in flooders))
     seconds = time.monotonic() - started
+    converged, total = 0, None
+    if server is not None:  # every tab's meter on the server's total (the polls and pushes)
+        total = await asyncio.to_thread(consumed, server.base_url, server.api_key, FLOOD_CUSTOMER)
+
+        async def shows_total(tab: Tab) -> bool:
+            with contextlib.suppress(TimeoutError):
+                await tab.wait_for(lambda: meter_consumed(tab) == total, ack_timeout)
+            return meter_consumed(tab) == total
+
+        converged = sum(await asyncio.gather(*(shows_total(tab) for tab in flooders)))
     stop.set()
     failed_hydrates = await watcher
+    if sampler is not None:
+        await sampler
+    metric_updates = sum(_metric_updates(tab) for tab in flooders)
     for tab in [*flooders, bystander]:
         await tab.close()
+    # A loop ends at its next tick after its tab closed (states/metrics.py).
+    polling_after = await wait_polling(url, 0, 2 * POLL_INTERVAL_S + 30) if poll else 0.0
     return {
         "acked": sum(acked),
         "seconds": seconds,
         "idle": idle,
         "during": during,
         "failed_hydrates": failed_hydrates,
+        "polling_at_start": polling_at_start,
+        "polling_min": min(gauge, default=0.0),
+        "polling_after": polling_after,
+        "converged": converged,
+        "metric_updates": metric_updates,
     }
+
+
+def _metric_updates(tab: Tab) -> int:
+    """Updates to this tab that carried its meters (its loop's ticks, live pushes)."""
+    from billing_ui.states.metrics import UsageMetricsState
+
+    key = UsageMetricsState.get_full_name()
+    return sum(
+        1 for u in tab.updates if "metrics_rx_state_" in ((u.get("delta") or {}).get(key) or {})
+    )
 
 
 def measure(
@@ -177,7 +280,7 @@ def measure(
     with (
         tempfile.TemporaryDirectory() as tmp,
         reflex_backend(
-            {**BACKEND_ENV, "BILLINGOS_API_URL": srv.base_url, ENV_BATCH: "1" if batch else "0"},
+            {**POLLING_ENV, "BILLINGOS_API_URL": srv.base_url, ENV_BATCH: "1" if batch else "0"},
             Path(tmp) / "backend.log",
         ) as backend,
     ):
@@ -186,13 +289,14 @@ def measure(
         rss_before = backend.rss_mb()
         counted_before = consumed(srv.base_url, srv.api_key, FLOOD_CUSTOMER)
         cpu_before, load_before = backend.cpu_s(), os.getloadavg()[0]
-        out = asyncio.run(flood(backend.url, tabs, tracks, ack_timeout))
+        out = asyncio.run(flood(backend.url, tabs, tracks, ack_timeout, server=srv))
         out["cpu_s"], out["load"] = (
             backend.cpu_s() - cpu_before,
             (load_before + os.getloadavg()[0]) / 2,
         )
         out["counted"] = consumed(srv.base_url, srv.api_key, FLOOD_CUSTOMER) - counted_before
         out["rss_before"], out["rss_after"] = rss_before, backend.rss_mb()
+        out["outbox_depth"] = backend_gauge(backend.url, "billing_ui_outbox_depth")
     return out
 
 
@@ -236,6 +340,12 @@ def run(*, smoke: bool = False) -> dict[str, object]:
         "backend_cpu_share_of_one_core": round(out["cpu_s"] / out["seconds"], 3),
         "load_average": round(out["load"], 1),
         **rss_figures(out),
+        "polling_tabs_at_start": out["polling_at_start"],
+        "polling_tabs_min_during": out["polling_min"],
+        "polling_tabs_after_close": out["polling_after"],
+        "tabs_meter_on_server_total": out["converged"],
+        "meter_updates_per_tab": round(out["metric_updates"] / tabs, 1),
+        "outbox_depth_after": out["outbox_depth"],
     }
     goals = {
         "acked_vs_sent": Goal("1.0: every track acknowledged", lambda v: v == 1.0),
@@ -243,8 +353,21 @@ def run(*, smoke: bool = False) -> dict[str, object]:
         "bystander_failed_hydrates": Goal("0", lambda v: v == 0),
         "bystander_flood_p99_ms": Goal("< 1000 ms", lambda v: v < 1000),
         "rss_after_vs_before": Goal("<= 1.2", lambda v: v <= 1.2),
+        "polling_tabs_min_during": Goal(
+            "every flooding tab's metrics loop running throughout", lambda v: v == tabs
+        ),
+        "polling_tabs_after_close": Goal("0: every loop ended with its tab", lambda v: v == 0),
+        "tabs_meter_on_server_total": Goal(
+            "every tab's meter ends on the server's total", lambda v: v == tabs
+        ),
+        "outbox_depth_after": Goal("0: nothing left queued", lambda v: v == 0),
     }
-    config = {"tabs": tabs, "tracks_per_tab": tracks, "cpus": os.cpu_count()}
+    config = {
+        "tabs": tabs,
+        "tracks_per_tab": tracks,
+        "poll_interval_s": POLL_INTERVAL_S,
+        "cpus": os.cpu_count(),
+    }
     return judged("many_sockets", config, figures, goals)
 
 
