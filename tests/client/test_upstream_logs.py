@@ -22,23 +22,15 @@ from billing_ui.core.errors import AuthenticationError
 from billing_ui.core.logs import FIELDS, JsonFormatter
 from billing_ui.server.testing import RunningServer, create_customer
 from tests.client.conftest import Api, MakeApi
+from tests.log_records import Records
 
 TRACK = "/v1/usage/track"
 
 
-class Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @pytest.fixture
-def captured() -> Iterator[Capture]:
+def captured() -> Iterator[Records]:
     """Every record of billing_ui's loggers, at DEBUG (the most a developer would turn on)."""
-    handler = Capture()
+    handler = Records()
     root = logging.getLogger("billing_ui")
     old_level = root.level
     root.addHandler(handler)
@@ -63,7 +55,7 @@ async def test_no_record_holds_a_credential(
     proxied: Api,
     proxy: FaultProxy,
     server: RunningServer,
-    captured: Capture,
+    captured: Records,
 ) -> None:
     cid = create_customer(server, ["pro"])
     # a track answered at once; one after two 503s; one whose first answer is lost

@@ -27,6 +27,7 @@ from billing_ui.core import AsyncBillingClient, BillingClient
 from billing_ui.core.problems import USER_MESSAGE
 from billing_ui.runtime import install
 from billing_ui.server.testing import RunningServer, running_server
+from tests.log_records import Records
 
 from .browser import click, fresh, patched_env, run_app, wait_for
 from .demo import PAGE_TIMEOUT, REPO
@@ -52,17 +53,6 @@ def example_users() -> dict[str, str]:
     users = namespace["USERS"]
     assert isinstance(users, dict) and len(users) >= 2
     return users
-
-
-class Lines(logging.Handler):
-    """Collects the records of one logger (the app's server log, in this process)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +170,7 @@ def test_a_wrong_secret_key_is_logged_once_and_users_see_a_neutral_line(
 ) -> None:
     from billing_ui.states._runtime import queries
 
-    lines = Lines()
+    lines = Records()  # the operator log, in this process
     operator = logging.getLogger("billing_ui.operator")
     operator.addHandler(lines)
     right = billing_ui.get_settings().client_factory
