@@ -50,9 +50,9 @@ from billing_ui.core.models import (
     UsageHistory,
     UsageMetricsResponse,
 )
-from billing_ui.server import reads, tokens
+from billing_ui.server import batch_body, reads, tokens
 from billing_ui.server.auth import SecretKey, Session, require_secret_key, require_session
-from billing_ui.server.bodies import JsonBody, json_body, parse
+from billing_ui.server.bodies import JsonBody, RawJsonBody, json_body, parse
 from billing_ui.server.clock import Clock, SystemClock, from_micros
 from billing_ui.server.errors import (
     ApiProblem,
@@ -303,22 +303,10 @@ def _routes(app: FastAPI) -> None:
         tags=_BACKEND,
         openapi_extra=request_body(TrackUsageBatchRequest),
     )
-    def track_usage_batch(_: SecretKey, body: JsonBody, request: Request) -> Response:
+    def track_usage_batch(_: SecretKey, body: RawJsonBody, request: Request) -> Response:
         """(ext) Record up to 1,000 events in one transaction; each one succeeds or fails on
         its own, and each must carry its own idempotency key so a retried batch is safe."""
-        req = parse(TrackUsageBatchRequest, body)
-        missing = [
-            FieldError(f"events.{i}.idempotency_key", "required", "is required in a batch")
-            for i, e in enumerate(req.events)
-            if e.idempotency_key is None
-        ]
-        if missing:
-            raise invalid_input(missing)
-        cmds = [
-            TrackCommand(e.customer_id, e.feature_key, e.quantity, e.idempotency_key, e.metadata)
-            for e in req.events
-        ]
-        batch = _service(request).track_batch(cmds)
+        batch = _service(request).track_batch(batch_body.track_commands(body))
         recorded, duplicate, refused = batch.tally()
         count_tracks(request, recorded=recorded, duplicate=duplicate, refused=refused)
         return _raw(batch.body())

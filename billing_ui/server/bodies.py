@@ -43,6 +43,18 @@ def _strict(check: Callable[[T], Any], value: T) -> Any:
 
 async def json_body(request: Request) -> Any:
     """The request's JSON document (any JSON value), or a 400."""
+    return json_document(await raw_json_body(request))
+
+
+def json_document(raw: bytes) -> Any:
+    """The JSON document in a body read by :func:`raw_json_body`, or a 400."""
+    return _strict(loads_strict, raw)
+
+
+async def raw_json_body(request: Request) -> bytes:
+    """The request's body, unparsed, once its content type, size and presence are checked
+    (for a route that parses and validates in one pass: :mod:`billing_ui.server.batch_body`),
+    or a 400."""
     _strict(check_json_content_type, request.headers.get("content-type", ""))
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
@@ -57,10 +69,11 @@ async def json_body(request: Request) -> Any:
     raw = b"".join(chunks)
     if not raw.strip():
         raise _body_error("required", "is required: send a JSON object")
-    return _strict(loads_strict, raw)
+    return raw
 
 
 JsonBody = Annotated[Any, Depends(json_body)]
+RawJsonBody = Annotated[bytes, Depends(raw_json_body)]
 
 
 def parse(model: type[M], data: Any) -> M:
