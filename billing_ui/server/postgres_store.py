@@ -96,6 +96,12 @@ class _PgTx:
     def lock_customers(self, pks: Sequence[int]) -> None:
         self.conn.execute(_LOCK_CUSTOMERS, (list(pks),))
 
+    def all_of(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
+        """All queries in one pipeline: one round trip, not one per query."""
+        with self.conn.pipeline():
+            cursors = [self.conn.execute(_pg(sql), args) for sql, args in queries]
+        return [cur.fetchall() for cur in cursors]
+
 
 def public_location(url: str) -> str:
     """``url`` without its password, for logs."""
@@ -211,6 +217,11 @@ class PostgresStore:
 
     def consumed(self, customer_pk: int, periods: Sequence[PeriodKey]) -> dict[str, int]:
         return self._read(lambda tx: Q.consumed(tx, customer_pk, periods))
+
+    def customer_usage(
+        self, customer_id: str, periods: Sequence[PeriodKey]
+    ) -> tuple[Customer | None, dict[str, int]]:
+        return self._read(lambda tx: Q.customer_usage(tx, customer_id, periods))
 
     def hourly(
         self, customer_pk: int, feature_key: str, start_us: int, end_us: int

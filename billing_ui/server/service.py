@@ -435,37 +435,42 @@ class BillingService:
     def metrics(self, customer_id: str, feature_key: str | None = None) -> list[UsageMetric]:
         """Usage of each metered feature of the customer's active subscriptions, in its
         current period; only ``feature_key`` when given (an unknown key gives none)."""
-        return self._metrics(self.customer(customer_id), feature_key)
+        found = self.metrics_if_known(customer_id, feature_key)
+        if found is None:
+            raise customer_not_found(customer_id)
+        return found
 
     def metrics_if_known(
         self, customer_id: str, feature_key: str | None = None
     ) -> list[UsageMetric] | None:
-        customer = self.find_customer(customer_id)
-        return None if customer is None else self._metrics(customer, feature_key)
-
-    def _metrics(self, customer: Customer, feature_key: str | None) -> list[UsageMetric]:
+        """The customer and the usage of every metered feature of the catalogue are read
+        together, in one round trip (:meth:`UsageStore.customer_usage`); the customer's
+        entitlements then pick which of them to show."""
         now = self.clock.now()
+        periods = {
+            key: period_containing(f.reset or "never", now)
+            for key, f in self.plans.features.items()
+            if f.type == "usage_quota"
+        }
+        customer, consumed = self.store.customer_usage(
+            customer_id,
+            [PeriodKey(k, to_micros(p.start), to_micros(p.end)) for k, p in periods.items()],
+        )
+        if customer is None:
+            return None
         if (
             feature_key is not None
             and feature_key not in self.plans.features
             and not self.options.strict_feature_filter
         ):
             feature_key = None  # BillingOS skips a filter whose feature it cannot find
-        wanted = [
-            (key, e)
+        return [
+            _metric(e, periods[key], consumed[key], now)
             for key, e in self._entitled(customer).items()
             if e.active
             and e.grant.feature.type == "usage_quota"
             and (feature_key is None or key == feature_key)
         ]
-        periods = {
-            key: period_containing(e.grant.feature.reset or "never", now) for key, e in wanted
-        }
-        consumed = self.store.consumed(
-            customer.pk,
-            [PeriodKey(k, to_micros(p.start), to_micros(p.end)) for k, p in periods.items()],
-        )
-        return [_metric(e, periods[key], consumed[key], now) for key, e in wanted]
 
     def entitlements(self, customer_id: str) -> list[FeatureEntitlement]:
         return self._entitlements(self.customer(customer_id))

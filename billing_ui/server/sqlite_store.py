@@ -57,6 +57,10 @@ class _SqliteTx:
     def lock_customers(self, pks: Sequence[int]) -> None:
         """Nothing to do: ``BEGIN IMMEDIATE`` already holds the whole file's write lock."""
 
+    def all_of(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
+        """One after the other: a local file has no round trips to save."""
+        return [self.conn.execute(sql, args).fetchall() for sql, args in queries]
+
 
 SYNCHRONOUS_ENV: Final = "BILLING_UI_SQLITE_SYNCHRONOUS"
 SYNCHRONOUS_MODES: Final = ("FULL", "NORMAL")
@@ -220,6 +224,11 @@ class SqliteStore:
 
     def consumed(self, customer_pk: int, periods: Sequence[PeriodKey]) -> dict[str, int]:
         return Q.consumed(self._reader(), customer_pk, periods)
+
+    def customer_usage(
+        self, customer_id: str, periods: Sequence[PeriodKey]
+    ) -> tuple[Customer | None, dict[str, int]]:
+        return Q.customer_usage(self._reader(), customer_id, periods)
 
     def hourly(
         self, customer_pk: int, feature_key: str, start_us: int, end_us: int

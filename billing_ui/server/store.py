@@ -157,6 +157,12 @@ class UsageStore(Protocol):
     def consumed(self, customer_pk: int, periods: Sequence[PeriodKey]) -> dict[str, int]:
         """Usage per feature in the given periods (0 where nothing was recorded)."""
 
+    def customer_usage(
+        self, customer_id: str, periods: Sequence[PeriodKey]
+    ) -> tuple[Customer | None, dict[str, int]]:
+        """The customer (``None`` if unknown) and its usage per feature in ``periods``, read
+        together in one round trip (a metrics read: the reads' hot path)."""
+
     def hourly(
         self, customer_pk: int, feature_key: str, start_us: int, end_us: int
     ) -> list[HourBucket]:

@@ -64,6 +64,10 @@ class Tx(Protocol):
     def lock_customers(self, pks: Sequence[int]) -> None:
         """Hold these customers' write lock until the transaction ends (sorted ids)."""
 
+    def all_of(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
+        """The rows of each of several independent reads, sent in one round trip where the
+        database has round trips (PostgreSQL: one pipeline)."""
+
 
 CLAIM_KEY: Final = """
 INSERT INTO idempotency_keys
@@ -171,12 +175,19 @@ def get_customers(tx: Tx, customer_ids: Sequence[str]) -> dict[str, Customer]:
             CUSTOMERS.format(marks=", ".join("?" * len(chunk))),
             chunk,
         )
-        grouped: dict[str, list[tuple[Any, ...]]] = {}
-        for r in rows:
-            grouped.setdefault(r[0], []).append(r)
-        for cid, group in grouped.items():
-            subs = tuple(Subscription(r[3], r[4], r[5]) for r in group if r[3] is not None)
-            out[cid] = Customer(group[0][1], cid, group[0][2], subs)
+        out.update(_customers_of(rows))
+    return out
+
+
+def _customers_of(rows: Sequence[tuple[Any, ...]]) -> dict[str, Customer]:
+    """The customers in rows of :data:`CUSTOMERS`, by external id."""
+    grouped: dict[str, list[tuple[Any, ...]]] = {}
+    for r in rows:
+        grouped.setdefault(r[0], []).append(r)
+    out: dict[str, Customer] = {}
+    for cid, group in grouped.items():
+        subs = tuple(Subscription(r[3], r[4], r[5]) for r in group if r[3] is not None)
+        out[cid] = Customer(group[0][1], cid, group[0][2], subs)
     return out
 
 
@@ -197,6 +208,29 @@ def aggregates(tx: Tx, wanted: Sequence[_AggKey]) -> dict[_AggKey, int]:
         rows = tx.all(" UNION ALL ".join([CONSUMED] * len(chunk)), [v for a in chunk for v in a])
         out.update({(r[0], r[1], r[2], r[3]): r[4] for r in rows})
     return out
+
+
+CONSUMED_BY_EXTERNAL_ID: Final = """
+SELECT feature_key, consumed_micros FROM usage_aggregates
+WHERE customer_id = (SELECT id FROM customers WHERE external_id = ?)
+  AND feature_key = ? AND period_start_us = ? AND period_end_us = ?"""
+
+
+def customer_usage(
+    tx: Tx, customer_id: str, periods: Sequence[PeriodKey]
+) -> tuple[Customer | None, dict[str, int]]:
+    """The customer and its usage in each of ``periods`` (0 where nothing was recorded), in
+    one round trip: the aggregates are looked up by the customer's external id, so the two
+    reads need not wait for each other. (A metrics read on PostgreSQL was two round trips
+    and a pool checkout each; its p99 over HTTP missed 5 ms.)"""
+    queries: list[tuple[str, Sequence[Any]]] = [(CUSTOMERS.format(marks="?"), (customer_id,))]
+    if periods:
+        args = [v for p in periods for v in (customer_id, p.feature_key, p.start_us, p.end_us)]
+        queries.append((" UNION ALL ".join([CONSUMED_BY_EXTERNAL_ID] * len(periods)), args))
+    results = tx.all_of(queries)
+    customer = _customers_of(results[0]).get(customer_id)
+    found: dict[str, int] = {r[0]: r[1] for r in results[1]} if periods else {}
+    return customer, {p.feature_key: found.get(p.feature_key, 0) for p in periods}
 
 
 def hourly(

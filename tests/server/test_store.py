@@ -18,7 +18,7 @@ from billing_ui.server.plans import load_plans
 from billing_ui.server.postgres_store import PostgresStore
 from billing_ui.server.service import BillingService, TrackCommand
 from billing_ui.server.sqlite_store import SqliteStore
-from billing_ui.server.store import StoreBusyError, StoreError, open_store
+from billing_ui.server.store import PeriodKey, StoreBusyError, StoreError, open_store
 from billing_ui.server.testing import count_events, fingerprint, query, running_server
 
 from .conftest import T0, metric, track
@@ -58,6 +58,8 @@ def test_read_queries_search_by_primary_key(server, store_kind):
         assert "SEARCH usage_hourly USING PRIMARY KEY" in plan and "SCAN" not in plan
         plan = _sqlite_plan(server.database, Q.CUSTOMERS.format(marks="?"), ("x",))
         assert "SCAN" not in plan.replace("USE TEMP B-TREE", "")
+        plan = _sqlite_plan(server.database, Q.CONSUMED_BY_EXTERNAL_ID, ("x", "api_calls", 0, 1))
+        assert "SEARCH usage_aggregates USING PRIMARY KEY" in plan and "SCAN" not in plan
         return
     plan = _postgres_plan(server.database, TWO_AGGREGATES, TWO_KEYS)
     assert "Index Scan using usage_aggregates_pkey" in plan and "Seq Scan" not in plan
@@ -65,6 +67,38 @@ def test_read_queries_search_by_primary_key(server, store_kind):
     assert "usage_hourly_pkey" in plan and "Seq Scan" not in plan
     plan = _postgres_plan(server.database, Q.CUSTOMERS.format(marks="?"), ("x",))
     assert "customers_external_id_key" in plan and "Seq Scan" not in plan
+    plan = _postgres_plan(server.database, Q.CONSUMED_BY_EXTERNAL_ID, ("x", "api_calls", 0, 1))
+    assert "usage_aggregates_pkey" in plan and "customers_external_id_key" in plan
+    assert "Seq Scan" not in plan
+
+
+def test_a_customer_and_its_usage_are_read_together(server, api, customer):
+    """``customer_usage`` (the metrics read, one round trip) gives what the two separate
+    reads give: the customer, and its usage in each period asked (0 where none)."""
+    cid = customer("pro")
+    track(api, cid, "api_calls", 41.5)
+    store = open_store(
+        server.database if server.database.startswith("postgres") else Path(server.database)
+    )
+    try:
+        pk = store.get_customer(cid)
+        assert pk is not None
+        periods = [PeriodKey(row[1], row[2], row[3]) for row in _aggregates(server.database)]
+        periods.append(PeriodKey("ai_tokens", 0, 1))
+        found, usage = store.customer_usage(cid, periods)
+        assert found == pk
+        assert usage == store.consumed(pk.pk, periods) == {"api_calls": 41_500_000, "ai_tokens": 0}
+        assert store.customer_usage("nobody", periods) == (None, dict.fromkeys(usage, 0))
+        assert store.customer_usage(cid, []) == (pk, {})
+    finally:
+        store.close()
+
+
+def _aggregates(database: str) -> list[tuple[object, ...]]:
+    return query(
+        database,
+        "SELECT customer_id, feature_key, period_start_us, period_end_us FROM usage_aggregates",
+    )
 
 
 def test_reads_do_not_need_raw_events(server, api, customer):
