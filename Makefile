@@ -34,7 +34,7 @@ reflex-range: bootstrap
 	$(ENV) python scripts/reflex_range.py
 
 # Every benchmark at its documented size: one JSON file per run in bench/results/, then the
-# tables of docs/benchmarks.md and README.md regenerated from it (also when one failed: the
+# tables of docs/benchmarks.md, docs/reliability.md and README.md regenerated from it (also when one failed: the
 # others' figures are recorded). CPU-heavy (minutes).
 bench: bootstrap
 	$(ENV) status=0; python -m bench || status=$$?; python -m bench.docs; exit $$status
