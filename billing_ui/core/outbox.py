@@ -253,6 +253,10 @@ class Outbox:
         self.clock = clock
         self._last_overdue_warning = 0.0
         self._delivered_listeners: list[Callable[[frozenset[str]], None]] = []
+        self.backing_off = False
+        """Whether the last delivery pass put entries back for later (the API was failing):
+        until something shows the API answers again (:meth:`probe`, :meth:`resume`), they
+        wait out their own backoff, up to ``MAX_BACKOFF_S``."""
 
     def on_delivered(self, listener: Callable[[frozenset[str]], None]) -> None:
         """Call ``listener(customer ids)`` after each delivery pass that delivered tracks of
@@ -369,6 +373,7 @@ class Outbox:
             self._send_batch(client, entries) if self.batches else None
         ) or self._send_each(client, entries)
         self.store.settle(settlement)
+        self.backing_off = bool(settlement.retry)
         if settlement.delivered and not settlement.retry:
             # The API answers again: the backlog goes now, not at each entry's own retry time
             # (after a long outage the backoffs reach minutes; the drain took the outage's
@@ -384,6 +389,25 @@ class Outbox:
             retried=len(settlement.retry),
             error=error,
         )
+
+    def resume(self) -> int:
+        """The API answers again (a probe, or a call of the app's that went through): make the
+        entries that back off due now, so the next pass sends them. Returns how many."""
+        self.backing_off = False
+        return self.store.wake(self.clock())
+
+    def probe(self, client: BillingClient) -> bool:
+        """Ask the API whether it answers (``GET /health``, cheap, no body); when it does, even
+        with a refusal (a backend without that endpoint answers 404), :meth:`resume`. Whether
+        it answered. Without this, with no new tracks arriving, the first delivery after an
+        outage waited for the oldest entry's own backoff (up to ``MAX_BACKOFF_S``)."""
+        try:
+            client.health()
+        except APIError as exc:
+            if is_retryable_failure(exc):
+                return False  # still down
+        self.resume()
+        return True
 
     def _announce(self, entries: list[QueuedTrack], settlement: Settlement) -> None:
         if not settlement.delivered or not self._delivered_listeners:

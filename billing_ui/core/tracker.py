@@ -48,6 +48,8 @@ R = TypeVar("R")
 log = logging.getLogger("billing_ui.outbox")
 
 DEFAULT_OUTBOX_PATH = "billing_outbox.db"
+DEFAULT_PROBE_INTERVAL_S = 5.0
+"""How often the worker asks whether the API is back while queued tracks back off."""
 
 
 class UsageTracker:
@@ -57,7 +59,8 @@ class UsageTracker:
     ``client``: a :class:`BillingClient` (default: one from the environment, closed by the
     tracker). ``outbox``: default an :class:`Outbox` over ``billing_outbox.db`` in the working
     directory (``outbox_path=`` to put it elsewhere). ``start=False`` leaves the worker off
-    (call :meth:`flush` yourself).
+    (call :meth:`flush` yourself). ``probe_interval``: while queued tracks back off, the
+    worker asks the API this often whether it is back (see :meth:`api_answered` too).
     """
 
     def __init__(
@@ -69,10 +72,13 @@ class UsageTracker:
         flush_at: int = 100,
         flush_interval: float = 1.0,
         full_timeout: float = 5.0,
+        probe_interval: float = DEFAULT_PROBE_INTERVAL_S,
         start: bool = True,
     ) -> None:
         if not 1 <= flush_at <= 1000:
             raise ValueError("flush_at must be between 1 and 1000")
+        if not probe_interval > 0:
+            raise ValueError("probe_interval must be a number of seconds > 0")
         self._owns_client = client is None
         self.client = client if client is not None else BillingClient()
         self.outbox = outbox if outbox is not None else Outbox(SQLiteOutboxStore(outbox_path))
@@ -80,8 +86,11 @@ class UsageTracker:
         self.flush_at = flush_at
         self.flush_interval = flush_interval
         self.full_timeout = full_timeout
+        self.probe_interval = probe_interval
         self._cond = threading.Condition()
         self._added = 0  # tracks since the worker last woke
+        self._answered = False  # a call of the app's went through while entries backed off
+        self._last_probe = time.monotonic()  # the first probe one interval after start
         self._stopping = False
         self._closed = False
         self._worker: threading.Thread | None = None
@@ -156,7 +165,7 @@ class UsageTracker:
         user should read "recorded" while the API is up and "queued, will be sent" when not."""
         if self._closed:
             raise RuntimeError("this UsageTracker was shut down")
-        return self.outbox.track_or_queue(
+        result = self.outbox.track_or_queue(
             self.client,
             customer_id,
             feature_key,
@@ -164,6 +173,19 @@ class UsageTracker:
             metadata=metadata,
             idempotency_key=idempotency_key,
         )
+        if isinstance(result, TrackUsageResult):
+            self.api_answered()
+        return result
+
+    def api_answered(self) -> None:
+        """Tell the tracker that a call of the app's own reached the billing API (a direct
+        track on the Reflex path, say): if queued tracks are backing off, the worker makes them
+        due and sends them now. Cheap when nothing backs off (one attribute read); never
+        blocks on the outbox (the worker does the write)."""
+        if self.outbox.backing_off and not self._answered:
+            with self._cond:
+                self._answered = True
+                self._cond.notify_all()
 
     def stats(self) -> OutboxStats:
         """Depth, oldest age, overdue, failed, delivered (see :class:`OutboxStats`)."""
@@ -219,12 +241,18 @@ class UsageTracker:
     def _run(self) -> None:
         while True:
             with self._cond:
-                if not self._stopping and self._added < self.flush_at:
+                if not self._stopping and self._added < self.flush_at and not self._answered:
                     self._cond.wait(self.flush_interval)
                 if self._stopping:
                     return
                 self._added = 0
+                answered, self._answered = self._answered, False
             try:
+                if answered:
+                    self.outbox.resume()
+                elif self._probe_due():
+                    self._last_probe = time.monotonic()
+                    self.outbox.probe(self.client)
                 while not self._stopping:
                     report = self.outbox.deliver(self.client, self.flush_at)
                     self._made_room()
@@ -234,6 +262,14 @@ class UsageTracker:
                 log.exception(
                     "the usage tracker's delivery failed; retrying in %ss", self.flush_interval
                 )
+
+    def _probe_due(self) -> bool:
+        """While queued tracks back off, ask the API every ``probe_interval`` seconds whether
+        it is back (:meth:`Outbox.probe`), so the backlog leaves within about that long after
+        an outage even when no new track arrives to find out."""
+        return (
+            self.outbox.backing_off and time.monotonic() - self._last_probe >= self.probe_interval
+        )
 
     def _made_room(self) -> None:
         with self._cond:

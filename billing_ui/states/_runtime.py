@@ -74,6 +74,17 @@ async def known_features(customer: str) -> frozenset[str]:
     )
 
 
+def api_answered() -> None:
+    """A call through the runtime's client just reached the billing API: the outbox's queued
+    tracks, if they are backing off, are sent now (``UsageTracker.api_answered``: a flag
+    read, no I/O here)."""
+    from billing_ui.settings import get_settings
+
+    tracker = get_settings().track_outbox
+    if tracker is not None:
+        tracker.api_answered()
+
+
 async def pending_usage(customer: str) -> dict[str, float]:
     """What ``customer`` has waiting in the app's outbox, per feature (``track_outbox``; read
     in a thread: it is a query on the outbox's database). Empty without an outbox, or when

@@ -145,6 +145,8 @@ class UsageMetricsState(BillingState):
             # Served from the cache while other requests find the API down: say so now, not
             # when this entry expires.
             outage = rt.outage_message() if entry.fetched_at < started else ""
+            if entry.fetched_at >= started:
+                rt.api_answered()  # fetched just now: queued tracks need not wait their backoff
             show_success(self, entry.updated_at, changed=changed, outage=outage)
             # Entitlements ride on this loop at their slower interval (no loop of their own).
             ent = await self.get_state(FeatureEntitlementsState)

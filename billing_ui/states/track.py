@@ -186,6 +186,7 @@ class TrackUsageState(BillingState):
                         if metrics.status == SUCCESS:
                             metrics.status, metrics.error = STALE, rt.message_for(exc)
                 return
+            rt.api_answered()  # the API is back: queued tracks go now, not at their backoff
             waiting = await rt.pending_usage(customer)
             async with self:
                 await self._confirm(ticket)

@@ -1,5 +1,5 @@
-"""Helpers for the outbox tests: read what the billing database really holds, and wait on a
-condition with a deadline."""
+"""Helpers for the outbox tests: read what the billing database really holds, wait on a
+condition with a deadline, and make an outbox whose tracks have backed off."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from billing_ui.core import BillingClient
+from billing_ui.core.outbox import Outbox, OutboxStore
+from tests.faults import free_port
 
 
 def billed(db_path: Path | str, customer_id: str) -> tuple[int, int]:
@@ -31,3 +35,20 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout} s: {what or predicate}")
         time.sleep(0.02)
+
+
+def backed_off(store: OutboxStore, customer: str, n: int) -> Outbox:
+    """An outbox on ``store`` whose ``n`` tracks have backed off after five failed passes (the
+    next attempt ~16 s ahead), on a clock that then stands still: from here on they are due
+    only if something wakes them."""
+    now = [1_000.0]
+    outbox = Outbox(store, clock=lambda: now[0])
+    for i in range(n):
+        outbox.put(customer, "api_calls", 1, idempotency_key=f"waiting-{i}")
+    down_url = f"http://127.0.0.1:{free_port()}"  # nothing listens: down
+    with BillingClient(base_url=down_url, max_retries=0) as down:
+        for _ in range(5):
+            assert outbox.deliver(down).retried == n
+            now[0] += 301
+        now[0] -= 301  # the clock stops just after the last failed pass
+    return outbox

@@ -16,13 +16,13 @@ import pytest
 
 from bench.outage import outage_then_back
 from billing_ui.core import APIConnectionError, BillingClient, InvalidInputError, TrackUsageResult
-from billing_ui.core.outbox import Outbox, OutboxFullError, QueuedTrack
+from billing_ui.core.outbox import Outbox, OutboxFullError, OutboxStore, QueuedTrack
 from billing_ui.core.outbox_sqlite import SQLiteOutboxStore
 from billing_ui.core.tracker import AsyncUsageTracker, UsageTracker
 from billing_ui.server.testing import RunningServer, create_customer, server_process
 from tests.faults import FaultProxy, close, drop_response, free_port
 from tests.outbox.conftest import OpenStore, open_outbox_store
-from tests.outbox.helpers import billed, wait_until
+from tests.outbox.helpers import backed_off, billed, wait_until
 
 
 @pytest.fixture
@@ -228,3 +228,42 @@ def test_two_workers_drain_one_outbox_each_event_sent_once(
     ]
     assert sorted(sent) == sorted(f"{customer}-{i}" for i in range(n))
     assert billed(tmp_path / "billing.db", customer) == (n, n)
+
+
+def test_after_an_outage_a_probe_sends_the_backlog_without_waiting_for_its_backoff(
+    billing_server: RunningServer, proxy: FaultProxy, store: OutboxStore, tmp_path: Path
+) -> None:
+    """No new track arrives after the outage: while queued tracks back off, the worker asks
+    the API every ``probe_interval`` whether it is back (``GET /health``), and when it is,
+    sends the backlog at once instead of at each entry's own retry time (up to 300 s). The
+    proxy plays the API down (connections closed) until the test lets it through."""
+    customer = create_customer(billing_server, ["pro"])
+    outbox = backed_off(store, customer, 5)
+    proxy.on("/health", *[close()] * 10_000)  # still down
+    with (
+        make_client(proxy.url) as client,
+        UsageTracker(client, outbox=outbox, flush_interval=0.1, probe_interval=0.3) as tracker,
+    ):
+        proxy.wait_for(lambda seen: sum(r.path == "/health" for r in seen) >= 2, timeout=10)
+        assert tracker.stats().depth == 5 and not proxy.seen("/v1/usage/track-batch")
+        proxy.clear()  # the API is back
+        wait_until(lambda: tracker.stats().depth == 0, timeout=10, what="the backlog drains")
+    assert billed(tmp_path / "billing.db", customer) == (5, 5)
+
+
+def test_a_direct_track_that_goes_through_sends_the_backlog(
+    billing_server: RunningServer, store: OutboxStore, tmp_path: Path
+) -> None:
+    """A track the app sends itself (``send_or_queue``, or the Reflex state's direct track via
+    ``api_answered``) that reaches the API wakes the backed-off backlog: it leaves at once,
+    not at its retry time, with no probe due (``probe_interval`` an hour)."""
+    customer = create_customer(billing_server, ["pro"])
+    outbox = backed_off(store, customer, 4)
+    with (
+        make_client(billing_server.base_url) as client,
+        UsageTracker(client, outbox=outbox, flush_interval=0.1, probe_interval=3600) as tracker,
+    ):
+        result = tracker.send_or_queue(customer, "api_calls", 1)
+        assert isinstance(result, TrackUsageResult)
+        wait_until(lambda: tracker.stats().depth == 0, timeout=10, what="the backlog drains")
+    assert billed(tmp_path / "billing.db", customer) == (5, 5)

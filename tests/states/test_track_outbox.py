@@ -18,9 +18,11 @@ import pytest
 
 from billing_ui import settings as bs
 from billing_ui.core import BillingClient
+from billing_ui.core.outbox_sqlite import SQLiteOutboxStore
 from billing_ui.core.tracker import UsageTracker
 from billing_ui.states import TrackUsageState
 from tests.faults import close
+from tests.outbox.helpers import backed_off
 
 from .conftest import Session, wait_until
 
@@ -97,3 +99,28 @@ async def _unconfirmed(session: Session, key: str) -> bool:
 def _events(request: Any) -> list[dict[str, Any]]:
     body = request.json()
     return list(body["events"]) if isinstance(body, dict) else []
+
+
+async def test_a_direct_track_that_goes_through_sends_the_backed_off_backlog(
+    session: Session, configure_billing: Callable[..., bs.BillingSettings], tmp_path: Path
+) -> None:
+    """Queued tracks back off after an outage (next attempt ~16 s ahead, on a clock that then
+    stands still). A tab's direct track that reaches the API tells the tracker
+    (``UsageTracker.api_answered``), whose worker sends the backlog at once, with no probe due
+    (``probe_interval`` an hour)."""
+    store = SQLiteOutboxStore(tmp_path / "outbox.db")
+    outbox = backed_off(store, session.customer_id, 3)
+    client = BillingClient(base_url=session.server.base_url, max_retries=0, timeout=2.0)
+    tracker = UsageTracker(client, outbox=outbox, flush_interval=0.1, probe_interval=3600)
+    configure_billing(track_outbox=tracker)
+    try:
+        await asyncio.wait_for(
+            session.send(TrackUsageState.track, feature_key="api_calls", quantity=1), 30
+        )
+        assert (await session.get(TrackUsageState)).is_success
+        await wait_until(lambda: _drained(tracker), message="the backlog waited for its backoff")
+        assert consumed(session, "api_calls") == 4
+    finally:
+        tracker.shutdown()
+        client.close()
+        store.close()
