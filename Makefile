@@ -48,7 +48,7 @@ bench-smoke: bootstrap
 bench-docs: bootstrap
 	$(ENV) python -m bench.docs
 
-# The demo's data (billing.db and its WAL files: customers and tracked usage; the next
+# The demo's data (.data/: billing.db and the track outbox, with their WAL files; the next
 # `make demo` seeds the customers again) and Reflex's build output. Keeps .venv/ and .tools/.
 clean:
-	rm -rf billing.db billing.db-wal billing.db-shm billing_outbox.db billing_outbox.db-wal billing_outbox.db-shm .web .states
+	rm -rf .data .web .states

@@ -6,7 +6,7 @@
 |                                | tests started); unset: start the embedded local server         |
 | ``BILLINGOS_SECRET_KEY``       | its secret key (the local server's default otherwise)         |
 | ``BILLING_UI_REFRESH_INTERVAL``| seconds between usage refreshes (default 30; the tests use 1) |
-| ``BILLING_UI_DB``              | the embedded server's SQLite file (default ``./billing.db``)  |
+| ``BILLING_UI_DB``              | the embedded server's SQLite file (``.data/billing.db``)      |
 | ``BILLING_UI_PORT``            | the embedded server's port (default 8700, or a free one)      |
 | ``BILLING_UI_DEMO_CUSTOMERS``  | the customers the sign-in page offers (comma-separated)       |
 | ``BILLING_UI_OUTBOX_DB``       | the track outbox's SQLite file (default ``billing_outbox.db`` |
@@ -90,7 +90,9 @@ def make_tracker() -> UsageTracker:
     close_tracker()
     key = os.environ.get(C.ENV_SECRET_KEY) or C.LOCAL_SECRET_KEY
     client = BillingClient(base_url=base_url(), api_key=key, timeout=5.0)
-    _tracker.append(UsageTracker(client, outbox_path=outbox_path(), flush_interval=1.0))
+    path = outbox_path()
+    path.parent.mkdir(parents=True, exist_ok=True)  # .data/ on a fresh checkout
+    _tracker.append(UsageTracker(client, outbox_path=path, flush_interval=1.0))
     return _tracker[0]
 
 

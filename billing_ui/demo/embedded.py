@@ -4,7 +4,12 @@ It runs inside the Reflex backend process, in its own thread and event loop (so 
 requests never queue behind the app's own work), for exactly the backend's lifetime: Reflex
 starts it as a lifespan task and stops it on shutdown or hot reload. Nothing starts at import,
 because ``reflex run`` also imports the app in its compiling process, which must not bind the
-port. The SQLite file (``./billing.db``) survives restarts; seeding is idempotent.
+port. The SQLite file (``./.data/billing.db``) survives restarts; seeding is idempotent.
+
+The file lives in ``.data/`` (hidden) rather than beside ``rxconfig.py`` because ``reflex run``
+watches every file present in the app root at start for hot reload and ignores only ``*.db``:
+a leftover ``billing.db-wal`` or ``-shm`` there made every SQLite write reload the backend, in a
+loop. Reflex skips hidden directories.
 """
 # mypy: disable-error-code="attr-defined,no-any-return"
 # (Reflex types fields of a Var[dataclass] and its component factories loosely.)
@@ -26,7 +31,7 @@ log = logging.getLogger("billing_ui.demo")
 
 ENV_DB: Final = "BILLING_UI_DB"
 ENV_PORT: Final = "BILLING_UI_PORT"
-DEFAULT_DB: Final = "billing.db"
+DEFAULT_DB: Final = ".data/billing.db"
 DEFAULT_PORT: Final = 8700
 HOST: Final = "127.0.0.1"
 START_TIMEOUT_S: Final = 15.0
@@ -77,6 +82,7 @@ def start() -> None:
     with _lock:
         if _running:
             return
+        db_path().parent.mkdir(parents=True, exist_ok=True)
         store = SqliteStore(db_path())
         # As the CLI: a loopback server lets the developer's own origins call it from a browser
         # (a BillingOS React widget beside the dashboard), unless BILLING_UI_CORS_ORIGINS says.
