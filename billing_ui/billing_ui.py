@@ -27,6 +27,7 @@ app = rx.App(
 
 if config.uses_embedded_server():
     app.register_lifespan_task(embedded.lifespan)
+app.register_lifespan_task(config.tracker_lifespan)  # after the server it sends to
 if metrics_path := config.metrics_path():  # BILLING_UI_METRICS_PATH: opt in
     expose_metrics(app, metrics_path)
 

@@ -18,7 +18,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Final
 
@@ -102,14 +105,28 @@ def close_tracker() -> None:
         _tracker.pop().shutdown(timeout=2.0)
 
 
+@contextlib.asynccontextmanager
+async def tracker_lifespan() -> AsyncIterator[None]:
+    """Reflex lifespan task: the demo's tracker (its outbox file and worker thread) lives
+    exactly as long as the backend. Not made at import: ``reflex run`` also imports the app in
+    its compiling process, which must create neither (nor would anything stop that thread)."""
+    tracker = await asyncio.to_thread(make_tracker)
+    configure(track_outbox=tracker)
+    try:
+        yield
+    finally:
+        configure(track_outbox=None)
+        await asyncio.to_thread(close_tracker)
+
+
 def setup() -> None:
-    """Configure the billing states for the demo (idempotent)."""
+    """Configure the billing states for the demo (idempotent). The track outbox comes with
+    the backend's lifespan (:func:`tracker_lifespan`), not here."""
     configure(
         customer_resolver=demo_customer,
         trackable=TRACKABLE,
         refresh_interval=refresh_interval(),
         client_factory=make_client,
-        track_outbox=make_tracker(),
     )
 
 

@@ -37,8 +37,9 @@ def test_the_demo_app_installs_the_handler(tmp_path, monkeypatch):
     import billing_ui.runtime
     from billing_ui.demo import config
 
-    # Importing the demo configures the default runtime (and its outbox, here in tmp_path):
-    # the next tests start from the defaults again, as run_app does after an app.
+    # Importing the demo configures the default runtime (its outbox comes with the backend's
+    # lifespan, not at import: tests/test_demo_lazy_tracker.py); the next tests start from the
+    # defaults again, as run_app does after an app.
     monkeypatch.setenv(config.ENV_OUTBOX, str(tmp_path / "outbox.db"))
     try:
         import billing_ui.billing_ui as demo
