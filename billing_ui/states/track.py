@@ -153,9 +153,10 @@ class TrackUsageState(BillingState):
                             self._finish(key, pending=key)
                             self.is_success = False
                             self.queued_feature, self.queued = key, depth
-                            # The meter moves now, marked "+N pending" (the other tabs at
-                            # their next refresh; all drop it once the outbox has sent it).
+                            # The meter moves now, marked "+N pending" (all drop it once the
+                            # outbox has sent it).
                             await self._show_usage(customer, waiting)
+                        await _announce_pending(customer)
                         return
                     if not outcome_unknown(first):
                         raise
@@ -232,6 +233,20 @@ class TrackUsageState(BillingState):
         self.is_success = not error
         if key == self.queued_feature:  # a newer outcome for this feature
             self.queued_feature = ""
+
+
+async def _announce_pending(customer: str) -> None:
+    """Tell the customer's other tabs (on every worker, through the store's change feed) that
+    their meters changed: the live push (states/live.py) adds what waits in the outbox, as
+    this tab's meter does. The cached data is rewritten as it is (nothing fetched)."""
+    try:
+        await rt.queries.cache.set_data((rt.METRICS, customer), _same)
+    except Exception:  # the track is queued either way; the tabs see it at their next tick
+        log.exception("billing_ui: telling the other tabs about queued usage failed")
+
+
+def _same(data: Any) -> Any:
+    return data
 
 
 TRACKS_AT_ONCE = int(os.environ.get("BILLING_UI_TRACKS_AT_ONCE", "32"))

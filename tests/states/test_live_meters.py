@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from reflex.istate.manager.token import BaseStateToken
 from reflex_base.event.processor import BaseStateEventProcessor
 
+from billing_ui.core import BillingClient
+from billing_ui.core.tracker import UsageTracker
 from billing_ui.runtime import BillingRuntime, current
 from billing_ui.server.testing import create_customer
 from billing_ui.states import TrackUsageState, UsageMetricsState
 from billing_ui.states.live import LiveMeters, live_meters
 from billing_ui.states.metrics import metric_for
+from tests.faults import close
 from tests.states.conftest import Session, wait_until
 
 
@@ -116,3 +120,41 @@ async def test_a_tab_of_another_customer_is_not_told(
     assert live.pushed[c.token] == to_c
     assert metric_for(await c.get(UsageMetricsState), "api_calls") == seen
     assert live.followers(other) == 1 and live.followers(one) == 1
+
+
+async def test_usage_queued_in_one_tab_shows_pending_in_the_other(
+    tab: Tab, server: Any, proxy: Any, live: LiveMeters, configure_billing: Any, tmp_path: Path
+) -> None:
+    """The billing API is down (the fault proxy closes the track connections): tab A's track
+    goes to the outbox and its meter shows "+N pending"; tab B of the same customer is told at
+    once, through the live push, not at its next refresh, and fetches nothing for it."""
+    customer = create_customer(server, ["pro"])
+    client = BillingClient(base_url=proxy.url, max_retries=0, timeout=2.0)
+    tracker = UsageTracker(client, outbox_path=tmp_path / "outbox.db", flush_interval=0.1)
+    configure_billing(track_outbox=tracker)
+    try:
+        a, b = tab("a", customer), tab("b", customer)
+        for t in (a, b):
+            await open_tab(t)
+        before = metric_for(await b.get(UsageMetricsState), "api_calls")
+        assert before is not None and before.pending == 0
+        fetched = b.upstream("/v1/usage/metrics")
+        proxy.on("/v1/usage/track", *[close()] * 100)
+        proxy.on("/v1/usage/track-batch", *[close()] * 100)
+
+        await a.send(TrackUsageState.track, feature_key="api_calls", quantity=3)
+        assert (await a.get(TrackUsageState)).queued_feature == "api_calls"
+
+        async def b_shows_pending() -> bool:
+            meter = metric_for(await b.get(UsageMetricsState), "api_calls")
+            return meter is not None and (meter.pending, meter.consumed) == (
+                3,
+                before.consumed + 3,
+            )
+
+        await wait_until(b_shows_pending, timeout=5, message="tab B never saw the queued usage")
+        assert b.upstream("/v1/usage/metrics") == fetched, "tab B fetched instead of being told"
+    finally:
+        proxy.clear()
+        tracker.shutdown()
+        client.close()
