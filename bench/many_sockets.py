@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -84,6 +85,11 @@ async def signed_in_tab(url: str, customer: str) -> Tab:
     await tab.emit(sign_in, {"customer_id": customer})
     await tab.wait_for(lambda: tab.state(session_state).get("signed_in_as") == customer, 30)
     return tab
+
+
+def progress(started: float, what: str) -> None:
+    """One line on stderr per phase of a flood (a full run takes minutes on a loaded machine)."""
+    print(f"[many_sockets] {time.monotonic() - started:7.1f} s  {what}", file=sys.stderr)
 
 
 def backend_gauge(backend_url: str, name: str) -> float:
@@ -205,8 +211,10 @@ async def flood(
     for _ in range(IDLE_HYDRATES):
         idle.append(await bystander.hydrate())
     opened = polling_tab if poll else signed_in_tab
+    began = time.monotonic()
     flooders = await asyncio.gather(*(opened(url, FLOOD_CUSTOMER) for _ in range(tabs)))
     polling_at_start = await wait_polling(url, tabs, 60) if poll else 0.0
+    progress(began, f"{tabs} tabs signed in, {polling_at_start:.0f} loops polling")
     stop = asyncio.Event()
     during: list[float] = []
     gauge: list[float] = []
@@ -230,6 +238,7 @@ async def flood(
 
     acked = await asyncio.gather(*(send_all(tab) for tab in flooders))
     seconds = time.monotonic() - started
+    progress(began, f"flood over: {sum(acked)} of {tabs * tracks} acknowledged")
     converged, total = 0, None
     if server is not None:  # every tab's meter on the server's total (the polls and pushes)
         total = await asyncio.to_thread(consumed, server.base_url, server.api_key, FLOOD_CUSTOMER)
@@ -240,6 +249,7 @@ async def flood(
             return meter_consumed(tab) == total
 
         converged = sum(await asyncio.gather(*(shows_total(tab) for tab in flooders)))
+        progress(began, f"{converged} of {tabs} meters on the server's total")
     stop.set()
     failed_hydrates = await watcher
     if sampler is not None:
@@ -249,6 +259,7 @@ async def flood(
         await tab.close()
     # A loop ends at its next tick after its tab closed (states/metrics.py).
     polling_after = await wait_polling(url, 0, 2 * POLL_INTERVAL_S + 30) if poll else 0.0
+    progress(began, f"tabs closed, {polling_after:.0f} loops left")
     return {
         "acked": sum(acked),
         "seconds": seconds,
