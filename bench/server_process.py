@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import psycopg
 
 from billing_ui.server import testing
 from billing_ui.server.store import open_store
@@ -19,6 +22,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 Served = ServerProcess
 """A serving process: ``base_url``, ``pid``, ``cpu_seconds()``."""
+
+SHARED_POSTGRES_ENV = "BILLING_UI_BENCH_POSTGRES"
+"""Admin URL of a PostgreSQL cluster that a smoke run (``python -m bench --smoke``) started
+once for all its benchmarks: each then takes fresh databases in it instead of running initdb
+and a server of its own (seconds of CPU each, at a size where nothing is measured)."""
 
 
 @contextmanager
@@ -57,6 +65,11 @@ def databases(kind: str, folder: Path) -> Iterator[Callable[[], str]]:
 
         yield new_file
         return
+    shared = os.environ.get(SHARED_POSTGRES_ENV)
+    if shared:
+        with _shared_cluster(shared) as new_database:
+            yield new_database
+        return
     with temp_postgres(durable=True) as cluster:
 
         def new_database() -> str:
@@ -65,3 +78,25 @@ def databases(kind: str, folder: Path) -> Iterator[Callable[[], str]]:
             return url
 
         yield new_database
+
+
+@contextmanager
+def _shared_cluster(admin_url: str) -> Iterator[Callable[[], str]]:
+    """Fresh, migrated databases in the cluster at ``admin_url``, dropped when the block ends
+    (each is a copy of the template: a smoke run must not fill the disk)."""
+    made: list[str] = []
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+
+        def new_database() -> str:
+            name = f"bench_{uuid.uuid4().hex[:12]}"  # ours: [a-z0-9_]
+            admin.execute(f'CREATE DATABASE "{name}"')
+            made.append(name)
+            url = admin_url.rsplit("/", 1)[0] + "/" + name
+            open_store(url).close()
+            return url
+
+        try:
+            yield new_database
+        finally:
+            for name in made:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
