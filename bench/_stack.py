@@ -5,7 +5,8 @@ the two sides of the HTTP-ceiling benchmark, started the same way.
     python -m bench._stack bare --http httptools --loop uvloop --answer ANSWER.json
 
 ``server`` runs ``python -m billing_ui.server`` itself (its own ``main``), with uvicorn told
-which HTTP parser and event loop to use. ``bare`` is the ceiling: one Starlette route on
+which HTTP parser (the server's own protocol with its slow-client deadlines, of that flavour)
+and event loop to use. ``bare`` is the ceiling: one Starlette route on
 ``POST /v1/usage/track`` that reads and parses the JSON body (the same bytes the server gets)
 and answers with a recorded answer of the server (the same bytes the server sends).
 """
@@ -23,6 +24,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from billing_ui.server.slow_requests import protocol_with_deadlines
+
 
 def bare_app(answer: bytes) -> Starlette:
     async def track(request: Request) -> Response:
@@ -30,6 +33,17 @@ def bare_app(answer: bytes) -> Starlette:
         return Response(answer, media_type="application/json")
 
     return Starlette(routes=[Route("/v1/usage/track", track, methods=["POST"])])
+
+
+_UVICORN_RUN = uvicorn.run  # before main() puts _run_on_stack in its place
+
+
+def _run_on_stack(parser: str, event_loop: str, app: object, **config: object) -> None:
+    """``uvicorn.run`` for the server, on the chosen loop and parser: the server's own
+    protocol (:func:`protocol_with_deadlines`, its slow-client deadlines included) of the
+    chosen flavour, since the server's ``http`` config would otherwise win over ours."""
+    config["http"] = protocol_with_deadlines(flavour=parser)
+    _UVICORN_RUN(app, loop=event_loop, **config)  # type: ignore[arg-type]
 
 
 def main() -> None:
@@ -47,7 +61,7 @@ def main() -> None:
         return
     from billing_ui.server import __main__ as server
 
-    server.uvicorn.run = functools.partial(uvicorn.run, http=args.http, loop=args.loop)  # type: ignore[attr-defined]
+    server.uvicorn.run = functools.partial(_run_on_stack, args.http, args.loop)  # type: ignore[attr-defined]
     raise SystemExit(server.main([a for a in rest if a != "--"]))
 
 

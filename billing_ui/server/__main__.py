@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate-limit-per-minute",
         type=int,
         default=DEFAULT_RATE_LIMIT,
-        help="tracked events per customer per minute, 0 = off (default: %(default)s)",
+        help="tracked events per customer per minute, 0 = off (default: %(default)s); "
+        "counted in each server process, so N workers admit up to N times this",
     )
     parser.add_argument(
         "--cors-origins",
@@ -210,6 +211,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.host, args.port, store.location, len(plans.products), args.workers,
             "" if args.workers == 1 else "s",
         )  # fmt: skip
+        if args.workers > 1 and args.rate_limit_per_minute:
+            log.info(
+                "rate limit counted per worker: up to %d tracks per customer per minute "
+                "across the %d workers (docs/architecture.md)",
+                args.workers * args.rate_limit_per_minute, args.workers,
+            )  # fmt: skip
         if args.workers == 1:
             freeze_startup_heap()
             uvicorn.run(app, host=args.host, port=args.port, **config)

@@ -60,6 +60,7 @@ from billing_ui.server.errors import (
     install_error_handlers,
     invalid_input,
 )
+from billing_ui.server.hot_route import HotRoute
 from billing_ui.server.middleware import RequestIdMiddleware
 from billing_ui.server.observability import ObservabilityMiddleware, ServerMetrics, count_tracks
 from billing_ui.server.openapi import build_openapi, error_responses, request_body
@@ -83,6 +84,7 @@ T = TypeVar("T")
 _BACKEND: list[str | Enum] = ["backend (secret key)"]
 _FRONTEND: list[str | Enum] = ["frontend (session token)"]
 _OPERATIONS: list[str | Enum] = ["operations"]
+TRACK_PATH = "/v1/usage/track"
 
 
 def create_app(
@@ -118,6 +120,8 @@ def create_app(
     app.state.api_key = api_key
     app.state.metrics = ServerMetrics()
     install_error_handlers(app)
+    # innermost: the hot route still gets its log record, metrics and request id
+    app.add_middleware(HotRoute, routes_of=app, method="POST", path=TRACK_PATH)
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestIdMiddleware)  # outside: the request id is in the log record
     (cors or CorsPolicy()).install(app)  # outermost: preflights never reach the routes
@@ -279,7 +283,7 @@ def _routes(app: FastAPI) -> None:
 
     # -- backend usage endpoints --
     @app.post(
-        "/v1/usage/track",
+        TRACK_PATH,
         responses=_TRACK,
         response_model=TrackUsageResult,
         tags=_BACKEND,

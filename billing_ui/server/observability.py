@@ -50,6 +50,26 @@ class ServerMetrics:
         self.tracks = Counter(
             "billing_server_tracks", "Tracked events by result.", ["result"], registry=self.registry
         )
+        self._series: dict[tuple[str, str], Histogram] = {}
+        self._results: dict[str, Counter] = {}
+
+    def observe(self, operation: str, status: int, seconds: float) -> None:
+        """One request in the latency histogram (its labelled series found once, then kept:
+        ``labels()`` costs a lock and a tuple per call, on every request)."""
+        key = (operation, outcome_of(status))
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = self.requests.labels(*key)
+        series.observe(seconds)
+
+    def count(self, recorded: int, duplicate: int, refused: int) -> None:
+        """Tracked events by result (``billing_server_tracks_total``)."""
+        for result, n in (("recorded", recorded), ("duplicate", duplicate), ("refused", refused)):
+            if n:
+                counter = self._results.get(result)
+                if counter is None:  # created at its first event, as labels() would
+                    counter = self._results[result] = self.tracks.labels(result)
+                counter.inc(n)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -105,13 +125,11 @@ class ObservabilityMiddleware:
         operation = getattr(endpoint, "__name__", "unmatched")
         state: dict[str, Any] = scope.get("state", {})
         noted: dict[str, Any] = state.get("log_fields", {})
-        self.metrics.requests.labels(operation, outcome_of(status)).observe(seconds)
+        self.metrics.observe(operation, status, seconds)
         recorded, duplicate, refused = noted.get("tracks", (0, 0, 0))
         if operation in TRACK_OPERATIONS and status >= 400:
             refused = max(refused, 1)
-        for result, n in (("recorded", recorded), ("duplicate", duplicate), ("refused", refused)):
-            if n:
-                self.metrics.tracks.labels(result).inc(n)
+        self.metrics.count(recorded, duplicate, refused)
         if not request_log.isEnabledFor(logging.INFO):
             return
         fields = call_fields(

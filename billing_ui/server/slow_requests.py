@@ -35,13 +35,21 @@ except ImportError:  # pragma: no cover - depends on the installed extras
 
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_BODY_TIMEOUT_S = 30.0
+_EARLY_S = 0.001
+"""A timer may fire up to the loop's clock resolution early: that is on time."""
 
 log = logging.getLogger("billing_ui.server")
 
 
 class _Deadlines:
     """The timer, shared by both protocol flavours; they call :meth:`_enter` with the phase
-    the client is in: ``"request head"``, ``"request body"`` or ``None`` (nothing owed)."""
+    the client is in: ``"request head"``, ``"request body"`` or ``None`` (nothing owed).
+
+    A keep-alive connection changes phase three times per request, so a phase change only
+    moves the due time; one timer per connection stays armed and, when it fires before the
+    due time (the phase changed since), re-arms itself for it. It is re-armed early only when
+    the new due time comes before the armed one (a header deadline after a body phase).
+    Scheduling and cancelling a timer at each change cost about 8 µs per request."""
 
     header_timeout = DEFAULT_HEADER_TIMEOUT_S
     body_timeout = DEFAULT_BODY_TIMEOUT_S
@@ -49,27 +57,39 @@ class _Deadlines:
     transport: asyncio.Transport
     client: Any
     _phase: str | None = None
+    _due = 0.0
     _deadline: asyncio.TimerHandle | None = None
 
     def _enter(self, phase: str | None) -> None:
         if phase == self._phase:
             return
         self._phase = phase
+        if phase is None:
+            return  # the armed timer, if any, will find nothing owed
+        timeout = self.header_timeout if phase == "request head" else self.body_timeout
+        self._due = self.loop.time() + timeout
+        if self._deadline is not None and self._deadline.when() <= self._due:
+            return
         self._cancel_deadline()
-        if phase is not None and not self.transport.is_closing():
-            timeout = self.header_timeout if phase == "request head" else self.body_timeout
-            self._deadline = self.loop.call_later(timeout, self._expire, phase, timeout)
+        if not self.transport.is_closing():
+            self._deadline = self.loop.call_at(self._due, self._check)
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
 
-    def _expire(self, phase: str, timeout: float) -> None:
+    def _check(self) -> None:
         self._deadline = None
-        if not self.transport.is_closing():
-            log.info("closed %s: %s not received within %g s", self.client, phase, timeout)
-            self.transport.close()
+        phase = self._phase
+        if phase is None or self.transport.is_closing():
+            return
+        if self.loop.time() + _EARLY_S < self._due:  # the phase changed since it was armed
+            self._deadline = self.loop.call_at(self._due, self._check)
+            return
+        timeout = self.header_timeout if phase == "request head" else self.body_timeout
+        log.info("closed %s: %s not received within %g s", self.client, phase, timeout)
+        self.transport.close()
 
 
 _H11_PHASES: Final = {h11.IDLE: "request head", h11.SEND_BODY: "request body"}

@@ -159,14 +159,13 @@ class SqliteStore:
             except sqlite3.OperationalError as exc:  # "database is locked", after the timeout
                 raise StoreBusyError(f"the billing database is busy: {exc}") from None
             return
-        (timeout_ms,) = conn.execute("PRAGMA busy_timeout").fetchone()
         conn.execute("PRAGMA busy_timeout = 0")
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError:  # another process holds the write lock
             raise _WouldWait from None
-        finally:
-            conn.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
+        finally:  # back to what connect() set (known: no need to read it on every track)
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
 
     def _migrate(self) -> None:
         with self._write() as tx:

@@ -1,0 +1,78 @@
+"""``POST /v1/usage/track`` skips FastAPI's routing (``server/hot_route.py``); a query string
+sends the same request down the full stack. Both ways must answer alike: the same status,
+body (but for the request id and timestamp of an error), and header names, for a success, a
+replay and each kind of refusal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from billing_ui.core._constants import LOCAL_SECRET_KEY
+
+PATH = "/v1/usage/track"
+
+
+def _comparable(response: httpx.Response) -> tuple[int, Any, list[str]]:
+    body = response.json()
+    if "error" in body:  # unique per request
+        body["error"].pop("requestId")
+        body["error"].pop("timestamp")
+    names = sorted(k for k in response.headers if k not in ("date", "content-length"))
+    return response.status_code, body, names
+
+
+@pytest.mark.parametrize(
+    ("case", "body", "headers"),
+    [
+        ("recorded", {"feature_key": "api_calls", "quantity": 1, "idempotency_key": "k-{way}"}, {}),
+        ("replayed", {"feature_key": "api_calls", "quantity": 1, "idempotency_key": "same"}, {}),
+        ("unknown customer", {"customer_id": "nobody", "feature_key": "api_calls"}, {}),
+        ("bad quantity", {"feature_key": "api_calls", "quantity": -1}, {}),
+        ("no credential", {"feature_key": "api_calls"}, {"authorization": ""}),
+        ("session token", {"feature_key": "api_calls"}, {"authorization": "Bearer bos_session_x"}),
+        ("key mismatch", {"feature_key": "api_calls", "idempotency_key": "a"},
+         {"idempotency-key": "b"}),
+    ],
+)  # fmt: skip
+def test_the_hot_route_answers_as_the_full_stack(server, customer, case, body, headers):
+    cid = customer("pro")
+    answers = []
+    for way, url in (("hot", PATH), ("full", f"{PATH}?via=full")):
+        sent = {"customer_id": cid, **body}
+        if "idempotency_key" in sent:
+            sent["idempotency_key"] = sent["idempotency_key"].format(way=way)
+        auth = {"authorization": f"Bearer {LOCAL_SECRET_KEY}", **headers}
+        response = httpx.post(f"{server.base_url}{url}", json=sent, headers=auth)
+        answers.append(_comparable(response))
+    hot, full = answers
+    if case == "replayed":
+        assert hot[1]["duplicate"] is False and full[1]["duplicate"] is True
+        full[1]["duplicate"] = False
+    if case == "recorded":
+        assert hot[1]["usage"]["consumed_units"] + 1 == full[1]["usage"]["consumed_units"]
+        assert (hot[1]["idempotency_key"], full[1]["idempotency_key"]) == ("k-hot", "k-full")
+        full[1]["usage"], full[1]["idempotency_key"] = hot[1]["usage"], "k-hot"
+    assert hot[0] == full[0] and hot[0] == (200 if case in ("recorded", "replayed") else hot[0])
+    assert hot == full
+    assert "x-request-id" in hot[2]
+
+
+def test_a_hot_route_track_is_measured_as_the_route(server, customer, api):
+    """A plain track is named ``track_usage`` in the metrics either way (the log record's
+    operation), so the hot route cannot drop out of the server's observability."""
+    cid = customer("pro")
+    api.post(
+        PATH, json={"customer_id": cid, "feature_key": "api_calls", "quantity": 1}
+    ).raise_for_status()
+    text = api.get("/metrics").text
+    line = next(
+        line
+        for line in text.splitlines()
+        if line.startswith("billing_server_request_seconds_count")
+        and 'operation="track_usage"' in line
+        and 'outcome="2xx"' in line
+    )
+    assert float(line.rsplit(" ", 1)[1]) >= 1
