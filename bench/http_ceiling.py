@@ -18,10 +18,11 @@ close the server gets to what the HTTP stack allows; goal >= 0.75); the CPU the 
 process spent per request (read from /proc) and its ratio bare/server; and the driver's own
 CPU per request, with its ratio to the bare endpoint's. The throughput ratio only reflects
 the server when the driver is not what bounds it, so the verdict also requires the driver to
-cost at most a quarter of the bare endpoint's CPU per request (an httpx client in threads
-cost about as much as the bare endpoint, and made the ratio 1.08-1.20 whatever the server
-did). Plus what JSON encoding costs in-process: parsing a track body with ``json`` vs
-``orjson``, and encoding the answer with pydantic vs ``orjson``.
+cost at most half the bare endpoint's CPU per request: on a CPU of its own it can then feed
+twice the rate the bare endpoint can serve (an httpx client in threads cost about as much as
+the bare endpoint, and made the ratio 1.08-1.20 whatever the server did). Plus what JSON
+encoding costs in-process: parsing a track body with ``json`` vs ``orjson``, and encoding the
+answer with pydantic vs ``orjson``.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from billing_ui.core.models import TrackUsageResult
 HEADERS = {"Authorization": f"Bearer {C.LOCAL_SECRET_KEY}", "content-type": "application/json"}
 STACKS = {"h11_asyncio": ("h11", "asyncio"), "httptools_uvloop": ("httptools", "uvloop")}
 GOAL = 0.75
-DRIVER_SHARE = 0.25
+DRIVER_SHARE = 0.5
 CONNECTIONS = 8
 SYNCHRONOUS = "NORMAL"
 
@@ -227,7 +228,8 @@ def run(*, smoke: bool = False) -> dict[str, object]:
     checks: dict[str, bool] = {}
     for name in STACKS:
         # Throughput only says something about the server when the driver is not what
-        # bounds it: the driver must cost at most DRIVER_SHARE of the bare endpoint's CPU.
+        # bounds it: the driver must cost at most DRIVER_SHARE of the bare endpoint's CPU
+        # per request (on its own CPU it can then feed 1 / DRIVER_SHARE times the bare rate).
         goals[f"{name}_driver_over_bare_cpu"] = f"<= {DRIVER_SHARE} (server-bound)"
         checks[f"{name}_driver_over_bare_cpu"] = (
             figures[f"{name}_driver_over_bare_cpu"] <= DRIVER_SHARE
