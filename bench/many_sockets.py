@@ -239,16 +239,9 @@ async def flood(
     acked = await asyncio.gather(*(send_all(tab) for tab in flooders))
     seconds = time.monotonic() - started
     progress(began, f"flood over: {sum(acked)} of {tabs * tracks} acknowledged")
-    converged, total = 0, None
+    converged = 0
     if server is not None:  # every tab's meter on the server's total (the polls and pushes)
-        total = await asyncio.to_thread(consumed, server.base_url, server.api_key, FLOOD_CUSTOMER)
-
-        async def shows_total(tab: Tab) -> bool:
-            with contextlib.suppress(TimeoutError):
-                await tab.wait_for(lambda: meter_consumed(tab) == total, ack_timeout)
-            return meter_consumed(tab) == total
-
-        converged = sum(await asyncio.gather(*(shows_total(tab) for tab in flooders)))
+        converged = await meters_on_total(server, flooders, ack_timeout)
         progress(began, f"{converged} of {tabs} meters on the server's total")
     stop.set()
     failed_hydrates = await watcher
@@ -272,6 +265,19 @@ async def flood(
         "converged": converged,
         "metric_updates": metric_updates,
     }
+
+
+async def meters_on_total(server: ServerProcess, tabs: list[Tab], timeout: float) -> int:
+    """How many of ``tabs`` show the server's total on their meter, waited for (deadline
+    ``timeout``). The total is read again each second: tracks the backend was still working
+    through when the flood's window closed keep landing, and the tabs follow them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        total = await asyncio.to_thread(consumed, server.base_url, server.api_key, FLOOD_CUSTOMER)
+        on_total = sum(meter_consumed(tab) == total for tab in tabs)
+        if on_total == len(tabs) or time.monotonic() > deadline:
+            return on_total
+        await asyncio.sleep(1.0)
 
 
 def _metric_updates(tab: Tab) -> int:
