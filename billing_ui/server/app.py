@@ -17,6 +17,7 @@ PostgreSQL it is a network round trip, so it runs in the thread pool instead
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
@@ -85,6 +86,14 @@ _BACKEND: list[str | Enum] = ["backend (secret key)"]
 _FRONTEND: list[str | Enum] = ["frontend (session token)"]
 _OPERATIONS: list[str | Enum] = ["operations"]
 TRACK_PATH = "/v1/usage/track"
+_NO_NATIVE_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
+"""FastAPI's own OpenTelemetry (recent versions) off: it asks the global OTel providers
+whether to trace on every request, a cost on the hottest path of a server that has its own
+log records and Prometheus metrics (:mod:`billing_ui.server.observability`)."""
 
 
 def create_app(
@@ -109,6 +118,7 @@ def create_app(
         title="billing_ui local billing server",
         version="1.0.0",
         description="A BillingOS-compatible billing API (SQLite or PostgreSQL). See docs/api.md.",
+        **_NO_NATIVE_TELEMETRY,
     )
     app.state.service = BillingService(
         store,
