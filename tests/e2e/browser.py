@@ -66,23 +66,36 @@ def wait_for(
 
     Exceptions raised by the predicate count as "not yet" (the page may still be rendering),
     but the last one is reported. On timeout raises WaitTimeout naming the predicate, its last
-    value or exception, and ``message`` (a string, or a callable evaluated only on failure,
-    e.g. to dump the page).
+    value or exception (with Selenium's message, which its repr leaves out), how many checks
+    ran, the wall time they took and the longest one (a browser starved of CPU shows as a few
+    slow checks, a condition that never came as many quick ones), and ``message`` (a string,
+    or a callable evaluated only on failure, e.g. to dump the page).
     """
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
+    checks, slowest = 0, 0.0
     while True:
         error: Exception | None = None
+        began = time.monotonic()
         try:
             value = predicate()
             if value:
                 return value
         except Exception as exc:  # not ready yet (e.g. element not rendered); report if last
             error = exc
+        checks, slowest = checks + 1, max(slowest, time.monotonic() - began)
         if time.monotonic() >= deadline:
             break
         time.sleep(interval)
     name = getattr(predicate, "__qualname__", repr(predicate))
-    detail = f"last exception: {error!r}" if error is not None else f"last value: {value!r}"
+    if error is not None:
+        said = (getattr(error, "msg", None) or str(error)).strip().splitlines()
+        detail = f"last exception: {type(error).__name__}: {said[0] if said else ''}"
+    else:
+        detail = f"last value: {value!r}"
+    detail += (
+        f"; {checks} checks in {time.monotonic() - started:.1f} s, the slowest {slowest:.1f} s"
+    )
     extra = message() if callable(message) else message
     if extra:
         detail += f"; {extra}"
