@@ -135,7 +135,11 @@ def one_run(n: int, out: Path, end: dt.datetime, max_load: float) -> dict[str, o
     record: dict[str, object] = {"run": n, "commit": commit(), "start": f"{started:%H:%M:%S}"}
     print(f"[run {n}] {record} load {load1()}", flush=True)
     sampler.start()
+    # A base temp folder of its own: pytest's default, /tmp/pytest-of-<user>/pytest-<N>, is
+    # pruned to the newest 3 by any other pytest run of the same user, so on a shared machine
+    # a 20-minute run lost its folder mid-way (run 2 of 2026-11-30: 63 setup errors).
     cmd = [sys.executable, "-m", "pytest", "tests/e2e", "-q", "-p", "no:cacheprovider"]
+    cmd.append(f"--basetemp={out / f'run{n}-tmp'}")
     try:
         with log.open("w") as fh:
             rc = subprocess.run(
