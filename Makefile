@@ -39,7 +39,8 @@ reflex-range: bootstrap
 bench: bootstrap
 	$(ENV) status=0; python -m bench || status=$$?; python -m bench.docs; exit $$status
 
-# Every benchmark at a tiny size (under a minute): checks each runs and reports every figure.
+# Every benchmark at a tiny size: checks each runs and reports every figure (3 lanes, one shared
+# throwaway PostgreSQL; the summary gives each benchmark's seconds).
 # `make test` runs it too (tests/benchmarks).
 bench-smoke: bootstrap
 	$(ENV) out="$$(mktemp -d)" && trap 'rm -rf "$$out"' EXIT && python -m bench --smoke --out "$$out"
