@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,10 +89,27 @@ def reflex_backend(env: Mapping[str, str], log_path: Path) -> Iterator[ReflexBac
 def start_backends(
     stack: contextlib.ExitStack, envs: list[Mapping[str, str]], log_dir: Path
 ) -> list[ReflexBackend]:
-    """Start one backend per ``envs``, one after the other, each stopped when ``stack``
-    closes. Not in parallel: two Reflex starts in one app directory race on its ``.states``
-    files (one start deleted a pickle the other was reading: FileNotFoundError)."""
-    return [
-        stack.enter_context(reflex_backend(env, log_dir / f"backend{i}.log"))
+    """Start one backend per ``envs``, all at once, each stopped when ``stack`` closes. Each
+    gets a states folder of its own (``REFLEX_STATES_WORKDIR``): two starts sharing the app
+    directory's ``.states`` raced (one deleted a pickle the other was reading:
+    FileNotFoundError), which is why they used to start one after the other."""
+    managers = [
+        reflex_backend(
+            {"REFLEX_STATES_WORKDIR": str(log_dir / f"backend{i}-states"), **env},
+            log_dir / f"backend{i}.log",
+        )
         for i, env in enumerate(envs, start=1)
     ]
+    with ThreadPoolExecutor(max_workers=len(managers)) as pool:
+        futures = [pool.submit(manager.__enter__) for manager in managers]
+    started, failed = [], None
+    for manager, future in zip(managers, futures, strict=True):
+        try:
+            started.append(future.result())
+        except Exception as exc:  # the started ones still stop with the stack
+            failed = failed or exc
+            continue
+        stack.push(manager.__exit__)
+    if failed is not None:
+        raise failed
+    return started
