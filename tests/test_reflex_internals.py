@@ -62,3 +62,25 @@ def test_the_derived_metric_vars_are_public_var_operations() -> None:
     for var in (by_key, near):
         data = var._get_all_var_data()
         assert data is not None and state in data.state
+
+
+def test_the_token_manager_records_which_instance_holds_each_socket() -> None:
+    """``is_token_elsewhere`` reads ``token_to_socket[token].instance_id`` against the token
+    manager's own ``instance_id`` (a live push skips tabs another worker serves)."""
+    from reflex.utils.token_manager import LocalTokenManager, SocketRecord
+
+    fields = {f.name for f in __import__("dataclasses").fields(SocketRecord)}
+    assert {"instance_id", "sid"} <= fields
+    manager = LocalTokenManager()
+    assert isinstance(manager.instance_id, str) and manager.token_to_socket == {}
+
+
+async def test_a_tab_is_read_without_its_lock_through_the_events_state_manager() -> None:
+    """``read_tab_state`` asks the running event's state manager (``get_state_manager``) for a
+    ``BaseStateToken``'s tree and takes the state out of it by its full path."""
+    from reflex.istate.manager import get_state_manager
+    from reflex.istate.manager.token import BaseStateToken
+
+    assert list(inspect.signature(get_state_manager).parameters) == []
+    assert {"ident", "cls"} <= set(inspect.signature(BaseStateToken).parameters)
+    assert UsageMetricsState.get_full_name().split(".")[-1] == UsageMetricsState.get_name()

@@ -126,8 +126,9 @@ class QueryStore(Protocol):
         ...
 
     async def on_change(self, listener: ChangeListener) -> Callable[[], None]:
-        """Call ``listener(key)`` whenever a key's data is written (a fetch stored, an
-        optimistic update), by this process or, for a shared store, by any worker; returns the
+        """Call ``listener(key)`` whenever a key's data is written (a fetch stored that brought
+        data other than the stored, an optimistic update), by this process or, for a shared
+        store, by any worker; returns the
         function that stops it. Live views (every tab of a customer) follow the data this way
         instead of waiting for their own timer. Listeners run on the event loop that
         registered them and must not block."""
@@ -340,7 +341,11 @@ class MemoryQueryStore:
             flight.done.set_exception(exc)
             return
         entry = CacheEntry(data=data, updated_at=self.wall_clock(), fetched_at=self.clock())
-        if self._settle(slot, flight, failed=False, entry=entry, generation=generation):
+        before = slot.entry
+        stored = self._settle(slot, flight, failed=False, entry=entry, generation=generation)
+        if stored and (before is None or before.data != data):
+            # A refetch that brings the same data changes nothing a listener shows: announced,
+            # it cost every open tab of the customer a state round trip per interval.
             self._listeners.notify(slot.key)
         flight.done.set_result(entry)
 

@@ -91,12 +91,30 @@ if redis.call('exists', KEYS[1]) == 0 then return 0 end
 local g = tonumber(redis.call('hget', KEYS[1], 'g') or '-1')
 redis.call('hset', KEYS[1], 'x', '0')
 if g ~= tonumber(ARGV[1]) then return 0 end
+local before = redis.call('hget', KEYS[1], 'd')
 redis.call('hset', KEYS[1], 'd', ARGV[2], 'u', ARGV[3], 'f', ARGV[4], 's', '0')
 redis.call('pexpire', KEYS[1], ARGV[5])
-return 1
+if before == ARGV[2] then return 1 end
+return 2
 """
 """Store a fetched answer unless the key was invalidated (or expired) since the fetch began
-(an expired entry is not written back: a hash without a TTL would never go)."""
+(an expired entry is not written back: a hash without a TTL would never go). 0: not stored,
+1: stored, the same data as before, 2: stored, new data."""
+
+_FRESH_OR_LEAD = """
+local e = redis.call('hgetall', KEYS[1])
+local h = {}
+for i = 1, #e, 2 do h[e[i]] = e[i + 1] end
+if h['d'] and h['s'] ~= '1' and h['x'] ~= '1'
+    and tonumber(ARGV[1]) - tonumber(h['f']) < tonumber(ARGV[2]) then
+  return {'fresh', e}
+end
+if redis.call('set', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then return {'lead'} end
+return {'busy'}
+"""
+"""The entry (``fresh``) if it may be served: younger than ``stale_time`` by the caller's
+clock, not invalidated, and its last fetch did not fail; else the key's lock for the caller
+(``lead``); else ``busy``: another caller holds it and fetches."""
 
 _FAILED = """
 if redis.call('exists', KEYS[1]) == 1 then redis.call('hset', KEYS[1], 'x', '1') end
@@ -267,41 +285,44 @@ class RedisQueryStore:
         conn = await self._connection()
         r = conn.client
         lock_name = self._name("lock", key)
+        entry_name = self._name("e", key)
         tag = self._name("", key)
         joined = False
+        loop = asyncio.get_running_loop()
         while True:
-            entry = await self._fresh(r, key, stale_time)
-            if entry is not None:
-                self.stats.hits += 1
-                return entry
-            token = uuid.uuid4().hex
-            if await r.set(lock_name, token, nx=True, px=int(self.lease * 1000)):
-                # Checked again under the lock: another worker may have stored the answer
-                # between our read and our lock (it released the lock just before).
-                entry = await self._fresh(r, key, stale_time)
-                if entry is not None:
-                    await r.eval(_RELEASE, 1, lock_name, token)
-                    self.stats.hits += 1
-                    return entry
-                self.stats.fetches += 1
-                # Its own task: a caller that is cancelled (its tab closed) does not cancel the
-                # fetch that callers on every worker are waiting on.
-                task = asyncio.get_running_loop().create_task(
-                    self._lead(r, key, lock_name, token, fetcher)
-                )
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                return await asyncio.shield(task)
-            if not joined:
-                self.stats.joined += 1
-                joined = True
-            waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            # Listening before the lock is seen taken: the fetcher's outcome, published after,
+            # cannot be missed.
+            waiter: asyncio.Future[dict[str, Any]] = loop.create_future()
             conn.waiters.setdefault(tag, []).append(waiter)
             try:
-                # Listening already; if the fetcher finished before we started to, the lock is
-                # gone and the loop reads its answer.
-                if not await r.exists(lock_name):
+                token = uuid.uuid4().hex
+                # One round trip decides: the entry if it may be served, else the lock (this
+                # caller fetches), else someone else is fetching (wait for their outcome). It
+                # was three (read, lock, check the lock) for each of a customer's tabs that
+                # ticks while one of them fetches (issue 10: the Redis tick cost).
+                stale = repr(min(float(stale_time), 1e18))  # Lua reads no "inf"
+                answer = await r.eval(
+                    _FRESH_OR_LEAD, 2, entry_name, lock_name,
+                    repr(self.clock()), stale, token, int(self.lease * 1000),
+                )  # fmt: skip
+                if answer[0] == "fresh":
+                    fields = dict(zip(answer[1][::2], answer[1][1::2], strict=True))
+                    entry = self._decode(key, fields)
+                    if entry is not None:
+                        self.stats.hits += 1
+                        return entry
                     continue
+                if answer[0] == "lead":
+                    self.stats.fetches += 1
+                    # Its own task: a caller that is cancelled (its tab closed) does not cancel
+                    # the fetch that callers on every worker are waiting on.
+                    task = loop.create_task(self._lead(r, key, lock_name, token, fetcher))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                    return await asyncio.shield(task)
+                if not joined:
+                    self.stats.joined += 1
+                    joined = True
                 outcome = await asyncio.wait_for(asyncio.shield(waiter), timeout=self.lease)
             except TimeoutError:
                 continue  # the fetcher's lease ran out: it died; fetch ourselves
@@ -323,20 +344,6 @@ class RedisQueryStore:
                 updated_at=outcome["u"],
                 fetched_at=outcome["f"],
             )
-
-    async def _fresh(self, r: Any, key: Key, stale_time: float) -> CacheEntry[Any] | None:
-        """The stored entry if it may be served: younger than ``stale_time``, not invalidated,
-        and its last fetch did not fail."""
-        fields = await r.hgetall(self._name("e", key))
-        entry = self._decode(key, fields)
-        if (
-            entry is not None
-            and fields.get("s") != "1"
-            and fields.get("x") != "1"
-            and self.clock() - entry.fetched_at < stale_time
-        ):
-            return entry
-        return None
 
     async def _lead(
         self,
@@ -365,7 +372,7 @@ class RedisQueryStore:
                 _STORE, 1, entry_name, generation, encoded["d"], encoded["u"], encoded["f"],
                 self.ttl_ms,
             )  # fmt: skip
-            if stored:
+            if stored == 2:  # the same data again changes nothing a listener shows
                 await self._changed(r, key)
             outcome: dict[str, Any] = {
                 "k": tag,

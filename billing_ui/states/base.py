@@ -185,6 +185,28 @@ class BillingState(rx.State):
         _TICKET.set(ticket)
         return ticket
 
+    async def _begin_unlocked(self) -> Ticket | None:
+        """(On a state read without the lock, see ``_reflex_internals.read_tab_state``.) A
+        ticket for a tick paced by the server, not asked for by the browser, that may end
+        without taking the lock: only when the tab already shows the customer the app's
+        resolver names now. None: take the locked path (:meth:`_begin`, which also changes the
+        customer and counts the call against the tab's token bucket). Whatever the handler
+        then writes goes through ``async with self`` and :meth:`_confirm`."""
+        if not _IN_EVENT.get():
+            raise RuntimeError(f"{type(self).__name__}: _begin_unlocked() outside a handler")
+        owner = _owner_of(self)
+        if owner is None or not owner._customer or not owner._generation:
+            return None
+        try:
+            customer = await resolve_customer(get_settings().customer_resolver, self)
+        except NoCustomerError:
+            return None
+        if customer != owner._customer:
+            return None
+        ticket = Ticket(customer, owner._generation)
+        _TICKET.set(ticket)
+        return ticket
+
     async def _confirm(self, ticket: Ticket) -> None:
         """Before taking an answer (inside ``async with self``): resolve the customer again and
         raise :class:`StaleAnswer` if it is no longer ``ticket``'s (an app that changed the

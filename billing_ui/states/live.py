@@ -29,17 +29,21 @@ Modify = Callable[[str], AbstractAsyncContextManager[Any]]
 """``modify(client_token)``: the tab's root state, to change out of band (its delta is sent)."""
 
 
-def _app_modify() -> Modify | None:
-    """The registered app's ``modify_state`` for the meters' state, or None without an app."""
+def _app_modify(app: Any) -> Modify:
+    """``app.modify_state`` for the meters' state."""
     import reflex as rx
 
-    from billing_ui.states import _reflex_internals as internals
     from billing_ui.states.metrics import UsageMetricsState
 
-    app = internals.registered_app()
-    if app is None or internals.event_namespace() is None:
-        return None
     return lambda token: app.modify_state(rx.BaseStateToken(ident=token, cls=UsageMetricsState))
+
+
+def _registered_app() -> Any | None:
+    """The registered app, if it serves sockets (None: no app, as under unit tests)."""
+    from billing_ui.states import _reflex_internals as internals
+
+    app = internals.registered_app()
+    return app if internals.event_namespace(app) is not None else None
 
 
 class LiveMeters:
@@ -55,18 +59,18 @@ class LiveMeters:
         self._queued: set[str] = set()
         self.modify: Modify | None = None
         """How to reach a tab's state; the registered app's ``modify_state`` when unset."""
-        self._app_modify: Modify | None = None
-        """The registered app's, found in :meth:`follow` (an event handler, where Reflex's
+        self._app: Any | None = None
+        """The registered app, found in :meth:`follow` (an event handler, where Reflex's
         registration context is set; in a production worker the pushes run in a task that was
-        started outside it, where it is not)."""
+        started outside it, where it is not): its ``modify_state`` and its token manager."""
         self.pushed: Counter[str] = Counter()
         """Deltas pushed, by tab token (tests and benchmarks)."""
 
     async def follow(self, token: str, customer: str) -> None:
         """Push ``customer``'s meters to the tab ``token`` whenever they change."""
         loop = asyncio.get_running_loop()
-        if self._app_modify is None:
-            self._app_modify = _app_modify()
+        if self._app is None:
+            self._app = _registered_app()
         if self._listening_on is not loop:  # listeners run on the loop that registered them
             if self._stop is not None:
                 self._stop()
@@ -113,12 +117,19 @@ class LiveMeters:
         from billing_ui.states.views import metric_views
 
         self._queued.discard(token)  # a change from now on queues another push
-        if not await internals.is_token_connected(token):
+        app = self._app or _registered_app()
+        if not await internals.is_token_connected(token, app):
             # A closed tab: its poll loop (which unfollows) may never have run, e.g. a tab
             # that only tracked. Pushing on would cost every later change one more state.
             self.unfollow(token)
             return
-        modify = self.modify or self._app_modify or _app_modify()
+        if internals.is_token_elsewhere(token, app):
+            # The tab's socket moved to another worker (a reload or a reconnect landed there),
+            # whose own poll of the tab follows it now. Pushing from here as well cost a second
+            # lock of the tab's state per change, contending with that worker's push.
+            self.unfollow(token)
+            return
+        modify = self.modify or (_app_modify(app) if app is not None else None)
         entry = await self._runtime.store.peek((METRICS, customer))
         if modify is None or entry is None:
             return

@@ -24,6 +24,7 @@ from billing_ui.core.customer import NoCustomerError
 from billing_ui.core.errors import BillingError
 from billing_ui.core.metrics import polling_tab
 from billing_ui.settings import get_settings
+from billing_ui.states import _reflex_internals as internals
 from billing_ui.states import _runtime as rt
 from billing_ui.states.base import BillingState, billing_event
 from billing_ui.states.entitlements import FeatureEntitlementsState
@@ -76,16 +77,21 @@ class UsageMetricsState(BillingState):
             generation = self._poll_generation
         interval = get_settings().refresh_interval
         failures = 0
+        token = self.router.session.client_token
         with polling_tab():  # billing_ui_polling_tabs, down again however the loop ends
+            ok = await self._refresh(force=False)
             while True:
-                ok = await self._refresh(force=False)
                 failures = 0 if ok else failures + 1
                 await asyncio.sleep(retry_delay(failures, interval))
-                async with self:
-                    superseded = self._poll_generation != generation
+                # The tab as stored, read without its lock: a tick that finds nothing new
+                # takes no lock and writes nothing (issue 10: on Redis each `async with self`
+                # is a lock, a load and a fenced save, several round trips).
+                shown = await internals.read_tab_state(token, UsageMetricsState)
+                superseded = shown._poll_generation != generation
                 if superseded or not await rt.is_tab_connected(self):
-                    live_meters().unfollow(self.router.session.client_token)
+                    live_meters().unfollow(token)
                     return
+                ok = await self._refresh(force=False, shown=shown)
 
     @billing_event
     async def refetch(self) -> None:
@@ -101,21 +107,35 @@ class UsageMetricsState(BillingState):
         yield UsageHistoryState.refetch_all
         await self._coalesced("metrics", lambda: self._refresh(force=True))
 
-    async def _refresh(self, *, force: bool) -> bool:
-        """One refresh; False when the billing API failed (the poll then retries sooner)."""
+    async def _refresh(self, *, force: bool, shown: UsageMetricsState | None = None) -> bool:
+        """One refresh; False when the billing API failed (the poll then retries sooner).
+
+        ``shown``: the tab's state read without the lock (a poll tick). When it shows the
+        signed-in customer's meters in ``success`` and the fetch brings the same meters, the
+        refresh ends there: no lock, no write, no delta. Anything else (no data yet, an error
+        shown, another customer, pending usage delivered, new data, entitlements due) goes
+        through the lock as before."""
         settings = get_settings()
-        async with self:
-            try:
-                ticket = await self._begin()
-            except NoCustomerError as exc:
-                self.status, self.error, self.is_loading = SIGNED_OUT, rt.message_for(exc), False
-                return True
-            if force or self.status != SUCCESS:  # a background tick shows no spinner
-                self.is_fetching = True
-            shown = {m.feature_key: m.pending for m in self.metrics if m.pending}
+        ticket = None
+        if shown is not None and not force and _settled(shown):
+            ticket = await shown._begin_unlocked()
+        if ticket is not None and shown is not None:
+            pending_shown = {m.feature_key: m.pending for m in shown.metrics if m.pending}
+        else:
+            shown = None
+            async with self:
+                try:
+                    ticket = await self._begin()
+                except NoCustomerError as exc:
+                    message = rt.message_for(exc)
+                    self.status, self.error, self.is_loading = SIGNED_OUT, message, False
+                    return True
+                if force or self.status != SUCCESS:  # a background tick shows no spinner
+                    self.is_fetching = True
+                pending_shown = {m.feature_key: m.pending for m in self.metrics if m.pending}
         customer = ticket.customer
         pending = await rt.pending_usage(customer)
-        if any(pending.get(key, 0.0) < was for key, was in shown.items()):
+        if any(pending.get(key, 0.0) < was for key, was in pending_shown.items()):
             force = True  # queued usage was delivered: the server's numbers, not the cache's
         if force:
             await rt.queries.cache.invalidate((rt.METRICS, customer))
@@ -130,35 +150,65 @@ class UsageMetricsState(BillingState):
             )
             hard = await _hard_limited_features(customer)
         except BillingError as exc:
+            last = await rt.queries.cache.peek((rt.METRICS, customer))
             async with self:
                 await self._confirm(ticket)
+                _confirmed_by(self, last, pending)
                 show_failure(self, rt.message_for(exc), has_data=bool(self.metrics))
             return False
-        # The cache's entry, not the one returned: a track answered while this fetch was in
-        # flight has patched the cache with newer usage than the fetch saw.
-        entry = await rt.queries.cache.peek((rt.METRICS, customer)) or entry
+        if entry.fetched_at >= started:
+            # Fetched now, not read from the store: a track answered while this fetch was in
+            # flight has patched the store with newer usage than the fetch saw.
+            entry = await rt.queries.cache.peek((rt.METRICS, customer)) or entry
+        # Served from the cache while other requests find the API down: say so now, not when
+        # this entry expires.
+        outage = rt.outage_message() if entry.fetched_at < started else ""
+        if entry.fetched_at >= started:
+            rt.api_answered()  # fetched just now: queued tracks need not wait their backoff
+        views = metric_views(entry.data, hard, pending)
+        token = self.router.session.client_token
+        if shown is not None and not force and not outage and views == shown.metrics:
+            # Nothing the browser sees would change. The fetch time stays in the store's entry
+            # (a failure later shows it, see _confirmed_by), not in the tab's state.
+            ent = await shown.get_state(FeatureEntitlementsState)
+            if not _entitlements_due(ent):
+                await live_meters().follow(token, customer)
+                return True
         async with self:
             await self._confirm(ticket)
-            views = metric_views(entry.data, hard, pending)
             changed = views != self.metrics
             self.metrics = views  # an equal list is not assigned (BillingState): no delta
-            # Served from the cache while other requests find the API down: say so now, not
-            # when this entry expires.
-            outage = rt.outage_message() if entry.fetched_at < started else ""
-            if entry.fetched_at >= started:
-                rt.api_answered()  # fetched just now: queued tracks need not wait their backoff
             show_success(self, entry.updated_at, changed=changed, outage=outage)
             # Entitlements ride on this loop at their slower interval (no loop of their own).
-            ent = await self.get_state(FeatureEntitlementsState)
-            due = (
-                time.time() - ent._confirmed_at >= settings.entitlements_refresh_interval
-                or ent.status in (STALE, ERROR)  # recovered: they retry with the meters
-            )
+            due = _entitlements_due(await self.get_state(FeatureEntitlementsState))
         # From now on this tab gets the customer's meters as soon as they change (live.py).
-        await live_meters().follow(self.router.session.client_token, customer)
+        await live_meters().follow(token, customer)
         if due:
             await FeatureEntitlementsState.refresh_for(self)
         return not outage
+
+
+def _settled(shown: UsageMetricsState) -> bool:
+    """The tab shows meters and nothing else: ``success``, nothing loading or in flight, no
+    error (what a refresh that finds the same meters would leave as it is)."""
+    return shown.status == SUCCESS and not (shown.error or shown.is_fetching or shown.is_loading)
+
+
+def _entitlements_due(ent: FeatureEntitlementsState) -> bool:
+    return (
+        time.time() - ent._confirmed_at >= get_settings().entitlements_refresh_interval
+        or ent.status in (STALE, ERROR)  # recovered: they retry with the meters
+    )
+
+
+def _confirmed_by(state: UsageMetricsState, last: Any, pending: dict[str, float]) -> None:
+    """Before showing a failure: when the tab shows exactly the store's last good meters,
+    they were confirmed when that entry was fetched (a quiet tick does not write it down)."""
+    if last is None or not state.metrics:
+        return
+    hard = {m.feature_key for m in state.metrics if m.hard_limit}
+    if metric_views(last.data, hard, pending) == state.metrics:
+        state._confirmed_at = max(state._confirmed_at, last.updated_at)
 
 
 def _derive(js_function: str) -> Var:  # type: ignore[type-arg]

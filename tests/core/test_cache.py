@@ -226,3 +226,21 @@ async def test_an_answer_dropped_by_invalidation_is_not_announced(make: Make) ->
     await old
     await cache.fetch(("m", "marker"), up, stale_time=30)  # announced in order after it
     assert await asyncio.wait_for(heard.get(), 5) == ("m", "marker")
+
+
+async def test_a_refetch_that_brings_the_same_data_is_not_announced(make: Make) -> None:
+    """Every tab of a customer follows its key: a refetch per interval that finds nothing new
+    must not cost each of them a state round trip (issue 10)."""
+    cache, up = make(), Upstream()
+    heard: asyncio.Queue[tuple[object, ...]] = asyncio.Queue()
+    await cache.on_change(heard.put_nowait)
+    same = lambda: asyncio.sleep(0, 7)  # noqa: E731
+    await cache.fetch(("m", "same"), same, stale_time=30)
+    assert await asyncio.wait_for(heard.get(), 5) == ("m", "same"), "a first fetch is news"
+    await cache.invalidate(("m", "same"))
+    await cache.fetch(("m", "same"), same, stale_time=30)
+    await cache.fetch(("m", "marker"), up, stale_time=30)  # announced in order after it
+    assert await asyncio.wait_for(heard.get(), 5) == ("m", "marker")
+    await cache.invalidate(("m", "same"))
+    await cache.fetch(("m", "same"), lambda: asyncio.sleep(0, 8), stale_time=30)
+    assert await asyncio.wait_for(heard.get(), 5) == ("m", "same"), "new data is news"

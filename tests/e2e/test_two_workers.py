@@ -9,16 +9,22 @@ holds each tab's socket, not assumed: tab B is reloaded (a new socket, same sess
 lands on the other worker. Then a track in tab A moves tab B's meter within 1 s, with the
 refresh interval at 120 s so only the live push can do it, and the billing server (behind a
 recording proxy) sees each metrics fetch once, not once per worker.
+
+"Within 1 s" is measured per track, over several tracks, in the browsers themselves: tab A
+notes the time of its click, and a MutationObserver in each tab notes when its meter shows
+the new value (both chromiums read the same wall clock), so selenium's polling is not counted.
+The median must be within 1 s; the worst within a looser deadline (a loaded 2-CPU machine can
+stall any one of them). Both are reported, with tab A's own meter (its track's answer) beside
+tab B's (the push through Redis and the other worker), which shows where the time went.
 """
 
 from __future__ import annotations
 
-import time
+import statistics
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from billing_ui.core import BillingClient
@@ -27,14 +33,38 @@ from billing_ui.server.testing import RunningServer, create_customer, running_se
 from billing_ui.server.testing_postgres import TempPostgres
 from tests.faults import FaultProxy
 
-from .browser import chromium, click, wait_for
-from .demo import PAGE_TIMEOUT, go, meter_value, sign_in_at, wait_meter
+from .browser import chromium, wait_for
+from .demo import LOAD_HEADROOM, PAGE_TIMEOUT, go, meter_value, sign_in_at, wait_meter
 
 CUSTOMER = "e2e_two_workers"
 METRICS = "/v1/usage/metrics"
 REFRESH_S = 120.0
 """Far beyond the test's length: no tab's own timer can move a meter, only the live push."""
 PUSH_DEADLINE_S = 1.0
+"""For the median of the tracks' latencies."""
+WORST_DEADLINE_S = PUSH_DEADLINE_S * LOAD_HEADROOM
+"""For the slowest track (see LOAD_HEADROOM)."""
+TRACKS = 7
+METER = '[data-testid="usage-meter"][data-feature-key="api_calls"] [role="progressbar"]'
+READY = """
+const b = document.getElementById(arguments[0]);
+return Boolean(b) && !b.disabled && b.getAttribute('aria-busy') !== 'true';
+"""
+"""Whether the track button takes a click (the previous track answered)."""
+WATCH_METER = """
+const sel = arguments[0];
+window.__meter = [];
+let last = null;
+const look = () => {
+  const el = document.querySelector(sel);
+  const v = el ? el.getAttribute('aria-valuenow') : null;
+  if (v !== last) { last = v; window.__meter.push([Number(v), Date.now()]); }
+};
+new MutationObserver(look).observe(
+  document.body, {subtree: true, childList: true, attributes: true, characterData: true});
+look();
+"""
+"""Notes in ``window.__meter`` each value the api_calls meter shows, with the time it came."""
 LANDING_TRIES = 15
 """Reloads of tab B to land its socket on the other worker (each lands on either; 2**-15)."""
 
@@ -74,6 +104,12 @@ def landed(demo: ScaledDemo, tab: WebDriver) -> Callable[[], str | None]:
     return lambda: demo.instance_of(token_of(tab))
 
 
+def shown_at(tab: WebDriver, value: float) -> float | None:
+    """When (ms, wall clock) the tab's meter first showed ``value`` (None: not yet)."""
+    seen = tab.execute_script("return window.__meter || []")
+    return next((float(at) for v, at in seen if v == value), None)
+
+
 def test_a_track_on_one_worker_moves_the_meter_on_the_other_within_a_second(
     scaled: ScaledDemo, billing: tuple[RunningServer, FaultProxy]
 ) -> None:
@@ -106,13 +142,35 @@ def test_a_track_on_one_worker_moves_the_meter_on_the_other_within_a_second(
         # Both tabs' first loads, on two workers, made one metrics request between them.
         assert metric_fetches(proxy) == 1
 
-        click(tab_a, By.ID, "track-api_calls")
-        clicked = time.monotonic()
-        wait_meter(tab_b, "api_calls", 6, timeout=10)
-        latency = time.monotonic() - clicked
-        wait_meter(tab_a, "api_calls", 6)
-        assert latency <= PUSH_DEADLINE_S, f"tab B's meter moved {latency:.2f} s after the click"
-        # The track's refetch is made once (by tab A's worker); tab B's worker only read Redis.
-        proxy.wait_for(lambda _seen: metric_fetches(proxy) >= 2, timeout=10)
-        assert metric_fetches(proxy) == 2
-        assert meter_value(tab_b, "api_calls") == 6
+        for tab in (tab_a, tab_b):
+            tab.execute_script(WATCH_METER, METER)
+        own: list[float] = []  # click -> tab A's meter (the track's answer, on worker A)
+        pushed: list[float] = []  # click -> tab B's meter (the push, through worker B)
+        for n in range(1, TRACKS + 1):
+            wait_for(lambda: tab_a.execute_script(READY, "track-api_calls"), timeout=PAGE_TIMEOUT)
+            clicked = float(
+                tab_a.execute_script(
+                    "const t = Date.now(); document.getElementById(arguments[0]).click();"
+                    " return t;",
+                    "track-api_calls",
+                )
+            )
+            shown_b = wait_for(lambda n=n: shown_at(tab_b, 5 + n), timeout=10 * LOAD_HEADROOM)
+            shown_a = wait_for(lambda n=n: shown_at(tab_a, 5 + n), timeout=10 * LOAD_HEADROOM)
+            pushed.append((shown_b - clicked) / 1000)
+            own.append((shown_a - clicked) / 1000)
+            if n == 1:
+                # The track's refetch is made once (by tab A's worker); tab B's worker only
+                # read Redis.
+                proxy.wait_for(lambda _seen: metric_fetches(proxy) >= 2, timeout=10)
+                assert metric_fetches(proxy) == 2
+        median, worst = statistics.median(pushed), max(pushed)
+        report = (
+            f"click -> tab B's meter over {TRACKS} tracks: median {median:.3f} s, worst "
+            f"{worst:.3f} s ({', '.join(f'{x:.3f}' for x in pushed)}); click -> tab A's own "
+            f"meter: median {statistics.median(own):.3f} s, worst {max(own):.3f} s"
+        )
+        print(report)  # pytest -s shows it; the assertions below carry it too
+        assert median <= PUSH_DEADLINE_S, report
+        assert worst <= WORST_DEADLINE_S, report
+        assert meter_value(tab_b, "api_calls") == 5 + TRACKS
