@@ -58,7 +58,8 @@ class LiveMeters:
         self._tasks: set[asyncio.Task[None]] = set()
         self._queued: set[str] = set()
         self.modify: Modify | None = None
-        """How to reach a tab's state; the registered app's ``modify_state`` when unset."""
+        """How to reach a tab's state; the registered app's ``modify_state`` when unset. When
+        set, no app is asked anything (whether a tab is connected, or on this worker)."""
         self._app: Any | None = None
         """The registered app, found in :meth:`follow` (an event handler, where Reflex's
         registration context is set; in a production worker the pushes run in a task that was
@@ -117,7 +118,8 @@ class LiveMeters:
         from billing_ui.states.views import metric_views
 
         self._queued.discard(token)  # a change from now on queues another push
-        app = self._app or _registered_app()
+        # An injected ``modify`` stands for the app (tests, benchmarks): no app is asked then.
+        app = None if self.modify is not None else self._app or _registered_app()
         if not await internals.is_token_connected(token, app):
             # A closed tab: its poll loop (which unfollows) may never have run, e.g. a tab
             # that only tracked. Pushing on would cost every later change one more state.
