@@ -76,11 +76,15 @@ def test_the_token_manager_records_which_instance_holds_each_socket() -> None:
 
 
 async def test_a_tab_is_read_without_its_lock_through_the_events_state_manager() -> None:
-    """``read_tab_state`` asks the running event's state manager (``get_state_manager``) for a
-    ``BaseStateToken``'s tree and takes the state out of it by its full path."""
-    from reflex.istate.manager import get_state_manager
-    from reflex.istate.manager.token import BaseStateToken
+    """``read_tab_state`` takes the running event's context (its token and state manager) and
+    asks the manager for a ``BaseStateToken``'s tree, then takes the state out of it by its
+    full path."""
+    import dataclasses
 
-    assert list(inspect.signature(get_state_manager).parameters) == []
+    from reflex.istate.manager.token import BaseStateToken
+    from reflex_base.event.context import EventContext
+
+    assert callable(EventContext.get)
+    assert {"token", "state_manager"} <= {f.name for f in dataclasses.fields(EventContext)}
     assert {"ident", "cls"} <= set(inspect.signature(BaseStateToken).parameters)
     assert UsageMetricsState.get_full_name().split(".")[-1] == UsageMetricsState.get_name()

@@ -10,10 +10,10 @@ pyproject.toml.
 * :func:`is_token_elsewhere` — whether another worker holds a tab's socket: the token
   manager's ``token_to_socket`` records (``SocketRecord.instance_id``) and its own
   ``instance_id``.
-* :func:`read_tab_state` — a tab's current state, read without taking its lock: the state
-  manager of the running event (``reflex.istate.manager.get_state_manager``) and its
-  ``get_state`` with a ``BaseStateToken`` (what Reflex's own ``get_state`` does for a state
-  missing from a tree).
+* :func:`read_tab_state` — the running event's tab's current state, read without taking its
+  lock: the running event's context (``reflex_base.event.context.EventContext``: its token and
+  state manager, what ``async with self`` uses) and the manager's ``get_state`` with a
+  ``BaseStateToken`` (what Reflex's own ``get_state`` does for a state missing from a tree).
 * :func:`foreach_render_fn` — ``rx.foreach(items, fn)`` inspects ``fn``'s signature to decide
   whether to pass the index and refuses more than two parameters; a component with options is
   presented to it as taking only its first one.
@@ -73,14 +73,20 @@ def is_token_elsewhere(token: str, app: Any | None = None) -> bool:
     return record is not None and bool(record.instance_id != manager.instance_id)
 
 
-async def read_tab_state(token: str, cls: type[S]) -> S:
-    """The tab ``token``'s state ``cls`` as stored now (with its parents), read without its
-    lock: for a look that may end in no write at all. Nothing read here is written back, so
-    change nothing on it; on the in-memory manager it is the live object."""
-    from reflex.istate.manager import get_state_manager
-    from reflex.istate.manager.token import BaseStateToken
+async def read_tab_state(cls: type[S]) -> S:
+    """The running event's tab's state ``cls`` as stored now (with its parents), read without
+    its lock: for a look that may end in no write at all. Nothing read here is written back,
+    so change nothing on it; on the in-memory manager it is the live object.
 
-    root = await get_state_manager().get_state(BaseStateToken(ident=token, cls=cls))
+    The tab is the event's own token, the one ``async with self`` locks, not
+    ``router.session.client_token``: that one comes from the event's router data, which only
+    Reflex's socket handler fills in (an event processor driven directly, as in the state
+    tests and benchmarks, leaves it empty, and a tick then read an empty tab and ended)."""
+    from reflex.istate.manager.token import BaseStateToken
+    from reflex_base.event.context import EventContext
+
+    context = EventContext.get()
+    root = await context.state_manager.get_state(BaseStateToken(ident=context.token, cls=cls))
     state = root.get_substate(cls.get_full_name().split("."))
     if not isinstance(state, cls):
         raise TypeError(f"{cls.__name__}: the tab's tree holds {type(state).__name__}")

@@ -86,7 +86,7 @@ class UsageMetricsState(BillingState):
                 # The tab as stored, read without its lock: a tick that finds nothing new
                 # takes no lock and writes nothing (issue 10: on Redis each `async with self`
                 # is a lock, a load and a fenced save, several round trips).
-                shown = await internals.read_tab_state(token, UsageMetricsState)
+                shown = await internals.read_tab_state(UsageMetricsState)
                 superseded = shown._poll_generation != generation
                 if superseded or not await rt.is_tab_connected(self):
                     live_meters().unfollow(token)

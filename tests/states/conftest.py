@@ -72,10 +72,14 @@ class Session:
 
     async def send(self, handler: Any, **payload: Any) -> None:
         """Send the event a browser would send for ``handler`` and wait for it to finish."""
+        await asyncio.gather(*await self.start(handler, **payload))
+
+    async def start(self, handler: Any, **payload: Any) -> list[asyncio.Future[Any]]:
+        """Send the event a browser would send for ``handler``; don't wait (a poll loop)."""
         name = f"{handler.state_full_name}.{handler.fn.__name__}"
         self.sent.append(name)
-        futures = await self.processor.enqueue_many(self.token, Event(name=name, payload=payload))
-        await asyncio.gather(*futures)
+        event = Event(name=name, payload=payload)
+        return list(await self.processor.enqueue_many(self.token, event))
 
     async def get(self, cls: type[S]) -> S:
         manager = self.processor._root_context.state_manager  # type: ignore[union-attr]
