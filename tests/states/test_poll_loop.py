@@ -9,8 +9,11 @@ requests per interval). Now a tick reads the event's own tab, as ``async with se
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+
+import pytest
+from reflex_base.registry import RegistrationContext
 
 import billing_ui as bs
 from tests.states.conftest import Session, wait_until
@@ -18,8 +21,24 @@ from tests.states.conftest import Session, wait_until
 METRICS = "/v1/usage/metrics"
 
 
+@pytest.fixture
+def no_registered_app() -> Iterator[None]:
+    """This harness drives the event processor without a socket layer, so a loop asks the
+    registered app whether its tab still has a socket. An app that an earlier test registered
+    by importing the demo (tests/states/test_browser_errors.py) has never seen this tab and
+    says no, which ends the loop after one fetch; with no app the answer is "cannot tell",
+    and the loop keeps going, as it does for a browser that is still connected."""
+    context = RegistrationContext.get()
+    registered = context._app
+    object.__setattr__(context, "_app", None)
+    try:
+        yield
+    finally:
+        object.__setattr__(context, "_app", registered)
+
+
 async def test_the_poll_loop_fetches_again_every_interval(
-    session: Session, configure_billing: Callable[..., Any]
+    session: Session, configure_billing: Callable[..., Any], no_registered_app: None
 ) -> None:
     configure_billing(refresh_interval=0.5)
     await session.start(bs.UsageMetricsState.poll)
