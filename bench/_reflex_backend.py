@@ -67,38 +67,42 @@ def _listener(root: psutil.Process, port: int) -> psutil.Process | None:
 @contextmanager
 def reflex_backend(env: Mapping[str, str], log_path: Path) -> Iterator[ReflexBackend]:
     """Run the demo's backend with ``env`` added until the block ends (process group killed).
-    Waits for ``/ping`` with a deadline; the backend's output goes to ``log_path``."""
+    Waits for ``/ping`` with a deadline; the backend's output goes to ``log_path``.
+
+    Its states folder (``REFLEX_STATES_WORKDIR``) is its own, beside ``log_path``, unless
+    ``env`` names one: ``reflex run`` deletes the folder when it starts, and two backends
+    sharing the app directory's ``.states`` raced (one deleted a pickle the other was reading:
+    FileNotFoundError). With no folder shared, backends of several benchmarks can start at
+    once (``python -m bench --smoke`` runs them in parallel lanes)."""
     args = ["--backend-only", "--env", "prod"]
+    states = log_path.with_name(f"{log_path.stem}-states")
+    env = {"REFLEX_STATES_WORKDIR": str(states), **env}
     with reflex_run(args, env, log_path, stop_timeout_s=20) as (proc, port):
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + START_TIMEOUT_S
         listener = None
-        while listener is None:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the Reflex backend did not start:\n{log_path.read_text()}")
-            try:
-                if httpx.get(url + "/ping", timeout=1).status_code == 200:
-                    listener = _listener(psutil.Process(proc.pid), port)
-            except httpx.HTTPError:
-                pass
-            if listener is None:
-                time.sleep(0.2)
+        with httpx.Client(timeout=1) as http:  # one client: each new one costs ~30 ms of CPU
+            while listener is None:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log = log_path.read_text()
+                    raise RuntimeError(f"the Reflex backend did not start:\n{log}")
+                try:
+                    if http.get(url + "/ping").status_code == 200:
+                        listener = _listener(psutil.Process(proc.pid), port)
+                except httpx.HTTPError:
+                    pass
+                if listener is None:
+                    time.sleep(0.2)
         yield ReflexBackend(url=url, process=listener, root=psutil.Process(proc.pid))
 
 
 def start_backends(
     stack: contextlib.ExitStack, envs: list[Mapping[str, str]], log_dir: Path
 ) -> list[ReflexBackend]:
-    """Start one backend per ``envs``, all at once, each stopped when ``stack`` closes. Each
-    gets a states folder of its own (``REFLEX_STATES_WORKDIR``): two starts sharing the app
-    directory's ``.states`` raced (one deleted a pickle the other was reading:
-    FileNotFoundError), which is why they used to start one after the other."""
+    """Start one backend per ``envs``, all at once (each with a states folder of its own, see
+    :func:`reflex_backend`), each stopped when ``stack`` closes."""
     managers = [
-        reflex_backend(
-            {"REFLEX_STATES_WORKDIR": str(log_dir / f"backend{i}-states"), **env},
-            log_dir / f"backend{i}.log",
-        )
-        for i, env in enumerate(envs, start=1)
+        reflex_backend(env, log_dir / f"backend{i}.log") for i, env in enumerate(envs, start=1)
     ]
     with ThreadPoolExecutor(max_workers=len(managers)) as pool:
         futures = [pool.submit(manager.__enter__) for manager in managers]

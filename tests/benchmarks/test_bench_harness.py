@@ -20,8 +20,12 @@ from bench import docs
 from bench.__main__ import discover
 from bench._harness import REPO, BadResult, check_result
 
-SMOKE_DEADLINE = 240.0
-"""Seconds for all benchmarks at smoke size (about 30 s on an idle 2-CPU machine)."""
+SMOKE_DEADLINE = 300.0
+"""Seconds the whole smoke run may take here before the test fails: a bound for a busy shared
+machine, not the goal. Measured on 2 CPUs on 2026-11-30: 152-187 s at load 12-24 (about 106 s
+of CPU). The goal (under 60 s on an idle 2-CPU machine) is reported, not asserted, by the
+runner's last line (``python -m bench --smoke``: total wall and CPU seconds, load average,
+verdict)."""
 
 
 @pytest.mark.bench
@@ -46,6 +50,9 @@ def test_every_benchmark_runs_at_smoke_size_and_reports_every_figure(tmp_path: P
             assert set(result["goals"]) == set(full["goals"]), name
     for name in discover():  # each prints its configuration and its verdict
         assert f"[{name}] config:" in proc.stdout and f"[{name}] verdict:" in proc.stdout
+    for result in record["benchmarks"].values():  # where a run's time goes, for the summary
+        assert result["seconds"] > 0 and result["cpu_seconds"] >= 0
+    assert "smoke goal < 60 s idle:" in proc.stdout.splitlines()[-1]
 
 
 def test_docs_tables_are_generated_from_the_committed_results() -> None:
