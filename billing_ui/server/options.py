@@ -17,10 +17,10 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from fastapi import FastAPI
-from starlette.middleware.cors import CORSMiddleware
+if TYPE_CHECKING:  # imported where used: reading options needs no web framework
+    from fastapi import FastAPI
 
 ENV_CORS_ORIGINS: Final = "BILLING_UI_CORS_ORIGINS"
 CORS_ALLOWED_HEADERS: Final = ("Content-Type", "Authorization", "X-Requested-With")
@@ -89,6 +89,8 @@ class CorsPolicy:
 
     def install(self, app: FastAPI) -> None:
         """Add Starlette's CORS middleware (answers preflights, marks allowed responses)."""
+        from starlette.middleware.cors import CORSMiddleware
+
         if not self.enabled:
             return
         app.add_middleware(

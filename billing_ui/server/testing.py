@@ -27,20 +27,20 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 import uvicorn
-from fastapi import FastAPI
 
 from billing_ui.core._constants import LOCAL_SECRET_KEY
-from billing_ui.server.app import create_app
 from billing_ui.server.clock import Clock, ManualClock
 from billing_ui.server.options import CorsPolicy, WireOptions
 from billing_ui.server.plans import Plans, load_plans
-from billing_ui.server.seed import seed_demo_customers
 from billing_ui.server.slow_requests import protocol_with_deadlines
 from billing_ui.server.store import UsageStore, is_postgres_url, open_store
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
@@ -156,6 +156,11 @@ def running_server(
         raise ValueError("give exactly one of db_path and database_url")
     database = str(database_url or db_path)
     store = open_store(database_url or Path(str(db_path)))
+    # Imported here: a process that only starts server processes (every benchmark, many
+    # tests) needs neither the app nor FastAPI (half a second of CPU to import).
+    from billing_ui.server.app import create_app
+    from billing_ui.server.seed import seed_demo_customers
+
     try:
         app = create_app(
             store=store,
