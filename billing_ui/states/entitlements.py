@@ -24,21 +24,34 @@ from billing_ui.core.validation import check_feature_key
 from billing_ui.settings import get_settings
 from billing_ui.states import _runtime as rt
 from billing_ui.states.base import BillingState, billing_event
+from billing_ui.states.split_map import SplitMap
 from billing_ui.states.status import PENDING, SIGNED_OUT, SUCCESS, show_failure, show_success
 from billing_ui.states.views import CheckView, EntitlementView, check_view, entitlement_view
 
 MAX_CHECKS: Final = 64
 """Feature checks one tab keeps (only known features are checked; this bounds even those)."""
+CHECKS: Final = SplitMap[CheckView]()
+"""``FeatureEntitlementsState.checks``, in bucket vars: a check sends its bucket, not all."""
 
 
 class FeatureEntitlementsState(BillingState):
-    """Vars: ``entitlements``, ``enabled_features``, ``checks`` (by feature key), ``status``
+    """Vars: ``entitlements``, ``enabled_features``, ``checks`` (by feature key; a
+    :class:`~billing_ui.states.split_map.SplitMap` over ``checks_0`` ... ``checks_7``: read it as
+    one map, ``FeatureEntitlementsState.checks["sso"].has_access``), ``status``
     (see :mod:`billing_ui.states.status`), ``is_loading``, ``is_fetching``, ``error``,
     ``updated_at`` / ``data_updated_at`` (as :class:`UsageMetricsState`'s: an unchanged refresh
     sends nothing)."""
 
     entitlements: list[EntitlementView] = []  # noqa: RUF012 - Reflex vars are declared this way
-    checks: dict[str, CheckView] = {}  # noqa: RUF012
+    checks_0: dict[str, CheckView] = {}  # noqa: RUF012
+    checks_1: dict[str, CheckView] = {}  # noqa: RUF012
+    checks_2: dict[str, CheckView] = {}  # noqa: RUF012
+    checks_3: dict[str, CheckView] = {}  # noqa: RUF012
+    checks_4: dict[str, CheckView] = {}  # noqa: RUF012
+    checks_5: dict[str, CheckView] = {}  # noqa: RUF012
+    checks_6: dict[str, CheckView] = {}  # noqa: RUF012
+    checks_7: dict[str, CheckView] = {}  # noqa: RUF012
+    checks = CHECKS
     status: str = PENDING
     is_loading: bool = True
     is_fetching: bool = False
@@ -110,10 +123,9 @@ class FeatureEntitlementsState(BillingState):
             return
         async with self:
             await self._confirm(ticket)
-            checks = {k: v for k, v in self.checks.items() if k != key}
-            while len(checks) >= MAX_CHECKS:  # the oldest goes (known keys are few anyway)
-                checks.pop(next(iter(checks)))
-            self.checks = {**checks, key: check_view(entry.data)}
+            # One bucket changes and is sent; beyond the cap an old check of the fullest
+            # bucket goes (known keys are few anyway).
+            CHECKS.put(self, key, check_view(entry.data), cap=MAX_CHECKS)
 
     @staticmethod
     async def refresh_for(state: BillingState, *, force: bool = False) -> None:

@@ -26,6 +26,7 @@ from billing_ui.core.validation import check_feature_key
 from billing_ui.settings import get_settings
 from billing_ui.states import _runtime as rt
 from billing_ui.states.base import BillingState, billing_event
+from billing_ui.states.split_map import SplitMap
 
 BUCKETS: Final = ("day", "hour")
 MAX_WATCHED: Final = 16
@@ -125,12 +126,28 @@ async def fetch_chart(
     return chart_view(metric, samples.series_of(kept, feature_key), backfill, bucket)
 
 
+HISTORIES: Final = SplitMap[HistoryView]()
+"""In bucket vars (:mod:`billing_ui.states.split_map`): refreshing one chart sends its bucket
+(at most 2 of the 16 charts), not every chart of the tab. ``errors`` stays one var: at most 16
+one-line messages, sent only when a chart fails, smaller than the empty buckets would add to
+every hydrate."""
+
+
 class UsageHistoryState(BillingState):
     """Vars: ``histories`` and ``errors`` by :func:`history_id` (the feature key for daily
-    buckets), ``loading`` (ids without data yet), ``signed_out``."""
+    buckets; ``histories`` is a :class:`~billing_ui.states.split_map.SplitMap`, read as one map),
+    ``loading`` (ids without data yet), ``signed_out``."""
 
-    histories: dict[str, HistoryView] = {}  # noqa: RUF012 - Reflex vars are declared this way
+    histories_0: dict[str, HistoryView] = {}  # noqa: RUF012
+    histories_1: dict[str, HistoryView] = {}  # noqa: RUF012
+    histories_2: dict[str, HistoryView] = {}  # noqa: RUF012
+    histories_3: dict[str, HistoryView] = {}  # noqa: RUF012
+    histories_4: dict[str, HistoryView] = {}  # noqa: RUF012
+    histories_5: dict[str, HistoryView] = {}  # noqa: RUF012
+    histories_6: dict[str, HistoryView] = {}  # noqa: RUF012
+    histories_7: dict[str, HistoryView] = {}  # noqa: RUF012
     errors: dict[str, str] = {}  # noqa: RUF012
+    histories = HISTORIES
     loading: list[str] = []  # noqa: RUF012
     signed_out: bool = False
     _watched: list[str] = []  # noqa: RUF012
@@ -221,6 +238,6 @@ class UsageHistoryState(BillingState):
                 continue
             async with self:
                 await self._confirm(ticket)
-                self.histories = {**self.histories, ident: view}
+                HISTORIES.put(self, ident, view)
                 self.errors = {k: v for k, v in self.errors.items() if k != ident}
                 self.loading = [k for k in self.loading if k != ident]
