@@ -8,11 +8,14 @@ One tab checks ``MAX_CHECKS`` features one by one through Reflex's real event pr
 update the tab would be sent is serialized as Reflex's socket serializes it, by an
 ``emit_update`` sink standing where the websocket is (it only measures).
 
-Figures: the update that brings the first check (a map of 1), and the one that brings the
-last (a map of ``MAX_CHECKS``: one changed entry in a full map). Baseline, from the same run:
-that same last update with the map as one var, as Reflex sent it before the map was split
-into bucket vars (``billing_ui/states/split_map.py``: Reflex's delta is per var, and the
-browser replaces a var whole). ``tests/states/test_update_size.py`` asserts the bound.
+Then the tab charts each usage feature of the Pro plan by day and by hour (10 charts, each
+``UsageHistoryState.load``: a metrics read, the history back-fill, the samples).
+
+Figures, for each map: the update that brings the first entry (a map of 1), and the one that
+brings the last (one changed entry in a full map). Baseline, from the same run: that same last
+update with the map as one var, as Reflex sent it before the map was split into bucket vars
+(``billing_ui/states/split_map.py``: Reflex's delta is per var, and the browser replaces a var
+whole). ``tests/states/test_update_size.py`` asserts the bound for the checks.
 """
 
 from __future__ import annotations
@@ -35,9 +38,12 @@ from billing_ui import settings as billing_settings
 from billing_ui.core import AsyncBillingClient
 from billing_ui.server.testing import create_customer, running_server
 from billing_ui.states.entitlements import CHECKS, MAX_CHECKS
-from billing_ui.states.split_map import BUCKETS
+from billing_ui.states.history import HISTORIES, UsageHistoryState, history_id
+from billing_ui.states.split_map import BUCKETS, SplitMap
 
 GOAL = 0.25
+PLAN_USAGE_FEATURES = ("api_calls", "ai_tokens", "report_exports", "storage_gb", "seats")
+"""The seeded Pro plan's usage features: each charted by day and by hour, 10 charts."""
 
 
 class BenchMapAuthState(rx.State):
@@ -58,32 +64,63 @@ class Sink:
         self.updates.append(update)
 
 
-def carrying(updates: list[Any], key: str) -> Any:
-    """The update that brought ``key``'s check (the first to carry it: later updates of its
+def carrying(updates: list[Any], cls: Any, split: SplitMap[Any], key: str) -> Any:
+    """The update that brought ``key``'s entry (the first to carry it: later updates of its
     bucket carry it again)."""
-    name = bs.FeatureEntitlementsState.get_full_name()
-    buckets = {b + FIELD_MARKER for b in CHECKS.buckets}
+    name = cls.get_full_name()
+    buckets = {b + FIELD_MARKER for b in split.buckets}
     found = [
         u
         for u in updates
         if any(key in v for k, v in (u.delta or {}).get(name, {}).items() if k in buckets)
     ]
     if not found:
-        raise AssertionError(f"{key}: no update carried its check")
+        raise AssertionError(f"{key}: no update carried its entry")
     return found[0]
 
 
-def as_one_var(update: Any, whole: dict[str, Any]) -> dict[str, Any]:
+def as_one_var(update: Any, cls: Any, split: SplitMap[Any], whole: dict[str, Any]) -> Any:
     """``update`` as the wire had it with the map in one var: its bucket replaced by the map."""
-    name = bs.FeatureEntitlementsState.get_full_name()
+    name = cls.get_full_name()
     delta = {state: dict(part) for state, part in update.delta.items()}
-    for bucket in CHECKS.buckets:
+    for bucket in split.buckets:
         delta[name].pop(bucket + FIELD_MARKER, None)
-    delta[name]["checks" + FIELD_MARKER] = whole
+    delta[name][split.name + FIELD_MARKER] = whole
     return {"delta": delta, "events": update.events, "final": update.final}
 
 
-async def scenario(base_url: str, key: str, customer: str, features: list[str]) -> dict[str, int]:
+def size(update: Any) -> int:
+    """Bytes of ``update`` as Reflex's socket serializes it."""
+    return len(json_dumps(update).encode())
+
+
+def figures_of(
+    prefix: str, updates: list[Any], cls: Any, split: SplitMap[Any], whole: dict[str, Any]
+) -> dict[str, float]:
+    """The update that brought the first entry, the last one (the map then full), and the
+    baseline: that last update with the map in one var."""
+    keys = list(whole)
+    if not keys:
+        raise AssertionError(f"{prefix}: the map is empty")
+    first = carrying(updates, cls, split, keys[0])
+    last = max((carrying(updates, cls, split, k) for k in keys), key=updates.index)
+    whole_bytes = size(as_one_var(last, cls, split, whole))
+    return {
+        f"{prefix}_entries": len(keys),
+        f"{prefix}_first_entry_update_bytes": size(first),
+        f"{prefix}_last_entry_update_bytes": size(last),
+        f"{prefix}_whole_map_update_bytes": whole_bytes,
+        f"{prefix}_one_entry_vs_whole_map": round(size(last) / whole_bytes, 3),
+    }
+
+
+async def send(proc: BaseStateEventProcessor, token: str, handler: Any, **payload: Any) -> None:
+    event = Event(name=f"{handler.state_full_name}.{handler.fn.__name__}", payload=payload)
+    await asyncio.gather(*await proc.enqueue_many(token, event))
+
+
+async def scenario(base_url: str, key: str, customer: str, features: list[str]) -> dict[str, float]:
+    """Fill the checks to the cap, then chart every usage feature of the plan (day and hour)."""
     sink = Sink()
     bs.configure(
         customer_resolver=resolver,
@@ -97,31 +134,28 @@ async def scenario(base_url: str, key: str, customer: str, features: list[str]) 
         manager = proc._root_context.state_manager  # type: ignore[union-attr]
         async with manager.modify_state(BaseStateToken(ident=token, cls=BenchMapAuthState)) as root:
             (await root.get_state(BenchMapAuthState))._customer_id = customer
-        handler = bs.FeatureEntitlementsState.check
-        name = f"{handler.state_full_name}.{handler.fn.__name__}"
         for feature in features:
-            event = Event(name=name, payload={"feature_key": feature})
-            await asyncio.gather(*await proc.enqueue_many(token, event))
-        root = await manager.get_state(BaseStateToken(ident=token, cls=bs.FeatureEntitlementsState))
-        ent = await root.get_state(bs.FeatureEntitlementsState)
-        whole = ent.checks
+            await send(proc, token, bs.FeatureEntitlementsState.check, feature_key=feature)
+        for feature in PLAN_USAGE_FEATURES:
+            for bucket in ("day", "hour"):
+                ident = history_id(feature, bucket)
+                await send(proc, token, UsageHistoryState.load, history=ident)
+        root = await manager.get_state(BaseStateToken(ident=token, cls=BenchMapAuthState))
+        checks = (await root.get_state(bs.FeatureEntitlementsState)).checks
+        histories = (await root.get_state(UsageHistoryState)).histories
     await billing_settings.close_client()
-    if len(whole) != len(features):
-        raise AssertionError(f"{len(whole)} checks kept of {len(features)}")
-    first, last = carrying(sink.updates, features[0]), carrying(sink.updates, features[-1])
-    size = lambda u: len(json_dumps(u).encode())  # noqa: E731 - what Reflex's socket sends
-    return {
-        "first_entry_update_bytes": size(first),
-        "last_entry_update_bytes": size(last),
-        "whole_map_update_bytes": size(as_one_var(last, whole)),
-        "hydrate_map_bytes": len(json_dumps(whole).encode()),
-    }
+    if len(checks) != len(features):
+        raise AssertionError(f"{len(checks)} checks kept of {len(features)}")
+    return figures_of(
+        "checks", sink.updates, bs.FeatureEntitlementsState, CHECKS, checks
+    ) | figures_of("histories", sink.updates, UsageHistoryState, HISTORIES, histories)
 
 
 def run(*, smoke: bool = False) -> dict[str, object]:
     """The same size in both modes: the figure is about a full map, and it takes seconds."""
     features = [f"feature_{i:02d}" for i in range(MAX_CHECKS)]
-    config = {"entries": MAX_CHECKS, "buckets": BUCKETS, "smoke": smoke}
+    charts = 2 * len(PLAN_USAGE_FEATURES)
+    config = {"checks": MAX_CHECKS, "charts": charts, "buckets": BUCKETS, "smoke": smoke}
     print(f"map_update_bytes: {config}", flush=True)
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -131,14 +165,12 @@ def run(*, smoke: bool = False) -> dict[str, object]:
         figures: dict[str, float] = asyncio.run(
             scenario(server.base_url, server.api_key, customer, features)
         )
-    figures["one_entry_vs_whole_map"] = round(
-        figures["last_entry_update_bytes"] / figures["whole_map_update_bytes"], 3
-    )
-    figures["full_map_vs_one_entry_map"] = round(
-        figures["last_entry_update_bytes"] / figures["first_entry_update_bytes"], 2
-    )
-    goals = {"one_entry_vs_whole_map": f"<= {GOAL} (one bucket of {BUCKETS}, not the map)"}
-    checks = {"one_entry_vs_whole_map": figures["one_entry_vs_whole_map"] <= GOAL}
+    # The goal is on the checks, the map that reaches its cap. A fresh customer's charts are
+    # a point or two each, so the rest of a history update (``loading``) weighs as much as a
+    # chart, and 10 charts are not the cap (16): that ratio is reported, not judged.
+    name = "checks_one_entry_vs_whole_map"
+    goals = {name: f"<= {GOAL} (one bucket of {BUCKETS}, not the map)"}
+    checks = {name: figures[name] <= GOAL}
     return result("map_update_bytes", config, figures, goals, checks)
 
 
