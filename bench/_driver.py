@@ -17,8 +17,9 @@ server records every one), and keeps ``--connections`` keep-alive connections wi
 request in flight on each, on one ``selectors`` loop: per request it does one ``send``, one or
 two ``recv`` and a ``find`` for the end of the head. A response is read whole by its
 ``content-length``; a status other than 200 stops the run. It prints one JSON line:
-``{"requests", "wall_s", "cpu_s", "statuses"}``, where ``cpu_s`` is this process's CPU over
-the timed part only.
+``{"requests", "wall_s", "cpu_s", "selects", "statuses"}``, where ``cpu_s`` is this
+process's CPU over the timed part only and ``selects`` how many times it waited for the
+server (wake-ups: with a slow server about one per response, with a fast one fewer).
 
 Standard library only, so the driver's start-up and footprint do not depend on the app.
 """
@@ -80,12 +81,14 @@ def drive(port: int, requests: list[bytes], connections: int) -> dict[str, objec
     statuses: Counter[bytes] = Counter()
     todo = iter(requests)
     in_flight = 0
+    selects = 0
     cpu0, wall0 = time.process_time(), time.perf_counter()
     for conn in conns:
         conn.sock.sendall(next(todo))
         in_flight += 1
         sel.register(conn.sock, selectors.EVENT_READ, conn)
     while in_flight:
+        selects += 1
         for key, _ in sel.select():
             conn = key.data
             chunk = conn.sock.recv(65536)
@@ -117,6 +120,7 @@ def drive(port: int, requests: list[bytes], connections: int) -> dict[str, objec
         "requests": len(requests),
         "wall_s": wall,
         "cpu_s": cpu,
+        "selects": selects,
         "statuses": {k.decode(): v for k, v in statuses.items()},
     }
 

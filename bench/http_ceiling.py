@@ -16,7 +16,9 @@ measured: uvicorn's pure-Python ``h11`` parser on asyncio, and ``httptools`` on 
 Figures per stack: requests/s for each side and their ratio server/bare (the headline: how
 close the server gets to what the HTTP stack allows; goal >= 0.75); the CPU the serving
 process spent per request (read from /proc) and its ratio bare/server; and the driver's own
-CPU per request, with its ratio to the bare endpoint's. The throughput ratio only reflects
+CPU per request, with its ratio to the bare endpoint's, its wake-ups per request and the
+share of its CPU's time in interrupts (against the bare endpoint: why the driver's CPU
+moves, :func:`cpu_ticks`). The throughput ratio only reflects
 the server when the driver is not what bounds it, so the verdict also requires the driver to
 cost at most half the bare endpoint's CPU per request: on a CPU of its own it can then feed
 twice the rate the bare endpoint can serve (an httpx client in threads cost about as much as
@@ -59,12 +61,33 @@ SYNCHRONOUS = "NORMAL"
 
 
 class Run(NamedTuple):
-    """One side's round: requests/s, and CPU microseconds per request of the serving process
-    and of the driver."""
+    """One side's round: requests/s, CPU microseconds per request of the serving process and
+    of the driver, the driver's wake-ups per request, and the share of its CPU's time spent
+    in interrupts and softirqs (see :func:`cpu_ticks`)."""
 
     rps: float
     server_cpu_us: float
     driver_cpu_us: float
+    driver_selects: float
+    driver_cpu_irq_share: float
+
+
+def cpu_ticks(cpu: int | None) -> tuple[int, int]:
+    """(irq + softirq ticks, all ticks) of ``cpu`` (all CPUs when ``None``) from /proc/stat.
+
+    Why: this kernel is built without ``CONFIG_IRQ_TIME_ACCOUNTING`` (see /proc/config.gz),
+    so the softirq work done while a task runs (loopback TCP: delivering the packets it sends,
+    ACKs, timers) is charged to that task's CPU time. The driver's CPU per request then moves
+    with the network stack's work on its CPU, not only with its own code; this share, next to
+    its wake-ups per request, tells the two apart when its figure jumps (an h11 round of the
+    quiet run 20261130T160857Z had 416 µs, ten times the usual 35-45 µs, unexplained then)."""
+    name = "cpu" if cpu is None else f"cpu{cpu}"
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields and fields[0] == name:
+            ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+            return ticks[5] + ticks[6], sum(ticks)
+    return 0, 0
 
 
 class Pinning(NamedTuple):
@@ -119,13 +142,16 @@ def drive(served: Served, requests: int, tag: str, connections: int, cpu: int | 
         command += ["--cpu", str(cpu)]
     env = {**os.environ, "PYTHONPATH": str(REPO), _driver.AUTH_ENV: HEADERS["Authorization"]}
     cpu0 = served.cpu_seconds()
+    irq0, all0 = cpu_ticks(cpu)
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     server_cpu = served.cpu_seconds() - cpu0  # the driver's start-up included: the server idles
+    irq1, all1 = cpu_ticks(cpu)
     if out.returncode != 0:
         raise RuntimeError(f"driver failed: {out.stderr.strip()[-2000:]}")
     report = json.loads(out.stdout)
     return Run(requests / report["wall_s"], server_cpu / requests * 1e6,
-               report["cpu_s"] / requests * 1e6)  # fmt: skip
+               report["cpu_s"] / requests * 1e6, report["selects"] / requests,
+               (irq1 - irq0) / (all1 - all0) if all1 > all0 else 0.0)  # fmt: skip
 
 
 def record_answer(server: Served, path: Path) -> None:
@@ -182,6 +208,8 @@ def stack_figures(
         f"{name}_driver_over_bare_cpu": ratio(
             statistics.median(r.driver_cpu_us for r in samples["bare"]), bare.server_cpu_us
         ),
+        f"{name}_driver_selects_per_request": round(bare.driver_selects, 3),
+        f"{name}_driver_cpu_irq_share": round(bare.driver_cpu_irq_share, 3),
     }
 
 

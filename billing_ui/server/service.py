@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, cast
 
 from billing_ui.core import validation as V
 from billing_ui.core.errors import BillingOSMessage, FieldError
@@ -232,8 +232,8 @@ class BillingService:
 
     def admit(self, customer_id: str) -> dict[str, str]:
         """Count one track against the customer's rate limit: its headers, or raise the 429.
-        (Memory only: the routes call it on the event loop, then :meth:`record_now` or
-        :meth:`record`, so a track is counted once whichever records it.)"""
+        (Memory only: the routes call it on the event loop, then hand the event to the group
+        commit, so a track is counted once however it is written.)"""
         if not self.limiter.enabled:
             return {}
         decision = self.limiter.hit(customer_id)
@@ -243,35 +243,12 @@ class BillingService:
         return headers
 
     def record(self, cmd: TrackCommand, rate_headers: dict[str, str] | None = None) -> Tracked:
-        """Record one admitted event, waiting for the database's write lock if need be."""
-        tracked = self._record(cmd, rate_headers or {}, self.store.track_many)
-        assert tracked is not None  # track_many always answers
-        return tracked
-
-    def record_now(self, cmd: TrackCommand, rate_headers: dict[str, str]) -> Tracked | None:
-        """:meth:`record`, if the store can do it at once without waiting on anything (SQLite
-        with its write lock free): for the event loop, where one track costs less than the
-        hop to a worker thread and back. ``None``, having done nothing: call :meth:`record`
-        from a worker thread."""
-        if not self.store.inline_reads:
-            return None  # its reads are round trips too: never on the event loop
-        return self._record(cmd, rate_headers, self.store.track_now)
-
-    def _record(
-        self,
-        cmd: TrackCommand,
-        rate_headers: dict[str, str],
-        write: Callable[[Sequence[TrackItem], int, int], list[TrackOutcome] | None],
-    ) -> Tracked | None:
-        batch = _Batch(self.clock.now())
-        item, target = self._prepare(cmd, batch)
-        outcomes = write([item], batch.now_us, batch.cutoff_us)
-        if outcomes is None:
-            return None
-        answer = self._answer(outcomes[0], item, target, batch)
+        """Record one admitted event alone, waiting for the database's write lock if need be.
+        (The HTTP routes record through :mod:`billing_ui.server.group_commit` instead.)"""
+        [answer] = self.record_group([cmd])
         if isinstance(answer, ApiProblem):
             raise answer
-        return Tracked(answer, rate_headers)
+        return Tracked(answer, rate_headers or {})
 
     def track_batch(
         self,
@@ -286,11 +263,47 @@ class BillingService:
         share is worked out once per request (a customer's entitlements, a feature's period,
         the rate limit per customer), so the work per event is a few dict lookups.
         """
-        batch = _Batch(now or self.clock.now())
+        refused = self._rate_limit(cmds) if rate_limited and self.limiter.enabled else {}
+        answers = self._write_each(cmds, refused, _Batch(now or self.clock.now()), self._many)
+        assert answers is not None  # track_many always answers
+        return TrackedBatch([_batch_item(i, answer) for i, answer in enumerate(answers)])
+
+    def record_group(self, cmds: Sequence[TrackCommand]) -> list[dict[str, Any] | ApiProblem]:
+        """Record admitted single events of different requests in one transaction (group
+        commit, :mod:`billing_ui.server.group_commit`): each event's answer (a
+        ``TrackUsageResult`` as plain data) or refusal, as if each had been recorded alone,
+        in order. Waits for the database's write lock if need be."""
+        answers = self._write_each(cmds, {}, _Batch(self.clock.now()), self._many)
+        assert answers is not None
+        return answers
+
+    def record_group_now(
+        self, cmds: Sequence[TrackCommand]
+    ) -> list[dict[str, Any] | ApiProblem] | None:
+        """:meth:`record_group` if the store can do it at once without waiting on anything
+        (SQLite with its write lock free: for the event loop); ``None``, having written
+        nothing, otherwise."""
+        if not self.store.inline_reads:
+            return None
+        return self._write_each(cmds, {}, _Batch(self.clock.now()), self.store.track_now)
+
+    def _many(
+        self, items: Sequence[TrackItem], now_us: int, cutoff_us: int
+    ) -> list[TrackOutcome] | None:
+        return self.store.track_many(items, now_us, cutoff_us)
+
+    def _write_each(
+        self,
+        cmds: Sequence[TrackCommand],
+        refused: Mapping[int, ApiProblem],
+        batch: _Batch,
+        write: Callable[[Sequence[TrackItem], int, int], list[TrackOutcome] | None],
+    ) -> list[dict[str, Any] | ApiProblem] | None:
+        """Each command's answer or refusal (those in ``refused`` are not written), all
+        written in one call of ``write``; ``None`` if ``write`` declined."""
         answers: list[dict[str, Any] | ApiProblem | None] = [None] * len(cmds)
         todo: list[tuple[int, TrackItem, _Target]] = []
         self._look_up(batch, list(dict.fromkeys(cmd.customer_id for cmd in cmds)))
-        refused = self._rate_limit(cmds) if rate_limited and self.limiter.enabled else {}
         for i, cmd in enumerate(cmds):
             if refused and i in refused:
                 answers[i] = refused[i]
@@ -301,10 +314,12 @@ class BillingService:
                 answers[i] = problem
                 continue
             todo.append((i, item, target))
-        outcomes = self.store.track_many([t[1] for t in todo], batch.now_us, batch.cutoff_us)
+        outcomes = write([t[1] for t in todo], batch.now_us, batch.cutoff_us) if todo else []
+        if outcomes is None:
+            return None
         for (i, item, target), outcome in zip(todo, outcomes, strict=True):
             answers[i] = self._answer(outcome, item, target, batch)
-        return TrackedBatch([_batch_item(i, answer) for i, answer in enumerate(answers)])
+        return cast(list[dict[str, Any] | ApiProblem], answers)
 
     def _rate_limit(self, cmds: Sequence[TrackCommand]) -> dict[int, ApiProblem]:
         """The events the rate limit refuses, by index: one count per customer per request,

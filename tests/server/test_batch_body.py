@@ -168,3 +168,59 @@ def test_generated_batches_mean_the_same_to_both_readers(
     items: list[dict[str, Any]], indent: int | None
 ) -> None:
     assert_same_meaning(json.dumps({"events": items}, indent=indent).encode())
+
+
+# --- the one-event body (POST /v1/usage/track): the same reader, the idempotency key optional
+
+
+def reference_one(body: bytes) -> TrackCommand | tuple[int, Any]:
+    try:
+        return batch_body._reference_one(body)
+    except ApiProblem as problem:
+        return problem.status, problem.details
+
+
+def assert_same_meaning_one(body: bytes) -> TrackCommand | None:
+    """As :func:`assert_same_meaning`, for ``TrackUsageRequest``."""
+    lean = batch_body._lean_one(body)
+    expected = reference_one(body)
+    if lean is not None:
+        assert lean == expected
+    try:
+        got: TrackCommand | tuple[int, Any] = batch_body.track_command(body)
+    except ApiProblem as problem:
+        got = problem.status, problem.details
+    assert got == expected
+    return lean
+
+
+def one_event(body: bytes) -> bytes:
+    """The batch edge case's first event as a one-event body (its bytes as they were, so
+    every trick of the case is kept; a case that is no list of events is taken whole)."""
+    for prefix in (b'{"events": [', b'{"events":[', b'{"events" : ['):
+        if body.startswith(prefix) and body.endswith(b"]}"):
+            return body[len(prefix) : -2]
+    return body
+
+
+@pytest.mark.parametrize("body", EDGE_CASES.values(), ids=EDGE_CASES.keys())
+def test_the_lean_one_event_reader_means_what_the_model_means(body: bytes) -> None:
+    assert_same_meaning_one(one_event(body))
+
+
+def test_the_lean_one_event_reader_takes_plain_tracks() -> None:
+    plain = json.dumps(event()).encode()
+    assert batch_body._lean_one(plain) == TrackCommand("cust_1", "api_calls", 1, "k-1", None)
+    no_key = json.dumps({k: v for k, v in event().items() if k != "idempotency_key"}).encode()
+    assert batch_body._lean_one(no_key) == TrackCommand("cust_1", "api_calls", 1, None, None)
+    twice = b'{"customer_id":"a","quantity":1,"quantity":2,"feature_key":"f",'
+    twice += b'"idempotency_key":"k:1"}'
+    assert batch_body._lean_one(twice) is None
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events, st.sampled_from([None, 2]))
+def test_generated_tracks_mean_the_same_to_both_readers(
+    item: dict[str, Any], indent: int | None
+) -> None:
+    assert_same_meaning_one(json.dumps(item, indent=indent).encode())

@@ -1,0 +1,105 @@
+"""Group commit: concurrent one-event tracks written in one transaction.
+
+A one-event track is the request an app sends most, and alone each one pays a whole write
+transaction: ``BEGIN IMMEDIATE``, the customer's lookup, the idempotency claim, the
+aggregate read, three writes, ``COMMIT`` (and, with SQLite's default ``synchronous=FULL``
+or on PostgreSQL, a flush to disk before the answer may go out). Measured in process on
+SQLite (the commit that added this module): 135 µs of CPU per event alone, 36 µs per event
+in groups of 8; with ``FULL``, 3.6 ms of wall time per event alone, 0.37 ms in groups of 8.
+
+:class:`GroupCommit` queues the tracks of one process's requests and one writer task
+writes whatever is queued in one transaction (:meth:`BillingService.record_group`, the batch
+path's bulk write), then answers each request. No timer: the writer runs as soon as the event
+loop gets to it, so a lone request waits for nothing, and requests that arrive while a group
+is being written (its fsync or round trip happens in a worker thread) form the next group.
+
+What each request is promised does not change:
+
+* No answer before it is durable: a request's future is resolved only after the group's
+  ``COMMIT`` returned.
+* Each event is decided as if alone and in order, inside the write (hard limits, idempotency
+  keys: a key seen earlier in the same group replays that event's answer).
+* A refused event (over its hard limit, unknown customer or feature) is refused alone; the
+  others of its group are recorded. Should the group's transaction itself fail, each event
+  is retried in a transaction of its own, so an error reaches only the requests it belongs
+  to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any, Final
+
+from starlette.concurrency import run_in_threadpool
+
+from billing_ui.server.errors import ApiProblem
+from billing_ui.server.service import BillingService, TrackCommand, Tracked
+
+MAX_GROUP: Final = 1000
+"""Events per transaction at most (as many as a batch request may carry)."""
+MAX_INLINE: Final = 64
+"""A group this small is written on the event loop when the store can do it without waiting
+(SQLite, ``synchronous=NORMAL``, write lock free: cheaper than the hop to a worker thread);
+a larger one goes to a worker thread so that the loop is never held up long."""
+
+log = logging.getLogger("billing_ui.server")
+
+Answer = dict[str, Any] | ApiProblem
+
+
+class GroupCommit:
+    """The one-event tracks of one process, written in groups. Used from the event loop."""
+
+    def __init__(self, service: BillingService) -> None:
+        self.service = service
+        self._queue: list[tuple[TrackCommand, asyncio.Future[Answer]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self.groups = 0
+        """Transactions written so far (with :attr:`events`: the mean group size)."""
+        self.events = 0
+
+    async def record(self, cmd: TrackCommand, rate_headers: dict[str, str]) -> Tracked:
+        """Record one admitted event with whatever else is queued; its answer once
+        committed, or raise its refusal."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Answer] = loop.create_future()
+        self._queue.append((cmd, future))
+        if self._writer is None:
+            self._writer = loop.create_task(self._write_queued())
+        answer = await future
+        if isinstance(answer, ApiProblem):
+            raise answer
+        return Tracked(answer, rate_headers)
+
+    async def _write_queued(self) -> None:
+        try:
+            while self._queue:
+                group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+                await self._write([cmd for cmd, _ in group], [f for _, f in group])
+        finally:
+            self._writer = None
+
+    async def _write(
+        self, cmds: Sequence[TrackCommand], futures: Sequence[asyncio.Future[Answer]]
+    ) -> None:
+        service = self.service
+        try:
+            answers = service.record_group_now(cmds) if len(cmds) <= MAX_INLINE else None
+            if answers is None:
+                answers = await run_in_threadpool(service.record_group, cmds)
+        except Exception as exc:  # the transaction failed (rolled back): nothing was written
+            if len(cmds) == 1:
+                if not futures[0].done():
+                    futures[0].set_exception(exc)
+                return
+            log.warning("a group of %d tracks failed (%s): writing each alone", len(cmds), exc)
+            for cmd, future in zip(cmds, futures, strict=True):
+                await self._write([cmd], [future])
+            return
+        self.groups += 1
+        self.events += len(cmds)
+        for future, answer in zip(futures, answers, strict=True):
+            if not future.done():  # its request may have been cancelled meanwhile
+                future.set_result(answer)
