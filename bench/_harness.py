@@ -66,7 +66,8 @@ def check_result(result: Mapping[str, Any]) -> dict[str, Any]:
     verdict = result["verdict"]
     if not isinstance(verdict, str) or not verdict or "\n" in verdict:
         raise BadResult(f"verdict must be one non-empty line, got {verdict!r}")
-    return json.loads(json.dumps(dict(result)))
+    plain: dict[str, Any] = json.loads(json.dumps(dict(result)))
+    return plain
 
 
 def load_average() -> list[float]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,7 +42,7 @@ class ReflexBackend:
         return total
 
     def rss_mb(self) -> float:
-        return self.process.memory_info().rss / 2**20
+        return float(self.process.memory_info().rss) / 2**20
 
     def cpu_s(self) -> float:
         """CPU seconds (user + system) the listening process has used so far: on a shared
@@ -97,7 +97,7 @@ def reflex_backend(env: Mapping[str, str], log_path: Path) -> Iterator[ReflexBac
 
 
 def start_backends(
-    stack: contextlib.ExitStack, envs: list[Mapping[str, str]], log_dir: Path
+    stack: contextlib.ExitStack, envs: Sequence[Mapping[str, str]], log_dir: Path
 ) -> list[ReflexBackend]:
     """Start one backend per ``envs``, all at once (each with a states folder of its own, see
     :func:`reflex_backend`), each stopped when ``stack`` closes."""
