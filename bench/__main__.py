@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,14 +84,28 @@ def exclusive(name: str) -> bool:
     return any(marker in text for marker in EXCLUSIVE_MARKERS)
 
 
-def run_all(names: list[str], smoke: bool, scratch: Path, jobs: int) -> dict[str, Any]:
+def uses_postgres(name: str) -> bool:
+    """Whether ``bench.<name>`` speaks of PostgreSQL (its stores, its docstring): it is given
+    the smoke run's shared cluster. One that does not mention it but uses it anyway still
+    works: it starts a cluster of its own (``bench.server_process.databases``)."""
+    return "postgres" in (BENCH / f"{name}.py").read_text().lower()
+
+
+def run_all(
+    names: list[str],
+    smoke: bool,
+    scratch: Path,
+    jobs: int,
+    env_for: Callable[[str], dict[str, str]] = lambda name: {},
+) -> dict[str, Any]:
     """Every benchmark's result, in ``names`` order. With ``jobs > 1`` they run side by side,
-    the slowest first, each one's output printed whole when it ends."""
+    the slowest first, each one's output printed whole when it ends. ``env_for(name)``: the
+    variables to add to that benchmark's environment (it may wait for a shared service)."""
     if jobs <= 1:
         results: dict[str, Any] = {}
         for name in names:
             print(f"\n=== {name} ===", flush=True)
-            results[name] = run_one(name, smoke, scratch)
+            results[name] = run_one(name, smoke, scratch, env=env_for(name))
         return results
     printing, building = threading.Lock(), threading.Lock()
     waiting: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -105,8 +120,9 @@ def run_all(names: list[str], smoke: bool, scratch: Path, jobs: int) -> dict[str
             except queue.Empty:
                 return done
             output: list[str] = []
+            env = env_for(name)
             with building if exclusive(name) else contextlib.nullcontext():
-                done[name] = run_one(name, smoke, scratch, output=output)
+                done[name] = run_one(name, smoke, scratch, output=output, env=env)
             with printing:
                 print(f"\n=== {name} ===\n{''.join(output)}", end="", flush=True)
 
@@ -118,15 +134,21 @@ def run_all(names: list[str], smoke: bool, scratch: Path, jobs: int) -> dict[str
 
 
 def run_one(
-    name: str, smoke: bool, scratch: Path, output: list[str] | None = None
+    name: str,
+    smoke: bool,
+    scratch: Path,
+    output: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run ``bench.<name>`` in its own process; its result, or ``{"error": ...}``. With
-    ``output``, the process's stdout and stderr are collected there instead of passed on."""
+    """Run ``bench.<name>`` in its own process (``env`` added to this one's); its result, or
+    ``{"error": ...}``. With ``output``, the process's stdout and stderr are collected there
+    instead of passed on."""
     out = scratch / f"{name}.json"
     cmd = [sys.executable, "-m", f"bench.{name}", "--json", str(out)]
     if smoke:
         cmd.append("--smoke")
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    path = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    env = {**os.environ, **(env or {}), "PYTHONPATH": path}
     timeout = SMOKE_TIMEOUT if smoke else None
     start = time.perf_counter()
     capture = output is not None
@@ -208,11 +230,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench: {len(names)} benchmark(s) {'at smoke size' if args.smoke else ''}: {names}")
     jobs = args.jobs or (SMOKE_JOBS if args.smoke else 1)
     clock = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, contextlib.ExitStack() as stack:
-        if args.smoke:  # one PostgreSQL for every benchmark: an initdb each costs seconds
-            os.environ[SHARED_POSTGRES_ENV] = stack.enter_context(temp_postgres(durable=True)).url()
-            stack.callback(os.environ.pop, SHARED_POSTGRES_ENV, None)
-        record["benchmarks"] = run_all(names, args.smoke, Path(tmp), jobs)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-") as tmp,
+        contextlib.ExitStack() as stack,
+        ThreadPoolExecutor(max_workers=1) as starter,  # joined before the stack stops the cluster
+    ):
+        # At smoke size one PostgreSQL for every benchmark (an initdb each costs seconds),
+        # started beside the first benchmarks: only those that use it wait for it.
+        shared = (
+            starter.submit(lambda: stack.enter_context(temp_postgres(durable=True)).url())
+            if args.smoke
+            else None
+        )
+
+        def env_for(name: str) -> dict[str, str]:
+            if shared is None or not uses_postgres(name):
+                return {}
+            return {SHARED_POSTGRES_ENV: shared.result()}
+
+        record["benchmarks"] = run_all(names, args.smoke, Path(tmp), jobs, env_for)
+        if shared is not None:
+            shared.result()  # started (or failed) before the stack stops it
     record["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     record["load_average_after"] = load_average()
     record["seconds"] = round(time.perf_counter() - clock, 1)
@@ -228,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         spent = f"{result.get('seconds', '?')} s, CPU {result.get('cpu_seconds', '?')} s"
         print(f"{name} ({spent}): {outcome}")
     print(f"wrote {path}")
-    print(total_line(record, args.smoke))
+    print(total_line(record, args.smoke, whole=set(names) == set(found)))
     if failed:
         print(f"FAILED: {failed}", file=sys.stderr)
     return 1 if failed else 0
@@ -244,10 +282,11 @@ def _cpu_seconds_so_far() -> float:
     return spent
 
 
-def total_line(record: dict[str, Any], smoke: bool) -> str:
+def total_line(record: dict[str, Any], smoke: bool, whole: bool = True) -> str:
     """The run's total wall and CPU time with the load average around it; at smoke size, a
-    verdict against the goal (``SMOKE_GOAL_S`` on an idle 2-CPU machine). Under load the wall
-    time overstates: CPU seconds / CPUs is the floor an idle machine cannot beat."""
+    verdict against the goal (``SMOKE_GOAL_S`` on an idle 2-CPU machine) when every benchmark
+    ran (``whole``). Under load the wall time overstates: CPU seconds / CPUs is the floor an
+    idle machine cannot beat, and a miss at load 1 or more says so."""
     seconds, cpu = record["seconds"], record["cpu_seconds"]
     cpus = record["machine"]["cpus"] or 1
     before, after = record["machine"]["load_average"], record["load_average_after"]
@@ -255,7 +294,14 @@ def total_line(record: dict[str, Any], smoke: bool) -> str:
     line = f"total: {seconds} s wall, {cpu} s CPU ({cpu / cpus:.1f} s per CPU), {load}"
     if not smoke:
         return line
-    met = "met" if seconds < SMOKE_GOAL_S else "MISSED"
+    if not whole:
+        return f"{line}; some benchmarks only: no verdict against the smoke goal"
+    if seconds < SMOKE_GOAL_S:
+        met = "met"
+    elif before and before[0] >= 1:
+        met = f"not met at load {before[0]} (the goal is for an idle machine)"
+    else:
+        met = "MISSED"
     return f"{line}; smoke goal < {SMOKE_GOAL_S:g} s idle: {met}"
 
 
