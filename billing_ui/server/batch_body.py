@@ -43,7 +43,7 @@ from billing_ui.core.models import TrackUsageBatchRequest, TrackUsageRequest
 from billing_ui.core.strict_json import loads_strict
 from billing_ui.server.bodies import json_document, parse
 from billing_ui.server.errors import invalid_input
-from billing_ui.server.service import TrackCommand
+from billing_ui.server.service import Command, TrackCommand
 
 _STRICT: Final = ConfigDict(extra="forbid", strict=True)
 
@@ -98,14 +98,14 @@ _LEAN: Final = TypeAdapter(_Batch)
 _LEAN_ONE: Final = TypeAdapter(_One)
 
 
-def track_commands(raw: bytes) -> list[TrackCommand]:
+def track_commands(raw: bytes) -> list[Command]:
     """The batch's events as commands, or the 400 the models give (every rule of
     ``TrackUsageBatchRequest``, and each event's idempotency key required)."""
     fast = _lean(raw)
     return fast if fast is not None else _reference(raw)
 
 
-def _reference(raw: bytes) -> list[TrackCommand]:
+def _reference(raw: bytes) -> list[Command]:
     """The models' reading: strict JSON, ``TrackUsageBatchRequest``, then the batch rule."""
     req = parse(TrackUsageBatchRequest, json_document(raw))
     missing = [
@@ -116,7 +116,7 @@ def _reference(raw: bytes) -> list[TrackCommand]:
     if missing:
         raise invalid_input(missing)
     return [
-        TrackCommand(e.customer_id, e.feature_key, e.quantity, e.idempotency_key, e.metadata)
+        (e.customer_id, e.feature_key, e.quantity, e.idempotency_key, e.metadata)
         for e in req.events
     ]
 
@@ -146,7 +146,7 @@ def _lean_one(raw: bytes) -> TrackCommand | None:
             loads_strict(raw)  # a colon inside a string: let the strict decoder look for twins
     except (ValidationError, RecursionError, InvalidInputError):
         return None
-    return cmd
+    return TrackCommand(*cmd)
 
 
 def _vouchable(raw: bytes) -> bool:
@@ -154,7 +154,7 @@ def _vouchable(raw: bytes) -> bool:
     return b"\\u" not in raw and not raw.startswith(b"\xef\xbb\xbf")
 
 
-def _lean(raw: bytes) -> list[TrackCommand] | None:
+def _lean(raw: bytes) -> list[Command] | None:
     """The commands if the lean reader accepts ``raw`` and can vouch for it, else ``None``
     (nothing is refused here)."""
     if not _vouchable(raw):
@@ -164,7 +164,7 @@ def _lean(raw: bytes) -> list[TrackCommand] | None:
     except (ValidationError, RecursionError):
         return None
     keys = 1  # "events"
-    cmds: list[TrackCommand] = []
+    cmds: list[Command] = []
     append = cmds.append
     try:
         for e in events:
@@ -178,9 +178,10 @@ def _lean(raw: bytes) -> list[TrackCommand] | None:
     return cmds
 
 
-def _command(e: _Event | _One) -> tuple[TrackCommand, int]:
-    """One event read by a lean reader as a command, and how many object keys it held; the
-    checks the lean types cannot express (decimals, metadata) raise InvalidInputError."""
+def _command(e: _Event | _One) -> tuple[Command, int]:
+    """One event read by a lean reader as a command (a plain tuple: a batch builds 1,000),
+    and how many object keys it held; the checks the lean types cannot express (decimals,
+    metadata) raise InvalidInputError."""
     keys = len(e)
     quantity = e["quantity"]
     if not quantity.is_integer():
@@ -189,9 +190,7 @@ def _command(e: _Event | _One) -> tuple[TrackCommand, int]:
     if metadata is not None:
         keys += _keys_in(metadata)
         metadata = V.check_metadata(metadata)
-    cmd = TrackCommand(
-        e["customer_id"], e["feature_key"], quantity, e.get("idempotency_key"), metadata
-    )
+    cmd = (e["customer_id"], e["feature_key"], quantity, e.get("idempotency_key"), metadata)
     return cmd, keys
 
 

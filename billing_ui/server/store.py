@@ -67,21 +67,8 @@ class PeriodKey(NamedTuple):
     end_us: int
 
 
-class TrackItem(NamedTuple):
-    """One usage event, checked and resolved by the caller (the billing service).
-
-    The per-event types of the write path are named tuples, not frozen dataclasses: a
-    batch makes thousands of them, and a frozen dataclass costs about ten times as much to
-    build (its ``__init__`` goes through ``object.__setattr__`` field by field)."""
-
-    customer_pk: int
-    period: PeriodKey
-    quantity_micros: int
-    hour_start_us: int
-    idempotency_key: str | None = None
-    metadata: dict[str, Any] | None = None
-    hard_limit_micros: int | None = None
-    """Refuse the event if the period's usage would pass this (``None``: record overage)."""
+AggregateKey = tuple[int, str, int, int]
+"""Which period aggregate: ``(customer_pk, feature_key, period_start_us, period_end_us)``."""
 
 
 class TrackStatus(enum.Enum):
@@ -94,14 +81,22 @@ class TrackStatus(enum.Enum):
     """The hard limit (or the storage ceiling) would be passed: nothing counted."""
 
 
-class TrackOutcome(NamedTuple):
-    status: TrackStatus
-    feature_key: str
-    quantity_micros: int
-    recorded_at_us: int
-    """The original event's instant on a replay; ``now`` otherwise."""
-    consumed_micros: int
-    """The period's usage after this item (unchanged unless RECORDED)."""
+# The per-event types of the write path are plain tuples, read by unpacking: a batch makes
+# thousands of them, and building a named tuple costs about ten times a plain one (a frozen
+# dataclass more still), which over a batch of 1,000 was more than a tenth of the server's
+# CPU beyond the database's own work (bench/db_ceiling.py).
+TrackItem = tuple[AggregateKey, int, int, str | None, dict[str, Any] | None, int | None]
+"""One usage event, checked and resolved by the caller (the billing service):
+``(aggregate, quantity_micros, hour_start_us, idempotency_key, metadata, hard_limit_micros)``.
+The aggregate tuple is shared by every event of one customer and feature in a request;
+``hard_limit_micros`` refuses the event if the period's usage would pass it (``None``:
+record overage)."""
+
+TrackOutcome = tuple[TrackStatus, str, int, int, int]
+"""What became of one :data:`TrackItem`: ``(status, feature_key, quantity_micros,
+recorded_at_us, consumed_micros)`` — the stored event's feature, quantity and instant (the
+original event's on a replay; ``now`` otherwise), and the period's usage after this item
+(unchanged unless ``RECORDED``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, Protocol
 
 from billing_ui.server.store import (
     MAX_CONSUMED_MICROS,
+    AggregateKey,
     Customer,
     HourBucket,
     PeriodKey,
@@ -41,8 +42,6 @@ from billing_ui.server.store import (
     TrackStatus,
 )
 
-K = TypeVar("K")
-_AggKey = tuple[int, str, int, int]  # customer, feature, period start, period end
 _KeyId = tuple[int, str]  # customer, idempotency key
 
 
@@ -199,10 +198,10 @@ def consumed(tx: Tx, customer_pk: int, periods: Sequence[PeriodKey]) -> dict[str
     return {agg[1]: found.get(agg, 0) for agg in wanted}
 
 
-def aggregates(tx: Tx, wanted: Sequence[_AggKey]) -> dict[_AggKey, int]:
+def aggregates(tx: Tx, wanted: Sequence[AggregateKey]) -> dict[AggregateKey, int]:
     """``consumed_micros`` of each existing aggregate among ``wanted``, in one query per
     200 (one round trip, not one per aggregate)."""
-    out: dict[_AggKey, int] = {}
+    out: dict[AggregateKey, int] = {}
     for n in range(0, len(wanted), _CHUNK):
         chunk = wanted[n : n + _CHUNK]
         rows = tx.all(" UNION ALL ".join([CONSUMED] * len(chunk)), [v for a in chunk for v in a])
@@ -274,67 +273,69 @@ def track_many(
     later item with the same key replays the earlier one, or takes the key over if the
     earlier one was refused.
 
-    The loop is written flat (locals, tuples, no method call per event): it runs once per
-    event of every batch, and its Python is most of what a batch costs beyond the database.
+    The loops are written flat (locals, plain tuples, no call per event): they run once per
+    event of every batch, inside the write lock, and their Python is most of what a batch
+    costs beyond the database's own statements.
     """
     if not items:
         return []
-    tx.lock_customers(sorted({item.customer_pk for item in items}))
-    keys = _Keys(tx, items, now_us, key_cutoff_us)
-    touched = {(item.customer_pk, *item.period) for item in items}
-    running: dict[_AggKey, int] = dict.fromkeys(touched, 0)
+    tx.lock_customers(sorted({item[0][0] for item in items}))
+    ours = _claim_first_keys(tx, items, now_us, key_cutoff_us)
+    touched = {item[0] for item in items}
+    running: dict[AggregateKey, int] = dict.fromkeys(touched, 0)
     running.update(aggregates(tx, sorted(touched)))
-    agg_delta: dict[_AggKey, list[int]] = {}
-    hour_delta: dict[tuple[int, str, int], list[int]] = {}
+    # Keys that replay: (feature, quantity, recorded_at) of rows from before the batch, or
+    # of items recorded earlier in it.
+    stored: dict[_KeyId, tuple[str, int, int]] = {}
+    sums: dict[tuple[AggregateKey, int], list[int]] = {}  # (aggregate, hour): [quantity, events]
     events: list[tuple[int, str, int, int, str | None, str | None]] = []
     outcomes: list[TrackOutcome] = []
-    recorded, quota_exceeded = TrackStatus.RECORDED, TrackStatus.QUOTA_EXCEEDED
-    for pk, period, q, hour_us, idem, metadata, hard_limit in items:
-        feature = period[0]
-        agg = (pk, feature, period[1], period[2])
+    recorded, replayed, reused = TrackStatus.RECORDED, TrackStatus.REPLAYED, TrackStatus.KEY_REUSED
+    for agg, q, hour_us, idem, metadata, hard_limit in items:
+        pk, feature = agg[0], agg[1]
         consumed = running[agg]
         key = None
         if idem is not None:
             key = (pk, idem)
-            replay = keys.replay_of(key)
+            replay = stored.get(key)
+            if replay is None and key not in ours:
+                replay = stored[key] = _stored_key(tx, key)
             if replay is not None:
-                feature_key, quantity, recorded_at = replay
-                same = feature_key == feature and quantity == q
-                status = TrackStatus.REPLAYED if same else TrackStatus.KEY_REUSED
-                outcomes.append(TrackOutcome(status, feature_key, quantity, recorded_at, consumed))
+                same = replay[0] == feature and replay[1] == q
+                status = replayed if same else reused
+                outcomes.append((status, replay[0], replay[1], replay[2], consumed))
                 continue
         ceiling = (
             MAX_CONSUMED_MICROS if hard_limit is None else min(hard_limit, MAX_CONSUMED_MICROS)
         )
         if consumed + q > ceiling:  # nothing counted; the key stays free
-            outcomes.append(TrackOutcome(quota_exceeded, feature, q, now_us, consumed))
+            outcomes.append((TrackStatus.QUOTA_EXCEEDED, feature, q, now_us, consumed))
             continue
         if key is not None:
-            keys.record(key, feature, q)
+            stored[key] = (feature, q, now_us)
         running[agg] = consumed = consumed + q
-        _add(agg_delta, agg, q)
-        _add(hour_delta, (pk, feature, hour_us), q)
+        found = sums.get((agg, hour_us))
+        if found is None:
+            sums[(agg, hour_us)] = [q, 1]
+        else:
+            found[0] += q
+            found[1] += 1
         meta = None if metadata is None else json.dumps(metadata, separators=(",", ":"))
         events.append((pk, feature, q, now_us, idem, meta))
-        outcomes.append(TrackOutcome(recorded, feature, q, now_us, consumed))
-    keys.flush()
+        outcomes.append((recorded, feature, q, now_us, consumed))
+    _settle_keys(tx, ours, stored)
+    per_period: dict[AggregateKey, list[int]] = {}
+    for (agg, _), (q, n) in sums.items():
+        total = per_period.setdefault(agg, [0, 0])
+        total[0] += q
+        total[1] += n
     write_usage(
         tx,
-        [(*agg, q, n, now_us) for agg, (q, n) in agg_delta.items()],
-        [(*hour, q, n) for hour, (q, n) in hour_delta.items()],
+        [(*agg, q, n, now_us) for agg, (q, n) in per_period.items()],
+        [(agg[0], agg[1], hour, q, n) for (agg, hour), (q, n) in sums.items()],
         events,
     )
     return outcomes
-
-
-def _add(sums: dict[K, list[int]], key: K, quantity: int) -> None:
-    """One more event of ``quantity`` in ``sums[key]`` (``[quantity, events]``)."""
-    found = sums.get(key)
-    if found is None:
-        sums[key] = [quantity, 1]
-    else:
-        found[0] += quantity
-        found[1] += 1
 
 
 def write_usage(
@@ -361,65 +362,52 @@ def claim_keys(tx: Tx, rows: Sequence[tuple[int, str, str, int, int, int]]) -> l
     return tx.claim_keys(CLAIM_KEY, rows) if rows else []
 
 
-class _Keys:
-    """The idempotency keys of one batch. Each key's first occurrence is claimed in bulk
-    (the unique constraint decides, also against other processes: the customer is locked);
-    the pass over the items then only consults memory, and :meth:`flush` undoes claims whose
-    items were refused and rewrites a claim taken over by a later item of the batch."""
+def _claim_first_keys(
+    tx: Tx, items: Sequence[TrackItem], now_us: int, cutoff_us: int
+) -> dict[_KeyId, tuple[str, int]]:
+    """Claim the first occurrence of each idempotency key of the batch, in bulk (the unique
+    constraint decides, also against other processes: the customer is locked); the keys
+    won, with the feature and quantity they were claimed for. The others are taken."""
+    first: dict[_KeyId, tuple[str, int]] = {}
+    rows: list[tuple[int, str, str, int, int, int]] = []
+    for agg, q, _, idem, _, _ in items:
+        if idem is not None and (agg[0], idem) not in first:
+            first[(agg[0], idem)] = (agg[1], q)
+            rows.append((agg[0], idem, agg[1], q, now_us, cutoff_us))
+    claimed = claim_keys(tx, rows)
+    return {k: claim for (k, claim), won in zip(first.items(), claimed, strict=True) if won}
 
-    def __init__(self, tx: Tx, items: Sequence[TrackItem], now_us: int, cutoff_us: int) -> None:
-        self._tx = tx
-        self._now_us = now_us
-        first: dict[_KeyId, TrackItem] = {}
-        for item in items:
-            if item.idempotency_key is not None:
-                first.setdefault((item.customer_pk, item.idempotency_key), item)
-        rows = [
-            (k[0], k[1], i.period.feature_key, i.quantity_micros, now_us, cutoff_us)
-            for k, i in first.items()
-        ]
-        claimed = claim_keys(tx, rows)
-        self._ours: dict[_KeyId, tuple[str, int]] = {
-            k: (i.period.feature_key, i.quantity_micros)
-            for (k, i), won in zip(first.items(), claimed, strict=True)
-            if won
-        }
-        self._stored: dict[_KeyId, tuple[str, int, int]] = {}
-        """Keys that replay: rows from before the batch, or recorded earlier in it."""
 
-    def replay_of(self, key: _KeyId) -> tuple[str, int, int] | None:
-        """(feature, quantity, recorded_at) if ``key`` is taken; ``None`` if it is ours."""
-        if key in self._stored:
-            return self._stored[key]
-        if key in self._ours:
-            return None
-        row = self._tx.one(
-            "SELECT feature_key, quantity_micros, recorded_at_us FROM idempotency_keys "
-            "WHERE customer_id = ? AND idempotency_key = ?",
-            key,
+def _stored_key(tx: Tx, key: _KeyId) -> tuple[str, int, int]:
+    """(feature, quantity, recorded_at) of a key that was taken before the batch."""
+    row = tx.one(
+        "SELECT feature_key, quantity_micros, recorded_at_us FROM idempotency_keys "
+        "WHERE customer_id = ? AND idempotency_key = ?",
+        key,
+    )
+    assert row is not None  # the claim conflicted with it, under the customer's lock
+    return (row[0], row[1], row[2])
+
+
+def _settle_keys(
+    tx: Tx, ours: dict[_KeyId, tuple[str, int]], stored: dict[_KeyId, tuple[str, int, int]]
+) -> None:
+    """Undo the claims whose items were all refused, and rewrite a claim that a later item
+    of the batch took over with another feature or quantity."""
+    unused = [k for k in ours if k not in stored]
+    taken_over = [
+        (stored[k][0], stored[k][1], *k)
+        for k, claim in ours.items()
+        if k in stored and stored[k][:2] != claim
+    ]
+    if unused:
+        tx.many(
+            "DELETE FROM idempotency_keys WHERE customer_id = ? AND idempotency_key = ?",
+            unused,
         )
-        assert row is not None  # the claim conflicted with it, under the customer's lock
-        self._stored[key] = (row[0], row[1], row[2])
-        return self._stored[key]
-
-    def record(self, key: _KeyId, feature_key: str, quantity_micros: int) -> None:
-        self._stored[key] = (feature_key, quantity_micros, self._now_us)
-
-    def flush(self) -> None:
-        unused = [k for k in self._ours if k not in self._stored]
-        taken_over = [
-            (self._stored[k][0], self._stored[k][1], *k)
-            for k, claim in self._ours.items()
-            if k in self._stored and self._stored[k][:2] != claim
-        ]
-        if unused:
-            self._tx.many(
-                "DELETE FROM idempotency_keys WHERE customer_id = ? AND idempotency_key = ?",
-                unused,
-            )
-        if taken_over:
-            self._tx.many(
-                "UPDATE idempotency_keys SET feature_key = ?, quantity_micros = ? "
-                "WHERE customer_id = ? AND idempotency_key = ?",
-                taken_over,
-            )
+    if taken_over:
+        tx.many(
+            "UPDATE idempotency_keys SET feature_key = ?, quantity_micros = ? "
+            "WHERE customer_id = ? AND idempotency_key = ?",
+            taken_over,
+        )

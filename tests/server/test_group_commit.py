@@ -126,7 +126,7 @@ def test_an_error_of_one_event_reaches_only_its_request(store: UsageStore) -> No
         def track_many(
             self, items: Sequence[TrackItem], now_us: int, key_cutoff_us: int
         ) -> list[TrackOutcome]:
-            if any(i.idempotency_key == "poison" for i in items):
+            if any(i[3] == "poison" for i in items):  # (aggregate, micros, hour, key, ...)
                 raise RuntimeError("injected: this event's write fails")
             return real.track_many(items, now_us, key_cutoff_us)
 

@@ -281,28 +281,28 @@ def test_a_batch_decides_each_key_as_if_its_items_came_one_by_one(database):
     """Keys are claimed in bulk, then decided in memory: a key whose first item was refused
     is taken over by a later item (which is then what replays), a key recorded earlier in
     the batch replays, and a different quantity under it is a reuse."""
-    from billing_ui.server.store import PeriodKey, TrackItem
+    from billing_ui.server.store import TrackItem
     from billing_ui.server.store import TrackStatus as S
 
     where = database.get("database_url") or database["db_path"]
     store = open_store(where)
     try:
         pk = store.upsert_customer("c1", ["pro"], "active", 0).pk
-        period = PeriodKey("seats", 0, 10**15)
+        aggregate = (pk, "seats", 0, 10**15)
 
         def item(key: str, units: int) -> TrackItem:
-            return TrackItem(pk, period, units * 10**6, 0, key, None, hard_limit_micros=3 * 10**6)
+            return (aggregate, units * 10**6, 0, key, None, 3 * 10**6)  # hard limit: 3
 
         batch = [item("a", 5), item("a", 1), item("a", 1), item("b", 2), item("b", 1)]
         outcomes = store.track_many(batch, now_us=100, key_cutoff_us=0)
-        assert [o.status for o in outcomes] == [
+        assert [o[0] for o in outcomes] == [
             S.QUOTA_EXCEEDED, S.RECORDED, S.REPLAYED, S.RECORDED, S.KEY_REUSED
         ]  # fmt: skip
-        assert [o.consumed_micros for o in outcomes] == [m * 10**6 for m in (0, 1, 1, 3, 3)]
+        assert [o[4] for o in outcomes] == [m * 10**6 for m in (0, 1, 1, 3, 3)]  # consumed
         keys = query(str(where), "SELECT idempotency_key, quantity_micros FROM idempotency_keys")
         assert sorted(keys) == [("a", 10**6), ("b", 2 * 10**6)]
         again = store.track_many([item("a", 5), item("c", 1)], now_us=200, key_cutoff_us=0)
-        assert [o.status for o in again] == [S.KEY_REUSED, S.QUOTA_EXCEEDED]
+        assert [o[0] for o in again] == [S.KEY_REUSED, S.QUOTA_EXCEEDED]
         assert query(str(where), "SELECT COUNT(*) FROM idempotency_keys") == [(2,)]
         assert count_events(str(where)) == 2
     finally:
