@@ -93,7 +93,13 @@ class QueryStore(Protocol):
     ) -> CacheEntry[T]:
         """Fresh data for ``key``: the stored entry if younger than ``stale_time`` and not
         invalidated, else one upstream call shared by every concurrent caller. An error reaches
-        every waiting caller and leaves the previous entry in place."""
+        every waiting caller and leaves the previous entry in place.
+
+        An answer that is not stored, because the key was invalidated while it was in flight
+        (a track patched newer usage in, then invalidated), is not returned either: the
+        callers get the entry the store holds then (the answer only when the store holds
+        none). So a caller never needs a second read to catch such a patch, and never shows
+        older data than the store has."""
         ...
 
     async def peek(self, key: Key) -> CacheEntry[Any] | None:
@@ -347,7 +353,7 @@ class MemoryQueryStore:
             # A refetch that brings the same data changes nothing a listener shows: announced,
             # it cost every open tab of the customer a state round trip per interval.
             self._listeners.notify(slot.key)
-        flight.done.set_result(entry)
+        flight.done.set_result(entry if stored else slot.entry or entry)  # see QueryStore.fetch
 
     def _settle(
         self,

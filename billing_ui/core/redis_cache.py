@@ -374,6 +374,10 @@ class RedisQueryStore:
             )  # fmt: skip
             if stored == 2:  # the same data again changes nothing a listener shows
                 await self._changed(r, key)
+            elif stored == 0:  # invalidated meanwhile: what the store holds (QueryStore.fetch)
+                held = await self.peek(key)
+                if held is not None:
+                    entry, encoded = held, self._encode(key, held)
             outcome: dict[str, Any] = {
                 "k": tag,
                 "entry": json.loads(encoded["d"]),

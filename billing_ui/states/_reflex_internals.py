@@ -14,6 +14,10 @@ pyproject.toml.
   lock: the running event's context (``reflex_base.event.context.EventContext``: its token and
   state manager, what ``async with self`` uses) and the manager's ``get_state`` with a
   ``BaseStateToken`` (what Reflex's own ``get_state`` does for a state missing from a tree).
+* :class:`TabMemo` (with :func:`read_tab_state`, on Reflex's Redis state manager) — the manager's
+  ``redis`` client, its private ``_get_required_state_classes``, a token's ``_state_key`` and
+  ``BaseState._deserialize``: the states a poll tick reads come in one ``MGET``, as the
+  manager's own ``get_state`` reads one class's tree.
 * :func:`foreach_render_fn` — ``rx.foreach(items, fn)`` inspects ``fn``'s signature to decide
   whether to pass the index and refuses more than two parameters; a component with options is
   presented to it as taking only its first one.
@@ -21,8 +25,10 @@ pyproject.toml.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -73,24 +79,92 @@ def is_token_elsewhere(token: str, app: Any | None = None) -> bool:
     return record is not None and bool(record.instance_id != manager.instance_id)
 
 
-async def read_tab_state(cls: type[S]) -> S:
+@dataclass
+class TabMemo:
+    """What one tab's poll loop read at its last tick, kept by the loop between ticks (on
+    Reflex's Redis state manager; unused in memory, where the read is the live object).
+
+    Why (issue 10): a quiet tick read the tab's state three times (its own tree, then the
+    entitlements' and the customer resolver's states as the tick asked for them), three
+    ``MGET`` round trips that unpickled every state each time, nearly all of it unchanged.
+    Now every state the previous tick ended up holding comes in one ``MGET``, and a state whose
+    stored bytes are those of the last tick is the object unpickled then, not unpickled again
+    (equal bytes are an equal state: nothing is trusted that was not read this tick)."""
+
+    states: dict[str, tuple[bytes, Any]] = field(default_factory=dict)
+    """Redis key -> (its bytes at the last tick, the state unpickled from them)."""
+    root: Any | None = None
+    """The tree of the last tick (the states the tick fetched on its own are attached)."""
+
+
+async def read_tab_state(cls: type[S], memo: TabMemo | None = None) -> S:
     """The running event's tab's state ``cls`` as stored now (with its parents), read without
     its lock: for a look that may end in no write at all. Nothing read here is written back,
-    so change nothing on it; on the in-memory manager it is the live object.
+    so change nothing on it; on the in-memory manager it is the live object. ``memo``: the
+    calling loop's :class:`TabMemo` (one read for the whole tick on Redis).
 
     The tab is the event's own token, the one ``async with self`` locks, not
     ``router.session.client_token``: that one comes from the event's router data, which only
     Reflex's socket handler fills in (an event processor driven directly, as in the state
     tests and benchmarks, leaves it empty, and a tick then read an empty tab and ended)."""
+    from reflex.istate.manager.redis import StateManagerRedis
     from reflex.istate.manager.token import BaseStateToken
     from reflex_base.event.context import EventContext
 
     context = EventContext.get()
-    root = await context.state_manager.get_state(BaseStateToken(ident=context.token, cls=cls))
+    token = BaseStateToken(ident=context.token, cls=cls)
+    manager = context.state_manager
+    if memo is not None and isinstance(manager, StateManagerRedis):
+        root = await _read_memoized(manager, token, memo)
+    else:
+        root = await manager.get_state(token)
     state = root.get_substate(cls.get_full_name().split("."))
     if not isinstance(state, cls):
         raise TypeError(f"{cls.__name__}: the tab's tree holds {type(state).__name__}")
     return state
+
+
+async def _read_memoized(manager: Any, token: Any, memo: TabMemo) -> Any:
+    """The tab's tree on Redis in one ``MGET`` (see :class:`TabMemo`), linked as the manager's
+    ``get_state`` links it."""
+    from reflex.state import BaseState
+    from reflex_base.utils.exceptions import StateSchemaMismatchError
+
+    wanted = set(manager._get_required_state_classes(token.cls, subclasses=True))
+    stack = [memo.root] if memo.root is not None else []
+    while stack:  # every state the last tick held, those it fetched on its own too
+        node = stack.pop()
+        wanted.add(type(node))
+        stack.extend(node.substates.values())
+    classes = sorted(wanted, key=lambda c: c.get_full_name())  # a parent before its children
+    keys = [token._state_key(c) for c in classes]
+    stored = await manager.redis.mget(keys)
+    seen: dict[str, tuple[bytes, Any]] = {}
+    tree: dict[str, Any] = {}
+    for state_cls, key, data in zip(classes, keys, stored, strict=True):
+        known = memo.states.get(key)
+        if data is not None and known is not None and known[0] == data:
+            state = known[1]
+            state.substates.clear()  # linked again below, to this tick's objects
+        else:
+            state = None
+            if data is not None:
+                with contextlib.suppress(StateSchemaMismatchError):
+                    state = BaseState._deserialize(data=data)
+            if state is None:  # not stored yet, or from another schema: a fresh one
+                state = state_cls(init_substates=False, _reflex_internal_init=True)
+        if data is not None:
+            seen[key] = (data, state)
+        name = state_cls.get_full_name()
+        tree[name] = state
+        parent_name, _, short = name.rpartition(".")
+        if parent_name:
+            parent = tree[parent_name]
+            parent.substates[short] = state
+            state.parent_state = parent
+    memo.states = seen
+    memo.root = tree[token.cls.get_root_state().get_full_name()]
+    return memo.root
 
 
 def foreach_render_fn(fn: F) -> F:

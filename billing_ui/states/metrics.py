@@ -26,7 +26,7 @@ from billing_ui.core.metrics import polling_tab
 from billing_ui.settings import get_settings
 from billing_ui.states import _reflex_internals as internals
 from billing_ui.states import _runtime as rt
-from billing_ui.states.base import BillingState, billing_event
+from billing_ui.states.base import BillingState, Ticket, billing_event
 from billing_ui.states.entitlements import FeatureEntitlementsState
 from billing_ui.states.history import UsageHistoryState
 from billing_ui.states.live import live_meters
@@ -78,6 +78,7 @@ class UsageMetricsState(BillingState):
         interval = get_settings().refresh_interval
         failures = 0
         token = self.router.session.client_token
+        memo = internals.TabMemo()  # this loop's last read of its tab (Redis: one MGET a tick)
         with polling_tab():  # billing_ui_polling_tabs, down again however the loop ends
             ok = await self._refresh(force=False)
             while True:
@@ -86,7 +87,7 @@ class UsageMetricsState(BillingState):
                 # The tab as stored, read without its lock: a tick that finds nothing new
                 # takes no lock and writes nothing (issue 10: on Redis each `async with self`
                 # is a lock, a load and a fenced save, several round trips).
-                shown = await internals.read_tab_state(UsageMetricsState)
+                shown = await internals.read_tab_state(UsageMetricsState, memo)
                 superseded = shown._poll_generation != generation
                 if superseded or not await rt.is_tab_connected(self):
                     live_meters().unfollow(token)
@@ -148,32 +149,34 @@ class UsageMetricsState(BillingState):
                 customer,
                 stale_time=settings.refresh_interval,
             )
-            hard = await _hard_limited_features(customer)
         except BillingError as exc:
-            last = await rt.queries.cache.peek((rt.METRICS, customer))
-            async with self:
-                await self._confirm(ticket)
-                _confirmed_by(self, last, pending)
-                show_failure(self, rt.message_for(exc), has_data=bool(self.metrics))
-            return False
-        if entry.fetched_at >= started:
-            # Fetched now, not read from the store: a track answered while this fetch was in
-            # flight has patched the store with newer usage than the fetch saw.
-            entry = await rt.queries.cache.peek((rt.METRICS, customer)) or entry
+            return await self._failed(ticket, exc, pending)
+        # (A track answered while this fetch was in flight patched the store with newer usage
+        # than the fetch saw: the store then returns its entry, not the answer; QueryStore.fetch.)
         # Served from the cache while other requests find the API down: say so now, not when
         # this entry expires.
         outage = rt.outage_message() if entry.fetched_at < started else ""
         if entry.fetched_at >= started:
             rt.api_answered()  # fetched just now: queued tracks need not wait their backoff
-        views = metric_views(entry.data, hard, pending)
         token = self.router.session.client_token
-        if shown is not None and not force and not outage and views == shown.metrics:
-            # Nothing the browser sees would change. The fetch time stays in the store's entry
-            # (a failure later shows it, see _confirmed_by), not in the tab's state.
+        if shown is not None and not force and not outage:
             ent = await shown.get_state(FeatureEntitlementsState)
-            if not _entitlements_due(ent):
+            # The hard-limit flags the tab shows, not the entitlements entry's (one read less
+            # per tick on Redis): a tab takes new flags with its own entitlements, when they
+            # are due (or with any change of its meters), as its entitlements panel does.
+            shown_hard = {m.feature_key for m in shown.metrics if m.hard_limit}
+            if not _entitlements_due(ent) and (
+                metric_views(entry.data, shown_hard, pending) == shown.metrics
+            ):
+                # Nothing the browser sees would change. The fetch time stays in the store's
+                # entry (a failure later shows it, see _confirmed_by), not in the tab's state.
                 await live_meters().follow(token, customer)
                 return True
+        try:
+            hard = await _hard_limited_features(customer)
+        except BillingError as exc:
+            return await self._failed(ticket, exc, pending)
+        views = metric_views(entry.data, hard, pending)
         async with self:
             await self._confirm(ticket)
             changed = views != self.metrics
@@ -186,6 +189,16 @@ class UsageMetricsState(BillingState):
         if due:
             await FeatureEntitlementsState.refresh_for(self)
         return not outage
+
+
+    async def _failed(self, ticket: Ticket, exc: BillingError, pending: dict[str, float]) -> bool:
+        """Show a failed refresh (the last good meters stay, ``stale``); False."""
+        last = await rt.queries.cache.peek((rt.METRICS, ticket.customer))
+        async with self:
+            await self._confirm(ticket)
+            _confirmed_by(self, last, pending)
+            show_failure(self, rt.message_for(exc), has_data=bool(self.metrics))
+        return False
 
 
 def _settled(shown: UsageMetricsState) -> bool:
