@@ -31,6 +31,7 @@ import json
 import time
 import uuid
 import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -95,11 +96,13 @@ local before = redis.call('hget', KEYS[1], 'd')
 redis.call('hset', KEYS[1], 'd', ARGV[2], 'u', ARGV[3], 'f', ARGV[4], 's', '0')
 redis.call('pexpire', KEYS[1], ARGV[5])
 if before == ARGV[2] then return 1 end
+redis.call('hset', KEYS[1], 'n', ARGV[6])
 return 2
 """
 """Store a fetched answer unless the key was invalidated (or expired) since the fetch began
 (an expired entry is not written back: a hash without a TTL would never go). 0: not stored,
-1: stored, the same data as before, 2: stored, new data."""
+1: stored, the same data as before, 2: stored, new data (tagged ``ARGV[6]``: see
+``_FRESH_OR_LEAD``)."""
 
 _FRESH_OR_LEAD = """
 local e = redis.call('hgetall', KEYS[1])
@@ -107,6 +110,7 @@ local h = {}
 for i = 1, #e, 2 do h[e[i]] = e[i + 1] end
 if h['d'] and h['s'] ~= '1' and h['x'] ~= '1'
     and tonumber(ARGV[1]) - tonumber(h['f']) < tonumber(ARGV[2]) then
+  if ARGV[5] ~= '' and h['n'] == ARGV[5] then return {'same', h['u'], h['f']} end
   return {'fresh', e}
 end
 if redis.call('set', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then return {'lead'} end
@@ -114,7 +118,13 @@ return {'busy'}
 """
 """The entry (``fresh``) if it may be served: younger than ``stale_time`` by the caller's
 clock, not invalidated, and its last fetch did not fail; else the key's lock for the caller
-(``lead``); else ``busy``: another caller holds it and fetches."""
+(``lead``); else ``busy``: another caller holds it and fetches.
+
+``ARGV[5]``: the tag (field ``n``) of the data the caller already holds decoded, or "". Every
+write of new data tags it anew (a random tag: an entry that expired and came back cannot
+repeat one), so the same tag is the same data: the script then answers ``same`` with the
+times alone, and the data is neither sent nor decoded again (issue 10: every tick of every
+tab reads this entry; it rarely changed)."""
 
 _FAILED = """
 if redis.call('exists', KEYS[1]) == 1 then redis.call('hset', KEYS[1], 'x', '1') end
@@ -172,6 +182,9 @@ class _Connection:
     listener: asyncio.Task[None] | None = None
     waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = field(default_factory=dict)
     """Callers on this loop waiting for another's fetch, by key."""
+    fresh_or_lead: Any = None
+    """``_FRESH_OR_LEAD`` registered with ``client``: run by its SHA (``EVALSHA``), not sent
+    whole on every read (issue 10: every tick of every tab runs it)."""
 
 
 class RedisQueryStore:
@@ -213,6 +226,9 @@ class RedisQueryStore:
             weakref.WeakKeyDictionary()
         )
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.decoded_entries = 1024
+        """At most this many entries' decoded data are kept to be served again (``same``)."""
+        self._decoded: OrderedDict[str, tuple[str, Any]] = OrderedDict()
 
     # -- names and encoding -------------------------------------------------------------
 
@@ -235,6 +251,21 @@ class RedisQueryStore:
             fetched_at=float(fields["f"]),
         )
 
+    def _held(self, name: str) -> tuple[str, Any]:
+        """The tag and data of the entry ``name`` as this process last decoded it ("": none)."""
+        held = self._decoded.get(name)
+        if held is None:
+            return "", None
+        self._decoded.move_to_end(name)
+        return held
+
+    def _hold(self, name: str, tag: str | None, data: Any) -> None:
+        if tag:
+            self._decoded[name] = (tag, data)
+            self._decoded.move_to_end(name)
+            while len(self._decoded) > self.decoded_entries:
+                self._decoded.popitem(last=False)
+
     # -- connection and listener --------------------------------------------------------
 
     async def _redis(self) -> Any:
@@ -248,6 +279,7 @@ class RedisQueryStore:
         if conn is None:
             client = aioredis.Redis.from_url(self.url, decode_responses=True)
             conn = self._connections[loop] = _Connection(client, asyncio.Event())
+            conn.fresh_or_lead = client.register_script(_FRESH_OR_LEAD)
             conn.listener = loop.create_task(self._listen(conn))
         if not conn.ready.is_set():
             await asyncio.wait_for(conn.ready.wait(), timeout=self.lease)
@@ -301,14 +333,19 @@ class RedisQueryStore:
                 # was three (read, lock, check the lock) for each of a customer's tabs that
                 # ticks while one of them fetches (issue 10: the Redis tick cost).
                 stale = repr(min(float(stale_time), 1e18))  # Lua reads no "inf"
-                answer = await r.eval(
-                    _FRESH_OR_LEAD, 2, entry_name, lock_name,
-                    repr(self.clock()), stale, token, int(self.lease * 1000),
-                )  # fmt: skip
+                tag_held, data_held = self._held(entry_name)
+                answer = await conn.fresh_or_lead(
+                    keys=[entry_name, lock_name],
+                    args=[repr(self.clock()), stale, token, int(self.lease * 1000), tag_held],
+                )
+                if answer[0] == "same":
+                    self.stats.hits += 1
+                    return CacheEntry(data_held, float(answer[1]), float(answer[2]))
                 if answer[0] == "fresh":
                     fields = dict(zip(answer[1][::2], answer[1][1::2], strict=True))
                     entry = self._decode(key, fields)
                     if entry is not None:
+                        self._hold(entry_name, fields.get("n"), entry.data)
                         self.stats.hits += 1
                         return entry
                     continue
@@ -339,11 +376,14 @@ class RedisQueryStore:
                     status_code=outcome.get("status"),
                     api_message=outcome.get("message"),
                 )
-            return CacheEntry(
-                data=self._adapter(key).validate_python(outcome["entry"]),
-                updated_at=outcome["u"],
-                fetched_at=outcome["f"],
-            )
+            decoded = outcome.get("decoded")  # one decode for this loop's waiters
+            if decoded is None:
+                decoded = outcome["decoded"] = CacheEntry(
+                    data=self._adapter(key).validate_python(outcome["entry"]),
+                    updated_at=outcome["u"],
+                    fetched_at=outcome["f"],
+                )
+            return decoded
 
     async def _lead(
         self,
@@ -370,7 +410,7 @@ class RedisQueryStore:
             encoded = self._encode(key, entry)
             stored = await r.eval(
                 _STORE, 1, entry_name, generation, encoded["d"], encoded["u"], encoded["f"],
-                self.ttl_ms,
+                self.ttl_ms, uuid.uuid4().hex,
             )  # fmt: skip
             if stored == 2:  # the same data again changes nothing a listener shows
                 await self._changed(r, key)
@@ -408,7 +448,7 @@ class RedisQueryStore:
                     if entry is None and not claimed:
                         # Made here: exists, expires and is indexed as a fetched entry is.
                         await pipe.unwatch()
-                        indexes = [self._name("ix", key[:n]) for n in range(len(key) + 1)]
+                        indexes = [self._name(_INDEX, key[:n]) for n in range(len(key) + 1)]
                         await r.eval(
                             _CLAIM, len(indexes) + 1, name, *indexes, self.ttl_ms, TRIM_PER_CLAIM
                         )
@@ -419,7 +459,7 @@ class RedisQueryStore:
                     )
                     assert new is not None  # an entry, or ``create`` given (returned above)
                     pipe.multi()
-                    pipe.hset(name, mapping=self._encode(key, new))
+                    pipe.hset(name, mapping={**self._encode(key, new), "n": uuid.uuid4().hex})
                     pipe.pexpire(name, self.ttl_ms)  # the TTL runs from the last write
                     if entry is None:
                         pipe.hset(name, mapping={"s": "0", "x": "0"})

@@ -95,6 +95,9 @@ class TabMemo:
     """Redis key -> (its bytes at the last tick, the state unpickled from them)."""
     root: Any | None = None
     """The tree of the last tick (the states the tick fetched on its own are attached)."""
+    classes: list[Any] = field(default_factory=list)
+    """The state classes read, a parent before its children, and their Redis keys."""
+    keys: list[str] = field(default_factory=list)
 
 
 async def read_tab_state(cls: type[S], memo: TabMemo | None = None) -> S:
@@ -130,14 +133,18 @@ async def _read_memoized(manager: Any, token: Any, memo: TabMemo) -> Any:
     from reflex.state import BaseState
     from reflex_base.utils.exceptions import StateSchemaMismatchError
 
-    wanted = set(manager._get_required_state_classes(token.cls, subclasses=True))
+    wanted = set(memo.classes)
+    if not wanted:
+        wanted.update(manager._get_required_state_classes(token.cls, subclasses=True))
     stack = [memo.root] if memo.root is not None else []
     while stack:  # every state the last tick held, those it fetched on its own too
         node = stack.pop()
         wanted.add(type(node))
         stack.extend(node.substates.values())
-    classes = sorted(wanted, key=lambda c: c.get_full_name())  # a parent before its children
-    keys = [token._state_key(c) for c in classes]
+    if len(wanted) != len(memo.classes):
+        memo.classes = sorted(wanted, key=lambda c: c.get_full_name())  # parents first
+        memo.keys = [token._state_key(c) for c in memo.classes]
+    classes, keys = memo.classes, memo.keys
     stored = await manager.redis.mget(keys)
     seen: dict[str, tuple[bytes, Any]] = {}
     tree: dict[str, Any] = {}

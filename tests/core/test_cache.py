@@ -132,6 +132,28 @@ async def test_a_fetch_in_flight_during_invalidation_does_not_count_as_fresh(mak
     assert (await cache.fetch(("m", "c1"), up, stale_time=30)).data == 2
 
 
+async def test_an_answer_invalidated_in_flight_gives_way_to_what_the_store_holds(
+    make: Make,
+) -> None:
+    """A track patches newer usage in and invalidates while a fetch is in flight: the fetcher
+    and its waiters get the store's (patched) entry, not the older answer, so a poll tick needs
+    no second read to catch the patch (issue 10: that read was one round trip per tick)."""
+    cache, up = make(), Upstream()
+    await cache.fetch(("m", "c1"), up, stale_time=30)  # 1 stored
+    await cache.invalidate(("m", "c1"))
+    up.gate.clear()
+    up.entered.clear()
+    leader = asyncio.create_task(cache.fetch(("m", "c1"), up, stale_time=30))
+    await up.entered.wait()
+    joined = asyncio.create_task(cache.fetch(("m", "c1"), up, stale_time=30))
+    await until(lambda: cache.stats.joined == 1)
+    await cache.set_data(("m", "c1"), lambda n: n + 100)  # the track's usage: 101
+    await cache.invalidate(("m", "c1"))
+    up.gate.set()  # the fetch answers 2: older than the patch
+    assert [(await leader).data, (await joined).data] == [101, 101]
+    assert up.calls == 2
+
+
 async def test_errors_reach_every_waiter_and_keep_the_last_good_data(make: Make) -> None:
     cache, up = make(), Upstream()
     await cache.fetch(("m", "c1"), up, stale_time=0)
