@@ -190,7 +190,6 @@ class UsageMetricsState(BillingState):
             await FeatureEntitlementsState.refresh_for(self)
         return not outage
 
-
     async def _failed(self, ticket: Ticket, exc: BillingError, pending: dict[str, float]) -> bool:
         """Show a failed refresh (the last good meters stay, ``stale``); False."""
         last = await rt.queries.cache.peek((rt.METRICS, ticket.customer))
