@@ -56,6 +56,7 @@ class GroupCommit:
         self.service = service
         self._queue: list[tuple[TrackCommand, asyncio.Future[Answer]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._writing: list[tuple[TrackCommand, asyncio.Future[Answer]]] = []
         self.groups = 0
         """Transactions written so far (with :attr:`events`: the mean group size)."""
         self.events = 0
@@ -68,18 +69,30 @@ class GroupCommit:
         self._queue.append((cmd, future))
         if self._writer is None:
             self._writer = loop.create_task(self._write_queued())
+            self._writer.add_done_callback(self._writer_done)
         answer = await future
         if isinstance(answer, ApiProblem):
             raise answer
         return Tracked(answer, rate_headers)
 
     async def _write_queued(self) -> None:
-        try:
-            while self._queue:
-                group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
-                await self._write([cmd for cmd, _ in group], [f for _, f in group])
-        finally:
+        while self._queue:
+            group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+            self._writing = group
+            await self._write([cmd for cmd, _ in group], [f for _, f in group])
+            self._writing = []
+        self._writer = None  # at once (no await since the queue was seen empty)
+
+    def _writer_done(self, task: asyncio.Task[None]) -> None:
+        """The writer ended: the queue is empty, or the writer was cancelled or failed (its
+        loop going away at shutdown, even before its first step). Then no request may be
+        left waiting, nor any future of that loop stay queued for a later loop's writer."""
+        if self._writer is task:
             self._writer = None
+        if task.cancelled() or task.exception() is not None:
+            for _, future in [*self._writing, *self._queue]:
+                future.cancel()
+            self._writing, self._queue = [], []
 
     async def _write(
         self, cmds: Sequence[TrackCommand], futures: Sequence[asyncio.Future[Answer]]

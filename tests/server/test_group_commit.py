@@ -137,3 +137,22 @@ def test_an_error_of_one_event_reaches_only_its_request(store: UsageStore) -> No
     assert isinstance(poison, RuntimeError)
     assert isinstance(a, Tracked) and isinstance(b, Tracked)
     assert a.data["idempotency_key"] == "a" and b.data["idempotency_key"] == "b"
+
+
+def test_a_writer_cancelled_with_its_loop_leaves_nothing_queued(store: UsageStore) -> None:
+    """A loop that ends while tracks are queued (shutdown) cancels its requests' waits, and
+    the next loop's tracks are written as usual (no future of the dead loop is left)."""
+    writer = GroupCommit(_service(store))
+
+    async def cancelled_early() -> None:
+        tasks = [asyncio.ensure_future(writer.record(TrackCommand("pro_1", "api_calls", 1), {}))]
+        await asyncio.sleep(0)  # the request is queued and the writer task created
+        assert writer._writer is not None
+        writer._writer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await tasks[0]
+
+    asyncio.run(cancelled_early())
+    assert writer._queue == [] and writer._writer is None
+    (after,) = asyncio.run(_gather(writer, [TrackCommand("pro_1", "api_calls", 1, "later")]))
+    assert isinstance(after, Tracked) and after.data["idempotency_key"] == "later"
