@@ -154,6 +154,15 @@ async def test_an_answer_invalidated_in_flight_gives_way_to_what_the_store_holds
     assert up.calls == 2
 
 
+async def test_an_entry_made_by_set_data_is_under_its_prefixes(make: Make) -> None:
+    """An entry that ``set_data`` creates (usage samples) is found by prefix like a fetched one
+    (the Redis store indexed it under an index that invalidation no longer read)."""
+    cache = make()
+    await cache.set_data(("s", "c1"), lambda n: n + 1, create=lambda: 0)
+    assert await cache.size(("s",)) == 1
+    assert await cache.invalidate(("s", "c1")) == 1
+
+
 async def test_errors_reach_every_waiter_and_keep_the_last_good_data(make: Make) -> None:
     cache, up = make(), Upstream()
     await cache.fetch(("m", "c1"), up, stale_time=0)
