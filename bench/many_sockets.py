@@ -40,7 +40,7 @@ from typing import Any
 import httpx
 
 from bench._harness import Goal, cli, judged
-from bench._reflex_backend import reflex_backend
+from bench._reflex_backend import ReflexBackend, reflex_backend
 from bench._socketio import Tab, handler_name
 from billing_ui.core.queries import ENV_BATCH_TRACKS as ENV_BATCH
 from billing_ui.server.testing import ServerProcess, server_process
@@ -300,6 +300,36 @@ def _metric_updates(tab: Tab) -> int:
     )
 
 
+PROBE_ENV = "BENCH_MEMORY_PROBE"
+"""A folder: the backend's memory is reported there before and after each flood (see
+``bench/_memory_probe/sitecustomize.py``; investigation only, off by default)."""
+
+
+def probe_env() -> dict[str, str]:
+    """What the backend needs for the memory probe (nothing unless ``BENCH_MEMORY_PROBE``)."""
+    if not os.environ.get(PROBE_ENV):
+        return {}
+    from billing_ui.demo.reflex_process import REPO
+
+    probe = Path(__file__).with_name("_memory_probe")
+    path = [str(REPO), str(probe), os.environ.get("PYTHONPATH", "")]
+    return {"PYTHONPATH": os.pathsep.join(path)}
+
+
+def probe(backend: ReflexBackend, tag: str, timeout: float = 120.0) -> None:
+    """Ask the backend's listening process for a memory report (``BENCH_MEMORY_PROBE``) and
+    wait for it (deadline ``timeout``)."""
+    folder = os.environ.get(PROBE_ENV)
+    if not folder:
+        return
+    (Path(folder) / f"{tag}.req").touch()
+    report = Path(folder) / f"{tag}.{backend.process.pid}.txt"
+    deadline = time.monotonic() + timeout
+    while not report.exists() and time.monotonic() < deadline:
+        time.sleep(0.25)
+    print(f"[many_sockets] memory report {report}: {report.exists()}", file=sys.stderr)
+
+
 def measure(
     srv: ServerProcess,
     tabs: int,
@@ -315,15 +345,22 @@ def measure(
     with (
         tempfile.TemporaryDirectory() as tmp,
         reflex_backend(
-            {**POLLING_ENV, "BILLINGOS_API_URL": srv.base_url, ENV_BATCH: "1" if batch else "0"},
+            {
+                **POLLING_ENV,
+                "BILLINGOS_API_URL": srv.base_url,
+                ENV_BATCH: "1" if batch else "0",
+                **probe_env(),
+            },
             Path(tmp) / "backend.log",
         ) as backend,
     ):
         if warm:  # first compile of every state, first connection: one tab, one track
             asyncio.run(flood(backend.url, 1, 1, 60))
         outs = []
-        for _ in range(floods):
+        arm = "batched" if batch else "unbatched"
+        for n in range(1, floods + 1):
             rss_before = backend.rss_mb()
+            probe(backend, f"{arm}-before{n}")
             counted_before = consumed(srv.base_url, srv.api_key, FLOOD_CUSTOMER)
             cpu_before, load_before = backend.cpu_s(), os.getloadavg()[0]
             out = asyncio.run(flood(backend.url, tabs, tracks, ack_timeout, server=srv))
@@ -333,6 +370,7 @@ def measure(
             )
             out["counted"] = consumed(srv.base_url, srv.api_key, FLOOD_CUSTOMER) - counted_before
             out["rss_before"], out["rss_after"] = rss_before, backend.rss_mb()
+            probe(backend, f"{arm}-after{n}")
             out["outbox_depth"] = backend_gauge(backend.url, "billing_ui_outbox_depth")
             outs.append(out)
     return outs

@@ -1,0 +1,113 @@
+"""A memory report on request from every Python process of a benchmark (off unless asked).
+
+Why: to tell what a backend's RSS after a flood is made of — live objects (what by type), or
+memory the allocators keep (CPython's arenas, glibc's heap) — in the backend process itself,
+with no hook in the product. ``bench/many_sockets.py`` puts this folder on the backend's
+``PYTHONPATH`` when ``BENCH_MEMORY_PROBE`` names a folder; Python then imports this module at
+start-up in every process it starts. Each one (a forked worker too: the thread is started again
+after a fork, which keeps no thread) watches ``$BENCH_MEMORY_PROBE`` for ``<tag>.req`` and
+writes ``<tag>.<pid>.txt``: RSS, glibc's ``mallinfo2``, CPython's arena statistics, and
+gc-tracked objects by type after a collection.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import gc
+import os
+import sys
+import threading
+import time
+
+_DIR = os.environ.get("BENCH_MEMORY_PROBE")
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in [
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        ]
+    ]
+
+
+def _pymalloc_stats() -> list[str]:
+    """The arena lines of ``sys._debugmallocstats()`` (it writes to fd 2: read through a pipe)."""
+    read, write = os.pipe()
+    saved = os.dup(2)
+    os.dup2(write, 2)
+    try:
+        sys._debugmallocstats()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(write)
+    chunks = []
+    while chunk := os.read(read, 65536):
+        chunks.append(chunk)
+    os.close(read)
+    keep = ("arenas allocated current", "bytes in allocated blocks", "bytes in available blocks",
+            "unused pools", "arenas highwater mark")  # fmt: skip
+    return [line for line in b"".join(chunks).decode().splitlines() if any(k in line for k in keep)]
+
+
+def report() -> str:
+    gc.collect()
+    objects = gc.get_objects()
+    pages = int(open(f"/proc/{os.getpid()}/statm").read().split()[1])  # noqa: SIM115
+    lines = [f"pid {os.getpid()} argv {sys.argv[:3]}",
+             f"rss_mb {pages * os.sysconf('SC_PAGE_SIZE') / 2**20:.1f}",
+             f"gc_objects {len(objects)}"]  # fmt: skip
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+        info = libc.mallinfo2()
+        lines.append("mallinfo2_mb " + " ".join(
+            f"{name}={getattr(info, name) / 2**20:.1f}" for name, _ in _MallInfo2._fields_
+        ))  # fmt: skip
+    except (OSError, AttributeError) as exc:
+        lines.append(f"mallinfo2 unavailable: {exc!r}")
+    lines += [f"pymalloc {line.strip()}" for line in _pymalloc_stats()]
+    by_type = collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in objects)
+    lines += [f"  {n:8d} {name}" for name, n in by_type.most_common(40)]
+    return "\n".join(lines) + "\n"
+
+
+def _watch(folder: str) -> None:
+    """Answer each request made after this process started (an earlier one was another's)."""
+    answered = {name for name in os.listdir(folder) if name.endswith(".req")}
+    while True:
+        time.sleep(0.5)
+        try:
+            requests = [n for n in os.listdir(folder) if n.endswith(".req") and n not in answered]
+        except FileNotFoundError:
+            return
+        for name in requests:
+            answered.add(name)
+            path = os.path.join(folder, f"{name[:-4]}.{os.getpid()}.txt")
+            try:
+                text = report()
+            except Exception as exc:  # a probe must never take its process down
+                text = f"report failed: {exc!r}\n"
+            with open(path + ".tmp", "w") as out:
+                out.write(text)
+            os.replace(path + ".tmp", path)
+
+
+def _start() -> None:
+    if _DIR:
+        threading.Thread(target=_watch, args=(_DIR,), daemon=True, name="memory-probe").start()
+
+
+_start()
+os.register_at_fork(after_in_child=_start)
