@@ -19,6 +19,7 @@ latency should not depend on the event count. Target: p99 <= 5 ms on both stores
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 import tempfile
@@ -69,12 +70,13 @@ def load(database: str, events: int, customers: list[str]) -> float:
 
 
 def percentiles(prefix: str, samples: list[float]) -> dict[str, float]:
-    """p50, p90, p99 and max of ``samples`` (seconds), in milliseconds, as named figures."""
+    """p50, p90, p95, p99 and max of ``samples`` (seconds), in milliseconds, as named figures."""
     ms = sorted(s * 1000 for s in samples)
     q = statistics.quantiles(ms, n=100)
     return {
         f"{prefix}_p50_ms": round(q[49], 3),
         f"{prefix}_p90_ms": round(q[89], 3),
+        f"{prefix}_p95_ms": round(q[94], 3),
         f"{prefix}_p99_ms": round(q[98], 3),
         f"{prefix}_max_ms": round(ms[-1], 3),
     }
@@ -146,10 +148,18 @@ def run(*, smoke: bool = False) -> dict[str, object]:
         for kind in STORES:
             with databases(kind, Path(tmp)) as new_database:
                 figures |= measure(kind, new_database(), events, requests, customers)
-    figures["postgres_over_sqlite_http_p99"] = round(
-        figures["postgres_http_secret_p99_ms"] / figures["sqlite_http_secret_p99_ms"], 2
-    )
-    goals = {f"{kind}_http_secret_p99_ms": "<= 5 ms" for kind in STORES}
+    # The machine's load moves every p99: PostgreSQL's against SQLite's of the same run says
+    # what the store adds, whatever the load.
+    for route in ("secret", "session"):
+        figures[f"postgres_over_sqlite_{route}_p99"] = round(
+            figures[f"postgres_http_{route}_p99_ms"] / figures[f"sqlite_http_{route}_p99_ms"], 2
+        )
+    figures["load_average_1m"] = round(os.getloadavg()[0], 2)
+    goals = {
+        f"{kind}_http_{route}_p99_ms": "<= 5 ms"
+        for kind in STORES
+        for route in ("secret", "session")
+    }
     checks = {name: figures[name] <= 5 for name in goals}
     return result("server_metrics", config, figures, goals, checks)
 

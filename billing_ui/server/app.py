@@ -52,7 +52,14 @@ from billing_ui.core.models import (
     UsageMetricsResponse,
 )
 from billing_ui.server import batch_body, reads, tokens
-from billing_ui.server.auth import SecretKey, Session, require_secret_key, require_session
+from billing_ui.server.auth import (
+    SecretKey,
+    Session,
+    SignedSession,
+    refused_revoked,
+    require_secret_key,
+    require_session,
+)
 from billing_ui.server.bodies import JsonBody, RawJsonBody, json_body, parse, raw_json_body
 from billing_ui.server.clock import Clock, SystemClock, from_micros
 from billing_ui.server.errors import (
@@ -149,7 +156,8 @@ READY_TIMEOUT_S = 2.0
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Prune expired idempotency keys at start-up and every hour while serving, so a
-    long-running server's key table holds about one day of keys."""
+    long-running server's key table holds about one day of keys; at the end, release the
+    store's connections of this event loop (:meth:`UsageStore.close_async`)."""
     service: BillingService = app.state.service
 
     async def prune_forever() -> None:
@@ -167,6 +175,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         task.cancel()
         with suppress(asyncio.CancelledError):
             await task
+        await service.store.close_async()
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -350,7 +359,7 @@ def _routes(app: FastAPI) -> None:
             if feature_key is None
             else _checked(V.check_feature_key, feature_key, "feature_key")
         )
-        metrics = await _read(request, _service(request).metrics, cid, fkey)
+        metrics = await _service(request).metrics_async(cid, fkey)
         # BillingOS: {metrics, customer_id} here (external_user_id only on the session route).
         return _json(
             UsageMetricsResponse(metrics=metrics, customer_id=cid), exclude={"external_user_id"}
@@ -419,16 +428,21 @@ def _routes(app: FastAPI) -> None:
         tags=_FRONTEND,
     )
     async def session_usage_metrics(
-        claims: Session, request: Request, feature_key: OptionalFeatureQuery = None
+        claims: SignedSession, request: Request, feature_key: OptionalFeatureQuery = None
     ) -> Response:
-        """The token's customer's usage (``useUsageMetrics``)."""
+        """The token's customer's usage (``useUsageMetrics``). The revocation check is part
+        of the one read (one round trip), and still refuses before the query is judged."""
+        service = _service(request)
+        cid = claims.external_user_id
+        usage = await service.usage_now(cid, revoked_jti=claims.jti)
+        if usage.read.revoked:
+            raise refused_revoked()
         fkey = (
             None
             if feature_key is None
             else _checked(V.check_feature_key, feature_key, "feature_key")
         )
-        cid = claims.external_user_id
-        metrics = await _read(request, _service(request).metrics_if_known, cid, fkey)
+        metrics = service.metrics_of(usage, fkey)
         if metrics is None:  # BillingOS: an empty list, so hooks show "no usage yet"
             return _json(UsageMetricsResponse(metrics=[]), include={"metrics"})
         return _json(UsageMetricsResponse(metrics=metrics, customer_id=cid, external_user_id=cid))

@@ -6,7 +6,9 @@ psycopg's sync API serves it directly from FastAPI's thread pool, with server-si
 statements after a few uses and ``executemany`` sent as one pipeline (one round trip for a
 batch's rows). asyncpg is faster per query but async only: it would make the port async for
 both adapters (SQLite through a thread hop) for no gain in the write path, whose cost is the
-row locks and the commit, not the driver (see docs/architecture.md).
+row locks and the commit, not the driver (see docs/architecture.md). The one exception is
+the metrics read from the event loop (:meth:`PostgresStore.customer_usage_async`): it runs on
+psycopg's async pool of that loop (``postgres_async``), with no thread hop.
 
 What makes the guarantees hold across processes:
 
@@ -25,6 +27,7 @@ A connection lost or a pool exhausted past its timeout is :class:`StoreBusyError
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -37,6 +40,7 @@ from psycopg.conninfo import conninfo_to_dict
 from billing_ui.core.postgres_pool import Pool, open_pool
 from billing_ui.server import migrations
 from billing_ui.server import usage_sql as Q
+from billing_ui.server.postgres_async import LoopPool
 from billing_ui.server.store import (
     Customer,
     HourBucket,
@@ -45,6 +49,7 @@ from billing_ui.server.store import (
     StoreError,
     TrackItem,
     TrackOutcome,
+    UsageRead,
 )
 
 _MIGRATION_LOCK: Final = 0x62696C6C  # "bill": pg_advisory_xact_lock key for schema changes
@@ -96,12 +101,6 @@ class _PgTx:
     def lock_customers(self, pks: Sequence[int]) -> None:
         self.conn.execute(_LOCK_CUSTOMERS, (list(pks),))
 
-    def all_of(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
-        """All queries in one pipeline: one round trip, not one per query."""
-        with self.conn.pipeline():
-            cursors = [self.conn.execute(_pg(sql), args) for sql, args in queries]
-        return [cur.fetchall() for cur in cursors]
-
 
 def public_location(url: str) -> str:
     """``url`` without its password, for logs."""
@@ -152,6 +151,12 @@ class PostgresStore:
                 configure=configure,
             )
             self._migrate()
+            self._loop_pool = LoopPool(
+                url,
+                name="billing_ui_async",
+                max_size=max_connections,
+                wait_timeout_s=wait_timeout_s,
+            )
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             if pool is not None:
                 pool.close()
@@ -188,7 +193,11 @@ class PostgresStore:
         self._write(run)
 
     def close(self) -> None:
+        self._loop_pool.close_from_outside()
         self._pool.close()
+
+    async def close_async(self) -> None:
+        await self._loop_pool.close()
 
     def ping(self) -> None:
         self._read(lambda tx: tx.one("SELECT 1"))
@@ -219,9 +228,29 @@ class PostgresStore:
         return self._read(lambda tx: Q.consumed(tx, customer_pk, periods))
 
     def customer_usage(
-        self, customer_id: str, periods: Sequence[PeriodKey]
-    ) -> tuple[Customer | None, dict[str, int]]:
-        return self._read(lambda tx: Q.customer_usage(tx, customer_id, periods))
+        self, customer_id: str, periods: Sequence[PeriodKey], revoked_jti: str | None = None
+    ) -> UsageRead:
+        return self._read(lambda tx: Q.customer_usage(tx, customer_id, periods, revoked_jti))
+
+    async def customer_usage_async(
+        self, customer_id: str, periods: Sequence[PeriodKey], revoked_jti: str | None = None
+    ) -> UsageRead:
+        """One statement on the loop's own async connection (see ``postgres_async``); in the
+        thread pool when this loop cannot have one."""
+        try:
+            pool = await self._loop_pool.for_this_loop()
+            if pool is None:
+                return await asyncio.to_thread(
+                    self.customer_usage, customer_id, periods, revoked_jti
+                )
+            sql, args = Q.usage_read_query(customer_id, periods, revoked_jti)
+            async with pool.connection() as conn:
+                rows = await (await conn.execute(_pg(sql), args)).fetchall()
+        except psycopg_pool.PoolClosed:
+            raise StoreError("the store is closed") from None
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            raise StoreBusyError(f"the billing database is unavailable: {exc}") from None
+        return Q.usage_read_rows(rows, customer_id, periods)
 
     def hourly(
         self, customer_pk: int, feature_key: str, start_us: int, end_us: int

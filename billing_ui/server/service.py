@@ -43,6 +43,7 @@ from billing_ui.server.store import (
     TrackItem,
     TrackOutcome,
     TrackStatus,
+    UsageRead,
     UsageStore,
 )
 
@@ -71,6 +72,18 @@ class TrackCommand(NamedTuple):
 Command = tuple[str, str, float, str | None, dict[str, Any] | None]
 """A :class:`TrackCommand` as a plain tuple, the same fields in the same order: what the
 batch reader builds, 1,000 at a time (a plain tuple costs a fraction of a named one)."""
+
+
+class UsageNow(NamedTuple):
+    """A metrics read at one instant: what the store read, for which periods, and when."""
+
+    read: UsageRead
+    periods: dict[str, Period]
+    now: datetime
+
+
+def _period_keys(periods: Mapping[str, Period]) -> list[PeriodKey]:
+    return [PeriodKey(k, to_micros(p.start), to_micros(p.end)) for k, p in periods.items()]
 
 
 class _Target(NamedTuple):
@@ -461,15 +474,44 @@ class BillingService:
         together, in one round trip (:meth:`UsageStore.customer_usage`); the customer's
         entitlements then pick which of them to show."""
         now = self.clock.now()
-        periods = {
+        periods = self._metered_periods(now)
+        read = self.store.customer_usage(customer_id, _period_keys(periods))
+        return self.metrics_of(UsageNow(read, periods, now), feature_key)
+
+    async def metrics_async(
+        self, customer_id: str, feature_key: str | None = None
+    ) -> list[UsageMetric]:
+        """:meth:`metrics` from an ``async`` route, on the event loop (:meth:`usage_now`)."""
+        found = self.metrics_of(await self.usage_now(customer_id), feature_key)
+        if found is None:
+            raise customer_not_found(customer_id)
+        return found
+
+    async def usage_now(self, customer_id: str, revoked_jti: str | None = None) -> UsageNow:
+        """The metrics read from an ``async`` route: the customer, its usage in every metered
+        period, and whether the session token ``revoked_jti`` was revoked, in one statement
+        that waits on the event loop (:meth:`UsageStore.customer_usage_async`), so a session
+        metrics read is one round trip and no thread hop. :meth:`metrics_of` renders it."""
+        now = self.clock.now()
+        periods = self._metered_periods(now)
+        read = await self.store.customer_usage_async(
+            customer_id, _period_keys(periods), revoked_jti
+        )
+        return UsageNow(read, periods, now)
+
+    def _metered_periods(self, now: datetime) -> dict[str, Period]:
+        return {
             key: period_containing(f.reset or "never", now)
             for key, f in self.plans.features.items()
             if f.type == "usage_quota"
         }
-        customer, consumed = self.store.customer_usage(
-            customer_id,
-            [PeriodKey(k, to_micros(p.start), to_micros(p.end)) for k, p in periods.items()],
-        )
+
+    def metrics_of(
+        self, usage: UsageNow, feature_key: str | None = None
+    ) -> list[UsageMetric] | None:
+        """The metrics of the customer read in ``usage`` (``None`` if unknown); only
+        ``feature_key`` when given."""
+        customer = usage.read.customer
         if customer is None:
             return None
         if (
@@ -479,7 +521,7 @@ class BillingService:
         ):
             feature_key = None  # BillingOS skips a filter whose feature it cannot find
         return [
-            _metric(e, periods[key], consumed[key], now)
+            _metric(e, usage.periods[key], usage.read.consumed[key], usage.now)
             for key, e in self._entitled(customer).items()
             if e.active
             and e.grant.feature.type == "usage_quota"

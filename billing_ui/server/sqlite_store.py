@@ -27,6 +27,7 @@ from billing_ui.server.store import (
     StoreError,
     TrackItem,
     TrackOutcome,
+    UsageRead,
 )
 
 
@@ -56,10 +57,6 @@ class _SqliteTx:
 
     def lock_customers(self, pks: Sequence[int]) -> None:
         """Nothing to do: ``BEGIN IMMEDIATE`` already holds the whole file's write lock."""
-
-    def all_of(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
-        """One after the other: a local file has no round trips to save."""
-        return [self.conn.execute(sql, args).fetchall() for sql, args in queries]
 
 
 SYNCHRONOUS_ENV: Final = "BILLING_UI_SQLITE_SYNCHRONOUS"
@@ -225,9 +222,18 @@ class SqliteStore:
         return Q.consumed(self._reader(), customer_pk, periods)
 
     def customer_usage(
-        self, customer_id: str, periods: Sequence[PeriodKey]
-    ) -> tuple[Customer | None, dict[str, int]]:
-        return Q.customer_usage(self._reader(), customer_id, periods)
+        self, customer_id: str, periods: Sequence[PeriodKey], revoked_jti: str | None = None
+    ) -> UsageRead:
+        return Q.customer_usage(self._reader(), customer_id, periods, revoked_jti)
+
+    async def customer_usage_async(
+        self, customer_id: str, periods: Sequence[PeriodKey], revoked_jti: str | None = None
+    ) -> UsageRead:
+        """Inline: a local read takes tens of microseconds, less than any hop."""
+        return self.customer_usage(customer_id, periods, revoked_jti)
+
+    async def close_async(self) -> None:
+        """Nothing: the loop's reader connection is closed with the store."""
 
     def hourly(
         self, customer_pk: int, feature_key: str, start_us: int, end_us: int

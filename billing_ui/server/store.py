@@ -99,6 +99,17 @@ original event's on a replay; ``now`` otherwise), and the period's usage after t
 (unchanged unless ``RECORDED``)."""
 
 
+class UsageRead(NamedTuple):
+    """What a metrics read needs, read together (:meth:`UsageStore.customer_usage`)."""
+
+    customer: Customer | None
+    """``None`` if unknown."""
+    consumed: dict[str, int]
+    """Usage per feature in the periods asked (0 where nothing was recorded)."""
+    revoked: bool
+    """Whether the session token id given was revoked (``False`` when none was given)."""
+
+
 @dataclass(frozen=True, slots=True)
 class HourBucket:
     hour_start_us: int
@@ -153,10 +164,22 @@ class UsageStore(Protocol):
         """Usage per feature in the given periods (0 where nothing was recorded)."""
 
     def customer_usage(
-        self, customer_id: str, periods: Sequence[PeriodKey]
-    ) -> tuple[Customer | None, dict[str, int]]:
-        """The customer (``None`` if unknown) and its usage per feature in ``periods``, read
-        together in one round trip (a metrics read: the reads' hot path)."""
+        self, customer_id: str, periods: Sequence[PeriodKey], revoked_jti: str | None = None
+    ) -> UsageRead:
+        """The customer, its usage per feature in ``periods``, and whether the session token
+        ``revoked_jti`` was revoked, read together in one round trip (a metrics read: the
+        reads' hot path)."""
+
+    async def customer_usage_async(
+        self, customer_id: str, periods: Sequence[PeriodKey], revoked_jti: str | None = None
+    ) -> UsageRead:
+        """:meth:`customer_usage` for a coroutine on the server's event loop, without
+        stalling it and without a hop to a worker thread and back (SQLite: inline, a local
+        read; PostgreSQL: an ``asyncio`` connection of its own pool)."""
+
+    async def close_async(self) -> None:
+        """Release what the running event loop holds (its connections, if any), before the
+        loop ends; a later async read on another loop opens its own."""
 
     def hourly(
         self, customer_pk: int, feature_key: str, start_us: int, end_us: int

@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
@@ -89,8 +89,11 @@ class RunningServer:
 class _ThreadedServer(uvicorn.Server):
     """uvicorn that signals when it is up and stops as soon as it is told (no polling)."""
 
-    def __init__(self, config: uvicorn.Config) -> None:
+    def __init__(
+        self, config: uvicorn.Config, on_stop: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         super().__init__(config)
+        self._on_stop = on_stop
         self.ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -120,6 +123,8 @@ class _ThreadedServer(uvicorn.Server):
             await server.wait_closed()
         if not self.force_exit:
             await self.lifespan.shutdown()  # a no-op with lifespan="off"
+        if self._on_stop is not None:
+            await self._on_stop()
 
     def stop(self) -> None:
         self.should_exit = True
@@ -173,7 +178,9 @@ def running_server(
         )
         if seed:
             seed_demo_customers(app.state.service)
-        with serve_asgi(app, port=port, http=protocol_with_deadlines()) as base_url:
+        with serve_asgi(
+            app, port=port, http=protocol_with_deadlines(), on_stop=store.close_async
+        ) as base_url:
             yield RunningServer(
                 base_url=base_url,
                 api_key=api_key,
@@ -195,9 +202,11 @@ def serve_asgi(
     http: Any = "auto",
     lifespan: Literal["auto", "on", "off"] = "off",
     name: str = "billing-server",
+    on_stop: Callable[[], Awaitable[None]] | None = None,
 ) -> Iterator[str]:
     """Serve any ASGI app with uvicorn on ``127.0.0.1:port`` (0: a free port) in a thread until
-    the block ends; yields its base URL. ``lifespan="on"`` runs the app's startup/shutdown."""
+    the block ends; yields its base URL. ``lifespan="on"`` runs the app's startup/shutdown;
+    ``on_stop`` runs on the server's loop as it stops (the store's connections of that loop)."""
     # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose proto
     # says TCP, and without it every response waits ~40 ms for a delayed ACK.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -207,7 +216,7 @@ def serve_asgi(
         config = uvicorn.Config(
             app, log_level="warning", access_log=False, lifespan=lifespan, http=http
         )
-        server = _ThreadedServer(config)
+        server = _ThreadedServer(config, on_stop)
         failure: list[BaseException] = []
 
         def serve() -> None:

@@ -128,6 +128,7 @@ def test_revoked_token_is_refused(server, api, customer):
     token = mint_session_token(server, cid)
     with server.client(token) as client:
         assert client.get("/v1/features/entitlements").status_code == 200
+        assert client.get("/v1/features/usage-metrics").status_code == 200
         jti = _payload(token)["jti"]
         revoked = api.delete(f"/v1/session-tokens/{jti}")
         assert revoked.status_code == 200 and revoked.json() == {"success": True}
@@ -136,6 +137,13 @@ def test_revoked_token_is_refused(server, api, customer):
         assert assert_error(response, 401, "AUTH_INVALID_TOKEN")["message"] == (
             "Token not found or revoked"
         )
+        # The metrics route checks revocation inside its one read: refused all the same, and
+        # before its query is judged (a bad feature_key is still a 401, not a 400).
+        for params in ({}, {"feature_key": "Not A Key!"}):
+            response = client.get("/v1/features/usage-metrics", params=params)
+            assert assert_error(response, 401, "AUTH_INVALID_TOKEN")["message"] == (
+                "Token not found or revoked"
+            )
     other = mint_session_token(server, cid)  # other tokens of the customer still work
     assert (
         httpx.get(

@@ -4,6 +4,7 @@ writer blocked by another process gets a retryable refusal, never a half-write."
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import sqlite3
 import threading
@@ -18,7 +19,13 @@ from billing_ui.server.plans import load_plans
 from billing_ui.server.postgres_store import PostgresStore
 from billing_ui.server.service import BillingService, TrackCommand
 from billing_ui.server.sqlite_store import SqliteStore
-from billing_ui.server.store import PeriodKey, StoreBusyError, StoreError, open_store
+from billing_ui.server.store import (
+    PeriodKey,
+    StoreBusyError,
+    StoreError,
+    UsageStore,
+    open_store,
+)
 from billing_ui.server.testing import count_events, fingerprint, query, running_server
 
 from .conftest import T0, metric, track
@@ -32,6 +39,9 @@ HOURLY = "SELECT 1 FROM usage_hourly WHERE customer_id = ? AND feature_key = ? "
 )
 TWO_AGGREGATES = f"{Q.CONSUMED} UNION ALL {Q.CONSUMED}"
 TWO_KEYS = (1, "api_calls", 0, 1, 1, "ai_tokens", 0, 1)
+USAGE_READ = Q.usage_read_query(
+    "x", [PeriodKey("api_calls", 0, 1), PeriodKey("ai_tokens", 0, 1)], revoked_jti="j"
+)  # the metrics read: customer, two aggregates, a revocation
 V1_TABLES = ("customers", "subscriptions", "usage_events", "usage_aggregates", "usage_hourly",
              "idempotency_keys", "revoked_tokens")  # fmt: skip
 
@@ -58,8 +68,9 @@ def test_read_queries_search_by_primary_key(server, store_kind):
         assert "SEARCH usage_hourly USING PRIMARY KEY" in plan and "SCAN" not in plan
         plan = _sqlite_plan(server.database, Q.CUSTOMERS.format(marks="?"), ("x",))
         assert "SCAN" not in plan.replace("USE TEMP B-TREE", "")
-        plan = _sqlite_plan(server.database, Q.CONSUMED_BY_EXTERNAL_ID, ("x", "api_calls", 0, 1))
+        plan = _sqlite_plan(server.database, *USAGE_READ)
         assert "SEARCH usage_aggregates USING PRIMARY KEY" in plan and "SCAN" not in plan
+        assert "SEARCH revoked_tokens" in plan
         return
     plan = _postgres_plan(server.database, TWO_AGGREGATES, TWO_KEYS)
     assert "Index Scan using usage_aggregates_pkey" in plan and "Seq Scan" not in plan
@@ -67,9 +78,9 @@ def test_read_queries_search_by_primary_key(server, store_kind):
     assert "usage_hourly_pkey" in plan and "Seq Scan" not in plan
     plan = _postgres_plan(server.database, Q.CUSTOMERS.format(marks="?"), ("x",))
     assert "customers_external_id_key" in plan and "Seq Scan" not in plan
-    plan = _postgres_plan(server.database, Q.CONSUMED_BY_EXTERNAL_ID, ("x", "api_calls", 0, 1))
+    plan = _postgres_plan(server.database, *USAGE_READ)
     assert "usage_aggregates_pkey" in plan and "customers_external_id_key" in plan
-    assert "Seq Scan" not in plan
+    assert "revoked_tokens_pkey" in plan and "Seq Scan" not in plan
 
 
 def test_a_customer_and_its_usage_are_read_together(server, api, customer):
@@ -85,13 +96,30 @@ def test_a_customer_and_its_usage_are_read_together(server, api, customer):
         assert pk is not None
         periods = [PeriodKey(row[1], row[2], row[3]) for row in _aggregates(server.database)]
         periods.append(PeriodKey("ai_tokens", 0, 1))
-        found, usage = store.customer_usage(cid, periods)
+        found, usage, revoked = store.customer_usage(cid, periods)
+        assert not revoked
         assert found == pk
         assert usage == store.consumed(pk.pk, periods) == {"api_calls": 41_500_000, "ai_tokens": 0}
-        assert store.customer_usage("nobody", periods) == (None, dict.fromkeys(usage, 0))
-        assert store.customer_usage(cid, []) == (pk, {})
+        assert store.customer_usage("nobody", periods) == (None, dict.fromkeys(usage, 0), False)
+        assert store.customer_usage(cid, []) == (pk, {}, False)
+        # The event loop's twin (PostgreSQL: its own async pool) reads the same, on one
+        # loop and then on the next (the pool of a finished loop is not reused).
+        store.revoke_token("tok_revoked", 1, 0)
+        for jti, revoked in (("tok_revoked", True), ("tok_other", False)):
+            expected = (pk, usage, revoked)
+            assert store.customer_usage(cid, periods, jti) == expected
+            assert asyncio.run(_read_async(store, cid, periods, jti)) == expected
     finally:
         store.close()
+
+
+async def _read_async(
+    store: UsageStore, cid: str, periods: list[PeriodKey], jti: str
+) -> tuple[object, ...]:
+    try:
+        return await store.customer_usage_async(cid, periods, jti)
+    finally:
+        await store.close_async()
 
 
 def _aggregates(database: str) -> list[tuple[object, ...]]:
