@@ -133,7 +133,9 @@ class SqliteStore:
     @contextmanager
     def _write(self, *, wait: bool = True) -> Iterator[_SqliteTx]:
         """One write transaction: serialised in-process by the lock, across processes by
-        SQLite's RESERVED lock (BEGIN IMMEDIATE). Rolled back on any exception. With
+        SQLite's RESERVED lock (BEGIN IMMEDIATE). Rolled back on any exception, including a
+        failed ``COMMIT`` (SQLite leaves the transaction open then: without the rollback the
+        one writer connection would stay inside it and every later write would fail). With
         ``wait=False``, raises :class:`_WouldWait` at once instead of waiting for either."""
         if not self._write_lock.acquire(blocking=wait):
             raise _WouldWait
@@ -142,10 +144,11 @@ class SqliteStore:
             self._begin(conn, wait)
             try:
                 yield _SqliteTx(conn)
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
         finally:
             self._write_lock.release()
 

@@ -42,3 +42,23 @@ def test_another_mode_is_refused_naming_the_variable(
     monkeypatch.setenv(SYNCHRONOUS_ENV, "OFF")
     with pytest.raises(StoreError, match=f"{SYNCHRONOUS_ENV} must be FULL or NORMAL"):
         open_store(tmp_path / "b.db")
+
+
+def test_a_failed_commit_is_rolled_back_and_the_store_keeps_writing(tmp_path: Path) -> None:
+    """A ``COMMIT`` that fails leaves SQLite's transaction open. The writer connection must not
+    stay inside it, or every later write of the process fails as "busy". A real SQLite fault
+    on demand: with foreign keys deferred, a dangling reference is refused at ``COMMIT``."""
+    store = SqliteStore(tmp_path / "b.db")
+    try:
+        dangling = (
+            "INSERT INTO subscriptions (customer_id, product_key, status, position,"
+            " granted_at_us) VALUES (424242, 'pro', 'active', 0, 0)"
+        )
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"), store._write() as tx:
+            tx.run("PRAGMA defer_foreign_keys = ON")
+            tx.run(dangling)
+        assert not store._writer.in_transaction
+        customer = store.upsert_customer("after_failed_commit", ["pro"], "active", 1)
+        assert store.get_customer("after_failed_commit") == customer
+    finally:
+        store.close()
