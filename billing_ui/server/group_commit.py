@@ -3,9 +3,8 @@
 A one-event track is the request an app sends most, and alone each one pays a whole write
 transaction: ``BEGIN IMMEDIATE``, the customer's lookup, the idempotency claim, the
 aggregate read, three writes, ``COMMIT`` (and, with SQLite's default ``synchronous=FULL``
-or on PostgreSQL, a flush to disk before the answer may go out). Measured in process on
-SQLite (the commit that added this module): 135 µs of CPU per event alone, 36 µs per event
-in groups of 8; with ``FULL``, 3.6 ms of wall time per event alone, 0.37 ms in groups of 8.
+or on PostgreSQL, a flush to disk before the answer may go out). Grouped, these are paid
+once per group (figures: the commit that added this module, and ``bench/http_ceiling.py``).
 
 :class:`GroupCommit` queues the tracks of one process's requests and one writer task
 writes whatever is queued in one transaction (:meth:`BillingService.record_group`, the batch
