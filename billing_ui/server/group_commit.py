@@ -21,7 +21,9 @@ What each request is promised does not change:
 * A refused event (over its hard limit, unknown customer or feature) is refused alone; the
   others of its group are recorded. Should the group's transaction itself fail, each event
   is retried in a transaction of its own, so an error reaches only the requests it belongs
-  to.
+  to; except when the database was busy (another process held its write lock past the busy
+  timeout): that is no event's fault, so every request of the group gets the retryable 503
+  at once instead of each waiting out the timeout again.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from starlette.concurrency import run_in_threadpool
 
 from billing_ui.server.errors import ApiProblem
 from billing_ui.server.service import BillingService, TrackCommand, Tracked
+from billing_ui.server.store import StoreBusyError
 
 MAX_GROUP: Final = 1000
 """Events per transaction at most (as many as a batch request may carry)."""
@@ -102,9 +105,13 @@ class GroupCommit:
             if answers is None:
                 answers = await run_in_threadpool(service.record_group, cmds)
         except Exception as exc:  # the transaction failed (rolled back): nothing was written
-            if len(cmds) == 1:
-                if not futures[0].done():
-                    futures[0].set_exception(exc)
+            if len(cmds) == 1 or isinstance(exc, StoreBusyError):
+                # Busy is the database's state, not any one event's: each event alone would
+                # wait out the busy timeout again (64 events: 64 timeouts for the last one).
+                # Every request gets the 503 now, and its client retries with its key.
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(exc)
                 return
             log.warning("a group of %d tracks failed (%s): writing each alone", len(cmds), exc)
             for cmd, future in zip(cmds, futures, strict=True):

@@ -8,7 +8,10 @@ writer task first runs, so all of them are queued when it does. Both stores, rea
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +21,8 @@ from billing_ui.server.errors import ApiProblem
 from billing_ui.server.group_commit import GroupCommit
 from billing_ui.server.plans import load_plans
 from billing_ui.server.service import BillingService, TrackCommand, Tracked
-from billing_ui.server.store import TrackItem, TrackOutcome, UsageStore, open_store
+from billing_ui.server.sqlite_store import SqliteStore
+from billing_ui.server.store import StoreBusyError, TrackItem, TrackOutcome, UsageStore, open_store
 from billing_ui.server.testing import count_events
 
 from .conftest import T0
@@ -156,3 +160,30 @@ def test_a_writer_cancelled_with_its_loop_leaves_nothing_queued(store: UsageStor
     assert writer._queue == [] and writer._writer is None
     (after,) = asyncio.run(_gather(writer, [TrackCommand("pro_1", "api_calls", 1, "later")]))
     assert isinstance(after, Tracked) and after.data["idempotency_key"] == "later"
+
+
+def test_a_busy_database_answers_the_whole_group_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process holding SQLite's write lock past the busy timeout is the database's
+    state, not one event's: the group's requests all get the retryable busy error together,
+    instead of each event being retried alone and waiting out the timeout again. Real SQLite:
+    a second connection holds ``BEGIN IMMEDIATE`` (what another server process would do)."""
+    path = tmp_path / "busy.db"
+    store = SqliteStore(path, busy_timeout_s=0.2)
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        writer = GroupCommit(_service(store))
+        holder.execute("BEGIN IMMEDIATE")
+        cmds = [TrackCommand("pro_1", "api_calls", 1, f"b{i}") for i in range(5)]
+        with caplog.at_level(logging.WARNING, logger="billing_ui.server"):
+            results = asyncio.run(_gather(writer, cmds))
+        assert all(isinstance(r, StoreBusyError) for r in results), results
+        assert not [r for r in caplog.records if "writing each alone" in r.getMessage()]
+        holder.execute("ROLLBACK")
+        assert count_events(str(path)) == 0  # nothing half written; the keys are still free
+        assert isinstance(asyncio.run(_gather(writer, cmds[:1]))[0], Tracked)
+        assert count_events(str(path)) == 1
+    finally:
+        holder.close()
+        store.close()
