@@ -19,19 +19,33 @@ at most the request's pool timeout; beyond that a call fails at once with ``http
 (the client turns it into :class:`~billing_ui.core.errors.PoolExhaustedError`) instead of
 queueing without bound while the API is slower than the browsers.
 
+The gate narrows the window but cannot close it: between the pool handing a request a fresh
+connection and the request starting to use it, httpcore still passes a few awaits, and a
+cancellation landing on one of them leaves that connection ``NEW`` and held by nobody (a
+cancellation after exactly the right number of loop turns does it every time; in a flood of
+cancellations, about one outage in thirty). So when a send through the gate ends in any
+exception, :func:`reap_stuck_connections` drops from the pool every connection that is neither
+idle nor held by a request in it: such a connection can never serve again. That check costs
+nothing on the success path.
+
 The sync client needs no gate: a thread cannot be cancelled while it waits in the pool.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import weakref
+from typing import Any
 
 import httpx
 
 from billing_ui.core import _constants as C
 from billing_ui.core.bulkhead import Bulkhead, BulkheadFull
 
-__all__ = ["SendGate", "gate_for", "pool_size", "send_gated"]
+__all__ = ["SendGate", "gate_for", "pool_size", "reap_stuck_connections", "send_gated"]
+
+log = logging.getLogger("billing_ui.core")
 
 
 def pool_size(http: httpx.AsyncClient) -> int:
@@ -67,8 +81,38 @@ class SendGate(Bulkhead):
             raise httpx.PoolTimeout(f"no free billing connection: {exc}", request=request) from None
         try:
             return await http.send(request)
+        except BaseException:
+            stuck = reap_stuck_connections(http)
+            if stuck:
+                log.info("dropped %d stuck billing connection(s) (httpcore#1093)", len(stuck))
+                for connection in stuck:
+                    with contextlib.suppress(Exception):
+                        await connection.aclose()
+            raise
         finally:
             self.release()
+
+
+def reap_stuck_connections(http: httpx.AsyncClient) -> list[Any]:
+    """Remove from ``http``'s pool the connections that are neither idle nor held by a request
+    in the pool, and return them (to be closed by the caller).
+
+    Such a connection is what httpcore#1093 leaves behind (see the module docstring): ``NEW``
+    or ``CONNECTING`` with its request gone, never idle, never expired, never handed out again.
+    Every connection in use is held by its request (``AsyncPoolRequest.connection``) until its
+    response is closed, and the check runs without an await, so a connection another request
+    is still opening is never taken. A client with another transport has nothing to reap.
+    """
+    pool = getattr(getattr(http, "_transport", None), "_pool", None)
+    connections = getattr(pool, "_connections", None)
+    requests = getattr(pool, "_requests", None)
+    if not isinstance(connections, list) or not isinstance(requests, list):
+        return []
+    held = {id(r.connection) for r in requests if getattr(r, "connection", None) is not None}
+    stuck = [c for c in connections if id(c) not in held and not c.is_idle() and not c.is_closed()]
+    for connection in stuck:
+        connections.remove(connection)
+    return stuck
 
 
 _GATES: weakref.WeakKeyDictionary[httpx.AsyncClient, SendGate] = weakref.WeakKeyDictionary()

@@ -127,6 +127,36 @@ async def test_a_burst_of_cancellations_during_an_outage_leaves_the_pool_usable(
         await http.aclose()
 
 
+async def test_a_cancellation_on_any_await_of_a_send_leaves_no_stuck_connection(process):
+    """The gate keeps requests from waiting inside httpcore's pool, but between the pool handing
+    a request a fresh connection and the request using it httpcore still passes a few awaits;
+    a cancellation landing on one of them left that connection NEW and held by nobody (on the
+    code before the fix: the cancellation after 10 loop turns, every time). Cancelling after
+    each number of loop turns in turn covers every await of the path, whatever its length.
+    With a pool of one connection a stuck one would also fail the next track."""
+    for turns in range(40):
+        http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1))
+        client = AsyncBillingClient(
+            base_url=process.base_url,
+            http_client=http,
+            timeout=httpx.Timeout(TIMEOUT_S),
+            max_retries=0,
+        )
+        try:
+            task = asyncio.create_task(
+                client.track_usage(customer_id=CUSTOMER, feature_key=FEATURE, quantity=1)
+            )
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            assert await settled(http, within_s=0.5), (turns, stuck_connections(http))
+            result = await client.track_usage(customer_id=CUSTOMER, feature_key=FEATURE, quantity=1)
+            assert result.success, turns
+        finally:
+            await http.aclose()
+
+
 async def test_a_busy_pool_is_not_reported_as_a_server_that_is_down(process, caplog):
     """Frozen server, pool full: the calls inside time out (the API does not answer: an
     APITimeoutError, "unreachable"); the calls waiting for a connection fail with
