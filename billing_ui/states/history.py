@@ -105,9 +105,9 @@ async def fetch_chart(
     settings = get_settings()
     if force:
         await rt.queries.cache.invalidate((HISTORY, customer, feature_key, bucket))
+    # The store's entry even when a track patched newer usage in while this fetch was in flight
+    # (QueryStore.fetch returns that, not its older answer): no second read needed.
     entry = await rt.queries.usage_metrics(customer, stale_time=settings.refresh_interval)
-    # The cache's entry: a track answered meanwhile has patched it with newer usage.
-    entry = await rt.queries.cache.peek((rt.METRICS, customer)) or entry
     metric = samples.metric_of(entry.data, feature_key)
     if metric is None:
         raise NothingToChart()
