@@ -25,11 +25,19 @@ apt_lock_holder() {
   done
 }
 
+# Milliseconds since the epoch. Not $SECONDS: bash counts it in whole wall-clock seconds from
+# the shell's start, so it can tick 0 -> 1 a moment after the start and a 2 s deadline could
+# pass after 1.1 s (seen once in CI).
+apt_now_ms() {
+  local t=${EPOCHREALTIME/[.,]/}
+  echo $((t / 1000))
+}
+
 # Wait until no process holds an apt/dpkg lock; fail after APT_LOCK_WAIT_S seconds.
 wait_for_apt_locks() {
-  local deadline=$((SECONDS + APT_LOCK_WAIT_S)) holder said=""
+  local deadline=$(($(apt_now_ms) + APT_LOCK_WAIT_S * 1000)) holder said=""
   while holder=$(apt_lock_holder) && [[ -n $holder ]]; do
-    if ((SECONDS >= deadline)); then
+    if (($(apt_now_ms) >= deadline)); then
       printf '[bootstrap] gave up after %ss: apt is still locked by %s\n' "$APT_LOCK_WAIT_S" "$holder" >&2
       return 1
     fi
@@ -45,11 +53,11 @@ wait_for_apt_locks() {
 # `apt-get update` that waits for the locks first, and again if another run took them between
 # the wait and the update (the race is narrow, the deadline is shared).
 apt_get_update() {
-  local deadline=$((SECONDS + APT_LOCK_WAIT_S)) sudo=""
+  local deadline=$(($(apt_now_ms) + APT_LOCK_WAIT_S * 1000)) sudo=""
   [[ $(id -u) -eq 0 ]] || sudo=sudo
   while true; do
-    APT_LOCK_WAIT_S=$((deadline - SECONDS)) wait_for_apt_locks || return 1
+    APT_LOCK_WAIT_S=$(((deadline - $(apt_now_ms) + 999) / 1000)) wait_for_apt_locks || return 1
     $sudo apt-get update -q && return 0
-    [[ -n $(apt_lock_holder) ]] && ((SECONDS < deadline)) || return 1
+    [[ -n $(apt_lock_holder) ]] && (($(apt_now_ms) < deadline)) || return 1
   done
 }
