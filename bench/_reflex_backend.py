@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psutil
+import psutil  # type: ignore[import-untyped]  # no stubs installed; bench only
 
 from billing_ui.demo.reflex_process import reflex_run
 

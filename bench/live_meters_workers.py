@@ -23,6 +23,7 @@ import contextlib
 import os
 import statistics
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,14 @@ def consumed(tab: Tab, feature: str = "api_calls") -> float | None:
     return None
 
 
+def has_meter(tab: Tab) -> bool:
+    return consumed(tab) is not None
+
+
+def shows(tab: Tab, value: float) -> bool:
+    return consumed(tab) == value
+
+
 PACE_S = 0.25
 """At most 4 tracks a second from tab A."""
 
@@ -65,7 +74,7 @@ async def _samples(urls: list[str], redis_url: str, n: int) -> tuple[list[float]
     try:
         for tab in (a, b):
             await tab.emit(poll)
-            await tab.wait_for(lambda tab=tab: consumed(tab) is not None, 60)
+            await tab.wait_for(partial(has_meter, tab), 60)
         workers = [record[0] for t in (a, b) if (record := socket_record(redis_url, t.token))]
         if len(set(workers)) != 2:
             raise RuntimeError(f"tabs A and B are not on two workers: {workers}")
@@ -76,9 +85,9 @@ async def _samples(urls: list[str], redis_url: str, n: int) -> tuple[list[float]
             loop = asyncio.get_running_loop()
             started = loop.time()
             await a.emit(track, {"feature_key": "api_calls", "quantity": 1})
-            await b.wait_for(lambda before=before: consumed(b) == before + 1, 30)
+            await b.wait_for(partial(shows, b, before + 1), 30)
             latencies.append(loop.time() - started)
-            await a.wait_for(lambda before=before: consumed(a) == before + 1, 30)
+            await a.wait_for(partial(shows, a, before + 1), 30)
             # A person's pace, under the token bucket's default 5 tracks/s per session (at
             # full speed tracks 31 and on are refused, as they should be).
             await asyncio.sleep(max(0.0, started + PACE_S - loop.time()))

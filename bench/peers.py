@@ -33,13 +33,14 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import lago_python_client as lago
 import metronome
 import orb
 from lago_python_client.models.event import BatchEvent, Event
+from metronome.types.v1.usage_ingest_params import Usage as MetronomeEvent
+from orb.types.event_ingest_params import Event as OrbEvent
 
 from bench._harness import cli, result
 from bench.server_process import server_process, uvicorn_process
@@ -51,7 +52,7 @@ TIMESTAMP = "2026-11-30T09:00:00Z"
 BATCH = 100
 KEY = "sk_test_peer_bench"
 
-Send = Callable[[int], None]
+Send = Callable[[int], object]
 """Send event number ``n`` (or the batch starting at ``n``)."""
 
 
@@ -128,7 +129,7 @@ def arms(url: str) -> tuple[dict[str, tuple[Send, Send]], Callable[[], None]]:
         events = [{"customer_id": CUSTOMER, "feature_key": METER, "quantity": 1}] * BATCH
         ours.track_usage_batch(events)
 
-    def orb_event(n: int) -> dict[str, Any]:
+    def orb_event(n: int) -> OrbEvent:
         return {
             "event_name": METER,
             "external_customer_id": CUSTOMER,
@@ -137,7 +138,7 @@ def arms(url: str) -> tuple[dict[str, tuple[Send, Send]], Callable[[], None]]:
             "timestamp": TIMESTAMP,
         }
 
-    def met_event(n: int) -> dict[str, Any]:
+    def met_event(n: int) -> MetronomeEvent:
         return {
             "transaction_id": _key(n),
             "customer_id": CUSTOMER,

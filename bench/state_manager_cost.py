@@ -25,15 +25,16 @@ import contextlib
 import os
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import psutil
+import psutil  # type: ignore[import-untyped]  # no stubs installed; bench only
 
 from bench._harness import cli, result
 from bench._reflex_backend import ReflexBackend, start_backends
 from bench._socketio import Tab, handler_name
-from bench.live_meters_workers import consumed
+from bench.live_meters_workers import has_meter
 from bench.many_sockets import signed_in_tab
 from billing_ui.core.testing_redis import temp_redis
 from billing_ui.server.testing import ServerProcess, server_process
@@ -72,7 +73,7 @@ async def _tabs(url: str, n: int) -> list[Tab]:
     for tab in tabs:
         await tab.emit(poll)
     for tab in tabs:
-        await tab.wait_for(lambda tab=tab: consumed(tab) is not None, 120)
+        await tab.wait_for(partial(has_meter, tab), 120)
     return tabs
 
 

@@ -73,7 +73,7 @@ def report() -> str:
         libc.mallinfo2.restype = _MallInfo2
         info = libc.mallinfo2()
         lines.append("mallinfo2_mb " + " ".join(
-            f"{name}={getattr(info, name) / 2**20:.1f}" for name, _ in _MallInfo2._fields_
+            f"{field[0]}={getattr(info, field[0]) / 2**20:.1f}" for field in _MallInfo2._fields_
         ))  # fmt: skip
     except (OSError, AttributeError) as exc:
         lines.append(f"mallinfo2 unavailable: {exc!r}")
