@@ -20,7 +20,6 @@ from billing_ui.core.models import (
     FeatureCheck,
     FeatureCheckMetadata,
     FeatureEntitlement,
-    TrackUsageBatchResult,
     TrackUsageResult,
     UsageHistory,
     UsageHistoryPoint,
@@ -28,6 +27,7 @@ from billing_ui.core.models import (
     percentage_used,
 )
 from billing_ui.server import tokens, wire_json
+from billing_ui.server.batch_answer import BatchAnswer, Shape, TrackedBatch, shape
 from billing_ui.server.clock import Clock, from_micros, to_micros
 from billing_ui.server.entitlements import Entitled, resolve_entitlements
 from billing_ui.server.errors import ApiProblem, bad_request, customer_not_found, invalid_input
@@ -118,6 +118,23 @@ class _Batch:
         return self._periods[feature_key]
 
 
+_Decided = tuple[dict[int, ApiProblem], list[TrackItem], list[_Target], list[TrackOutcome]]
+"""What :meth:`BillingService._decide` returns: refusals by index, then the items written,
+their targets and their outcomes, in order."""
+
+
+def _shape(target: _Target) -> Shape:
+    """The answer text a target's recorded events share (as :meth:`BillingService._answer`
+    lays out their usage)."""
+    return shape(
+        target.aggregate[1],
+        target.grant.limit_micros,
+        target.limit_units,
+        target.period.start,
+        target.period_end,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Tracked:
     """One track's answer as plain data in the wire's shape, and its rate-limit headers."""
@@ -131,32 +148,6 @@ class Tracked:
 
     def body(self) -> bytes:
         return wire_json.dumps(self.data)
-
-
-@dataclass(frozen=True, slots=True)
-class TrackedBatch:
-    """A batch's answer as plain data in the wire's shape (``TrackUsageBatchResult``).
-
-    Built as plain dicts and encoded in one call (:mod:`billing_ui.server.wire_json`), not
-    validated into 1,000 response models first: that validation and the encoding after it
-    cost more CPU than the whole write (tests check the bytes are those the model gives)."""
-
-    results: list[dict[str, Any]]
-
-    @property
-    def result(self) -> TrackUsageBatchResult:
-        return TrackUsageBatchResult.model_validate({"results": self.results})
-
-    def body(self) -> bytes:
-        return wire_json.dumps({"results": self.results})
-
-    def tally(self) -> tuple[int, int, int]:
-        """How many events were ``(recorded, replayed, refused)`` (for the server's metrics)."""
-        refused = sum(1 for r in self.results if r["error"] is not None)
-        replayed = sum(
-            1 for r in self.results if r["result"] is not None and r["result"]["duplicate"]
-        )
-        return len(self.results) - replayed - refused, replayed, refused
 
 
 class BillingService:
@@ -283,9 +274,10 @@ class BillingService:
         the rate limit per customer), so the work per event is a few dict lookups.
         """
         refused = self._rate_limit(cmds) if rate_limited and self.limiter.enabled else {}
-        answers = self._write_each(cmds, refused, _Batch(now or self.clock.now()), self._many)
-        assert answers is not None  # track_many always answers
-        return TrackedBatch([_batch_item(i, answer) for i, answer in enumerate(answers)])
+        batch = _Batch(now or self.clock.now())
+        decided = self._decide(cmds, refused, batch, self._many)
+        assert decided is not None  # track_many always answers
+        return self._batch_answer(len(cmds), decided, batch)
 
     def record_group(self, cmds: Sequence[TrackCommand]) -> list[dict[str, Any] | ApiProblem]:
         """Record admitted single events of different requests in one transaction (group
@@ -319,33 +311,11 @@ class BillingService:
         write: Callable[[Sequence[TrackItem], int, int], list[TrackOutcome] | None],
     ) -> list[dict[str, Any] | ApiProblem] | None:
         """Each command's answer or refusal (those in ``refused`` are not written), all
-        written in one call of ``write``; ``None`` if ``write`` declined.
-
-        The per-event work is written inline, with plain tuples (the store's items, and the
-        targets and outcomes zipped back): it runs once per event of every batch, and
-        ``bench/db_ceiling.py`` compares the whole with the database's own statements."""
-        self._look_up(batch, list({cmd[0]: None for cmd in cmds}))
-        problems = dict(refused)
-        items: list[TrackItem] = []
-        chosen: list[_Target] = []
-        targets, hour_us, to_micros = batch.targets, batch.hour_us, V.quantity_to_micros
-        for i, (customer_id, feature_key, quantity, idempotency_key, metadata) in enumerate(cmds):
-            if problems and i in problems:
-                continue
-            target = targets.get((customer_id, feature_key))
-            if target is None:
-                target = self._target(customer_id, feature_key, batch)
-            if isinstance(target, ApiProblem):
-                problems[i] = target
-                continue
-            q = to_micros(quantity)
-            items.append(
-                (target.aggregate, q, hour_us, idempotency_key, metadata, target.hard_limit_micros)
-            )
-            chosen.append(target)
-        outcomes = write(items, batch.now_us, batch.cutoff_us) if items else []
-        if outcomes is None:
+        written in one call of ``write``; ``None`` if ``write`` declined."""
+        decided = self._decide(cmds, refused, batch, write)
+        if decided is None:
             return None
+        problems, items, chosen, outcomes = decided
         done = zip(items, chosen, outcomes, strict=True)
         answers: list[dict[str, Any] | ApiProblem] = []
         for i in range(len(cmds)):
@@ -355,6 +325,77 @@ class BillingService:
                 item, target, outcome = next(done)
                 answers.append(self._answer(outcome, item[3], target, batch))
         return answers
+
+    def _batch_answer(self, n: int, decided: _Decided, batch: _Batch) -> TrackedBatch:
+        """A batch's answer written straight as JSON text (:mod:`.batch_answer`): a
+        recorded or replayed event from its target's :class:`Shape`, anything else from
+        :meth:`_answer`, so each rule of an answer is written once."""
+        problems, items, chosen, outcomes = decided
+        out = BatchAnswer(batch.now, batch.now_us)
+        shapes: dict[int, Shape] = {}
+        recorded, replayed = TrackStatus.RECORDED, TrackStatus.REPLAYED
+        done = zip(items, chosen, outcomes, strict=True)
+        for i in range(n):
+            if problems and i in problems:
+                out.problem(i, problems[i])
+                continue
+            item, target, outcome = next(done)
+            status, feature_key, quantity_micros, recorded_at_us, consumed = outcome
+            if (status is recorded or status is replayed) and feature_key == target.aggregate[1]:
+                found = shapes.get(id(target))
+                if found is None:
+                    found = shapes[id(target)] = _shape(target)
+                out.usage(
+                    i, found, status is replayed, quantity_micros, recorded_at_us, consumed, item[3]
+                )
+                continue
+            answer = self._answer(outcome, item[3], target, batch)
+            if isinstance(answer, ApiProblem):
+                out.problem(i, answer)
+            else:
+                out.answer(i, answer)
+        return out.finish()
+
+    def _decide(
+        self,
+        cmds: Sequence[Command],
+        refused: Mapping[int, ApiProblem],
+        batch: _Batch,
+        write: Callable[[Sequence[TrackItem], int, int], list[TrackOutcome] | None],
+    ) -> _Decided | None:
+        """Resolve each command's target, write those that have one (not those in
+        ``refused``) in one call of ``write``: the refusals by index, the items written,
+        their targets and their outcomes; ``None`` if ``write`` declined.
+
+        The per-event work is written inline, with plain tuples (the store's items, and the
+        targets and outcomes zipped back): it runs once per event of every batch, and
+        ``bench/db_ceiling.py`` compares the whole with the database's own statements."""
+        self._look_up(batch, list({cmd[0]: None for cmd in cmds}))
+        problems = dict(refused)
+        items: list[TrackItem] = []
+        chosen: list[_Target] = []
+        targets, hour_us, to_micros = batch.targets, batch.hour_us, V.quantity_to_micros
+        micros: dict[float, int] = {}  # per quantity: a batch repeats a few
+        for i, (customer_id, feature_key, quantity, idempotency_key, metadata) in enumerate(cmds):
+            if problems and i in problems:
+                continue
+            target = targets.get((customer_id, feature_key))
+            if target is None:
+                target = self._target(customer_id, feature_key, batch)
+            if isinstance(target, ApiProblem):
+                problems[i] = target
+                continue
+            q = micros.get(quantity)
+            if q is None:
+                q = micros[quantity] = to_micros(quantity)
+            items.append(
+                (target.aggregate, q, hour_us, idempotency_key, metadata, target.hard_limit_micros)
+            )
+            chosen.append(target)
+        outcomes = write(items, batch.now_us, batch.cutoff_us) if items else []
+        if outcomes is None:
+            return None
+        return problems, items, chosen, outcomes
 
     def _rate_limit(self, cmds: Sequence[Command]) -> dict[int, ApiProblem]:
         """The events the rate limit refuses, by index: one count per customer per request,
@@ -649,15 +690,6 @@ def _rate_limited(retry_after_s: int, headers: Mapping[str, str]) -> ApiProblem:
         details={"retryAfter": retry_after_s},
         headers=headers,
     )
-
-
-def _batch_item(index: int, answer: dict[str, Any] | ApiProblem | None) -> dict[str, Any]:
-    """A ``BatchItemResult`` as plain data."""
-    if isinstance(answer, ApiProblem):
-        error = {"code": answer.code, "message": answer.message}
-        return {"index": index, "result": None, "error": error}
-    assert answer is not None
-    return {"index": index, "result": answer, "error": None}
 
 
 def _remaining(grant: Grant, used_micros: int) -> float | None:

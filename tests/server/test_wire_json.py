@@ -57,3 +57,39 @@ def test_single_track_answer_is_byte_for_byte_the_models(server: RunningServer, 
         {"customer_id": cid, "feature_key": "seats", "quantity": 1, "idempotency_key": "k"},
     ):
         _as_models_write_it(api.post("/v1/usage/track", json=body), TrackUsageResult)
+
+
+def test_batch_answer_text_edges_are_the_models(server: RunningServer, api, customer):
+    """The batch answer is written as text (``server/batch_answer.py``): numbers that orjson
+    writes in exponent form, keys that need escaping or are not ASCII, and replays recorded
+    at another instant must still be the models' bytes."""
+    cid = customer("enterprise")
+    events = [
+        {"customer_id": cid, "feature_key": f, "quantity": q, "idempotency_key": k}
+        for f, (q, k) in zip(
+            ["ai_tokens", "api_calls"] * 4,
+            [
+                (0.000001, "tiny"),
+                (0.00001, "small"),
+                (123456.789, 'quo"te'),
+                (1, "back\\slash"),
+                (2, "ключ"),
+                (3, "\u00e9t\u00e9"),
+                (999_999_999, "big"),
+            ],
+            strict=False,
+        )
+    ]
+    first = api.post("/v1/usage/track-batch", json={"events": events})
+    _as_models_write_it(first, TrackUsageBatchResult)  # type: ignore[arg-type]
+    keys = [r["result"]["idempotency_key"] for r in first.json()["results"]]
+    assert keys == [e["idempotency_key"] for e in events]
+    assert all(r["result"]["duplicate"] is False for r in first.json()["results"])
+    server.manual_clock.advance(timedelta(seconds=1, microseconds=5))
+    again = api.post("/v1/usage/track-batch", json={"events": events[::-1]})
+    _as_models_write_it(again, TrackUsageBatchResult)  # type: ignore[arg-type]
+    replays = again.json()["results"]
+    assert all(r["result"]["duplicate"] for r in replays)
+    assert [r["result"]["recorded_at"] for r in replays] == [
+        r["result"]["recorded_at"] for r in first.json()["results"][::-1]
+    ]
