@@ -113,3 +113,18 @@ class Tab:
         for update in self.updates:
             merged.update((update.get("delta") or {}).get(key) or {})
         return {k.removesuffix("_rx_state_"): v for k, v in merged.items()}
+
+    def meters(self) -> list[dict[str, Any]]:
+        """The meters as this tab last heard them, merged from their bucket vars in order, as
+        the browser merges them (``UsageMetricsState.metrics``, a ``SplitList``)."""
+        from billing_ui.states.metrics import METERS, UsageMetricsState
+
+        shown = self.state(UsageMetricsState)
+        return [m for bucket in METERS.buckets for m in (shown.get(bucket) or {}).values()]
+
+    def meter_updates(self) -> int:
+        """Updates that carried any of the meters (a poll tick, a live push)."""
+        from billing_ui.states.metrics import METERS, UsageMetricsState
+
+        key, vars_ = UsageMetricsState.get_full_name(), {b + "_rx_state_" for b in METERS.buckets}
+        return sum(1 for u in self.updates if vars_ & set((u.get("delta") or {}).get(key) or {}))

@@ -47,7 +47,7 @@ def _metrics_state() -> Any:
 
 
 def consumed(tab: Tab, feature: str = "api_calls") -> float | None:
-    for metric in tab.state(_metrics_state()).get("metrics") or []:
+    for metric in tab.meters():
         if metric.get("feature_key") == feature:
             return float(metric["consumed"])
     return None

@@ -127,10 +127,7 @@ async def wait_polling(url: str, want: float, timeout: float) -> float:
 
 def meter_consumed(tab: Tab, feature: str = "api_calls") -> float | None:
     """The ``consumed`` of ``feature``'s meter as this tab last heard it (None: no meter)."""
-    from billing_ui.states.metrics import UsageMetricsState
-
-    metrics = tab.state(UsageMetricsState).get("metrics") or []
-    return next((float(m["consumed"]) for m in metrics if m["feature_key"] == feature), None)
+    return next((float(m["consumed"]) for m in tab.meters() if m["feature_key"] == feature), None)
 
 
 def consumed(base_url: str, api_key: str, customer: str) -> float:
@@ -292,12 +289,7 @@ async def meters_on_total(server: ServerProcess, tabs: list[Tab], timeout: float
 
 def _metric_updates(tab: Tab) -> int:
     """Updates to this tab that carried its meters (its loop's ticks, live pushes)."""
-    from billing_ui.states.metrics import UsageMetricsState
-
-    key = UsageMetricsState.get_full_name()
-    return sum(
-        1 for u in tab.updates if "metrics_rx_state_" in ((u.get("delta") or {}).get(key) or {})
-    )
+    return tab.meter_updates()
 
 
 PROBE_ENV = "BENCH_MEMORY_PROBE"

@@ -164,7 +164,7 @@ class LiveMeters:
                 hard = {m.feature_key for m in state.metrics if m.hard_limit}
                 views = metric_views(entry.data, hard, pending)
                 changed = views != state.metrics
-                state.metrics = views  # an equal list is not assigned: no delta
+                state.metrics = views  # only the changed buckets are assigned (SplitList)
                 stamp(state, entry.updated_at, changed=changed)
         except Exception:
             log.exception("billing_ui: pushing live meters to a tab failed")

@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
-from reflex.vars import ArrayVar, FunctionStringVar, ObjectVar, Var
+from reflex.vars import ArrayVar, FunctionStringVar, Var
 
 from billing_ui.core.customer import NoCustomerError
 from billing_ui.core.errors import BillingError
@@ -30,6 +30,7 @@ from billing_ui.states.base import BillingState, Ticket, billing_event
 from billing_ui.states.entitlements import FeatureEntitlementsState
 from billing_ui.states.history import UsageHistoryState
 from billing_ui.states.live import live_meters
+from billing_ui.states.split_map import SplitList, SplitMap
 from billing_ui.states.status import (
     ERROR,
     PENDING,
@@ -42,16 +43,37 @@ from billing_ui.states.status import (
 )
 from billing_ui.states.views import MetricView, metric_views
 
+METER_BUCKETS: Final = 4
+"""Bucket vars of the meters: fewer than the checks' 8, for the state-size budget (bench
+``states_fanout``: all five billing states of a customer with 10 meters and 10 entitlements,
+goal <= 8,000 bytes). Each bucket costs its name in every hydrate even when empty
+(``,"meters_7_rx_state_":{}``, 24 bytes), and each meter its key once more (``"metric_0":``).
+Measured with that bench's ``state_size`` (30 Nov 2026): one list 7,740 bytes; 2 buckets 7,885;
+4 buckets 7,932; 8 buckets 8,029 (past the goal). With 4, one changed meter sends at most
+``ceil(n / 4)`` meters of ``n`` (3 of 10, 8 of 30) instead of all of them."""
+METERS: Final = SplitMap[MetricView](buckets=METER_BUCKETS, prefix="meters")
+"""The meters by feature key, in ``meters_0`` ... ``meters_3``: a track or a live push that
+moves one meter sends its bucket, not every meter (issue 8, part 3)."""
+
 
 class UsageMetricsState(BillingState):
-    """Vars: ``metrics`` (all of the customer's meters), ``metrics_by_key``, ``status`` (see
+    """Vars: ``metrics`` (all of the customer's meters, in the API's order; a
+    :class:`~billing_ui.states.split_map.SplitList` over the buckets ``meters_0`` ...
+    ``meters_3``: read and assign it as one list), ``metrics_by_key``, ``status`` (see
     :mod:`billing_ui.states.status`), ``is_loading`` (no data yet), ``is_fetching`` (a refresh
     in flight), ``error`` (last failure; the last good data stays, ``status`` "stale"),
     ``updated_at`` / ``data_updated_at`` (when the data shown was fetched; a refresh that finds
     the same data does not move them, so it sends nothing — they catch up to the last
     successful fetch when the status leaves ``success``, the one time the UI shows them)."""
 
-    metrics: list[MetricView] = []  # noqa: RUF012 - Reflex vars are declared this way
+    meters_0: dict[str, MetricView] = {}  # noqa: RUF012 - Reflex vars are declared this way
+    meters_1: dict[str, MetricView] = {}  # noqa: RUF012
+    meters_2: dict[str, MetricView] = {}  # noqa: RUF012
+    meters_3: dict[str, MetricView] = {}  # noqa: RUF012
+    metrics_by_key = METERS
+    """The meters by feature key, e.g. ``metrics_by_key["api_calls"].remaining`` (the browser
+    merges the buckets; on the backend a merged copy)."""
+    metrics = SplitList(METERS, key=lambda m: m.feature_key)
     status: str = PENDING
     is_loading: bool = True
     is_fetching: bool = False
@@ -64,8 +86,6 @@ class UsageMetricsState(BillingState):
 
     # Derived in the browser from `metrics` (see _derive below), so the meters cross the wire
     # once: a computed var would send every metric a second time on each update.
-    metrics_by_key: ClassVar[ObjectVar[dict[str, MetricView]]]
-    """Frontend var: the metrics by feature key, e.g. ``metrics_by_key["api_calls"].remaining``."""
     near_limit: ClassVar[ArrayVar[list[MetricView]]]
     """Frontend var: metrics at >= 80 % of their limit (the upgrade nudge's trigger)."""
 
@@ -180,7 +200,7 @@ class UsageMetricsState(BillingState):
         async with self:
             await self._confirm(ticket)
             changed = views != self.metrics
-            self.metrics = views  # an equal list is not assigned (BillingState): no delta
+            self.metrics = views  # only the buckets that change are assigned (SplitList)
             show_success(self, entry.updated_at, changed=changed, outage=outage)
             # Entitlements ride on this loop at their slower interval (no loop of their own).
             due = _entitlements_due(await self.get_state(FeatureEntitlementsState))
@@ -229,9 +249,6 @@ def _derive(js_function: str) -> Var:  # type: ignore[type-arg]
     return FunctionStringVar.create(js_function).call(UsageMetricsState.metrics)
 
 
-UsageMetricsState.metrics_by_key = _derive(
-    "(ms) => Object.fromEntries((ms ?? []).map((m) => [m.feature_key, m]))"
-).to(ObjectVar, dict[str, MetricView])
 UsageMetricsState.near_limit = _derive(
     '(ms) => (ms ?? []).filter((m) => m.level === "near" || m.level === "over")'
 ).to(ArrayVar, list[MetricView])

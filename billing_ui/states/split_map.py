@@ -32,9 +32,11 @@ the map object kept in a module constant (``CHECKS.put(self, key, view)``).
 
 from __future__ import annotations
 
-from typing import Any, Final, Generic, TypeVar, overload
+from collections.abc import Callable, Mapping
+from types import GenericAlias
+from typing import Any, Final, Generic, TypeVar, get_args, overload
 
-from reflex.vars import FunctionStringVar, ObjectVar
+from reflex.vars import ArrayVar, FunctionStringVar, ObjectVar
 
 T = TypeVar("T")
 
@@ -44,6 +46,7 @@ More buckets would shrink it further but lengthen every expression that reads th
 browser merges all of them at each use), and the full map is small anyway."""
 
 _MERGE: Final = "(...buckets) => Object.assign({}, ...buckets)"
+_VALUES: Final = "(map) => Object.values(map)"
 
 
 class SplitMap(Generic[T]):
@@ -51,13 +54,19 @@ class SplitMap(Generic[T]):
     (see the module docstring). Class access: the merged map as a frontend var; instance
     access: a merged copy (read-only: write with :meth:`put` / :meth:`drop`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, buckets: int = BUCKETS, prefix: str = "") -> None:
+        """``buckets``: how many bucket vars (``BUCKETS`` unless the map's full size calls for
+        fewer); ``prefix``: their name before ``_<i>`` (the attribute's name by default; a
+        short one saves its length in every update and hydrate)."""
         self.name = ""
+        self.count = buckets
+        self.prefix = prefix
         self.buckets: tuple[str, ...] = ()
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
-        self.buckets = tuple(f"{name}_{i}" for i in range(BUCKETS))
+        prefix = self.prefix or name
+        self.buckets = tuple(f"{prefix}_{i}" for i in range(self.count))
         missing = [b for b in self.buckets if b not in owner.__annotations__]
         if missing:
             raise TypeError(f"{owner.__name__}.{name}: declare the bucket vars {missing}")
@@ -93,9 +102,53 @@ class SplitMap(Generic[T]):
                 index = min(range(len(parts)), key=lambda i: len(parts[i]))
         setattr(state, self.buckets[index], {**parts[index], key: value})
 
+    def assign(self, state: Any, entries: Mapping[str, T]) -> bool:
+        """Make the map hold exactly ``entries``, in their order, writing only the buckets whose
+        part changes; whether any did. For a map written whole each time (the meters): entry
+        ``i`` of ``n`` goes to bucket ``i * count // n``, consecutive runs, so the browser's
+        merge keeps the order, and the same keys always land in the same buckets (one changed
+        entry sends its bucket; a key added or gone may shift the runs, and sends those)."""
+        keys = list(entries)
+        parts: list[dict[str, T]] = [{} for _ in self.buckets]
+        for i, key in enumerate(keys):
+            parts[i * self.count // len(keys)][key] = entries[key]
+        changed = False
+        for bucket, now, new in zip(self.buckets, self._parts(state), parts, strict=True):
+            if list(now.items()) != list(new.items()):  # the order is shown: it counts
+                setattr(state, bucket, new)
+                changed = True
+        return changed
+
     def drop(self, state: Any, key: str) -> None:
         """Remove ``key`` (only its bucket is sent; nothing when it is absent)."""
         for bucket, part in zip(self.buckets, self._parts(state), strict=True):
             if key in part:
                 setattr(state, bucket, {k: v for k, v in part.items() if k != key})
                 return
+
+
+class SplitList(Generic[T]):
+    """A list var kept as a :class:`SplitMap` of its entries by ``key`` (the meters: a list
+    for components, ``rx.foreach``, filters; one bucket per changed entry on the wire).
+    Class access: the list as a frontend var (the merged map's values, in order); instance
+    access: the list; assigning a list assigns the map (:meth:`SplitMap.assign`), so code
+    that sets the whole list sends only the buckets that changed."""
+
+    def __init__(self, split: SplitMap[T], key: Callable[[T], str]) -> None:
+        self.split = split
+        self.key = key
+
+    @overload
+    def __get__(self, state: None, owner: type) -> ArrayVar[list[T]]: ...
+    @overload
+    def __get__(self, state: object, owner: type) -> list[T]: ...
+    def __get__(self, state: Any, owner: type) -> ArrayVar[list[T]] | list[T]:
+        merged = self.split.__get__(state, owner)
+        if state is None:
+            entry = get_args(merged._var_type)[1]  # dict[str, T]: T
+            values = FunctionStringVar.create(_VALUES).call(merged)
+            return values.to(ArrayVar, GenericAlias(list, (entry,)))  # type: ignore[no-any-return]
+        return list(merged.values())
+
+    def __set__(self, state: Any, value: list[T]) -> None:
+        self.split.assign(state, {self.key(v): v for v in value})

@@ -7,14 +7,16 @@ without sleeping). A raw socket.io client plays the tab and records every update
 
 Before: each tick re-sent the whole ``metrics`` list, its timestamps and ``is_fetching`` twice,
 about 4 KB per tab per tick for the demo's meters. Now a tick that finds the same meters sends
-nothing, and a tick after one meter changed sends the meters once (the whole list: Reflex
-replaces a var whole in the browser, see docs/architecture.md), with no timestamps repeated.
+nothing, and a tick after one meter changed sends that meter's bucket once (the meters are a
+``SplitList`` over bucket vars, ``billing_ui/states/split_map.py``: Reflex replaces a var whole
+in the browser), with no timestamps repeated.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from bench._socketio import Tab, handler_name
 from bench.many_sockets import BACKEND_ENV, FLOOD_CUSTOMER, signed_in_tab
 from billing_ui.server.testing import ServerProcess, server_process
 from billing_ui.states import UsageMetricsState
+from billing_ui.states.metrics import METER_BUCKETS
 from tests.faults import FaultProxy
 
 METRICS = "/v1/usage/metrics"
@@ -55,8 +58,8 @@ async def _scenario(url: str, srv: ServerProcess, proxy: FaultProxy) -> dict[str
     tab = await signed_in_tab(url, FLOOD_CUSTOMER)
     try:
         await tab.emit(handler_name(UsageMetricsState.poll))
-        await tab.wait_for(lambda: bool(tab.state(UsageMetricsState).get("metrics")), 30)
-        meters = tab.state(UsageMetricsState)["metrics"]
+        await tab.wait_for(lambda: bool(tab.meters()), 30)
+        meters = tab.meters()
         one_meter = max(len(json.dumps(m)) for m in meters)
         whole = len(json.dumps(meters))
 
@@ -74,9 +77,9 @@ async def _scenario(url: str, srv: ServerProcess, proxy: FaultProxy) -> dict[str
         await asyncio.to_thread(track_outside_the_app, srv, 7)
 
         def moved() -> bool:
-            shown = tab.state(UsageMetricsState)["metrics"]
             return any(
-                m["feature_key"] == "api_calls" and m["consumed"] == consumed + 7 for m in shown
+                m["feature_key"] == "api_calls" and m["consumed"] == consumed + 7
+                for m in tab.meters()
             )
 
         await tab.wait_for(moved, 30)
@@ -105,5 +108,8 @@ def test_a_tick_that_finds_nothing_new_sends_nothing(tmp_path: Path) -> None:
         out = asyncio.run(_scenario(backend.url, srv, proxy))
     print(out)  # the figures for the report (pytest -s)
     assert out["quiet_updates"] == 0 and out["quiet_bytes"] == 0, out
-    # The change arrives as the meters once: no second copy, no per-tick timestamps on top.
-    assert 0 < out["changed_bytes"] <= out["whole_bytes"] + 200, out
+    # The change arrives as its meter's bucket once: no second copy, no other bucket, no
+    # per-tick timestamps on top.
+    per_bucket = math.ceil(out["meters"] / METER_BUCKETS)
+    assert 0 < out["changed_bytes"] <= per_bucket * out["one_meter_bytes"] + 200, out
+    assert out["changed_bytes"] < out["whole_bytes"], out
