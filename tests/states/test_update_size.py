@@ -29,9 +29,9 @@ from reflex_base.event.processor import BaseStateEventProcessor
 from reflex_base.utils.format import json_dumps
 
 import billing_ui.states as bs
+from bench.map_update_bytes import plans_with_meters
 from billing_ui import runtime
 from billing_ui import settings as billing_settings
-from billing_ui.server.plans import parse_plans
 from billing_ui.server.testing import RunningServer, create_customer, running_server
 from billing_ui.states import FeatureEntitlementsState, TrackUsageState, UsageMetricsState
 from billing_ui.states.entitlements import MAX_CHECKS
@@ -142,19 +142,13 @@ METER_FEATURES = FEATURES[:24]
 """A customer with many meters (each one known to the app, so it can be tracked)."""
 
 
-def plans_with_many_meters() -> Any:
-    features = {k: {"title": k, "type": "usage_quota", "reset": "month"} for k in METER_FEATURES}
-    limits = {k: {"limit": 1000} for k in METER_FEATURES}
-    return parse_plans(
-        {"features": features, "products": {"pro": {"name": "Pro", "features": limits}}}
-    )
-
-
 class TestMeters:
     @pytest.fixture
     def server(self, tmp_path: Path) -> Iterator[RunningServer]:
         """The local server with a plan of ``len(METER_FEATURES)`` meters (overrides conftest's)."""
-        with running_server(db_path=tmp_path / "billing.db", plans=plans_with_many_meters()) as srv:
+        with running_server(
+            db_path=tmp_path / "billing.db", plans=plans_with_meters(METER_FEATURES)
+        ) as srv:
             yield srv
 
     @pytest.fixture
