@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -103,6 +105,27 @@ return 2
 (an expired entry is not written back: a hash without a TTL would never go). 0: not stored,
 1: stored, the same data as before, 2: stored, new data (tagged ``ARGV[6]``: see
 ``_FRESH_OR_LEAD``)."""
+
+_STORE_AND_TELL = (
+    "local stored = (function()\n"
+    + _STORE
+    + "end)()\n"
+    + """
+if stored == 0 then return 0 end
+local tag = redis.call('hget', KEYS[1], 'n') or ''
+if stored == 2 then redis.call('publish', ARGV[7], ARGV[8]) end
+redis.call('publish', ARGV[9], ARGV[10] .. tag .. '"}')
+if redis.call('get', KEYS[2]) == ARGV[11] then redis.call('del', KEYS[2]) end
+return {stored, tag}
+"""
+)
+"""A fetcher's last step in one round trip, where it was four (store, tell the listeners of
+changed data, hand the answer to the waiters, release the lock: issue 10, the Redis tick
+cost): ``_STORE`` on ``KEYS[1]``; then, if stored, publish ``ARGV[8]`` on ``ARGV[7]`` when
+the data is new, the outcome on ``ARGV[9]`` (``ARGV[10]`` completed with the entry's tag, so
+waiters can answer ``same`` later), and release the lock ``KEYS[2]`` held by ``ARGV[11]``.
+Returns ``{stored, tag}``, or 0 when not stored: then nothing was published or released, and
+the caller tells the waiters what the store holds instead."""
 
 _FRESH_OR_LEAD = """
 local e = redis.call('hgetall', KEYS[1])
@@ -182,9 +205,80 @@ class _Connection:
     listener: asyncio.Task[None] | None = None
     waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = field(default_factory=dict)
     """Callers on this loop waiting for another's fetch, by key."""
-    fresh_or_lead: Any = None
-    """``_FRESH_OR_LEAD`` registered with ``client``: run by its SHA (``EVALSHA``), not sent
-    whole on every read (issue 10: every tick of every tab runs it)."""
+    scripts: dict[str, Any] = field(default_factory=dict)
+    sent: set[str] = field(default_factory=set)
+    """Each script registered with ``client``, by its source: run by its SHA (``EVALSHA``),
+    not sent whole and hashed again by Redis on every call (issue 10: every tick of every tab
+    runs ``_FRESH_OR_LEAD``)."""
+
+    def script(self, source: str) -> Any:
+        """``source`` registered with this connection's client (an ``AsyncScript``)."""
+        found = self.scripts.get(source)
+        if found is None:
+            found = self.scripts[source] = self.client.register_script(source)
+        return found
+
+    async def loaded(self, source: str) -> str:
+        """The SHA of ``source``, loaded into Redis (once per connection: a pipeline of another
+        client can then run it by its SHA)."""
+        script = self.script(source)
+        if source not in self.sent:
+            await self.client.script_load(source)
+            self.sent.add(source)
+        return str(script.sha)
+
+
+@dataclass
+class ReadAhead:
+    """One entry's read (``_FRESH_OR_LEAD``), sent in another client's pipeline on the same
+    Redis: a poll tick's read of its tab's states carries its meters' read, one round trip
+    where it was two (issue 10: the Redis tick cost; a round trip costs the worker and
+    redis-server more CPU than the commands themselves). See
+    :meth:`RedisQueryStore.reading_ahead`.
+
+    A :meth:`RedisQueryStore.fetch` of the same key and staleness in the same context then
+    starts from this answer instead of asking Redis again, once. An answer that the entry may
+    be served (``same``, ``fresh``) is dropped by an invalidation in that context (a refresh
+    forced after queued usage was delivered); the lock (``lead``) and someone else's fetch
+    (``busy``) still hold. Unused, its lock is released when the block ends."""
+
+    entry_name: str
+    lock_name: str
+    stale: str
+    token: str
+    args: list[Any]
+    waiter: asyncio.Future[dict[str, Any]]
+    sha: str
+    owner: tuple[Any, Any]
+    """The store and the task that read ahead: only their fetch uses the answer (a task
+    started inside the block inherits the context, not the read)."""
+    held: Any
+    """The data this process held decoded when the read was sent (its tag is in ``args``)."""
+    answer: list[Any] | None = None
+    used: bool = False
+
+    def add_to(self, pipe: Any) -> None:
+        """Queue the read in ``pipe`` (a redis-py pipeline on the same Redis, without
+        ``MULTI``); hand its reply to :meth:`answered`."""
+        pipe.evalsha(self.sha, 2, self.entry_name, self.lock_name, *self.args)
+
+    def answered(self, reply: Any) -> None:
+        """The pipeline's reply to the read (bytes or str; an error, e.g. the script not yet
+        loaded on this Redis, leaves no answer: the fetch asks itself)."""
+        if not isinstance(reply, Exception):
+            self.answer = _text(reply)
+
+
+def _text(reply: Any) -> Any:
+    """A Redis reply with its bytes decoded (a client without ``decode_responses``)."""
+    if isinstance(reply, bytes):
+        return reply.decode()
+    if isinstance(reply, list):
+        return [_text(item) for item in reply]
+    return reply
+
+
+_READ_AHEAD: ContextVar[ReadAhead | None] = ContextVar("billing_ui_read_ahead", default=None)
 
 
 class RedisQueryStore:
@@ -229,11 +323,25 @@ class RedisQueryStore:
         self.decoded_entries = 1024
         """At most this many entries' decoded data are kept to be served again (``same``)."""
         self._decoded: OrderedDict[str, tuple[str, Any]] = OrderedDict()
+        self._names: dict[tuple[str, Key], str] = {}
+        self._lock_ids = itertools.count()
+        self._instance = uuid.uuid4().hex
+        """With a counter, the id of each lock this process takes: unique across workers,
+        without reading the OS's random source for every read of an entry (each may take the
+        lock)."""
 
     # -- names and encoding -------------------------------------------------------------
 
     def _name(self, kind: str, key: Key) -> str:
-        return f"{self.namespace}:{kind}:" + json.dumps(list(key), separators=(",", ":"))
+        """The Redis key of ``kind`` for ``key`` (remembered: every tick of every tab names its
+        entry, its lock and its channel tag)."""
+        name = self._names.get((kind, key))
+        if name is None:
+            if len(self._names) >= 4 * self.decoded_entries:
+                self._names.clear()
+            name = f"{self.namespace}:{kind}:" + json.dumps(list(key), separators=(",", ":"))
+            self._names[(kind, key)] = name
+        return name
 
     def _adapter(self, key: Key) -> TypeAdapter[Any]:
         return self._adapters.get(str(key[0]), self._any) if key else self._any
@@ -279,7 +387,6 @@ class RedisQueryStore:
         if conn is None:
             client = aioredis.Redis.from_url(self.url, decode_responses=True)
             conn = self._connections[loop] = _Connection(client, asyncio.Event())
-            conn.fresh_or_lead = client.register_script(_FRESH_OR_LEAD)
             conn.listener = loop.create_task(self._listen(conn))
         if not conn.ready.is_set():
             await asyncio.wait_for(conn.ready.wait(), timeout=self.lease)
@@ -315,29 +422,44 @@ class RedisQueryStore:
         self, key: Key, fetcher: Callable[[], Awaitable[T]], *, stale_time: float
     ) -> CacheEntry[T]:
         conn = await self._connection()
-        r = conn.client
         lock_name = self._name("lock", key)
         entry_name = self._name("e", key)
         tag = self._name("", key)
         joined = False
         loop = asyncio.get_running_loop()
+        stale = repr(min(float(stale_time), 1e18))  # Lua reads no "inf"
+        ahead = _READ_AHEAD.get()
+        if ahead is not None and (
+            ahead.used
+            or ahead.answer is None
+            or ahead.owner != (self, asyncio.current_task())
+            or (ahead.entry_name, ahead.stale) != (entry_name, stale)
+        ):
+            ahead = None
         while True:
             # Listening before the lock is seen taken: the fetcher's outcome, published after,
             # cannot be missed.
-            waiter: asyncio.Future[dict[str, Any]] = loop.create_future()
-            conn.waiters.setdefault(tag, []).append(waiter)
+            if ahead is not None:  # read in the tick's pipeline (ReadAhead), its waiter too
+                ahead.used = True
+                waiter, token, answer = ahead.waiter, ahead.token, ahead.answer or []
+                data_held = ahead.held
+                ahead = None
+            else:
+                waiter = loop.create_future()
+                conn.waiters.setdefault(tag, []).append(waiter)
+                answer = []
             try:
-                token = uuid.uuid4().hex
-                # One round trip decides: the entry if it may be served, else the lock (this
-                # caller fetches), else someone else is fetching (wait for their outcome). It
-                # was three (read, lock, check the lock) for each of a customer's tabs that
-                # ticks while one of them fetches (issue 10: the Redis tick cost).
-                stale = repr(min(float(stale_time), 1e18))  # Lua reads no "inf"
-                tag_held, data_held = self._held(entry_name)
-                answer = await conn.fresh_or_lead(
-                    keys=[entry_name, lock_name],
-                    args=[repr(self.clock()), stale, token, int(self.lease * 1000), tag_held],
-                )
+                if not answer:
+                    token = f"{self._instance}:{next(self._lock_ids)}"
+                    # One round trip decides: the entry if it may be served, else the lock
+                    # (this caller fetches), else someone else is fetching (wait for their
+                    # outcome). It was three (read, lock, check the lock) for each of a
+                    # customer's tabs that ticks while one of them fetches (issue 10).
+                    tag_held, data_held = self._held(entry_name)
+                    answer = await conn.script(_FRESH_OR_LEAD)(
+                        keys=[entry_name, lock_name],
+                        args=[repr(self.clock()), stale, token, int(self.lease * 1000), tag_held],
+                    )
                 if answer[0] == "same":
                     self.stats.hits += 1
                     return CacheEntry(data_held, float(answer[1]), float(answer[2]))
@@ -353,7 +475,7 @@ class RedisQueryStore:
                     self.stats.fetches += 1
                     # Its own task: a caller that is cancelled (its tab closed) does not cancel
                     # the fetch that callers on every worker are waiting on.
-                    task = loop.create_task(self._lead(r, key, lock_name, token, fetcher))
+                    task = loop.create_task(self._lead(conn, key, lock_name, token, fetcher))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
                     return await asyncio.shield(task)
@@ -369,6 +491,8 @@ class RedisQueryStore:
                     waiters.remove(waiter)
                 if not waiters:
                     conn.waiters.pop(tag, None)
+            if "retry" in outcome:
+                continue  # the lock was freed without a fetch (ReadAhead): ask again
             if "error" in outcome:
                 raise RemoteFetchError(
                     outcome["error"],
@@ -383,41 +507,56 @@ class RedisQueryStore:
                     updated_at=outcome["u"],
                     fetched_at=outcome["f"],
                 )
+                self._hold(entry_name, outcome.get("n"), decoded.data)
             return decoded
 
     async def _lead(
         self,
-        r: Any,
+        conn: _Connection,
         key: Key,
         lock_name: str,
         token: str,
         fetcher: Callable[[], Awaitable[T]],
     ) -> CacheEntry[T]:
+        r = conn.client
         entry_name, tag = self._name("e", key), self._name("", key)
         indexes = [self._name(_INDEX, key[:n]) for n in range(len(key) + 1)]
+        released = False
         try:
-            generation = await r.eval(
-                _CLAIM, len(indexes) + 1, entry_name, *indexes, self.ttl_ms, TRIM_PER_CLAIM
+            generation = await conn.script(_CLAIM)(
+                keys=[entry_name, *indexes], args=[self.ttl_ms, TRIM_PER_CLAIM]
             )
             try:
                 data = await fetcher()
             except Exception as exc:
-                await r.eval(_FAILED, 1, entry_name)
+                await conn.script(_FAILED)(keys=[entry_name])
                 failure = {"k": tag, **_failure(exc)}
                 await r.publish(self._channel, json.dumps(failure))
                 raise
             entry = CacheEntry(data=data, updated_at=self.wall_clock(), fetched_at=self.clock())
             encoded = self._encode(key, entry)
-            stored = await r.eval(
-                _STORE, 1, entry_name, generation, encoded["d"], encoded["u"], encoded["f"],
-                self.ttl_ms, uuid.uuid4().hex,
+            # The outcome as the waiters read it, the entry's JSON as stored (not parsed and
+            # dumped again); the script appends the entry's tag and closes it.
+            head = (
+                f'{{"k":{json.dumps(tag)},"u":{encoded["u"]},"f":{encoded["f"]},'
+                f'"entry":{encoded["d"]},"n":"'
+            )
+            stored = await conn.script(_STORE_AND_TELL)(
+                keys=[entry_name, lock_name],
+                args=[
+                    generation, encoded["d"], encoded["u"], encoded["f"], self.ttl_ms,
+                    uuid.uuid4().hex, self._changes, self._key_json(key), self._channel, head,
+                    token,
+                ],
             )  # fmt: skip
-            if stored == 2:  # the same data again changes nothing a listener shows
-                await self._changed(r, key)
-            elif stored == 0:  # invalidated meanwhile: what the store holds (QueryStore.fetch)
-                held = await self.peek(key)
-                if held is not None:
-                    entry, encoded = held, self._encode(key, held)
+            if stored:  # stored, told and released in that one round trip
+                released = True
+                self._hold(entry_name, stored[1], entry.data)
+                return entry
+            # Invalidated meanwhile: what the store holds (QueryStore.fetch).
+            held = await self.peek(key)
+            if held is not None:
+                entry, encoded = held, self._encode(key, held)
             outcome: dict[str, Any] = {
                 "k": tag,
                 "entry": json.loads(encoded["d"]),
@@ -427,14 +566,72 @@ class RedisQueryStore:
             await r.publish(self._channel, json.dumps(outcome))
             return entry
         finally:
-            await r.eval(_RELEASE, 1, lock_name, token)
+            if not released:
+                await conn.script(_RELEASE)(keys=[lock_name], args=[token])
+
+    @contextlib.asynccontextmanager
+    async def reading_ahead(
+        self, key: Key, *, stale_time: float, client: Any
+    ) -> AsyncIterator[ReadAhead | None]:
+        """A :class:`ReadAhead` of ``key`` for ``client``'s pipeline (None: ``client`` is not
+        on this store's Redis), used by a :meth:`fetch` of ``key`` inside the block."""
+        conn = await self._connection()
+        if not self._same_redis(conn.client, client):
+            yield None
+            return
+        entry_name, tag = self._name("e", key), self._name("", key)
+        stale = repr(min(float(stale_time), 1e18))
+        token = f"{self._instance}:{next(self._lock_ids)}"
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        conn.waiters.setdefault(tag, []).append(waiter)  # before the read is sent
+        sha = await conn.loaded(_FRESH_OR_LEAD)
+        held = self._held(entry_name)
+        ahead = ReadAhead(
+            entry_name=entry_name,
+            lock_name=self._name("lock", key),
+            stale=stale,
+            token=token,
+            args=[repr(self.clock()), stale, token, int(self.lease * 1000), held[0]],
+            waiter=waiter,
+            sha=sha,
+            owner=(self, asyncio.current_task()),
+            held=held[1],
+        )
+        reset = _READ_AHEAD.set(ahead)
+        try:
+            yield ahead
+        finally:
+            with contextlib.suppress(ValueError):  # exited in another context: nothing to undo
+                _READ_AHEAD.reset(reset)
+            if not ahead.used:
+                waiters = conn.waiters.get(tag, [])
+                if waiter in waiters:
+                    waiters.remove(waiter)
+                if not waiters:
+                    conn.waiters.pop(tag, None)
+                if ahead.answer and ahead.answer[0] == "lead":
+                    # Nobody fetches after all: free the lock, and tell the callers that wait
+                    # for this fetch to ask again (not to wait out the lease).
+                    await conn.script(_RELEASE)(keys=[ahead.lock_name], args=[token])
+                    await conn.client.publish(self._channel, json.dumps({"k": tag, "retry": 1}))
+
+    @staticmethod
+    def _same_redis(ours: Any, theirs: Any) -> bool:
+        """Whether two redis-py clients talk to the same server and database."""
+        names = ("host", "port", "path", "db", "username")
+        try:
+            a, b = ours.connection_pool.connection_kwargs, theirs.connection_pool.connection_kwargs
+        except AttributeError:
+            return False
+        return all(a.get(n) == b.get(n) for n in names)
 
     async def peek(self, key: Key) -> CacheEntry[Any] | None:
         r = await self._redis()
         return self._decode(key, await r.hgetall(self._name("e", key)))
 
     async def set_data(self, key: Key, update: Update, *, create: Create | None = None) -> None:
-        r = await self._redis()
+        conn = await self._connection()
+        r = conn.client
         name = self._name("e", key)
         claimed = False
         async with r.pipeline(transaction=True) as pipe:
@@ -449,8 +646,8 @@ class RedisQueryStore:
                         # Made here: exists, expires and is indexed as a fetched entry is.
                         await pipe.unwatch()
                         indexes = [self._name(_INDEX, key[:n]) for n in range(len(key) + 1)]
-                        await r.eval(
-                            _CLAIM, len(indexes) + 1, name, *indexes, self.ttl_ms, TRIM_PER_CLAIM
+                        await conn.script(_CLAIM)(
+                            keys=[name, *indexes], args=[self.ttl_ms, TRIM_PER_CLAIM]
                         )
                         claimed = True
                         continue
@@ -469,21 +666,29 @@ class RedisQueryStore:
                     continue  # another worker wrote meanwhile: apply the update to its value
         await self._changed(r, key)
 
+    @staticmethod
+    def _key_json(key: Key) -> str:
+        """``key`` as the change feed carries it (see :meth:`_listen`)."""
+        return json.dumps(list(key), separators=(",", ":"))
+
     async def _changed(self, r: Any, key: Key) -> None:
         """Tell every worker (this one too, through Redis) that ``key``'s data was written."""
-        await r.publish(self._changes, json.dumps(list(key), separators=(",", ":")))
+        await r.publish(self._changes, self._key_json(key))
 
     async def on_change(self, listener: ChangeListener) -> Callable[[], None]:
         await self._connection()  # listening before this returns
         return self._listeners.add(listener)
 
     async def invalidate(self, prefix: Key) -> int:
-        r = await self._redis()
-        return int(await r.eval(_INVALIDATE, 1, self._name(_INDEX, prefix), "1"))
+        conn = await self._connection()
+        ahead = _READ_AHEAD.get()
+        if ahead is not None and ahead.answer and ahead.answer[0] in ("same", "fresh"):
+            ahead.answer = None  # read before this invalidation: no longer to be served
+        return int(await conn.script(_INVALIDATE)(keys=[self._name(_INDEX, prefix)], args=["1"]))
 
     async def size(self, prefix: Key = ()) -> int:
-        r = await self._redis()
-        return int(await r.eval(_INVALIDATE, 1, self._name(_INDEX, prefix), "0"))
+        conn = await self._connection()
+        return int(await conn.script(_INVALIDATE)(keys=[self._name(_INDEX, prefix)], args=["0"]))
 
     async def clear(self) -> None:
         r = await self._redis()

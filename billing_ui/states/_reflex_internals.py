@@ -17,7 +17,8 @@ pyproject.toml.
 * :class:`TabMemo` (with :func:`read_tab_state`, on Reflex's Redis state manager) — the manager's
   ``redis`` client, its private ``_get_required_state_classes``, a token's ``_state_key`` and
   ``BaseState._deserialize``: the states a poll tick reads come in one ``MGET``, as the
-  manager's own ``get_state`` reads one class's tree.
+  manager's own ``get_state`` reads one class's tree (in a pipeline with the query store's
+  read of the meters, when both are on one Redis).
 * :func:`foreach_render_fn` — ``rx.foreach(items, fn)`` inspects ``fn``'s signature to decide
   whether to pass the index and refuses more than two parameters; a component with options is
   presented to it as taking only its first one.
@@ -100,11 +101,13 @@ class TabMemo:
     keys: list[str] = field(default_factory=list)
 
 
-async def read_tab_state(cls: type[S], memo: TabMemo | None = None) -> S:
+async def read_tab_state(cls: type[S], memo: TabMemo | None = None, ride: Any | None = None) -> S:
     """The running event's tab's state ``cls`` as stored now (with its parents), read without
     its lock: for a look that may end in no write at all. Nothing read here is written back,
     so change nothing on it; on the in-memory manager it is the live object. ``memo``: the
-    calling loop's :class:`TabMemo` (one read for the whole tick on Redis).
+    calling loop's :class:`TabMemo` (one read for the whole tick on Redis). ``ride``: a read
+    of the query store's to send in the same round trip (a
+    :class:`~billing_ui.core.redis_cache.ReadAhead`, used with ``memo`` on Redis only).
 
     The tab is the event's own token, the one ``async with self`` locks, not
     ``router.session.client_token``: that one comes from the event's router data, which only
@@ -118,7 +121,7 @@ async def read_tab_state(cls: type[S], memo: TabMemo | None = None) -> S:
     token = BaseStateToken(ident=context.token, cls=cls)
     manager = context.state_manager
     if memo is not None and isinstance(manager, StateManagerRedis):
-        root = await _read_memoized(manager, token, memo)
+        root = await _read_memoized(manager, token, memo, ride)
     else:
         root = await manager.get_state(token)
     state = root.get_substate(cls.get_full_name().split("."))
@@ -127,9 +130,22 @@ async def read_tab_state(cls: type[S], memo: TabMemo | None = None) -> S:
     return state
 
 
-async def _read_memoized(manager: Any, token: Any, memo: TabMemo) -> Any:
+def state_manager_redis() -> Any | None:
+    """The Redis client of the running event's state manager (None: not Reflex's Redis state
+    manager, or no event running)."""
+    from reflex.istate.manager.redis import StateManagerRedis
+    from reflex_base.event.context import EventContext
+
+    try:
+        manager = EventContext.get().state_manager
+    except LookupError:
+        return None
+    return manager.redis if isinstance(manager, StateManagerRedis) else None
+
+
+async def _read_memoized(manager: Any, token: Any, memo: TabMemo, ride: Any | None = None) -> Any:
     """The tab's tree on Redis in one ``MGET`` (see :class:`TabMemo`), linked as the manager's
-    ``get_state`` links it."""
+    ``get_state`` links it; ``ride``'s read goes in the same pipeline (one round trip)."""
     from reflex.state import BaseState
     from reflex_base.utils.exceptions import StateSchemaMismatchError
 
@@ -145,7 +161,16 @@ async def _read_memoized(manager: Any, token: Any, memo: TabMemo) -> Any:
         memo.classes = sorted(wanted, key=lambda c: c.get_full_name())  # parents first
         memo.keys = [token._state_key(c) for c in memo.classes]
     classes, keys = memo.classes, memo.keys
-    stored = await manager.redis.mget(keys)
+    if ride is None:
+        stored = await manager.redis.mget(keys)
+    else:
+        pipe = manager.redis.pipeline(transaction=False)
+        pipe.mget(keys)
+        ride.add_to(pipe)
+        stored, reply = await pipe.execute(raise_on_error=False)
+        if isinstance(stored, Exception):
+            raise stored
+        ride.answered(reply)
     seen: dict[str, tuple[bytes, Any]] = {}
     tree: dict[str, Any] = {}
     for state_cls, key, data in zip(classes, keys, stored, strict=True):

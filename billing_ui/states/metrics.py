@@ -26,7 +26,7 @@ from billing_ui.core.metrics import polling_tab
 from billing_ui.settings import get_settings
 from billing_ui.states import _reflex_internals as internals
 from billing_ui.states import _runtime as rt
-from billing_ui.states.base import BillingState, Ticket, billing_event
+from billing_ui.states.base import BillingState, Ticket, _owner_of, billing_event
 from billing_ui.states.entitlements import FeatureEntitlementsState
 from billing_ui.states.history import UsageHistoryState
 from billing_ui.states.live import live_meters
@@ -99,6 +99,7 @@ class UsageMetricsState(BillingState):
         failures = 0
         token = self.router.session.client_token
         memo = internals.TabMemo()  # this loop's last read of its tab (Redis: one MGET a tick)
+        customer = ""  # the customer the tab showed at the last tick
         with polling_tab():  # billing_ui_polling_tabs, down again however the loop ends
             ok = await self._refresh(force=False)
             while True:
@@ -106,13 +107,17 @@ class UsageMetricsState(BillingState):
                 await asyncio.sleep(retry_delay(failures, interval))
                 # The tab as stored, read without its lock: a tick that finds nothing new
                 # takes no lock and writes nothing (issue 10: on Redis each `async with self`
-                # is a lock, a load and a fenced save, several round trips).
-                shown = await internals.read_tab_state(UsageMetricsState, memo)
-                superseded = shown._poll_generation != generation
-                if superseded or not await rt.is_tab_connected(self):
-                    live_meters().unfollow(token)
-                    return
-                ok = await self._refresh(force=False, shown=shown)
+                # is a lock, a load and a fenced save, several round trips). On Redis the
+                # read of the meters rides with it (one round trip for both).
+                async with rt.reading_ahead(customer, interval) as ride:
+                    shown = await internals.read_tab_state(UsageMetricsState, memo, ride)
+                    superseded = shown._poll_generation != generation
+                    if superseded or not await rt.is_tab_connected(self):
+                        live_meters().unfollow(token)
+                        return
+                    owner = _owner_of(shown)
+                    customer = owner._customer if owner is not None else ""
+                    ok = await self._refresh(force=False, shown=shown)
 
     @billing_event
     async def refetch(self) -> None:

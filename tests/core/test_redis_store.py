@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -329,3 +330,121 @@ async def test_an_answer_is_not_written_back_to_an_entry_that_expired_meanwhile(
         assert await r.exists(name) == 0
     finally:
         await r.aclose()
+
+
+async def test_a_fetch_costs_three_round_trips_and_a_read_one(
+    workers: Workers, redis_url: str
+) -> None:
+    """Issue 10's tick cost, in round trips to Redis (MONITOR shows each command a client
+    sent; those a script runs are marked ``lua``): a fetcher reads, claims, then stores, tells
+    the listeners and the waiters and releases its lock in one script; a read of a fresh
+    entry is one script, and once this process holds the data, it is not sent again."""
+    (store,) = workers(1)
+    answer = [metric(3)]
+
+    async def upstream() -> list[UsageMetric]:
+        return answer
+
+    await store.fetch((METRICS, "warm"), upstream, stale_time=30)  # scripts loaded by SHA
+    monitor_client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    sent: list[list[str]] = []
+    async with monitor_client.monitor() as monitor:
+        listening = asyncio.create_task(_sent_until_ping(monitor, store.namespace, sent))
+        await asyncio.sleep(0.2)  # MONITOR is on before the calls below (the ping ends it)
+        key = (METRICS, "c-trips")
+        first = await store.fetch(key, upstream, stale_time=30)
+        fetch_trips = len(sent)
+        again = await store.fetch(key, upstream, stale_time=30)
+        async with aioredis.Redis.from_url(redis_url) as pinger:
+            await pinger.ping()
+        await asyncio.wait_for(listening, 10)
+    await monitor_client.aclose()
+    assert fetch_trips == 3, sent
+    assert len(sent) == 4, sent
+    assert all(command[0].upper() == "EVALSHA" for command in sent), sent
+    assert first.data == again.data == answer
+    assert again.data is first.data, "the data this process holds: not sent nor decoded again"
+
+
+async def _sent_until_ping(monitor: object, namespace: str, sent: list[list[str]]) -> None:
+    """The commands clients sent (not those scripts ran) that name ``namespace``, until a PING."""
+    async for event in monitor.listen():  # type: ignore[attr-defined]
+        words = event["command"].split()
+        if words and words[0].upper() == "PING":
+            return
+        if event.get("client_type") != "lua" and namespace in event["command"]:
+            sent.append(words)
+
+
+async def _ride(store: RedisQueryStore, redis_url: str, key: tuple[str, ...], stale: float) -> Any:
+    """A read ahead of ``key`` sent in another client's pipeline (as a poll tick's read of its
+    tab sends it), entered: the caller exits it with ``__aexit__``."""
+    other = aioredis.Redis.from_url(redis_url)  # bytes, as Reflex's state manager's client
+    ahead_cm = store.reading_ahead(key, stale_time=stale, client=other)
+    ahead = await ahead_cm.__aenter__()
+    assert ahead is not None, "one Redis for both clients"
+    pipe = other.pipeline(transaction=False)
+    pipe.ping()
+    ahead.add_to(pipe)
+    _, reply = await pipe.execute(raise_on_error=False)
+    ahead.answered(reply)
+    await other.aclose()
+    return ahead_cm, ahead
+
+
+async def test_a_read_ahead_serves_the_fetch_of_its_key_once(
+    workers: Workers, redis_url: str
+) -> None:
+    (store,) = workers(1)
+    calls = 0
+
+    async def upstream() -> list[UsageMetric]:
+        nonlocal calls
+        calls += 1
+        return [metric(calls)]
+
+    key = (METRICS, "c-ahead")
+    await store.fetch(key, upstream, stale_time=30)  # the entry exists, fresh
+    reads_before = await _evalshas(redis_url)
+    block, ahead = await _ride(store, redis_url, key, 30)
+    assert ahead.answer is not None and ahead.answer[0] == "same"
+    entry = await store.fetch(key, upstream, stale_time=30)
+    again = await store.fetch(key, upstream, stale_time=30)
+    await block.__aexit__(None, None, None)
+    # The ride's read (1) served the first fetch; the second asked Redis itself (1).
+    assert await _evalshas(redis_url) - reads_before == 2
+    assert entry.data[0].consumed == again.data[0].consumed == 1 and calls == 1
+
+    # An invalidation inside the block: the read ahead said "fresh", no longer true.
+    block, ahead = await _ride(store, redis_url, key, 30)
+    await store.invalidate((METRICS, "c-ahead"))
+    entry = await store.fetch(key, upstream, stale_time=30)
+    await block.__aexit__(None, None, None)
+    assert calls == 2 and entry.data[0].consumed == 2
+
+
+async def test_an_unused_read_ahead_frees_its_lock_and_the_waiters_ask_again(
+    workers: Workers, redis_url: str
+) -> None:
+    a, b = workers(2, lease=30)
+
+    async def upstream() -> list[UsageMetric]:
+        return [metric(7)]
+
+    key = (METRICS, "c-ahead-lead")
+    block, ahead = await _ride(a, redis_url, key, 30)
+    assert ahead.answer == ["lead"], "no entry yet: the read took the lock"
+    waiting = asyncio.create_task(b.fetch(key, upstream, stale_time=30))
+    await until(lambda: b.stats.joined == 1)
+    started = time.monotonic()
+    await block.__aexit__(None, None, None)  # the tick ended without fetching this key
+    entry = await asyncio.wait_for(waiting, 10)
+    assert entry.data[0].consumed == 7
+    assert time.monotonic() - started < 5, "woken to ask again, not by the 30 s lease"
+    assert b.stats.fetches == 1
+
+
+async def _evalshas(redis_url: str) -> int:
+    async with aioredis.Redis.from_url(redis_url) as client:
+        stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))

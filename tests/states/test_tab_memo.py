@@ -76,3 +76,29 @@ async def test_a_tick_reads_its_tab_in_one_mget_and_unpickles_only_what_changed(
     ent = tree.get_substate(FeatureEntitlementsState.get_full_name().split("."))
     assert isinstance(ent, FeatureEntitlementsState)
     assert token._state_key(FeatureEntitlementsState) in memo.keys
+
+
+async def test_the_meters_read_rides_in_the_tabs_read(manager: Any, redis_url: str) -> None:
+    """On one Redis, the query store's read of the meters goes in the pipeline of the tab's
+    read (one round trip for both), and its answer waits there for the tick's fetch."""
+    from reflex.istate.manager.token import BaseStateToken
+
+    from billing_ui.core.queries import METRICS, QUERY_TYPES
+    from billing_ui.core.redis_cache import RedisQueryStore
+
+    store = RedisQueryStore(redis_url, namespace=f"m{uuid.uuid4().hex[:8]}", types=QUERY_TYPES)
+    token = BaseStateToken(ident=f"memo-{uuid.uuid4().hex}", cls=UsageMetricsState)
+    await _store_status(manager, token, "success")
+    memo = internals.TabMemo()
+    try:
+        async with store.reading_ahead(
+            (METRICS, "c1"), stale_time=30, client=manager.redis
+        ) as ride:
+            assert ride is not None
+            before = await _mgets(manager)
+            tree = await internals._read_memoized(manager, token, memo, ride)
+            assert await _mgets(manager) - before == 1
+            assert tree.get_substate(PATH).status == "success"
+            assert ride.answer == ["lead"], "no entry yet: this tick's fetch holds the lock"
+    finally:
+        await store.aclose()
