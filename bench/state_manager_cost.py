@@ -77,14 +77,15 @@ def _store_reads(url: str) -> int:
     return total
 
 
-def _redis_commands(redis_url: str | None) -> int:
-    """Commands redis-server has run so far (0 without one)."""
+def _redis_commands(redis_url: str | None) -> dict[str, int]:
+    """Commands redis-server has run so far, by command (none without one)."""
     if redis_url is None:
-        return 0
+        return {}
     import redis
 
     with redis.Redis.from_url(redis_url) as client:
-        return sum(int(v["calls"]) for v in client.info("commandstats").values())
+        stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
 
 
 async def _tabs(url: str, n: int) -> list[Tab]:
@@ -142,7 +143,12 @@ def measure(
             "backend_ms": (cpu1 - cpu0) * 1000 / ticks,
             "redis_ms": (redis1 - redis0) * 1000 / ticks,
             "deltas_per_tick": deltas / ticks,
-            "commands_per_tick": (commands1 - commands0) / ticks,
+            "commands_per_tick": (sum(commands1.values()) - sum(commands0.values())) / ticks,
+            "commands_by_kind": {
+                name: round((calls - commands0.get(name, 0)) / ticks, 3)
+                for name, calls in sorted(commands1.items())
+                if calls > commands0.get(name, 0) and name != "info"
+            },
             "ticks": ticks,
             "ticks_over_expected": ticks / expected,
         }
@@ -189,6 +195,7 @@ def run(*, smoke: bool = False) -> dict[str, object]:
         "interval_s": interval,
         "window_s": window,
         "backend_workers": 1,
+        "redis_commands_per_tab_tick_by_kind": on_redis["commands_by_kind"],
         "cpus": os.cpu_count(),
         "load_average_at_start": load_at_start,
         "load_average": [round(x, 2) for x in os.getloadavg()],
