@@ -311,9 +311,9 @@ def track_many(
     """
     if not items:
         return []
-    tx.lock_customers(sorted({item[0][0] for item in items}))
-    ours = _claim_first_keys(tx, items, now_us, key_cutoff_us)
     touched = {item[0] for item in items}
+    tx.lock_customers(sorted({agg[0] for agg in touched}))
+    ours = _claim_first_keys(tx, items, now_us, key_cutoff_us)
     running: dict[AggregateKey, int] = dict.fromkeys(touched, 0)
     running.update(aggregates(tx, sorted(touched)))
     # Keys that replay: (feature, quantity, recorded_at) of rows from before the batch, or
@@ -323,6 +323,7 @@ def track_many(
     events: list[tuple[int, str, int, int, str | None, str | None]] = []
     outcomes: list[TrackOutcome] = []
     recorded, replayed, reused = TrackStatus.RECORDED, TrackStatus.REPLAYED, TrackStatus.KEY_REUSED
+    add_event, add_outcome = events.append, outcomes.append
     for agg, q, hour_us, idem, metadata, hard_limit in items:
         pk, feature = agg[0], agg[1]
         consumed = running[agg]
@@ -335,13 +336,13 @@ def track_many(
             if replay is not None:
                 same = replay[0] == feature and replay[1] == q
                 status = replayed if same else reused
-                outcomes.append((status, replay[0], replay[1], replay[2], consumed))
+                add_outcome((status, replay[0], replay[1], replay[2], consumed))
                 continue
         ceiling = (
             MAX_CONSUMED_MICROS if hard_limit is None else min(hard_limit, MAX_CONSUMED_MICROS)
         )
         if consumed + q > ceiling:  # nothing counted; the key stays free
-            outcomes.append((TrackStatus.QUOTA_EXCEEDED, feature, q, now_us, consumed))
+            add_outcome((TrackStatus.QUOTA_EXCEEDED, feature, q, now_us, consumed))
             continue
         if key is not None:
             stored[key] = (feature, q, now_us)
@@ -353,8 +354,8 @@ def track_many(
             found[0] += q
             found[1] += 1
         meta = None if metadata is None else json.dumps(metadata, separators=(",", ":"))
-        events.append((pk, feature, q, now_us, idem, meta))
-        outcomes.append((recorded, feature, q, now_us, consumed))
+        add_event((pk, feature, q, now_us, idem, meta))
+        add_outcome((recorded, feature, q, now_us, consumed))
     _settle_keys(tx, ours, stored)
     per_period: dict[AggregateKey, list[int]] = {}
     for (agg, _), (q, n) in sums.items():
@@ -402,10 +403,14 @@ def _claim_first_keys(
     won, with the feature and quantity they were claimed for. The others are taken."""
     first: dict[_KeyId, tuple[str, int]] = {}
     rows: list[tuple[int, str, str, int, int, int]] = []
+    add = rows.append
     for agg, q, _, idem, _, _ in items:
-        if idem is not None and (agg[0], idem) not in first:
-            first[(agg[0], idem)] = (agg[1], q)
-            rows.append((agg[0], idem, agg[1], q, now_us, cutoff_us))
+        if idem is None:
+            continue
+        key = (agg[0], idem)
+        if key not in first:
+            first[key] = (agg[1], q)
+            add((agg[0], idem, agg[1], q, now_us, cutoff_us))
     claimed = claim_keys(tx, rows)
     return {k: claim for (k, claim), won in zip(first.items(), claimed, strict=True) if won}
 
