@@ -22,7 +22,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from enum import Enum
-from typing import Annotated, Any, ParamSpec, TypeVar, cast
+from typing import Annotated, Any, Final, ParamSpec, TypeVar, cast
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -59,6 +59,7 @@ from billing_ui.server.auth import (
     refused_revoked,
     require_secret_key,
     require_session,
+    verify_session,
 )
 from billing_ui.server.bodies import JsonBody, RawJsonBody, json_body, parse, raw_json_body
 from billing_ui.server.clock import Clock, SystemClock, from_micros
@@ -69,7 +70,7 @@ from billing_ui.server.errors import (
     invalid_input,
 )
 from billing_ui.server.group_commit import GroupCommit
-from billing_ui.server.hot_route import HotRoute
+from billing_ui.server.hot_route import Hot, HotRoute
 from billing_ui.server.middleware import RequestIdMiddleware
 from billing_ui.server.observability import ObservabilityMiddleware, ServerMetrics, count_tracks
 from billing_ui.server.openapi import build_openapi, error_responses, request_body
@@ -77,6 +78,7 @@ from billing_ui.server.options import CorsPolicy, WireOptions
 from billing_ui.server.plans import Plans
 from billing_ui.server.service import BillingService, TrackCommand, Tracked
 from billing_ui.server.store import UsageStore
+from billing_ui.server.tokens import SessionClaims
 from billing_ui.server.urls import strict_utf8_url
 
 log = logging.getLogger("billing_ui.server")
@@ -94,6 +96,8 @@ _BACKEND: list[str | Enum] = ["backend (secret key)"]
 _FRONTEND: list[str | Enum] = ["frontend (session token)"]
 _OPERATIONS: list[str | Enum] = ["operations"]
 TRACK_PATH = "/v1/usage/track"
+METRICS_PATH = "/v1/usage/metrics"
+SESSION_METRICS_PATH = "/v1/features/usage-metrics"
 _NO_NATIVE_TELEMETRY: dict[str, Any] = (
     {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
     if "telemetry" in inspect.signature(FastAPI.__init__).parameters
@@ -139,8 +143,8 @@ def create_app(
     app.state.api_key = api_key
     app.state.metrics = ServerMetrics()
     install_error_handlers(app)
-    # innermost: the hot route still gets its log record, metrics and request id
-    app.add_middleware(HotRoute, routes_of=app, method="POST", path=TRACK_PATH)
+    # innermost: the hot routes still get their log record, metrics and request id
+    app.add_middleware(HotRoute, routes_of=app, hot=_HOT_ROUTES)
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestIdMiddleware)  # outside: the request id is in the log record
     (cors or CorsPolicy()).install(app)  # outermost: preflights never reach the routes
@@ -253,6 +257,69 @@ def _idempotency_key(body_key: str | None, request: Request) -> str | None:
     return cast(str, header_key)
 
 
+async def _usage_metrics(
+    request: Request, customer_id: str, feature_key: str | None = None
+) -> Response:
+    """``GET /v1/usage/metrics`` once its secret key is checked (from the route, or from
+    :class:`HotRoute` through :func:`_hot_usage_metrics`)."""
+    cid = _checked(V.check_customer_id, customer_id, "customer_id")
+    fkey = (
+        None if feature_key is None else _checked(V.check_feature_key, feature_key, "feature_key")
+    )
+    metrics = await _service(request).metrics_async(cid, fkey)
+    # BillingOS: {metrics, customer_id} here (external_user_id only on the session route).
+    return _json(
+        UsageMetricsResponse(metrics=metrics, customer_id=cid), exclude={"external_user_id"}
+    )
+
+
+async def _session_usage_metrics(
+    request: Request, claims: SessionClaims, feature_key: str | None = None
+) -> Response:
+    """``GET /v1/features/usage-metrics`` once its token's signature and expiry are checked:
+    the revocation check is part of the one read."""
+    service = _service(request)
+    cid = claims.external_user_id
+    usage = await service.usage_now(cid, revoked_jti=claims.jti)
+    if usage.read.revoked:
+        raise refused_revoked()
+    fkey = (
+        None if feature_key is None else _checked(V.check_feature_key, feature_key, "feature_key")
+    )
+    metrics = service.metrics_of(usage, fkey)
+    if metrics is None:  # BillingOS: an empty list, so hooks show "no usage yet"
+        return _json(UsageMetricsResponse(metrics=[]), include={"metrics"})
+    return _json(UsageMetricsResponse(metrics=metrics, customer_id=cid, external_user_id=cid))
+
+
+async def _hot_usage_metrics(
+    request: Request, customer_id: str, feature_key: str | None = None
+) -> Response:
+    """:class:`HotRoute`'s entry to ``GET /v1/usage/metrics``: the route's dependency as a
+    plain call, then its code."""
+    await require_secret_key(request)
+    return await _usage_metrics(request, customer_id, feature_key)
+
+
+async def _hot_session_usage_metrics(request: Request, feature_key: str | None = None) -> Response:
+    """:class:`HotRoute`'s entry to ``GET /v1/features/usage-metrics``."""
+    return await _session_usage_metrics(request, await verify_session(request), feature_key)
+
+
+_HOT_ROUTES: Final = (
+    Hot("POST", TRACK_PATH),
+    Hot(
+        "GET",
+        METRICS_PATH,
+        _hot_usage_metrics,
+        query=frozenset({"customer_id", "feature_key"}),
+        required=frozenset({"customer_id"}),
+    ),
+    Hot("GET", SESSION_METRICS_PATH, _hot_session_usage_metrics, query=frozenset({"feature_key"})),
+)
+"""The routes :class:`HotRoute` serves without FastAPI's routing, in their plainest form."""
+
+
 _READ = error_responses(400, 401)
 _TRACK = error_responses(400, 401, 404, 409, 429)
 _ADMIN = error_responses(400, 401)
@@ -343,9 +410,7 @@ def _routes(app: FastAPI) -> None:
         fkey = _checked(V.check_feature_key, feature_key, "feature_key")
         return _json(await _read(request, _service(request).check, cid, fkey))
 
-    @app.get(
-        "/v1/usage/metrics", responses=_READ, response_model=UsageMetricsResponse, tags=_BACKEND
-    )
+    @app.get(METRICS_PATH, responses=_READ, response_model=UsageMetricsResponse, tags=_BACKEND)
     async def usage_metrics(
         _: SecretKey,
         customer_id: CustomerQuery,
@@ -353,17 +418,7 @@ def _routes(app: FastAPI) -> None:
         feature_key: OptionalFeatureQuery = None,
     ) -> Response:
         """Usage of the customer's metered features in their current periods."""
-        cid = _checked(V.check_customer_id, customer_id, "customer_id")
-        fkey = (
-            None
-            if feature_key is None
-            else _checked(V.check_feature_key, feature_key, "feature_key")
-        )
-        metrics = await _service(request).metrics_async(cid, fkey)
-        # BillingOS: {metrics, customer_id} here (external_user_id only on the session route).
-        return _json(
-            UsageMetricsResponse(metrics=metrics, customer_id=cid), exclude={"external_user_id"}
-        )
+        return await _usage_metrics(request, customer_id, feature_key)
 
     @app.get(
         "/v1/usage/history",
@@ -422,7 +477,7 @@ def _routes(app: FastAPI) -> None:
         )
 
     @app.get(
-        "/v1/features/usage-metrics",
+        SESSION_METRICS_PATH,
         responses=_READ,
         response_model=UsageMetricsResponse,
         tags=_FRONTEND,
@@ -432,20 +487,7 @@ def _routes(app: FastAPI) -> None:
     ) -> Response:
         """The token's customer's usage (``useUsageMetrics``). The revocation check is part
         of the one read (one round trip), and still refuses before the query is judged."""
-        service = _service(request)
-        cid = claims.external_user_id
-        usage = await service.usage_now(cid, revoked_jti=claims.jti)
-        if usage.read.revoked:
-            raise refused_revoked()
-        fkey = (
-            None
-            if feature_key is None
-            else _checked(V.check_feature_key, feature_key, "feature_key")
-        )
-        metrics = service.metrics_of(usage, fkey)
-        if metrics is None:  # BillingOS: an empty list, so hooks show "no usage yet"
-            return _json(UsageMetricsResponse(metrics=[]), include={"metrics"})
-        return _json(UsageMetricsResponse(metrics=metrics, customer_id=cid, external_user_id=cid))
+        return await _session_usage_metrics(request, claims, feature_key)
 
     @app.get(
         "/v1/features/entitlements",

@@ -1,25 +1,32 @@
-"""The hottest route, ``POST /v1/usage/track``, handed to its endpoint without FastAPI's routing.
+"""The hottest routes handed to their endpoints without FastAPI's routing: the one-event track
+(``POST /v1/usage/track``) and the two metrics reads (``GET /v1/usage/metrics``,
+``GET /v1/features/usage-metrics``).
 
-A one-event track is the request an app sends most (one per user action). Measured in-process
-(the ASGI app called directly, SQLite, no HTTP server), routing and FastAPI's request handling
-around the endpoint (matching the path against every route, solving the app-wide dependency,
-the exception and exit-stack layers) cost more CPU than the endpoint's own work, database
-write included.
+A one-event track is the request an app sends most (one per user action); a metrics read is
+what every open usage meter polls. Measured in-process (the ASGI app called directly, SQLite,
+no HTTP server), routing and FastAPI's request handling around the endpoint (matching the
+path against every route, solving the app-wide dependency, the credential and query-parameter
+dependencies, the exception and exit-stack layers) cost more CPU than the endpoint's own work,
+database write or read included.
 
 :class:`HotRoute` is pure ASGI and sits inside the observability and request-id middleware, so
 the request still gets its request id, log record and metrics, and CORS (outermost) still
-applies. It takes only the plainest form of the route: method ``POST``, exactly that path, no
-query string (so the app-wide URL check, :func:`~billing_ui.server.urls.strict_utf8_url`, has
-nothing to refuse). Anything else goes down the full stack unchanged. The endpoint is the
-route's own function, so authentication, body rules and validation are the same code; an
-exception is answered by the handler the app registered for its type (the error envelope),
-and anything with no handler of its own propagates to the 500 handler exactly as from a route.
+applies. It takes only the plainest form of a route (:class:`Hot`): its method, exactly its
+path, and a query string naming only the parameters the route reads, each at most once, valid
+UTF-8 once percent-decoded (so the app-wide URL check,
+:func:`~billing_ui.server.urls.strict_utf8_url`, has nothing to refuse, and the values are
+the ones FastAPI would parse). Anything else goes down the full stack unchanged. The endpoint
+runs the route's own code (credential, query and body rules, validation); an exception is
+answered by the handler the app registered for its type (the error envelope), and anything
+with no handler of its own propagates to the 500 handler exactly as from a route.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -27,37 +34,53 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+Endpoint = Callable[..., Awaitable[Response]]
+"""Called with the request and the query parameters present, as keywords."""
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
-class HotRoute:
-    """Serve ``method path`` (no query string) of ``routes_of`` straight from its endpoint."""
+@dataclass(frozen=True)
+class Hot:
+    """A route served by :class:`HotRoute`: ``endpoint`` (the route's own function when
+    ``None``) for ``method path``, reading the query parameters named in ``query``, of which
+    those in ``required`` must be there (else FastAPI's refusal says which is missing)."""
 
-    def __init__(self, app: ASGIApp, *, routes_of: FastAPI, method: str, path: str) -> None:
+    method: str
+    path: str
+    endpoint: Endpoint | None = None
+    query: frozenset[str] = frozenset()
+    required: frozenset[str] = frozenset()
+
+
+class HotRoute:
+    """Serve the plainest form of each :class:`Hot` route of ``routes_of`` straight from its
+    endpoint."""
+
+    def __init__(self, app: ASGIApp, *, routes_of: FastAPI, hot: Sequence[Hot]) -> None:
         self.app = app
-        self.method = method
-        self.path = path
         # Built with the middleware stack, at the first request: every route exists by then.
-        self.route = _find_route(routes_of, method, path)
-        self.endpoint = cast(Endpoint, self.route.endpoint)
+        self.routes: dict[tuple[str, str], tuple[Hot, APIRoute, Endpoint]] = {}
+        for h in hot:
+            route = _find_route(routes_of, h.method, h.path)
+            self.routes[(h.method, h.path)] = (h, route, h.endpoint or route.endpoint)
         self.handlers: dict[Any, Handler] = dict(routes_of.exception_handlers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] != self.method
-            or scope["path"] != self.path
-            or scope.get("query_string")
-        ):
+        found = self.routes.get((scope.get("method", ""), scope.get("path", "")))
+        if scope["type"] != "http" or found is None:
             await self.app(scope, receive, send)
             return
-        scope["endpoint"] = self.endpoint  # what routing would set (the log's operation)
-        scope["route"] = self.route
+        hot, route, endpoint = found
+        params = _plain_query(scope.get("query_string", b""), hot.query, hot.required)
+        if params is None:
+            await self.app(scope, receive, send)
+            return
+        scope["endpoint"] = route.endpoint  # what routing would set (the log's operation)
+        scope["route"] = route
         scope.setdefault("path_params", {})
         request = Request(scope, receive, send)
         try:
-            response = await self.endpoint(request)
+            response = await endpoint(request, **params)
         except Exception as exc:
             handler = self._handler(exc)
             if handler is None:
@@ -74,6 +97,26 @@ class HotRoute:
             if cls in self.handlers:
                 return self.handlers[cls]
         return None
+
+
+def _plain_query(
+    raw: bytes, names: frozenset[str], required: frozenset[str]
+) -> dict[str, str] | None:
+    """The parameters of query string ``raw`` (parsed as Starlette does), or ``None`` when it
+    is not plain: a name outside ``names``, a name twice, one of ``required`` missing, or
+    bytes that are not UTF-8 once percent-decoded."""
+    if not raw:
+        return None if required else {}
+    if not names:
+        return None
+    try:
+        pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        return None
+    params = dict(pairs)
+    if len(params) != len(pairs) or not required <= params.keys() <= names:
+        return None
+    return params
 
 
 def _find_route(app: FastAPI, method: str, path: str) -> APIRoute:

@@ -1,16 +1,20 @@
-"""``POST /v1/usage/track`` skips FastAPI's routing (``server/hot_route.py``); a query string
-sends the same request down the full stack. Both ways must answer alike: the same status,
-body (but for the request id and timestamp of an error), and header names, for a success, a
-replay and each kind of refusal."""
+"""``POST /v1/usage/track`` and the two metrics reads skip FastAPI's routing
+(``server/hot_route.py``); a query parameter the route does not read sends the same request
+down the full stack. Both ways must answer alike: the same status, body (but for the request
+id and timestamp of an error), and header names, for a success, a replay and each kind of
+refusal."""
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import httpx
 import pytest
 
 from billing_ui.core._constants import LOCAL_SECRET_KEY
+from billing_ui.server.testing import mint_session_token
 
 PATH = "/v1/usage/track"
 
@@ -76,3 +80,92 @@ def test_a_hot_route_track_is_measured_as_the_route(server, customer, api):
         and 'outcome="2xx"' in line
     )
     assert float(line.rsplit(" ", 1)[1]) >= 1
+
+
+@pytest.mark.parametrize(
+    ("case", "params", "auth"),
+    [
+        ("all metrics", {}, "key"),
+        ("one feature", {"feature_key": "api_calls"}, "key"),
+        ("unknown feature", {"feature_key": "nope"}, "key"),
+        ("bad feature key", {"feature_key": "a b"}, "key"),
+        ("unknown customer", {"customer_id": "nobody"}, "key"),
+        ("bad customer id", {"customer_id": ""}, "key"),
+        ("no credential", {}, ""),
+        ("session token", {}, "Bearer bos_session_x"),
+    ],
+)  # fmt: skip
+def test_the_hot_metrics_read_answers_as_the_full_stack(server, customer, case, params, auth):
+    cid = customer("pro")
+    headers = {"authorization": f"Bearer {LOCAL_SECRET_KEY}" if auth == "key" else auth}
+    answers = []
+    for extra in ({}, {"via": "full"}):
+        response = httpx.get(
+            f"{server.base_url}/v1/usage/metrics",
+            params={"customer_id": cid, **params, **extra},
+            headers=headers,
+        )
+        answers.append(_comparable(response))
+    hot, full = answers
+    assert hot == full
+    assert hot[0] == (200 if case in ("all metrics", "one feature", "unknown feature") else hot[0])
+    assert "x-request-id" in hot[2]
+
+
+@pytest.mark.parametrize(
+    ("case", "params", "auth"),
+    [
+        ("all metrics", {}, "token"),
+        ("one feature", {"feature_key": "api_calls"}, "token"),
+        ("bad feature key", {"feature_key": "a b"}, "token"),
+        ("unknown customer", {}, "stranger"),
+        ("revoked token", {}, "revoked"),
+        ("revoked token, bad feature key", {"feature_key": "a b"}, "revoked"),
+        ("secret key", {}, "key"),
+        ("forged token", {}, "forged"),
+    ],
+)  # fmt: skip
+def test_the_hot_session_metrics_read_answers_as_the_full_stack(
+    server, customer, api, case, params, auth
+):
+    cid = customer("pro")
+    token = mint_session_token(server, "nobody-here" if auth == "stranger" else cid)
+    if auth == "revoked":
+        api.delete(f"/v1/session-tokens/{_jti(token)}").raise_for_status()
+    credential = {"key": LOCAL_SECRET_KEY, "forged": token[:-2] + "00"}.get(auth, token)
+    answers = []
+    for extra in ({}, {"via": "full"}):
+        response = httpx.get(
+            f"{server.base_url}/v1/features/usage-metrics",
+            params={**params, **extra},
+            headers={"authorization": f"Bearer {credential}"},
+        )
+        answers.append(_comparable(response))
+    hot, full = answers
+    assert hot == full
+    ok = case in ("all metrics", "one feature", "unknown customer")
+    assert hot[0] == (200 if ok else hot[0]) and (ok or hot[0] >= 400)
+    assert "x-request-id" in hot[2]
+
+
+def _jti(token: str) -> str:
+    payload = token.removeprefix("bos_session_test_").rsplit(".", 1)[0]
+    return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["jti"])
+
+
+@pytest.mark.parametrize("path", ["/v1/usage/metrics", "/v1/features/usage-metrics"])
+def test_a_hot_metrics_read_is_measured_as_the_route(server, customer, api, path):
+    """Named ``usage_metrics`` / ``session_usage_metrics`` in the metrics either way."""
+    cid = customer("pro")
+    token = mint_session_token(server, cid)
+    headers = {"authorization": f"Bearer {token}"} if "features" in path else {}
+    api.get(path, params={"customer_id": cid} if not headers else {}, headers=headers)
+    operation = "session_usage_metrics" if headers else "usage_metrics"
+    text = api.get("/metrics").text
+    assert any(
+        line.startswith("billing_server_request_seconds_count")
+        and f'operation="{operation}"' in line
+        and 'outcome="2xx"' in line
+        and float(line.rsplit(" ", 1)[1]) >= 1
+        for line in text.splitlines()
+    )
