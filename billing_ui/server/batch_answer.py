@@ -41,13 +41,6 @@ def _number(value: float) -> str:
     return _text(value) if "e" in text or "n" in text else text  # exponent, inf, nan
 
 
-def _key(key: str | None) -> str:
-    """An idempotency key as a JSON string (as orjson writes it)."""
-    if key is None or not (key.isascii() and key.isprintable()):
-        return _text(key)
-    return _text(key) if '"' in key or "\\" in key else f'"{key}"'
-
-
 @dataclass(frozen=True, slots=True)
 class Shape:
     """What every answer of one customer and feature in a batch shares, as JSON text."""
@@ -100,13 +93,23 @@ class TrackedBatch:
 class BatchAnswer:
     """The items of one batch's answer, added in index order."""
 
-    __slots__ = ("_errors", "_items", "_now_json", "_now_us", "recorded", "refused", "replayed")
+    __slots__ = (
+        "_errors",
+        "_items",
+        "_now_json",
+        "_now_us",
+        "_quantities",
+        "recorded",
+        "refused",
+        "replayed",
+    )
 
     def __init__(self, now: datetime, now_us: int) -> None:
         self._items: list[str] = []
         self._now_us = now_us
         self._now_json = _text(now)
         self._errors: dict[int, str] = {}
+        self._quantities: dict[int, str] = {}
         self.recorded = self.replayed = self.refused = 0
 
     def usage(
@@ -119,7 +122,11 @@ class BatchAnswer:
         consumed_micros: int,
         key: str | None,
     ) -> None:
-        """A recorded event (or a replay of one of the same feature) with its usage."""
+        """A recorded event (or a replay of one of the same feature) with its usage.
+
+        Written inline (it runs once per event): the quantities' text once per distinct
+        quantity, the numbers by ``repr`` unless in exponent form (they are finite: stored
+        millionths divided by a million), the key as is unless it needs escaping."""
         if replayed:
             self.replayed += 1
         else:
@@ -127,13 +134,27 @@ class BatchAnswer:
         recorded_at = (
             self._now_json if recorded_at_us == self._now_us else _text(from_micros(recorded_at_us))
         )
+        quantity = self._quantities.get(quantity_micros)
+        if quantity is None:
+            quantity = self._quantities[quantity_micros] = _number(quantity_micros / _MICROS)
+        consumed = repr(consumed_micros / _MICROS)
+        if "e" in consumed:
+            consumed = _text(consumed_micros / _MICROS)
         limit = shape.limit_micros
-        remaining = "null" if limit is None else _number(max(0, limit - consumed_micros) / _MICROS)
+        if limit is None:
+            remaining = "null"
+        else:
+            remaining = repr(max(0, limit - consumed_micros) / _MICROS)
+            if "e" in remaining:
+                remaining = _text(max(0, limit - consumed_micros) / _MICROS)
+        if key is None or not (key.isascii() and key.isprintable()) or '"' in key or "\\" in key:
+            key = _text(key)
+        else:
+            key = f'"{key}"'
         self._items.append(
-            f'{{"index":{index},{shape.head}{_number(quantity_micros / _MICROS)}'
-            f',"recorded_at":{recorded_at},"usage":{{"consumed_units":'
-            f"{_number(consumed_micros / _MICROS)}{shape.limit}{remaining}{shape.tail}"
-            f'{"true" if replayed else "false"},"idempotency_key":{_key(key)}}},"error":null}}'
+            f'{{"index":{index},{shape.head}{quantity},"recorded_at":{recorded_at}'
+            f',"usage":{{"consumed_units":{consumed}{shape.limit}{remaining}{shape.tail}'
+            f'{"true" if replayed else "false"},"idempotency_key":{key}}},"error":null}}'
         )
 
     def answer(self, index: int, answer: dict[str, Any]) -> None:
