@@ -11,6 +11,11 @@ writes whatever is queued in one transaction (:meth:`BillingService.record_group
 path's bulk write), then answers each request. No timer: the writer runs as soon as the event
 loop gets to it, so a lone request waits for nothing, and requests that arrive while a group
 is being written (its fsync or round trip happens in a worker thread) form the next group.
+Before it writes, the writer lets the loop turn while each turn queues more tracks (at most
+:data:`GATHER_TURNS` turns): a loop turn reads the requests that have arrived on other
+connections meanwhile, and a group's fixed cost (``BEGIN``, the lookups, ``COMMIT``, the
+writer task) is most of a small group's, so fewer, larger groups cost less CPU per track. A
+lone track waits one loop turn (microseconds; still no timer).
 
 What each request is promised does not change:
 
@@ -46,6 +51,10 @@ MAX_INLINE: Final = 64
 (SQLite, ``synchronous=NORMAL``, write lock free: cheaper than the hop to a worker thread);
 a larger one goes to a worker thread so that the loop is never held up long."""
 
+GATHER_TURNS: Final = 4
+"""Loop turns the writer lets pass at most, while each brings more tracks, before it writes
+(on bench/http_ceiling.py's 8 connections: a mean group of 4.9 tracks without, 7.2 with)."""
+
 log = logging.getLogger("billing_ui.server")
 
 Answer = dict[str, Any] | ApiProblem
@@ -78,12 +87,24 @@ class GroupCommit:
         return Tracked(answer, rate_headers)
 
     async def _write_queued(self) -> None:
+        await self._gather()
         while self._queue:
             group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
             self._writing = group
             await self._write([cmd for cmd, _ in group], [f for _, f in group])
             self._writing = []
         self._writer = None  # at once (no await since the queue was seen empty)
+
+    async def _gather(self) -> None:
+        """Let the loop turn while each turn queues more tracks (the requests that arrived
+        meanwhile on other connections), at most :data:`GATHER_TURNS` times and while the
+        group is small enough to be written on the loop."""
+        seen = 0
+        for _ in range(GATHER_TURNS):
+            if len(self._queue) == seen or len(self._queue) >= MAX_INLINE:
+                return
+            seen = len(self._queue)
+            await asyncio.sleep(0)
 
     def _writer_done(self, task: asyncio.Task[None]) -> None:
         """The writer ended: the queue is empty, or the writer was cancelled or failed (its

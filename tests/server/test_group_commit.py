@@ -85,6 +85,28 @@ def test_a_group_answers_each_event_as_if_alone(store: UsageStore, location: str
     assert count_events(location, "pro_1") == 1
 
 
+def test_tracks_arriving_on_the_next_loop_turns_join_the_group(store: UsageStore) -> None:
+    """The writer lets the loop turn while each turn brings more tracks: a track that
+    arrives one turn after the first, and one two turns after, are written with it in one
+    transaction (without that, the writer's first step wrote the first one alone). A turn
+    that brings nothing ends the gathering: a track arriving after that forms a new group."""
+    writer = GroupCommit(_service(store))
+
+    async def staggered() -> list[Tracked]:
+        tasks = []
+        for n in range(3):  # one new track per loop turn
+            cmd = TrackCommand("pro_1", "api_calls", 1, f"turn{n}")
+            tasks.append(asyncio.ensure_future(writer.record(cmd, {})))
+            await asyncio.sleep(0)
+        first = await asyncio.gather(*tasks)
+        later = await writer.record(TrackCommand("pro_1", "api_calls", 1, "later"), {})
+        return [*first, later]
+
+    answers = asyncio.run(staggered())
+    assert [a.data["idempotency_key"] for a in answers] == ["turn0", "turn1", "turn2", "later"]
+    assert (writer.groups, writer.events) == (2, 4)
+
+
 class _FailsGroups:
     """A fault a real database cannot produce on demand (a fake, on purpose): the store's
     write fails whenever it is asked for more than one event at once, as a transaction
