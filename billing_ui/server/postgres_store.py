@@ -245,7 +245,9 @@ class PostgresStore:
                 )
             sql, args = Q.usage_read_query(customer_id, periods, revoked_jti)
             async with pool.connection() as conn:
-                rows = await (await conn.execute(_pg(sql), args)).fetchall()
+                cursor = conn.read_cursor()
+                await cursor.execute(_pg(sql), args)
+                rows = await cursor.fetchall()
         except psycopg_pool.PoolClosed:
             raise StoreError("the store is closed") from None
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
