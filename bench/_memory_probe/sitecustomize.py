@@ -8,6 +8,12 @@ start-up in every process it starts. Each one (a forked worker too: the thread i
 after a fork, which keeps no thread) watches ``$BENCH_MEMORY_PROBE`` for ``<tag>.req`` and
 writes ``<tag>.<pid>.txt``: RSS, glibc's ``mallinfo2``, CPython's arena statistics, and
 gc-tracked objects by type after a collection.
+
+With ``BENCH_MEMORY_PROBE_TRACE=<frames>`` it also runs ``tracemalloc`` (that many frames per
+traceback; it slows the process down), from its first report on (not while the app imports,
+which it would slow past the benchmark's start deadline), and keeps a snapshot of the highest
+traced memory seen (sampled every half second): each report then adds the peak's and the
+current biggest allocation sites, grouped by traceback, which tells whose objects make the peak.
 """
 
 from __future__ import annotations
@@ -19,8 +25,12 @@ import os
 import sys
 import threading
 import time
+import tracemalloc
 
 _DIR = os.environ.get("BENCH_MEMORY_PROBE")
+_TRACE = int(os.environ.get("BENCH_MEMORY_PROBE_TRACE", "0") or 0)
+_peak: dict[str, object] = {}
+"""The snapshot of the highest traced memory seen so far (``snapshot``, ``bytes``)."""
 
 
 class _MallInfo2(ctypes.Structure):
@@ -80,7 +90,37 @@ def report() -> str:
     lines += [f"pymalloc {line.strip()}" for line in _pymalloc_stats()]
     by_type = collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in objects)
     lines += [f"  {n:8d} {name}" for name, n in by_type.most_common(40)]
+    if tracemalloc.is_tracing():
+        lines += _traced("now", tracemalloc.take_snapshot())
+        peak = _peak.get("snapshot")
+        if isinstance(peak, tracemalloc.Snapshot):
+            lines += _traced("peak", peak)
+            _peak.clear()  # the next flood's peak is its own
     return "\n".join(lines) + "\n"
+
+
+def _traced(label: str, snapshot: tracemalloc.Snapshot, top: int = 25) -> list[str]:
+    """The biggest allocation sites of ``snapshot``: by line, then by whole traceback."""
+    snapshot = snapshot.filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+    total = sum(s.size for s in snapshot.statistics("filename"))
+    lines = [f"tracemalloc {label} total_mb {total / 2**20:.1f}"]
+    for stat in snapshot.statistics("lineno")[:top]:
+        frame = stat.traceback[0]
+        lines.append(f"  {label} line {stat.size / 2**20:7.2f} MB {stat.count:8d} "
+                     f"{frame.filename}:{frame.lineno}")  # fmt: skip
+    for stat in snapshot.statistics("traceback")[:top]:
+        lines.append(f"  {label} traceback {stat.size / 2**20:7.2f} MB {stat.count:8d}")
+        lines += [f"      {f.filename}:{f.lineno}" for f in stat.traceback]
+    return lines
+
+
+def _sample_peak() -> None:
+    """Keep a snapshot of the highest traced memory: a new one once it grew 25 % past the
+    last, from 16 MiB on (each snapshot copies every trace: costly)."""
+    current, _ = tracemalloc.get_traced_memory()
+    if current > 1.25 * float(_peak.get("bytes", 0)) and current > 2**24:  # type: ignore[arg-type]
+        _peak["snapshot"] = tracemalloc.take_snapshot()
+        _peak["bytes"] = current
 
 
 def _watch(folder: str) -> None:
@@ -88,6 +128,8 @@ def _watch(folder: str) -> None:
     answered = {name for name in os.listdir(folder) if name.endswith(".req")}
     while True:
         time.sleep(0.5)
+        if tracemalloc.is_tracing():
+            _sample_peak()
         try:
             requests = [n for n in os.listdir(folder) if n.endswith(".req") and n not in answered]
         except FileNotFoundError:
@@ -102,6 +144,8 @@ def _watch(folder: str) -> None:
             with open(path + ".tmp", "w") as out:
                 out.write(text)
             os.replace(path + ".tmp", path)
+            if _TRACE and not tracemalloc.is_tracing():
+                tracemalloc.start(_TRACE)
 
 
 def _start() -> None:

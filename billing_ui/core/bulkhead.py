@@ -102,12 +102,22 @@ class FairGate:
         """Callers of ``key`` waiting now."""
         return len(self._lines.get(key, ()))
 
-    async def acquire(self, key: str) -> None:
+    def enter(self, key: str) -> asyncio.Future[None] | None:
+        """A slot now (None: the caller holds it), or the caller's place in ``key``'s line: a
+        future that is done once the slot is the caller's (give it back with
+        :meth:`release`). Nothing waits here, so a caller can leave its work in the line as
+        data, to be started when admitted, instead of a suspended task per waiter."""
         if self.inside < self.limit and not self._lines:
             self.inside += 1
-            return
+            return None
         admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._lines.setdefault(key, deque()).append(admitted)
+        return admitted
+
+    async def acquire(self, key: str) -> None:
+        admitted = self.enter(key)
+        if admitted is None:
+            return
         try:
             await admitted
         except asyncio.CancelledError:

@@ -19,6 +19,10 @@ pyproject.toml.
   ``BaseState._deserialize``: the states a poll tick reads come in one ``MGET``, as the
   manager's own ``get_state`` reads one class's tree (in a pipeline with the query store's
   read of the meters, when both are on one Redis).
+* :func:`route_events` — events that a track finishing after its handler returned
+  (``states/track.py``'s deferred turn) runs next, routed as Reflex routes a handler's yields:
+  ``reflex_base.event.processor.base_state_processor.chain_updates`` in the handler's copied
+  event context.
 * :func:`foreach_render_fn` — ``rx.foreach(items, fn)`` inspects ``fn``'s signature to decide
   whether to pass the index and refuses more than two parameters; a component with options is
   presented to it as taking only its first one.
@@ -207,3 +211,12 @@ def foreach_render_fn(fn: F) -> F:
         [first.replace(default=inspect.Parameter.empty)]
     )
     return fn
+
+
+async def route_events(events: Any, handler_name: str) -> None:
+    """Queue ``events`` (event handlers or specs, as a handler yields them) for the tab of the
+    current Reflex event context, as Reflex routes a handler's yields; for work that finishes
+    after its handler returned, in a copy of the handler's context."""
+    from reflex_base.event.processor.base_state_processor import chain_updates
+
+    await chain_updates(events, handler_name=handler_name)

@@ -20,11 +20,13 @@ queries are refetched (TanStack's invalidate-on-success).
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 import os
 import time
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
 from billing_ui.core.bulkhead import FairGate
@@ -39,8 +41,15 @@ from billing_ui.core.outbox import OutboxFullError
 from billing_ui.core.problems import classify
 from billing_ui.core.track_rules import check_browser_track
 from billing_ui.settings import get_settings
+from billing_ui.states import _reflex_internals as internals
 from billing_ui.states import _runtime as rt
-from billing_ui.states.base import BillingState, TooManyRequests, billing_event
+from billing_ui.states.base import (
+    BillingState,
+    StaleAnswer,
+    Ticket,
+    TooManyRequests,
+    billing_event,
+)
 from billing_ui.states.entitlements import FeatureEntitlementsState
 from billing_ui.states.metrics import UsageMetricsState
 from billing_ui.states.status import STALE, SUCCESS
@@ -131,11 +140,32 @@ class TrackUsageState(BillingState):
             self.pending_features = [*self.pending_features, key]
             self.is_pending = True
         try:
-            turn = await _TrackTurn.take(tab)
+            admitted = _TrackTurn.enter(tab)
         except TooManyRequests as exc:
             async with self:
                 self._finish(key, error=rt.message_for(exc), pending=key)
             return
+        send = functools.partial(self._send, ticket, key, amount, meta, idem)
+        if admitted is None:  # a turn now: sent from this handler
+            for item in await send(_TrackTurn()):
+                yield item
+            return
+        # No turn free: the track waits in the gate's line as data, and this handler returns,
+        # so Reflex frees its event (task, frames, context) now instead of keeping it suspended
+        # for the whole wait; the rest runs when the turn comes (see _TrackTurn.later).
+        _TrackTurn.later(admitted, send)
+
+    async def _send(
+        self,
+        ticket: Ticket,
+        key: str,
+        amount: float,
+        meta: dict[str, Any] | None,
+        idem: str,
+        turn: _TrackTurn,
+    ) -> list[Any]:
+        """(Holding ``turn``, given back at the end.) Send the track, show its outcome on this
+        tab; the events to run next (the refetch of a settled burst)."""
         try:
             customer = ticket.customer
             unknown = False
@@ -157,7 +187,7 @@ class TrackUsageState(BillingState):
                             # outbox has sent it).
                             await self._show_usage(customer, waiting)
                         await _announce_pending(customer)
-                        return
+                        return []
                     if not outcome_unknown(first):
                         raise
                     # No answer after the client's retries (or every connection busy after an
@@ -189,7 +219,7 @@ class TrackUsageState(BillingState):
                         metrics = await self.get_state(UsageMetricsState)
                         if metrics.status == SUCCESS:
                             metrics.status, metrics.error = STALE, rt.message_for(exc)
-                return
+                return []
             rt.api_answered()  # the API is back: queued tracks go now, not at their backoff
             waiting = await rt.pending_usage(customer)
             async with self:
@@ -206,10 +236,11 @@ class TrackUsageState(BillingState):
                 settled = not self.pending_features
         finally:
             turn.give_back()
-        if settled:
-            yield UsageMetricsState.refetch
-            if shows_check:
-                yield FeatureEntitlementsState.check(key)
+        if not settled:
+            return []
+        if shows_check:
+            return [UsageMetricsState.refetch, FeatureEntitlementsState.check(key)]
+        return [UsageMetricsState.refetch]
 
     async def _show_usage(self, customer: str, waiting: Mapping[str, float]) -> None:
         """(Inside ``async with self``.) The cached usage, plus what waits in the outbox, on
@@ -263,14 +294,22 @@ class _TrackTurn:
     A tab's burst is still one burst (one refetch after its last track): a track settles it
     only when none of the tab's tracks is pending, waiting for a turn included. (A gate
     without that made every track of a burst refetch on its own: 1,599 of 4,000
-    acknowledged in 300 s.)"""
+    acknowledged in 300 s.)
+
+    A track that finds no turn free does not wait as a suspended handler (a Reflex task with
+    its chain of frames, its event and its context: what made the flood's peak of live
+    objects, and so the backend's RSS after it): its handler returns and the track waits in
+    the gate's line as data (:meth:`later`); at its turn a task finishes it, on the same
+    state proxy and context, and sends its outcome to the tab as a delta."""
 
     _gates: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FairGate]] = (
         weakref.WeakKeyDictionary()
     )
+    _running: ClassVar[set[asyncio.Task[None]]] = set()
+    """Tracks finishing after their handler returned (kept referenced until done)."""
 
-    def __init__(self, gate: FairGate) -> None:
-        self._gate: FairGate | None = gate
+    def __init__(self, gate: FairGate | None = None) -> None:
+        self._gate: FairGate | None = gate or self._gate_of_loop()
 
     @classmethod
     def _gate_of_loop(cls) -> FairGate:
@@ -281,20 +320,55 @@ class _TrackTurn:
         return gate
 
     @classmethod
-    async def take(cls, tab: str) -> _TrackTurn:
-        """Wait for a turn; TooManyRequests when the tab already has a burst's worth of
-        tracks waiting (the line is bounded per tab, as the tab's token bucket is)."""
+    def enter(cls, tab: str) -> asyncio.Future[None] | None:
+        """A turn now (None: the caller holds it, see ``_TrackTurn()``), or the track's place
+        in the line (done at its turn); TooManyRequests when the tab already has a burst's
+        worth of tracks waiting (the line is bounded per tab, as the tab's token bucket is)."""
         gate = cls._gate_of_loop()
         if gate.waiting_for(tab) >= get_settings().browser_burst:
             raise TooManyRequests(notify=True)
-        await gate.acquire(tab)
-        return cls(gate)
+        return gate.enter(tab)
+
+    @classmethod
+    def later(
+        cls, admitted: asyncio.Future[None], send: Callable[[_TrackTurn], Awaitable[list[Any]]]
+    ) -> None:
+        """Run ``send`` with the turn once ``admitted`` is done, in a copy of the calling
+        handler's context (Reflex's event context: the tab's state manager and delta channel;
+        the handler's ticket), and route the events it returns as the handler's yields."""
+        context = contextvars.copy_context()
+
+        def start(done: asyncio.Future[None]) -> None:
+            if done.cancelled():
+                return
+            task = done.get_loop().create_task(_finish_later(send, cls()), context=context)
+            cls._running.add(task)
+            task.add_done_callback(cls._running.discard)
+
+        admitted.add_done_callback(start)
 
     def give_back(self) -> None:
         """Idempotent."""
         if self._gate is not None:
             self._gate.release()
             self._gate = None
+
+
+async def _finish_later(
+    send: Callable[[_TrackTurn], Awaitable[list[Any]]], turn: _TrackTurn
+) -> None:
+    """A deferred track at its turn (see :meth:`_TrackTurn.later`): what ``billing_event``
+    does for a handler, here (an answer turned stale is dropped; anything else is logged)."""
+    try:
+        events = await send(turn)
+        if events:
+            await internals.route_events(events, "TrackUsageState.track")
+    except StaleAnswer:
+        return
+    except Exception:
+        log.exception("billing_ui: a track that waited for its turn failed")
+    finally:
+        turn.give_back()
 
 
 def outcome_unknown(exc: BaseException) -> bool:

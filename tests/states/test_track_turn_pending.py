@@ -28,6 +28,7 @@ async def test_a_track_waiting_for_its_turn_is_pending_at_once(session: Session)
     for _ in range(gate.limit):  # a flood of other tabs holds every slot
         await gate.acquire("another tab")
     before = recorded(session)
+    fetched = session.upstream("/v1/usage/metrics")
     task = asyncio.create_task(
         session.send(TrackUsageState.track, feature_key="api_calls", quantity=1)
     )
@@ -39,11 +40,23 @@ async def test_a_track_waiting_for_its_turn_is_pending_at_once(session: Session)
         )
         assert gate.waiting == 1, "the track did not wait for a turn"
         assert recorded(session) == before, "sent before its turn"
+        # The handler returned although the track still waits for its turn.
+        await asyncio.wait_for(task, timeout=10)
+        assert gate.waiting == 1 and recorded(session) == before
     finally:
         for _ in range(gate.limit):
             gate.release()
-    await asyncio.wait_for(task, timeout=30)
-    state = await session.get(TrackUsageState)
-    assert state.is_success and not state.is_pending and state.pending_features == []
+
+    async def _succeeded() -> bool:
+        state = await session.get(TrackUsageState)
+        return state.is_success and not state.is_pending and state.pending_features == []
+
+    await wait_until(_succeeded, timeout=30, message="the track's outcome never reached its tab")
+    # The settled burst's refetch, which the handler used to yield, is queued all the same.
+    await wait_until(
+        lambda: session.upstream("/v1/usage/metrics") > fetched,
+        timeout=30,
+        message="no refetch after the deferred track",
+    )
     assert recorded(session) - before == 1
     assert gate.inside == 0 and gate.waiting == 0
