@@ -90,3 +90,15 @@ async def test_a_tab_is_read_without_its_lock_through_the_events_state_manager()
     assert {"token", "state_manager"} <= {f.name for f in dataclasses.fields(EventContext)}
     assert {"ident", "cls"} <= set(inspect.signature(BaseStateToken).parameters)
     assert UsageMetricsState.get_full_name().split(".")[-1] == UsageMetricsState.get_name()
+
+
+def test_chain_updates_routes_a_handlers_yields_in_the_current_event_context() -> None:
+    """``route_events`` (a track finishing after its handler returned) relies on Reflex's
+    ``chain_updates(events, handler_name, root_state=None)``: with no root state it emits no
+    delta and routes the events through ``EventContext.get()``."""
+    from reflex_base.event.processor.base_state_processor import chain_updates
+
+    params = inspect.signature(chain_updates).parameters
+    assert list(params)[:2] == ["events", "handler_name"]
+    assert params["root_state"].default is None
+    assert inspect.iscoroutinefunction(chain_updates)
