@@ -7,7 +7,8 @@ with no hook in the product. ``bench/many_sockets.py`` puts this folder on the b
 start-up in every process it starts. Each one (a forked worker too: the thread is started again
 after a fork, which keeps no thread) watches ``$BENCH_MEMORY_PROBE`` for ``<tag>.req`` and
 writes ``<tag>.<pid>.txt``: RSS, glibc's ``mallinfo2``, CPython's arena statistics, and
-gc-tracked objects by type after a collection.
+gc-tracked objects by type after a collection, and the asyncio tasks by where they wait
+(outermost and innermost coroutine of each task's await chain).
 
 With ``BENCH_MEMORY_PROBE_TRACE=<frames>`` it also runs ``tracemalloc`` (that many frames per
 traceback; it slows the process down), from its first report on (not while the app imports,
@@ -90,6 +91,7 @@ def report() -> str:
     lines += [f"pymalloc {line.strip()}" for line in _pymalloc_stats()]
     by_type = collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in objects)
     lines += [f"  {n:8d} {name}" for name, n in by_type.most_common(40)]
+    lines += _task_census()
     if tracemalloc.is_tracing():
         lines += _traced("now", tracemalloc.take_snapshot())
         peak = _peak.get("snapshot")
@@ -97,6 +99,34 @@ def report() -> str:
             lines += _traced("peak", peak)
             _peak.clear()  # the next flood's peak is its own
     return "\n".join(lines) + "\n"
+
+
+def _task_census(top: int = 25) -> list[str]:
+    """Tasks of every loop by (outermost, innermost) coroutine of their await chain. Read from
+    this thread while the loop runs: the task set may change under it, so it is retried."""
+    import asyncio
+
+    for _ in range(5):
+        try:
+            tasks = list(asyncio.tasks._all_tasks)  # type: ignore[attr-defined]
+            break
+        except RuntimeError:  # the set changed while it was copied
+            continue
+    else:
+        return ["tasks unreadable"]
+    where: collections.Counter[str] = collections.Counter()
+    for task in tasks:
+        if task.done():
+            continue
+        coro = outer = task.get_coro()
+        while getattr(coro, "cr_await", None) is not None and hasattr(coro.cr_await, "cr_code"):
+            coro = coro.cr_await
+        name = getattr(getattr(outer, "cr_code", None), "co_qualname", repr(outer)[:60])
+        inner = getattr(getattr(coro, "cr_code", None), "co_qualname", "?")
+        where[f"{name} -> {inner}"] += 1
+    lines = [f"tasks {sum(where.values())}"]
+    lines += [f"  task {n:6d} {name}" for name, n in where.most_common(top)]
+    return lines
 
 
 def _traced(label: str, snapshot: tracemalloc.Snapshot, top: int = 25) -> list[str]:
