@@ -11,7 +11,10 @@ correct, and a long batch does not hold up the event loop. Routes that only read
 ``async def``: on SQLite a read is a few primary-key lookups (tens of microseconds) on the loop
 thread's own WAL reader connection, cheaper than the hop to a worker thread and back; on
 PostgreSQL it is a network round trip, so it runs in the thread pool instead
-(:mod:`billing_ui.server.reads`) and never stalls the event loop.
+(:mod:`billing_ui.server.reads`) and never stalls the event loop, except the metrics read,
+which waits for its one statement on the loop itself (``UsageStore.customer_usage_async``).
+The one-event track and the two metrics reads, in their plain form, skip FastAPI's routing
+(:mod:`billing_ui.server.hot_route`).
 """
 
 from __future__ import annotations
