@@ -28,6 +28,10 @@ Declare the bucket vars on the state and a :class:`SplitMap` named like them::
 Read it in components as one map (``MyState.checks["sso"].has_access``, ``.contains``): the
 browser merges the buckets. On the backend ``state.checks`` is a merged copy; write through
 the map object kept in a module constant (``CHECKS.put(self, key, view)``).
+
+A list whose entries have a key (the meters) is kept the same way by a :class:`SplitList`
+over a ``SplitMap`` (fewer buckets may fit a state-size budget better: ``SplitMap(buckets=4)``);
+written whole (``state.metrics = views``), it replaces only the buckets whose entries changed.
 """
 
 from __future__ import annotations
@@ -132,7 +136,11 @@ class SplitList(Generic[T]):
     for components, ``rx.foreach``, filters; one bucket per changed entry on the wire).
     Class access: the list as a frontend var (the merged map's values, in order); instance
     access: the list; assigning a list assigns the map (:meth:`SplitMap.assign`), so code
-    that sets the whole list sends only the buckets that changed."""
+    that sets the whole list sends only the buckets that changed.
+
+    Limits: entries with the same key collapse into one (the meters have one per feature);
+    and the browser's order is the map's, in which JavaScript puts keys that are array
+    indices (``"100"``, which a feature key may be) first, before the others."""
 
     def __init__(self, split: SplitMap[T], key: Callable[[T], str]) -> None:
         self.split = split
