@@ -136,7 +136,7 @@ class FaultProxy:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
-        self._conns: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
         self.port = 0
 
     # -- lifecycle
@@ -174,10 +174,17 @@ class FaultProxy:
             return
 
         async def shutdown() -> None:
+            # Cancel every connection's handler and let it run its cleanup (closing both
+            # sockets) here, on the running loop. A handler left suspended would be closed
+            # by the garbage collector after loop.close(): its ``finally`` then calls
+            # transport.close() on a closed loop, "RuntimeError: Event loop is closed",
+            # which pytest reports as PytestUnraisableExceptionWarning.
             assert self._server is not None
             self._server.close()
-            for writer in list(self._conns):
-                writer.close()
+            handlers = list(self._handlers)
+            for task in handlers:
+                task.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
             await self._server.wait_closed()
 
         asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
@@ -240,7 +247,9 @@ class FaultProxy:
 
     # -- the proxy
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._conns.add(writer)
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         try:
             while True:
@@ -282,7 +291,7 @@ class FaultProxy:
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         finally:
-            self._conns.discard(writer)
+            self._handlers.discard(task)
             if upstream is not None:
                 upstream[1].close()
             writer.close()
