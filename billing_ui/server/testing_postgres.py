@@ -21,9 +21,11 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,6 +69,67 @@ def _free_port() -> int:
         return port
 
 
+PREFIX = "billing-ui-pg-"
+OWNER_FILE = "owner"
+"""In a cluster's directory: ``<pid> <start time>`` of the process that started it, so that a
+later run can tell an orphan (its owner killed, e.g. by ``timeout``, before it could stop the
+cluster) from a cluster still in use. The start time (``/proc/<pid>/stat`` field 22) guards
+against a reused pid."""
+
+
+def _started_at(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks since boot, or None if it is gone (or
+    a zombie: exited, not yet reaped by its parent)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # from field 3; the name in (...) may hold spaces
+    return None if fields[0] == "Z" else fields[19]
+
+
+def _orphan_postmaster(cluster: Path) -> int | None:
+    """The postmaster pid of ``cluster`` (a directory made by TempPostgres) if its owner is
+    gone and the postmaster still runs that cluster's data directory; otherwise None."""
+    try:
+        pid, started = (cluster / OWNER_FILE).read_text().split()
+        postmaster = int((cluster / "data" / "postmaster.pid").read_text().split()[0])
+        cmdline = Path(f"/proc/{postmaster}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError, IndexError):
+        return None  # not ours, not started, or already stopped
+    if _started_at(int(pid)) == started:
+        return None  # its owner still runs
+    if str(cluster / "data").encode() not in cmdline:
+        return None  # the pid now belongs to another process
+    return postmaster
+
+
+def reap_orphans(wait_s: float = 10.0) -> list[Path]:
+    """Stop the throwaway clusters whose owning process died without stopping them, and
+    delete their directories; return those directories.
+
+    Cheap (a directory listing and a few small reads), so it runs before every cluster start.
+    A postmaster gets SIGINT, PostgreSQL's "fast" shutdown, which is what ``pg_ctl stop -m
+    fast`` sends; ``pg_ctl`` itself refuses to run as root, and a signal needs no ``runuser``.
+    Clusters without an owner file (another tool's, or an older version's) are left alone."""
+    reaped: dict[Path, int] = {}
+    for name in glob.glob(os.path.join(tempfile.gettempdir(), PREFIX + "*")):
+        cluster = Path(name)
+        postmaster = _orphan_postmaster(cluster)
+        if postmaster is None:
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(postmaster, signal.SIGINT)
+            reaped[cluster] = postmaster
+    deadline = time.monotonic() + wait_s
+    for cluster, postmaster in reaped.items():
+        while _started_at(postmaster) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _started_at(postmaster) is None:
+            shutil.rmtree(cluster, ignore_errors=True)
+    return list(reaped)
+
+
 class TempPostgres:
     """One running throwaway cluster; :meth:`create_database` hands out fresh databases."""
 
@@ -86,7 +149,7 @@ class TempPostgres:
                 ) from None
             self._owner = (user.pw_uid, user.pw_gid)
             self._as_postgres = ["runuser", "-u", "postgres", "--"]
-        self.dir = Path(tempfile.mkdtemp(prefix="billing-ui-pg-"))
+        self.dir = Path(tempfile.mkdtemp(prefix=PREFIX))
         self.data = self.dir / "data"
         self._admin: psycopg.Connection[tuple[object, ...]] | None = None
 
@@ -100,6 +163,9 @@ class TempPostgres:
             raise RuntimeError(f"{args[0]} failed ({out.returncode}):\n{out.stderr}\n{tail}")
 
     def start(self) -> None:
+        reap_orphans()
+        me = os.getpid()
+        (self.dir / OWNER_FILE).write_text(f"{me} {_started_at(me)}\n")
         if self._owner is not None:
             os.chown(self.dir, *self._owner)
         pwfile = self.dir / "pw"
