@@ -25,6 +25,7 @@ from selenium.common.exceptions import (
 )
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.remote.remote_connection import RemoteConnection
 from selenium.webdriver.remote.webdriver import WebDriver
 
 import billing_ui.runtime
@@ -50,6 +51,20 @@ CHROMIUM_FLAGS = (
     "--disable-dev-shm-usage",
     "--window-size=1280,900",
 )
+
+
+COMMAND_TIMEOUT_S = 90.0
+"""The longest one WebDriver command may take (Selenium's own limit is 120 s, and a navigation
+waits up to 300 s for its page load). A command that needs the page's main thread waits
+behind whatever the page is doing: on 2 CPUs beside two burners, a page re-rendering on every
+retry tick of an outage fell behind without bound (chromedriver log: each CDP call slower than
+the last, 1.5 s, 5 s, 19 s, 33 s; one text read 279 s). A check that slow has failed its wait
+anyway; failing the command at this limit says so sooner, instead of a teardown hung for
+minutes. Chromedriver's page-load timeout gets the same limit (its script timeout stays 30 s)."""
+
+CHROMEDRIVER_LOG = "BILLING_UI_CHROMEDRIVER_LOG"
+"""A directory: each chromium() writes chromedriver's verbose log there (every command with
+the time it took and the DevTools calls behind it), to find which command hangs and why."""
 
 
 class WaitTimeout(AssertionError):
@@ -148,7 +163,20 @@ def chromium() -> Iterator[webdriver.Chrome]:
     for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)
     # An explicit driver path makes Selenium skip Selenium Manager (which would download one).
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    log_dir = os.environ.get(CHROMEDRIVER_LOG)
+    if log_dir:
+        log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept: the driver writes to it
+            prefix="chromedriver-", suffix=".log", dir=log_dir, delete=False
+        )
+        log.close()
+        service = Service(CHROMEDRIVER, service_args=["--verbose"], log_output=log.name)
+    else:
+        service = Service(executable_path=CHROMEDRIVER)
+    driver = webdriver.Chrome(options=options, service=service)
+    executor = driver.command_executor
+    assert isinstance(executor, RemoteConnection)
+    executor.client_config.timeout = COMMAND_TIMEOUT_S
+    driver.set_page_load_timeout(COMMAND_TIMEOUT_S)
     try:
         yield driver
     finally:
