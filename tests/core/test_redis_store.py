@@ -353,15 +353,16 @@ async def test_a_fetch_costs_three_round_trips_and_a_read_one(
         await asyncio.sleep(0.2)  # MONITOR is on before the calls below (the ping ends it)
         key = (METRICS, "c-trips")
         first = await store.fetch(key, upstream, stale_time=30)
-        fetch_trips = len(sent)
         again = await store.fetch(key, upstream, stale_time=30)
         async with aioredis.Redis.from_url(redis_url) as pinger:
             await pinger.ping()
         await asyncio.wait_for(listening, 10)
     await monitor_client.aclose()
-    assert fetch_trips == 3, sent
+    # In order: the read, the claim, the store-and-tell (the fetch), then the read again.
     assert len(sent) == 4, sent
     assert all(command[0].upper() == "EVALSHA" for command in sent), sent
+    read, claim, store_and_tell, read_again = (command[1] for command in sent)
+    assert read == read_again and len({read, claim, store_and_tell}) == 3, sent
     assert first.data == again.data == answer
     assert again.data is first.data, "the data this process holds: not sent nor decoded again"
 
