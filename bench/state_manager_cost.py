@@ -18,7 +18,8 @@ redis-server ran per tick (``INFO commandstats``, those run inside scripts inclu
 round trips a tick costs, which is what a Redis tick pays for beyond memory.
 
 The ticks are counted, not assumed: the backend's query-store reads in the window (its
-Prometheus counters, hits + fetches + joined: one per tick), read outside the CPU window. A
+Prometheus counters, hits + fetches + joined: one per quiet tick), scraped just outside the
+CPU window and scaled from the scrapes' interval to the window's. A
 loaded machine ticks less often than ``tabs x window / interval`` (each loop sleeps a full
 interval after its tick), which made a loaded run look cheaper per tick than it was
 (``*_ticks_over_expected``). Both arms run the same tabs, interval and window, each after
@@ -77,6 +78,13 @@ def _store_reads(url: str) -> int:
     return total
 
 
+async def _timed_reads(url: str) -> tuple[int, float]:
+    """:func:`_store_reads` and when it was read (the middle of the scrape)."""
+    before = time.monotonic()
+    reads = await asyncio.to_thread(_store_reads, url)
+    return reads, (before + time.monotonic()) / 2
+
+
 def _redis_commands(redis_url: str | None) -> dict[str, int]:
     """Commands redis-server has run so far, by command (none without one)."""
     if redis_url is None:
@@ -126,19 +134,21 @@ def measure(
             await asyncio.sleep(2 * interval)  # every loop past its first fetches
             updates = sum(len(t.updates) for t in open_tabs)
             # Read outside the CPU window: a scrape is the backend's work, not a tick's.
-            reads0 = await asyncio.to_thread(_store_reads, be.url)
+            reads0, at0 = await _timed_reads(be.url)
             commands0 = _redis_commands(redis_url)
             cpu0, redis0, t0 = be.cpu_seconds(), _redis_cpu(redis_url), time.monotonic()
             await asyncio.sleep(window)  # the measurement window: the loops tick on
             cpu1, redis1, t1 = be.cpu_seconds(), _redis_cpu(redis_url), time.monotonic()
             commands1 = _redis_commands(redis_url)
-            reads1 = await asyncio.to_thread(_store_reads, be.url)
+            reads1, at1 = await _timed_reads(be.url)
             deltas = sum(len(t.updates) for t in open_tabs) - updates
         finally:
             for tab in open_tabs:
                 await tab.close()
         expected = tabs * (t1 - t0) / interval
-        ticks = max(reads1 - reads0, 1)
+        # The ticks of the CPU window: the rate between the two scrapes, over the window (the
+        # scrapes bracket it, and on a loaded machine they and the INFO take a while).
+        ticks = max((reads1 - reads0) * (t1 - t0) / (at1 - at0), 1.0)
         return {
             "backend_ms": (cpu1 - cpu0) * 1000 / ticks,
             "redis_ms": (redis1 - redis0) * 1000 / ticks,
@@ -179,8 +189,8 @@ def run(*, smoke: bool = False) -> dict[str, object]:
         "memory_deltas_per_tab_tick": round(memory["deltas_per_tick"], 2),
         "redis_deltas_per_tab_tick": round(on_redis["deltas_per_tick"], 2),
         "redis_commands_per_tab_tick": round(on_redis["commands_per_tick"], 2),
-        "memory_ticks": memory["ticks"],
-        "redis_ticks": on_redis["ticks"],
+        "memory_ticks": round(memory["ticks"]),
+        "redis_ticks": round(on_redis["ticks"]),
         "memory_ticks_over_expected": round(memory["ticks_over_expected"], 3),
         "redis_ticks_over_expected": round(on_redis["ticks_over_expected"], 3),
     }
