@@ -324,6 +324,7 @@ def track_many(
     outcomes: list[TrackOutcome] = []
     recorded, replayed, reused = TrackStatus.RECORDED, TrackStatus.REPLAYED, TrackStatus.KEY_REUSED
     add_event, add_outcome = events.append, outcomes.append
+    refused = False
     for agg, q, hour_us, idem, metadata, hard_limit in items:
         pk, feature = agg[0], agg[1]
         consumed = running[agg]
@@ -343,6 +344,7 @@ def track_many(
         )
         if consumed + q > ceiling:  # nothing counted; the key stays free
             add_outcome((TrackStatus.QUOTA_EXCEEDED, feature, q, now_us, consumed))
+            refused = True
             continue
         if key is not None:
             stored[key] = (feature, q, now_us)
@@ -356,7 +358,8 @@ def track_many(
         meta = None if metadata is None else json.dumps(metadata, separators=(",", ":"))
         add_event((pk, feature, q, now_us, idem, meta))
         add_outcome((recorded, feature, q, now_us, consumed))
-    _settle_keys(tx, ours, stored)
+    if refused:  # else each key won was recorded by its first item, as claimed: no change
+        _settle_keys(tx, ours, stored)
     per_period: dict[AggregateKey, list[int]] = {}
     for (agg, _), (q, n) in sums.items():
         total = per_period.setdefault(agg, [0, 0])
