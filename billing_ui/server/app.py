@@ -74,7 +74,6 @@ from billing_ui.server.errors import (
 )
 from billing_ui.server.group_commit import GroupCommit
 from billing_ui.server.hot_route import Hot, HotRoute
-from billing_ui.server.middleware import RequestIdMiddleware
 from billing_ui.server.observability import ObservabilityMiddleware, ServerMetrics, count_tracks
 from billing_ui.server.openapi import build_openapi, error_responses, request_body
 from billing_ui.server.options import CorsPolicy, WireOptions
@@ -148,8 +147,8 @@ def create_app(
     install_error_handlers(app)
     # innermost: the hot routes still get their log record, metrics and request id
     app.add_middleware(HotRoute, routes_of=app, hot=_HOT_ROUTES)
+    # the request id (the log record's, the envelope's, x-request-id), log record, metrics
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics)
-    app.add_middleware(RequestIdMiddleware)  # outside: the request id is in the log record
     (cors or CorsPolicy()).install(app)  # outermost: preflights never reach the routes
     _routes(app)
     app.openapi = lambda: build_openapi(app, _REQUEST_MODELS)  # type: ignore[method-assign]

@@ -1,15 +1,17 @@
-"""A request id on every response, including errors and 500s.
+"""Request ids: ``req_<hex>`` on every response, including errors and 500s.
 
-Pure ASGI (not ``BaseHTTPMiddleware``, which costs a task and a queue per request): it stores
-``req_<hex>`` in the request state, where the error handlers find it for the envelope's
-``requestId``, and adds the ``x-request-id`` header to whatever response goes out.
+The id is given to each request by :class:`~billing_ui.server.observability.ObservabilityMiddleware`
+(one pure-ASGI layer for the request id, the log record and the metrics: each layer costs a
+coroutine and a ``send`` wrapper per request on the hottest path). It is stored in the request
+state, where the error handlers find it for the envelope's ``requestId``, and
+:func:`with_request_id` adds the ``x-request-id`` header to whatever response goes out.
 """
 
 from __future__ import annotations
 
 import secrets
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message
 
 from billing_ui.server.errors import REQUEST_ID_HEADER
 
@@ -20,23 +22,10 @@ def new_request_id() -> str:
     return "req_" + secrets.token_hex(12)
 
 
-class RequestIdMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        rid = new_request_id()
-        scope.setdefault("state", {})["request_id"] = rid
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                if not any(name.lower() == _HEADER for name, _ in headers):
-                    headers.append((_HEADER, rid.encode()))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
+def with_request_id(message: Message, rid: str) -> Message:
+    """An ``http.response.start`` message with the ``x-request-id`` header, unless it has one
+    already (the error handlers set it themselves)."""
+    headers = list(message.get("headers", []))
+    if not any(name.lower() == _HEADER for name, _ in headers):
+        headers.append((_HEADER, rid.encode()))
+    return {**message, "headers": headers}

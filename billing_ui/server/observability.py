@@ -12,7 +12,9 @@ metrics at ``/metrics``, and ``/healthz`` / ``/readyz``.
   ``billing_server_tracks_total{result}`` (``recorded``, ``duplicate``, ``refused``), on a
   registry of the app's own (tests run many servers in one process).
 
-Pure ASGI, like :mod:`billing_ui.server.middleware`: no task or queue per request.
+The same layer gives each request its id (:mod:`billing_ui.server.middleware`) before anything
+else runs, so the record, the error envelope and the ``x-request-id`` header share it. Pure
+ASGI, and one layer rather than two: no task or queue per request, one ``send`` wrapper.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billing_ui.core.logs import call_fields
 from billing_ui.core.metrics import LATENCY_BUCKETS, outcome_of
+from billing_ui.server.middleware import new_request_id, with_request_id
 
 request_log = logging.getLogger("billing_ui.server.requests")
 MAX_LOGGED_BODY: Final = 64 * 1024
@@ -88,7 +91,7 @@ def count_tracks(
 
 
 class ObservabilityMiddleware:
-    """Times each request, then writes its log record and metrics."""
+    """Gives each request its id, times it, then writes its log record and metrics."""
 
     def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
         self.app = app
@@ -99,6 +102,8 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        rid = new_request_id()
+        scope.setdefault("state", {})["request_id"] = rid
         status = 500
         logging_on = request_log.isEnabledFor(logging.INFO)
         body = bytearray()
@@ -113,6 +118,7 @@ class ObservabilityMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message = with_request_id(message, rid)
             await send(message)
 
         try:
