@@ -227,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return workers.serve(
         sock,
         args.workers,
-        lambda: _serve_one(sock, database, make_app, args.host, config),
+        lambda ready: _serve_one(sock, database, make_app, args.host, config, ready),
     )
 
 
@@ -249,16 +249,35 @@ def _serve_one(
     make_app: Callable[[UsageStore], FastAPI],
     host: str,
     config: dict[str, Any],
+    ready: Callable[[], None],
 ) -> None:
     """One worker: its own store (connections are never shared across a fork) and app,
-    serving the shared listening socket until told to stop."""
-    store = open_store(database)
+    serving the shared listening socket until told to stop; ``ready()`` once it serves.
+
+    The parent created and migrated the database before forking, so the worker opens it
+    without the migration's write transaction: a worker paused or slow at start-up never
+    holds a lock another worker waits for."""
+    store = open_store(database, migrate=False)
     try:
         server_config = uvicorn.Config(make_app(store), host=host, port=0, **config)
         freeze_startup_heap()
-        uvicorn.Server(server_config).run(sockets=[sock])
+        _ReportingServer(server_config, ready).run(sockets=[sock])
     finally:
         store.close()
+
+
+class _ReportingServer(uvicorn.Server):
+    """uvicorn that calls ``ready()`` once its start-up is complete (it accepts connections
+    from then on), so the parent announces the server only when every worker serves."""
+
+    def __init__(self, config: uvicorn.Config, ready: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._ready = ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:  # not when the application's start-up failed
+            self._ready()
 
 
 if __name__ == "__main__":

@@ -127,10 +127,13 @@ class PostgresStore:
         connect_timeout_s: float = 10.0,
         wait_timeout_s: float = 10.0,
         lock_timeout_s: float = 10.0,
+        migrate: bool = True,
     ) -> None:
         """``wait_timeout_s``: longest wait for a free connection of the pool;
         ``lock_timeout_s``: longest wait for a row lock another process holds. Past either,
-        the request is refused as busy (503), like SQLite's busy timeout."""
+        the request is refused as busy (503), like SQLite's busy timeout. ``migrate=False``:
+        the schema is known to be current (a worker forked after its parent opened it), so
+        opening takes no advisory lock."""
         self.location = public_location(url)
         lock_timeout = f"{int(lock_timeout_s * 1000)}ms"
 
@@ -150,7 +153,8 @@ class PostgresStore:
                 open_timeout_s=connect_timeout_s,
                 configure=configure,
             )
-            self._migrate()
+            if migrate:
+                self._migrate()
             self._loop_pool = LoopPool(
                 url,
                 name="billing_ui_async",

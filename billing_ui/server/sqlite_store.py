@@ -88,8 +88,16 @@ class SqliteStore:
     inline_reads = True  # a local file: tens of microseconds
 
     def __init__(
-        self, path: str | Path, *, busy_timeout_s: float = 10.0, synchronous: str | None = None
+        self,
+        path: str | Path,
+        *,
+        busy_timeout_s: float = 10.0,
+        synchronous: str | None = None,
+        migrate: bool = True,
     ) -> None:
+        """``migrate=False`` skips setting WAL mode and migrating (both persist in the
+        file): for a process forked after another opened the same file, which then takes no
+        write lock at start-up."""
         self.path = Path(path)
         self.synchronous = synchronous_mode(synchronous)
         self.location = str(self.path)
@@ -101,8 +109,9 @@ class SqliteStore:
         self._closed = False
         try:
             self._writer = self._connect()
-            self._writer.execute("PRAGMA journal_mode = WAL")
-            self._migrate()
+            if migrate:
+                self._writer.execute("PRAGMA journal_mode = WAL")
+                self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open the billing database {self.path}: {exc}") from None
 

@@ -201,13 +201,15 @@ def is_postgres_url(location: str | Path) -> bool:
     return isinstance(location, str) and location.startswith(POSTGRES_SCHEMES)
 
 
-def open_store(location: str | Path) -> UsageStore:
+def open_store(location: str | Path, *, migrate: bool = True) -> UsageStore:
     """The adapter for ``location``: a ``postgresql://`` URL opens PostgreSQL (needs the
-    ``postgres`` extra), anything else is a SQLite file (created if missing)."""
+    ``postgres`` extra), anything else is a SQLite file (created if missing).
+    ``migrate=False``: the database is known to be set up already (a ``--workers`` worker,
+    forked after its parent opened it), so opening takes no write lock."""
     if is_postgres_url(location):
         from billing_ui.server.postgres_store import PostgresStore
 
-        return PostgresStore(str(location))
+        return PostgresStore(str(location), migrate=migrate)
     from billing_ui.server.sqlite_store import SqliteStore
 
-    return SqliteStore(location)
+    return SqliteStore(location, migrate=migrate)

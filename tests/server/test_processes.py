@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import httpx
 import pytest
 
 from billing_ui.core._constants import LOCAL_SECRET_KEY
+from billing_ui.server.store import StoreError, UsageStore, is_postgres_url, open_store
 from billing_ui.server.testing import count_events, post_at_once, query, server_process
 
 from .conftest import new_database
@@ -88,22 +90,77 @@ def _children(pid: int) -> list[int]:
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-def test_workers_serve_one_port_and_stop_with_their_parent(tmp_path: Path):
-    """``--workers 2``: two worker processes accept on the parent's port (with one of them
-    paused, the other answers every request), and stopping the parent stops both."""
-    with server_process(db_path=tmp_path / "w.db", extra_args=["--workers", "2"]) as served:
+def test_workers_serve_one_port_and_stop_with_their_parent(database: dict[str, Any]):
+    """``--workers 2``: the parent says it runs only once both workers serve, so right after
+    its line, with either worker paused, the other answers every request on the one port; and
+    stopping the parent stops both. (Before the parent waited, a worker paused right after the
+    line could be mid start-up, once holding the write lock the other needed: issue 13.)"""
+    location = database.get("database_url") or database["db_path"]
+    with server_process(db_path=location, extra_args=["--workers", "2"]) as served:
         workers = _children(served.process.pid)
         assert len(workers) == 2
-        os.kill(workers[0], signal.SIGSTOP)  # the other worker must take every request
-        try:
-            for _ in range(5):
-                assert httpx.get(f"{served.base_url}/health", timeout=10).status_code == 200
-        finally:
-            os.kill(workers[0], signal.SIGCONT)
+        for paused in workers:
+            os.kill(paused, signal.SIGSTOP)  # the other worker must take every request
+            try:
+                for _ in range(3):
+                    assert httpx.get(f"{served.base_url}/health", timeout=10).status_code == 200
+            finally:
+                os.kill(paused, signal.SIGCONT)
         parent = served.process
     assert parent.returncode is not None
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
+
+
+def test_a_worker_opens_its_store_while_another_process_holds_the_schema_lock(
+    database: dict[str, Any],
+):
+    """A worker opens the database its parent already set up with ``migrate=False``, which
+    takes no lock: it opens and answers while another process holds the lock a migration
+    needs (a paused worker could hold it), where a migrating open waits and fails."""
+    location = str(database.get("database_url") or database["db_path"])
+    open_store(location).close()  # the parent: creates and migrates
+    with _holding_schema_lock(location):
+        with pytest.raises(StoreError):
+            _open(location, migrate=True)
+        store = _open(location, migrate=False)
+        try:
+            store.ping()
+        finally:
+            store.close()
+
+
+def _open(location: str, *, migrate: bool) -> UsageStore:
+    """The store with a short lock wait (0.5 s), so the migrating open fails fast."""
+    if is_postgres_url(location):
+        from billing_ui.server.postgres_store import PostgresStore
+
+        return PostgresStore(location, lock_timeout_s=0.5, migrate=migrate)
+    from billing_ui.server.sqlite_store import SqliteStore
+
+    return SqliteStore(location, busy_timeout_s=0.5, migrate=migrate)
+
+
+@contextmanager
+def _holding_schema_lock(location: str) -> Iterator[None]:
+    """Another connection holds what a migration takes: SQLite's write lock, PostgreSQL's
+    migration advisory lock."""
+    if is_postgres_url(location):
+        import psycopg
+
+        from billing_ui.server.postgres_store import _MIGRATION_LOCK
+
+        with psycopg.connect(location, autocommit=True) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+            yield
+        return
+    conn = sqlite3.connect(location, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
 
 
 def _is_zombie(pid: int) -> bool:
