@@ -25,7 +25,13 @@ from billing_ui.settings import get_settings
 from billing_ui.states import _runtime as rt
 from billing_ui.states.base import BillingState, billing_event
 from billing_ui.states.split_map import SplitMap
-from billing_ui.states.status import PENDING, SIGNED_OUT, SUCCESS, show_failure, show_success
+from billing_ui.states.status import (
+    PENDING,
+    SIGNED_OUT,
+    show_failure,
+    show_success,
+    shows_fetching,
+)
 from billing_ui.states.views import CheckView, EntitlementView, check_view, entitlement_view
 
 MAX_CHECKS: Final = 64
@@ -138,7 +144,7 @@ class FeatureEntitlementsState(BillingState):
             except NoCustomerError as exc:
                 this.status, this.error, this.is_loading = SIGNED_OUT, rt.message_for(exc), False
                 return
-            if force or this.status != SUCCESS:  # a background refresh shows no spinner
+            if shows_fetching(this.status, force=force):  # not on a background refresh
                 this.is_fetching = True
         customer = ticket.customer
         if force:

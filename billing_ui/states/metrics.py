@@ -40,6 +40,7 @@ from billing_ui.states.status import (
     retry_delay,
     show_failure,
     show_success,
+    shows_fetching,
 )
 from billing_ui.states.views import MetricView, metric_views
 
@@ -156,7 +157,7 @@ class UsageMetricsState(BillingState):
                     message = rt.message_for(exc)
                     self.status, self.error, self.is_loading = SIGNED_OUT, message, False
                     return True
-                if force or self.status != SUCCESS:  # a background tick shows no spinner
+                if shows_fetching(self.status, force=force):  # not on a background tick
                     self.is_fetching = True
                 pending_shown = {m.feature_key: m.pending for m in self.metrics if m.pending}
         customer = ticket.customer

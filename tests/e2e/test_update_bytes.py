@@ -10,6 +10,11 @@ about 4 KB per tab per tick for the demo's meters. Now a tick that finds the sam
 nothing, and a tick after one meter changed sends that meter's bucket once (the meters are a
 ``SplitList`` over bucket vars, ``billing_ui/states/split_map.py``: Reflex replaces a var whole
 in the browser), with no timestamps repeated.
+
+During an outage (issue 13): each retry used to flip ``is_fetching`` on and off, two updates a
+tick that re-rendered every component bound to the state, charts included, 0.5-1 s of the
+browser's main thread each in the dev build. Now, once the failure is shown, the retries send
+nothing until something the page states changes (``status.shows_fetching``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +31,7 @@ import httpx
 from bench._reflex_backend import reflex_backend
 from bench._socketio import Tab, handler_name
 from bench.many_sockets import BACKEND_ENV, FLOOD_CUSTOMER, signed_in_tab
+from billing_ui.core._constants import DEFAULT_MAX_RETRIES
 from billing_ui.server.testing import ServerProcess, server_process
 from billing_ui.states import UsageMetricsState
 from billing_ui.states.metrics import METER_BUCKETS
@@ -96,7 +103,12 @@ async def _scenario(url: str, srv: ServerProcess, proxy: FaultProxy) -> dict[str
         await tab.close()
 
 
-def test_a_tick_that_finds_nothing_new_sends_nothing(tmp_path: Path) -> None:
+Scenario = Callable[[str, ServerProcess, FaultProxy], Awaitable[dict[str, int]]]
+
+
+def _run(scenario: Scenario, tmp_path: Path) -> dict[str, int]:
+    """``scenario(backend_url, server, proxy)`` against the demo's backend (1 s refresh) behind
+    the counting proxy in front of a real billing server process; its figures, printed."""
     with (
         server_process(db_path=tmp_path / "billing.db") as srv,
         FaultProxy(srv.base_url) as proxy,
@@ -105,11 +117,56 @@ def test_a_tick_that_finds_nothing_new_sends_nothing(tmp_path: Path) -> None:
             tmp_path / "backend.log",
         ) as backend,
     ):
-        out = asyncio.run(_scenario(backend.url, srv, proxy))
+        out = asyncio.run(scenario(backend.url, srv, proxy))
     print(out)  # the figures for the report (pytest -s)
+    return out
+
+
+def test_a_tick_that_finds_nothing_new_sends_nothing(tmp_path: Path) -> None:
+    out = _run(_scenario, tmp_path)
     assert out["quiet_updates"] == 0 and out["quiet_bytes"] == 0, out
     # The change arrives as its meter's bucket once: no second copy, no other bucket, no
     # per-tick timestamps on top.
     per_bucket = math.ceil(out["meters"] / METER_BUCKETS)
     assert 0 < out["changed_bytes"] <= per_bucket * out["one_meter_bytes"] + 200, out
     assert out["changed_bytes"] < out["whole_bytes"], out
+
+
+async def _outage(url: str, srv: ServerProcess, proxy: FaultProxy) -> dict[str, int]:
+    tab = await signed_in_tab(url, FLOOD_CUSTOMER)
+    try:
+        await tab.emit(handler_name(UsageMetricsState.poll))
+        await tab.wait_for(lambda: bool(tab.meters()), 30)
+        # The API goes down for real: the billing server process ends, the proxy in front of
+        # it (only counting) finds nothing to connect to.
+        srv.process.terminate()
+        srv.process.wait(30)
+        shown = UsageMetricsState.get_full_name()
+        await tab.wait_for(lambda: tab.state(UsageMetricsState).get("status") == "stale", 30)
+        heard, tried = len(tab.updates), len(proxy.seen(METRICS))
+        # TICKS more ticks, counted where their requests fail (the client tries each fetch
+        # 1 + DEFAULT_MAX_RETRIES times).
+        attempts = TICKS * (1 + DEFAULT_MAX_RETRIES)
+
+        def retried(seen: list[Any]) -> bool:
+            return sum(s.path == METRICS for s in seen) >= tried + attempts
+
+        await asyncio.to_thread(proxy.wait_for, retried, 60)
+        during = metrics_updates(tab, heard)
+        return {
+            "attempts": len(proxy.seen(METRICS)) - tried,
+            "updates": len(during),
+            "bytes": size(during),
+            "other_updates": sum(1 for u in tab.updates[heard:] if shown not in u.get("delta", {})),
+        }
+    finally:
+        await tab.close()
+
+
+def test_an_outage_sends_nothing_once_the_failure_is_shown(tmp_path: Path) -> None:
+    """Fails before: each retry sent ``is_fetching`` true then false (2 updates a tick)."""
+    out = _run(_outage, tmp_path)
+    assert out["attempts"] >= TICKS * (1 + DEFAULT_MAX_RETRIES), out
+    # The stale callout already says "retrying": a retry that fails the same way changes
+    # nothing the page states, so it sends nothing (no re-render of the meters or charts).
+    assert out["updates"] == 0 and out["bytes"] == 0, out
