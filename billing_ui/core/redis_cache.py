@@ -55,7 +55,7 @@ from billing_ui.core.problems import classify
 
 try:
     import redis.asyncio as aioredis
-    from redis.exceptions import WatchError
+    from redis.exceptions import NoScriptError, WatchError
 except ImportError as exc:  # pragma: no cover - the `redis` extra is not installed
     raise ImportError(
         "billing_ui.core.redis_cache needs the `redis` extra: pip install 'billing_ui[redis]'"
@@ -149,6 +149,20 @@ repeat one), so the same tag is the same data: the script then answers ``same`` 
 times alone, and the data is neither sent nor decoded again (issue 10: every tick of every
 tab reads this entry; it rarely changed)."""
 
+_STATES_AND_FRESH_OR_LEAD = (
+    "local n = #KEYS - 2\n"
+    "local states = redis.call('mget', unpack(KEYS, 1, n))\n"
+    "local function read(entry, lock)\n"
+    + _FRESH_OR_LEAD.replace("KEYS[1]", "entry").replace("KEYS[2]", "lock")
+    + "end\n"
+    "return {states, read(KEYS[n + 1], KEYS[n + 2])}\n"
+)
+"""A poll tick's read of its tab's states (``MGET`` of every key but the last two) and of its
+meters' entry (``_FRESH_OR_LEAD`` on the last two), one command: ``{states, answer}``. It was
+an ``MGET`` and an ``EVALSHA`` in one pipeline; one command instead costs the worker one
+command's client work (packing, checkout, parsing) instead of a pipeline's (issue 10: the
+Redis tick's CPU in the worker is mostly redis-py's per round trip work)."""
+
 _FAILED = """
 if redis.call('exists', KEYS[1]) == 1 then redis.call('hset', KEYS[1], 'x', '1') end
 """
@@ -206,10 +220,11 @@ class _Connection:
     waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = field(default_factory=dict)
     """Callers on this loop waiting for another's fetch, by key."""
     scripts: dict[str, Any] = field(default_factory=dict)
-    sent: set[str] = field(default_factory=set)
-    """Each script registered with ``client``, by its source: run by its SHA (``EVALSHA``),
-    not sent whole and hashed again by Redis on every call (issue 10: every tick of every tab
-    runs ``_FRESH_OR_LEAD``)."""
+    sent: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
+    """Each script's load into Redis, by its source (one per connection, shared by the
+    callers that ask for it while it is under way: the first ticks of many tabs come at
+    once): run by its SHA (``EVALSHA``), not sent whole and hashed again by Redis on every
+    call (issue 10: every tick of every tab runs ``_FRESH_OR_LEAD``)."""
 
     def script(self, source: str) -> Any:
         """``source`` registered with this connection's client (an ``AsyncScript``)."""
@@ -222,19 +237,25 @@ class _Connection:
         """The SHA of ``source``, loaded into Redis (once per connection: a pipeline of another
         client can then run it by its SHA)."""
         script = self.script(source)
-        if source not in self.sent:
-            await self.client.script_load(source)
-            self.sent.add(source)
+        loading = self.sent.get(source)
+        if loading is None:
+            loading = self.sent[source] = asyncio.ensure_future(self.client.script_load(source))
+        try:
+            await asyncio.shield(loading)
+        except Exception:
+            if self.sent.get(source) is loading:
+                del self.sent[source]  # the next caller tries again
+            raise
         return str(script.sha)
 
 
 @dataclass
 class ReadAhead:
-    """One entry's read (``_FRESH_OR_LEAD``), sent in another client's pipeline on the same
-    Redis: a poll tick's read of its tab's states carries its meters' read, one round trip
-    where it was two (issue 10: the Redis tick cost; a round trip costs the worker and
-    redis-server more CPU than the commands themselves). See
-    :meth:`RedisQueryStore.reading_ahead`.
+    """One entry's read (``_FRESH_OR_LEAD``), sent by another client of the same Redis: a
+    poll tick's read of its tab's states carries its meters' read, one command for both
+    (:meth:`read_with_states`; it was an ``MGET`` and this read in one pipeline, and before
+    that two round trips: issue 10, the Redis tick cost; a command costs the worker and
+    redis-server more CPU than the work it does). See :meth:`RedisQueryStore.reading_ahead`.
 
     A :meth:`RedisQueryStore.fetch` of the same key and staleness in the same context then
     starts from this answer instead of asking Redis again, once. An answer that the entry may
@@ -249,6 +270,8 @@ class ReadAhead:
     args: list[Any]
     waiter: asyncio.Future[dict[str, Any]]
     sha: str
+    states_sha: str
+    """``_STATES_AND_FRESH_OR_LEAD``'s SHA (:meth:`read_with_states`)."""
     owner: tuple[Any, Any]
     """The store and the task that read ahead: only their fetch uses the answer (a task
     started inside the block inherits the context, not the read)."""
@@ -261,6 +284,21 @@ class ReadAhead:
         """Queue the read in ``pipe`` (a redis-py pipeline on the same Redis, without
         ``MULTI``); hand its reply to :meth:`answered`."""
         pipe.evalsha(self.sha, 2, self.entry_name, self.lock_name, *self.args)
+
+    async def read_with_states(self, client: Any, keys: list[str]) -> list[Any]:
+        """``MGET keys`` on ``client`` (a redis-py client of the same Redis, without
+        ``decode_responses``) with this read in the same command
+        (``_STATES_AND_FRESH_OR_LEAD``); the stored values, in ``keys``' order. If the script
+        is not loaded there (a Redis restarted or flushed), the values alone, and no answer:
+        the fetch then asks itself."""
+        try:
+            stored, answer = await client.evalsha(
+                self.states_sha, len(keys) + 2, *keys, self.entry_name, self.lock_name, *self.args
+            )
+        except NoScriptError:
+            return list(await client.mget(keys))
+        self.answer = _text(answer)
+        return list(stored)
 
     def answered(self, reply: Any) -> None:
         """The pipeline's reply to the read (bytes or str; an error, e.g. the script not yet
@@ -585,6 +623,7 @@ class RedisQueryStore:
         waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         conn.waiters.setdefault(tag, []).append(waiter)  # before the read is sent
         sha = await conn.loaded(_FRESH_OR_LEAD)
+        states_sha = await conn.loaded(_STATES_AND_FRESH_OR_LEAD)
         held = self._held(entry_name)
         ahead = ReadAhead(
             entry_name=entry_name,
@@ -594,6 +633,7 @@ class RedisQueryStore:
             args=[repr(self.clock()), stale, token, int(self.lease * 1000), held[0]],
             waiter=waiter,
             sha=sha,
+            states_sha=states_sha,
             owner=(self, asyncio.current_task()),
             held=held[1],
         )

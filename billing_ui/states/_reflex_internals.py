@@ -17,7 +17,7 @@ pyproject.toml.
 * :class:`TabMemo` (with :func:`read_tab_state`, on Reflex's Redis state manager) — the manager's
   ``redis`` client, its private ``_get_required_state_classes``, a token's ``_state_key`` and
   ``BaseState._deserialize``: the states a poll tick reads come in one ``MGET``, as the
-  manager's own ``get_state`` reads one class's tree (in a pipeline with the query store's
+  manager's own ``get_state`` reads one class's tree (in one script with the query store's
   read of the meters, when both are on one Redis).
 * :func:`route_events` — events that a track finishing after its handler returned
   (``states/track.py``'s deferred turn) runs next, routed as Reflex routes a handler's yields:
@@ -149,7 +149,7 @@ def state_manager_redis() -> Any | None:
 
 async def _read_memoized(manager: Any, token: Any, memo: TabMemo, ride: Any | None = None) -> Any:
     """The tab's tree on Redis in one ``MGET`` (see :class:`TabMemo`), linked as the manager's
-    ``get_state`` links it; ``ride``'s read goes in the same pipeline (one round trip)."""
+    ``get_state`` links it; ``ride``'s read goes in the same command (one round trip)."""
     from reflex.state import BaseState
     from reflex_base.utils.exceptions import StateSchemaMismatchError
 
@@ -168,13 +168,7 @@ async def _read_memoized(manager: Any, token: Any, memo: TabMemo, ride: Any | No
     if ride is None:
         stored = await manager.redis.mget(keys)
     else:
-        pipe = manager.redis.pipeline(transaction=False)
-        pipe.mget(keys)
-        ride.add_to(pipe)
-        stored, reply = await pipe.execute(raise_on_error=False)
-        if isinstance(stored, Exception):
-            raise stored
-        ride.answered(reply)
+        stored = await ride.read_with_states(manager.redis, keys)
     seen: dict[str, tuple[bytes, Any]] = {}
     tree: dict[str, Any] = {}
     for state_cls, key, data in zip(classes, keys, stored, strict=True):
