@@ -224,9 +224,22 @@ def shoot_outage(page: WebDriver, billing: BillingServer, mode: str) -> Path:
     down: the last known data with the outage said (the Retry reaches a dead server)."""
     go(page, "dashboard")
     wait_for(lambda: page.find_elements(By.CSS_SELECTOR, '[data-testid="usage-meter"]'))
+    charts = len(
+        wait_for(lambda: page.find_elements(By.CSS_SELECTOR, '[data-testid="usage-chart"]'))
+    )
+    wait_for(  # every chart drawn before the outage: there is data to keep
+        lambda: len(page.find_elements(By.CSS_SELECTOR, '[data-testid="chart-total"]')) == charts
+    )
     with billing.down():  # the next refresh (REFRESH_S) fails
+        # The meters and the charts refresh in their own loops, so each says the outage on its
+        # own tick: shoot once every one of them does, not at the first (the picture used to
+        # catch one chart "Not up to date" and the next one before its tick).
         wait_for(
-            lambda: "temporarily unavailable" in page.find_element(By.TAG_NAME, "body").text,
+            lambda: (
+                "temporarily unavailable" in page.find_element(By.TAG_NAME, "body").text
+                and len(page.find_elements(By.CSS_SELECTOR, '[data-testid="chart-stale"]'))
+                == charts
+            ),
             timeout=60,
         )
         return shoot(page, f"outage-{mode}")

@@ -99,16 +99,6 @@ def resets_in(days: NumberVar[int]) -> Any:
     )
 
 
-def ago(timestamp: Var[float]) -> Var[str]:
-    """Seconds since the epoch as ``just now`` / ``3 min ago`` / ``2 h ago``, computed in the
-    browser whenever the component re-renders (a retrying query re-renders it on each try)."""
-    expr = (
-        "((s) => s < 60 ? 'just now' : s < 3600 ? `${Math.floor(s / 60)} min ago` : "
-        f"`${{Math.floor(s / 3600)}} h ago`)(Math.max(0, Date.now() / 1000 - ({timestamp})))"
-    )
-    return Var(_js_expr=expr, _var_type=str, _var_data=timestamp._get_all_var_data()).to(str)
-
-
 ACRONYMS: Final = frozenset({"ai", "api", "gb", "ip", "mb", "sla", "sso", "tb"})
 
 

@@ -13,7 +13,7 @@ from reflex_base.utils.imports import ImportDict
 from reflex_base.vars.base import Var
 
 from billing_ui.components import styles
-from billing_ui.components._format import ago
+from billing_ui.components._format import time_of_day
 from billing_ui.core.problems import USER_MESSAGE
 
 OUTAGE_MARK: Final = "data-billing-outage"
@@ -70,11 +70,18 @@ def retry_button(on_click: Any, busy: Any, *, color_scheme: str, testid: str) ->
 def stale_callout(
     updated_at: Any, error: Any, *, retry: Any, busy: Any, testid: str
 ) -> rx.Component:
-    """The data below is the last known: when it is from, that it is being retried, and why
-    (``error``, a neutral sentence)."""
+    """The data below is the last known: when it is from (``updated_at``, ISO 8601), that it
+    is being retried, and why (``error``, a neutral sentence).
+
+    The time is the time of day, not "2 min ago": a relative time is computed when the
+    component renders, and an outage's retries send nothing once the failure is shown
+    (``status.shows_fetching``), so "just now" stayed on screen for the whole outage while the
+    dashboard's own line said "Last updated at 3:48:25 PM UTC"."""
     message = rx.vstack(
         rx.callout.text(
-            f"Last updated {ago(updated_at)}, retrying.", weight="medium", data_testid="stale-note"
+            f"Last updated at {time_of_day(updated_at)} UTC, retrying.",
+            weight="medium",
+            data_testid="stale-note",
         ),
         rx.box(error_line(error, text=rx.callout.text, size="1"), data_testid=testid),
         spacing="0",

@@ -79,7 +79,7 @@ def entitlements_list(
                 STALE,
                 rx.vstack(
                     stale_callout(
-                        state.data_updated_at,
+                        state.updated_at,
                         state.error,
                         retry=UsageMetricsState.retry_all,
                         busy=state.is_fetching,

@@ -84,7 +84,7 @@ def usage_dashboard(
                 rx.fragment(
                     own(
                         stale_callout(
-                            state.data_updated_at,
+                            state.updated_at,
                             state.error,
                             retry=state.retry_all,
                             busy=state.is_fetching,

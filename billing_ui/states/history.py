@@ -25,7 +25,7 @@ from billing_ui.core.samples import UsageSeries
 from billing_ui.core.validation import check_feature_key
 from billing_ui.settings import get_settings
 from billing_ui.states import _runtime as rt
-from billing_ui.states.base import BillingState, billing_event
+from billing_ui.states.base import BillingState, Ticket, billing_event
 from billing_ui.states.split_map import SplitMap
 
 BUCKETS: Final = ("day", "hour")
@@ -95,20 +95,22 @@ class NothingToChart(BillingError):
 
 
 async def fetch_chart(
-    customer: str, feature_key: str, bucket: Bucket, *, force: bool = False
+    customer: str,
+    feature_key: str,
+    bucket: Bucket,
+    metrics: list[UsageMetric],
+    *,
+    force: bool = False,
 ) -> HistoryView:
-    """The chart's data: the customer's metric (through the shared cache: the meters' own
-    fetch, which also records the samples), its samples, and the history endpoint's back-fill
-    where the server has one. Works against any BillingOS: a server without the endpoint gives
-    no back-fill, and the chart starts at the first sample. ``force`` (a Retry) asks for the
-    back-fill again."""
+    """The chart's data from the customer's ``metrics`` (the meters' entry, which the caller
+    reads once for all its charts: its fetch also records the samples), its samples, and the
+    history endpoint's back-fill where the server has one. Works against any BillingOS: a
+    server without the endpoint gives no back-fill, and the chart starts at the first sample.
+    ``force`` (a Retry) asks for the back-fill again."""
     settings = get_settings()
     if force:
         await rt.queries.cache.invalidate((HISTORY, customer, feature_key, bucket))
-    # The store's entry even when a track patched newer usage in while this fetch was in flight
-    # (QueryStore.fetch returns that, not its older answer): no second read needed.
-    entry = await rt.queries.usage_metrics(customer, stale_time=settings.refresh_interval)
-    metric = samples.metric_of(entry.data, feature_key)
+    metric = samples.metric_of(metrics, feature_key)
     if metric is None:
         raise NothingToChart()
     try:
@@ -121,7 +123,9 @@ async def fetch_chart(
             )
         ).data
     except BillingError:
-        backfill = None  # the samples still chart; the back-fill is asked again next refresh
+        # The samples still chart; the back-fill is asked again next refresh. (An outage is
+        # said by the metrics entry's own fetch or, served from the cache, by the caller.)
+        backfill = None
     kept = await rt.queries.usage_samples(customer)
     return chart_view(metric, samples.series_of(kept, feature_key), backfill, bucket)
 
@@ -227,17 +231,41 @@ class UsageHistoryState(BillingState):
             self.loading = [
                 i for i in self._watched if i not in self.histories and i not in self.errors
             ]
+        if not idents:
+            return
+        # One read of the meters' entry for every chart (the store's entry even when a track
+        # patched newer usage in while this fetch was in flight: QueryStore.fetch). Its
+        # failure reaches every chart in one update: a chart apiece used to retry it in turn,
+        # and a page showed one chart "Not up to date" and the next one still plain.
+        started = rt.queries.cache.clock()
+        try:
+            entry = await rt.queries.usage_metrics(
+                ticket.customer, stale_time=get_settings().refresh_interval
+            )
+        except BillingError as exc:
+            await self._show_errors(ticket, dict.fromkeys(idents, rt.message_for(exc)))
+            return
+        # Served from the cache while other requests find the API down: the charts are not up
+        # to date, and say so now, as the meters do (metrics.py), not when the entry expires.
+        outage = rt.outage_message() if entry.fetched_at < started else ""
         for ident in idents:
             try:
-                view = await fetch_chart(ticket.customer, *parse_history_id(ident), force=force)
+                view = await fetch_chart(
+                    ticket.customer, *parse_history_id(ident), entry.data, force=force
+                )
             except BillingError as exc:
-                async with self:
-                    await self._confirm(ticket)
-                    self.errors = {**self.errors, ident: rt.message_for(exc)}
-                    self.loading = [k for k in self.loading if k != ident]
+                await self._show_errors(ticket, {ident: rt.message_for(exc)})
                 continue
             async with self:
                 await self._confirm(ticket)
                 HISTORIES.put(self, ident, view)
-                self.errors = {k: v for k, v in self.errors.items() if k != ident}
+                errors = {k: v for k, v in self.errors.items() if k != ident}
+                self.errors = {**errors, ident: outage} if outage else errors
                 self.loading = [k for k in self.loading if k != ident]
+
+    async def _show_errors(self, ticket: Ticket, failed: dict[str, str]) -> None:
+        """Show each chart's error (a chart with data keeps it: "Not up to date")."""
+        async with self:
+            await self._confirm(ticket)
+            self.errors = {**self.errors, **failed}
+            self.loading = [k for k in self.loading if k not in failed]
