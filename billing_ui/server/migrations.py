@@ -5,7 +5,11 @@ first release already wrote, so a database made by it reads as version 1). Openi
 applies the missing steps in order, in one write transaction with the version bump, so a crash
 leaves either the old schema or the new one and two processes starting together apply each
 step once (SQLite: the file's write lock; PostgreSQL: an advisory lock). A database from a
-newer release (a version above :data:`LATEST`) is refused rather than guessed at.
+newer release (a version above :data:`LATEST`) is refused rather than guessed at. A process
+first reads the version without any lock (:func:`is_current`) and takes the lock only when a
+step is missing: every start but the first after an upgrade, a server process (or worker)
+started next to running ones neither queues behind their writes for SQLite's write lock nor
+serialises on the advisory lock.
 
 Each step is written once per dialect: SQLite keeps ``WITHOUT ROWID`` tables (one B-tree per
 keyed table) and rowid keys, PostgreSQL uses identity columns. Everything the shared queries
@@ -16,7 +20,7 @@ To change the schema, append a step; never edit one that has shipped.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -30,6 +34,12 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 )"""
 READ_VERSION: Final = "SELECT value FROM meta WHERE key = 'schema_version'"
+HAS_META: Final = {
+    "sqlite": "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+    "postgres": "SELECT 1 WHERE to_regclass('meta') IS NOT NULL",
+}
+"""Whether the version table exists, asked without an error when it does not (a failed
+statement would abort PostgreSQL's transaction and log an ERROR on every first start)."""
 WRITE_VERSION: Final = """
 INSERT INTO meta (key, value) VALUES ('schema_version', ?)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value"""
@@ -126,6 +136,18 @@ STEPS: Final = (
     ),
 )
 LATEST: Final = STEPS[-1].version
+
+
+def is_current(dialect: Dialect, one: Callable[[str], Sequence[object] | None]) -> bool:
+    """Whether the schema is at :data:`LATEST`, read through ``one`` (a query returning one
+    row or ``None``) outside any transaction or lock. ``False`` means "take the lock and
+    look again": a newer version is refused, and a missing step applied, by :func:`migrate`
+    under the lock, where the version is read again (another process may have just done it).
+    """
+    if one(HAS_META[dialect]) is None:
+        return False
+    row = one(READ_VERSION)
+    return row is not None and str(row[0]) == str(LATEST)
 
 
 def migrate(

@@ -19,7 +19,8 @@ What makes the guarantees hold across processes:
   is not blocked), so the aggregate it then reads is committed truth that no other process can
   change before this transaction commits: a hard limit is exact however many processes write;
 * the unique key on ``(customer, idempotency_key)`` decides replays;
-* the schema is migrated under an advisory lock, so processes starting together migrate once.
+* the schema is migrated under an advisory lock, so processes starting together migrate once;
+  a process that reads it current takes no lock.
 
 A connection lost or a pool exhausted past its timeout is :class:`StoreBusyError` (503 with
 ``Retry-After``): nothing was committed, and the client retries with the same key.
@@ -153,7 +154,9 @@ class PostgresStore:
                 open_timeout_s=connect_timeout_s,
                 configure=configure,
             )
-            if migrate:
+            if migrate and not self._read(
+                lambda tx: migrations.is_current("postgres", tx.one)
+            ):  # current: no advisory lock to queue on
                 self._migrate()
             self._loop_pool = LoopPool(
                 url,

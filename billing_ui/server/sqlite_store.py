@@ -110,8 +110,10 @@ class SqliteStore:
         try:
             self._writer = self._connect()
             if migrate:
+                # Takes no lock on a file already in WAL mode.
                 self._writer.execute("PRAGMA journal_mode = WAL")
-                self._migrate()
+                if not migrations.is_current("sqlite", _SqliteTx(self._writer).one):
+                    self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open the billing database {self.path}: {exc}") from None
 
