@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from enum import Enum
@@ -146,7 +147,8 @@ def create_app(
     app.state.metrics = ServerMetrics()
     install_error_handlers(app)
     # innermost: the hot routes still get their log record, metrics and request id
-    app.add_middleware(HotRoute, routes_of=app, hot=_HOT_ROUTES)
+    app.state.hot_route_served = Counter[str]()  # by path; read in-process by the tests
+    app.add_middleware(HotRoute, routes_of=app, hot=_HOT_ROUTES, served=app.state.hot_route_served)
     # the request id (the log record's, the envelope's, x-request-id), log record, metrics
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics)
     (cors or CorsPolicy()).install(app)  # outermost: preflights never reach the routes

@@ -19,10 +19,15 @@ the ones FastAPI would parse). Anything else goes down the full stack unchanged.
 runs the route's own code (credential, query and body rules, validation); an exception is
 answered by the handler the app registered for its type (the error envelope), and anything
 with no handler of its own propagates to the 500 handler exactly as from a route.
+
+``served`` counts the requests it served, by path, in the process (never on the wire): the
+tests that compare both ways need to know that the hot way was taken, since a route that
+silently fell through to the full stack would answer alike.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,10 +59,18 @@ class Hot:
 
 class HotRoute:
     """Serve the plainest form of each :class:`Hot` route of ``routes_of`` straight from its
-    endpoint."""
+    endpoint, counting each in ``served`` (by path)."""
 
-    def __init__(self, app: ASGIApp, *, routes_of: FastAPI, hot: Sequence[Hot]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        routes_of: FastAPI,
+        hot: Sequence[Hot],
+        served: Counter[str] | None = None,
+    ) -> None:
         self.app = app
+        self.served: Counter[str] = served if served is not None else Counter()
         # Built with the middleware stack, at the first request: every route exists by then.
         self.routes: dict[tuple[str, str], tuple[Hot, APIRoute, Endpoint]] = {}
         for h in hot:
@@ -75,6 +88,7 @@ class HotRoute:
         if params is None:
             await self.app(scope, receive, send)
             return
+        self.served[hot.path] += 1
         scope["endpoint"] = route.endpoint  # what routing would set (the log's operation)
         scope["route"] = route
         scope.setdefault("path_params", {})

@@ -2,7 +2,8 @@
 (``server/hot_route.py``); a query parameter the route does not read sends the same request
 down the full stack. Both ways must answer alike: the same status, body (but for the request
 id and timestamp of an error), and header names, for a success, a replay and each kind of
-refusal."""
+refusal. Each test also asserts which way served each request (``HotRoute``'s in-process
+count): were the hot route never taken, both ways would be the full stack and answer alike."""
 
 from __future__ import annotations
 
@@ -17,6 +18,23 @@ from billing_ui.core._constants import LOCAL_SECRET_KEY
 from billing_ui.server.testing import mint_session_token
 
 PATH = "/v1/usage/track"
+
+
+def _served(server: Any, path: str) -> int:
+    """Requests to ``path`` the hot route has served in the server's process so far."""
+    count: int = server.app.state.hot_route_served[path]
+    return count
+
+
+def _assert_ways(server: Any, path: str, send: Any) -> list[httpx.Response]:
+    """``send("hot")`` then ``send("full")``; the hot route served the first, not the second."""
+    responses = []
+    for way in ("hot", "full"):
+        before = _served(server, path)
+        responses.append(send(way))
+        taken = _served(server, path) - before
+        assert taken == (1 if way == "hot" else 0), f"{way} request: hot route served {taken}"
+    return responses
 
 
 def _comparable(response: httpx.Response) -> tuple[int, Any, list[str]]:
@@ -43,15 +61,16 @@ def _comparable(response: httpx.Response) -> tuple[int, Any, list[str]]:
 )  # fmt: skip
 def test_the_hot_route_answers_as_the_full_stack(server, customer, case, body, headers):
     cid = customer("pro")
-    answers = []
-    for way, url in (("hot", PATH), ("full", f"{PATH}?via=full")):
+
+    def send(way: str) -> httpx.Response:
         sent = {"customer_id": cid, **body}
         if "idempotency_key" in sent:
             sent["idempotency_key"] = sent["idempotency_key"].format(way=way)
         auth = {"authorization": f"Bearer {LOCAL_SECRET_KEY}", **headers}
-        response = httpx.post(f"{server.base_url}{url}", json=sent, headers=auth)
-        answers.append(_comparable(response))
-    hot, full = answers
+        url = PATH if way == "hot" else f"{PATH}?via=full"
+        return httpx.post(f"{server.base_url}{url}", json=sent, headers=auth)
+
+    hot, full = (_comparable(r) for r in _assert_ways(server, PATH, send))
     if case == "replayed":
         assert hot[1]["duplicate"] is False and full[1]["duplicate"] is True
         full[1]["duplicate"] = False
@@ -68,9 +87,11 @@ def test_a_hot_route_track_is_measured_as_the_route(server, customer, api):
     """A plain track is named ``track_usage`` in the metrics either way (the log record's
     operation), so the hot route cannot drop out of the server's observability."""
     cid = customer("pro")
+    before = _served(server, PATH)
     api.post(
         PATH, json={"customer_id": cid, "feature_key": "api_calls", "quantity": 1}
     ).raise_for_status()
+    assert _served(server, PATH) == before + 1, "served by the hot route"
     text = api.get("/metrics").text
     line = next(
         line
@@ -98,15 +119,15 @@ def test_a_hot_route_track_is_measured_as_the_route(server, customer, api):
 def test_the_hot_metrics_read_answers_as_the_full_stack(server, customer, case, params, auth):
     cid = customer("pro")
     headers = {"authorization": f"Bearer {LOCAL_SECRET_KEY}" if auth == "key" else auth}
-    answers = []
-    for extra in ({}, {"via": "full"}):
-        response = httpx.get(
+
+    def send(way: str) -> httpx.Response:
+        return httpx.get(
             f"{server.base_url}/v1/usage/metrics",
-            params={"customer_id": cid, **params, **extra},
+            params={"customer_id": cid, **params, **({} if way == "hot" else {"via": "full"})},
             headers=headers,
         )
-        answers.append(_comparable(response))
-    hot, full = answers
+
+    hot, full = (_comparable(r) for r in _assert_ways(server, "/v1/usage/metrics", send))
     assert hot == full
     assert hot[0] == (200 if case in ("all metrics", "one feature", "unknown feature") else hot[0])
     assert "x-request-id" in hot[2]
@@ -133,15 +154,16 @@ def test_the_hot_session_metrics_read_answers_as_the_full_stack(
     if auth == "revoked":
         api.delete(f"/v1/session-tokens/{_jti(token)}").raise_for_status()
     credential = {"key": LOCAL_SECRET_KEY, "forged": token[:-2] + "00"}.get(auth, token)
-    answers = []
-    for extra in ({}, {"via": "full"}):
-        response = httpx.get(
+
+    def send(way: str) -> httpx.Response:
+        return httpx.get(
             f"{server.base_url}/v1/features/usage-metrics",
-            params={**params, **extra},
+            params={**params, **({} if way == "hot" else {"via": "full"})},
             headers={"authorization": f"Bearer {credential}"},
         )
-        answers.append(_comparable(response))
-    hot, full = answers
+
+    path = "/v1/features/usage-metrics"
+    hot, full = (_comparable(r) for r in _assert_ways(server, path, send))
     assert hot == full
     ok = case in ("all metrics", "one feature", "unknown customer")
     assert hot[0] == (200 if ok else hot[0]) and (ok or hot[0] >= 400)
@@ -159,7 +181,9 @@ def test_a_hot_metrics_read_is_measured_as_the_route(server, customer, api, path
     cid = customer("pro")
     token = mint_session_token(server, cid)
     headers = {"authorization": f"Bearer {token}"} if "features" in path else {}
+    before = _served(server, path)
     api.get(path, params={"customer_id": cid} if not headers else {}, headers=headers)
+    assert _served(server, path) == before + 1, "served by the hot route"
     operation = "session_usage_metrics" if headers else "usage_metrics"
     text = api.get("/metrics").text
     assert any(
