@@ -26,7 +26,7 @@ test: bootstrap
 	$(ENV) python -m pytest $(PYTEST_ARGS)
 
 lint: bootstrap
-	$(ENV) ruff check . && mypy billing_ui
+	$(ENV) ruff check . && mypy billing_ui bench
 
 # The lowest and newest Reflex that pyproject.toml allows: a version other than .venv's gets a
 # venv of its own (.tools/reflex-<version>) and a bounded states + toolchain-smoke run.

@@ -172,15 +172,15 @@ def stack_figures(
 ) -> dict[str, float]:
     stack = STACKS[name]
     samples: dict[str, list[Run]] = {"server": [], "bare": []}
-    with serve("server", stack, tmp) as server:
+    with serve("server", stack, tmp) as server_process:
         httpx.put(
-            f"{server.url}/v1/customers/{CUSTOMER}", json={"products": ["enterprise"]},
+            f"{server_process.url}/v1/customers/{CUSTOMER}", json={"products": ["enterprise"]},
             headers=HEADERS,
         ).raise_for_status()  # fmt: skip
         if not (tmp / "answer.json").exists():
-            record_answer(server, tmp / "answer.json")
-        with serve("bare", stack, tmp) as bare:
-            sides = {"server": server, "bare": bare}
+            record_answer(server_process, tmp / "answer.json")
+        with serve("bare", stack, tmp) as bare_process:
+            sides = {"server": server_process, "bare": bare_process}
             for side, s in sides.items():
                 pin(s.pid, cpus.server)
                 drive(s, min(requests, 200), f"warm-{name}-{side}", connections, cpus.driver)

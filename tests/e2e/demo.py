@@ -63,7 +63,7 @@ def refresh_deadline(interval: float = DEMO_REFRESH_INTERVAL) -> float:
     for the failing poll (every backoff at its longest, and a connect timeout), with
     ``LOAD_HEADROOM``."""
     backoffs = sum(
-        min(C.INITIAL_RETRY_DELAY_S * 2**attempt, C.MAX_RETRY_DELAY_S)
+        min(C.INITIAL_RETRY_DELAY_S * 2.0**attempt, C.MAX_RETRY_DELAY_S)
         for attempt in range(C.DEFAULT_MAX_RETRIES)
     )
     return LOAD_HEADROOM * (interval + backoffs + C.DEFAULT_CONNECT_TIMEOUT_S)
