@@ -16,7 +16,11 @@ Rules it keeps:
   ends (each also has its own time bound); the record says when they started, if at all;
 - a run starts only if it is expected to end by `--end` (UTC), from the longest run so far;
 - before a run, if the file `<out>/REPIN` exists, the clone is pulled (`git pull --ff-only`)
-  and bootstrapped, so a landed fix is tested by the next run.
+  and bootstrapped, so a landed fix is tested by the next run;
+- before every run the toolchain is checked (:func:`preflight`): without the environment of
+  `scripts/env.sh` (bun, node 22, chromium, this clone's `.venv`) every e2e test fails in
+  its setup, and a run of 84 errors in 5 s proves nothing. The script then refuses, saying
+  what is missing, and starts no run. `--check` does only that.
 """
 
 from __future__ import annotations
@@ -29,8 +33,16 @@ import subprocess
 import sys
 import threading
 import xml.etree.ElementTree as ET
+from importlib.util import find_spec
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the e2e suite's own toolchain check (standard library only)
+
+from tests.e2e import toolchain  # noqa: E402
+
+PACKAGES = ("pytest", "selenium", "reflex", "billing_ui")
+"""What ``python -m pytest tests/e2e`` imports, from the python running this script."""
 BURN = "import time\nend = time.monotonic() + {secs}\nwhile time.monotonic() < end: pass\n"
 
 
@@ -113,6 +125,34 @@ def junit_summary(path: Path) -> dict[str, object]:
     return {**counts, "passed": passed, "time": float(suite.get("time", "0")), "failures": failures}
 
 
+def preflight() -> list[str]:
+    """Why the e2e suite cannot run here (empty: it can): the tools it needs, and this
+    python's packages, billing_ui imported from this clone (another's would be tested)."""
+    found = toolchain.problems()
+    missing = [name for name in PACKAGES if find_spec(name) is None]
+    if missing:
+        found.append(f"{sys.executable} lacks {', '.join(missing)} (not this clone's .venv?)")
+    elif (spec := find_spec("billing_ui")) and spec.origin:
+        origin = Path(spec.origin).resolve()
+        if REPO not in origin.parents:
+            found.append(f"billing_ui is imported from {origin.parent}, not from {REPO}")
+    return found
+
+
+def refuse_unless_ready() -> None:
+    """Exit (status 2, no run started) with what is missing, when the suite cannot run."""
+    found = preflight()
+    if found:
+        lines = "\n".join(f"  - {problem}" for problem in found)
+        print(
+            f"stress_e2e: the e2e toolchain is not ready, no run started:\n{lines}\n"
+            f"Load the environment first: . scripts/env.sh (after bash scripts/bootstrap.sh).",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(2)
+
+
 def repin(out: Path) -> None:
     """Move the clone to the newest main if asked (flag file), and bootstrap it."""
     flag = out / "REPIN"
@@ -168,13 +208,20 @@ def one_run(n: int, out: Path, end: dt.datetime, max_load: float) -> dict[str, o
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="check the toolchain and exit")
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--end", required=True, help="HH:MM UTC by which the last run must end")
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--end", help="HH:MM UTC by which the last run must end")
+    parser.add_argument("--out", type=Path)
     parser.add_argument("--max-load", type=float, default=4.0)
     parser.add_argument("--expect", type=float, default=18 * 60, help="first run's length, s")
     parser.add_argument("--first", type=int, default=1, help="number of the first run")
     args = parser.parse_args()
+    refuse_unless_ready()
+    if args.check:
+        print("stress_e2e: the e2e toolchain is ready", flush=True)
+        return
+    if args.end is None or args.out is None:
+        parser.error("--end and --out are required (unless --check)")
     hh, mm = map(int, args.end.split(":"))
     end = utc_now().replace(hour=hh, minute=mm, second=0, microsecond=0)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -184,6 +231,7 @@ def main() -> None:
             print(f"[run {n}] not started: {expected:.0f} s would end after {end:%H:%M}")
             break
         repin(args.out)
+        refuse_unless_ready()  # a bootstrap just now may have broken it
         record = one_run(n, args.out, end, args.max_load)
         expected = max(expected, float(record["seconds"]))  # type: ignore[arg-type]
         fails = [f["test"] for f in record["failures"]]  # type: ignore[attr-defined]

@@ -30,12 +30,11 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 import billing_ui.runtime
 from billing_ui.server.testing import RunningServer, running_server
+from tests.e2e.toolchain import CHROMEDRIVER, CHROMIUM
 from tests.faults import FaultProxy
 
 T = TypeVar("T")
 
-CHROMIUM = os.environ.get("BILLING_UI_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("BILLING_UI_CHROMEDRIVER", "/usr/bin/chromedriver")
 
 # --no-sandbox: we run as root. The networking flags stop chromium from calling home, which on
 # this network only produces a flood of refused connections (and slows start-up).

@@ -3,9 +3,6 @@ early with a clear message instead of letting Reflex or Selenium try to download
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,9 +17,8 @@ import billing_ui.states
 import billing_ui.states.history
 import billing_ui.states.nudge  # noqa: F401
 
-from .browser import CHROMEDRIVER, CHROMIUM, chromium
-
-MIN_BUN = (1, 4, 4)  # reflex 0.10.1's minimum; below it Reflex downloads bun from the internet
+from . import toolchain
+from .browser import chromium
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -39,19 +35,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def e2e_toolchain() -> None:
     """Fail (not skip: CI must not go green without its browser tests) if a tool is missing."""
-    hint = "run `make test`, or `bash scripts/bootstrap.sh && . scripts/env.sh`"
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not os.access(path, os.X_OK):
-            pytest.fail(f"{path} is missing ({hint})")
-    bun = os.environ.get("REFLEX_BUN_PATH") or shutil.which("bun")
-    if not bun or not os.access(bun, os.X_OK):
-        pytest.fail(f"no bun found (REFLEX_BUN_PATH or PATH); {hint}")
-    out = subprocess.run([bun, "--version"], capture_output=True, text=True, check=True).stdout
-    version = tuple(int(part) for part in out.strip().split("-")[0].split("."))
-    if version < MIN_BUN:
-        pytest.fail(f"{bun} is bun {out.strip()}, Reflex needs >= 1.4.4; {hint}")
-    if os.environ.get("REFLEX_USE_NPM", "0").lower() in ("1", "true", "yes"):
-        pytest.fail(f"REFLEX_USE_NPM is set: npm would need node >= 22.22; {hint}")
+    found = toolchain.problems()
+    if found:
+        pytest.fail(f"{'; '.join(found)} ({toolchain.HINT})")
 
 
 @pytest.fixture
