@@ -13,7 +13,7 @@ import pytest
 
 from billing_ui.core import AsyncBillingClient
 from billing_ui.core.cache import MemoryQueryStore
-from billing_ui.core.models import UsageHistory, UsageHistoryPoint, UsageMetric
+from billing_ui.core.models import Bucket, UsageHistory, UsageHistoryPoint, UsageMetric
 from billing_ui.core.queries import QUERY_TYPES, BillingQueries
 from billing_ui.core.samples import MAX_FEATURES, MAX_POINTS, UsageSamples, merge, record
 
@@ -144,3 +144,24 @@ async def test_unchanged_samples_are_kept_alive_on_redis(redis_url: str) -> None
         await raw.aclose()
         await store.aclose()
         await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("day", "bucket", "partial"),
+    [(0, "day", False), (0, "hour", True), (3, "day", True), (3, "hour", True)],
+)
+def test_a_chart_is_partial_only_when_its_first_sample_is_after_the_periods_first_bucket(
+    day: int, bucket: Bucket, partial: bool
+) -> None:
+    """Without a back-fill the chart begins at its first sample's bucket. In the period's first
+    bucket (the 1st of the month for a daily chart) its one point is that bucket's total,
+    complete: nothing is missing, so it says nothing (the e2e test asserted the note on the
+    1st at 00:03 UTC and failed); a sample in a later bucket leaves the earlier ones unknown."""
+    from billing_ui.states.history import chart_view
+
+    sampled = at(day) + 9 * HOUR  # a later hour of the day than the period's first
+    s = record(UsageSamples(), [metric(12)], sampled)
+    now = datetime.fromtimestamp(sampled, UTC)
+    view = chart_view(metric(12), s.series["api_calls"], None, bucket, now)
+    assert view.partial is partial
+    assert view.points == [12]
