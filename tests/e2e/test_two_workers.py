@@ -110,6 +110,30 @@ def shown_at(tab: WebDriver, value: float) -> float | None:
     return next((float(at) for v, at in seen if v == value), None)
 
 
+def seen_by_both(
+    tab_a: WebDriver, tab_b: WebDriver, demo: ScaledDemo, proxy: FaultProxy, n: int
+) -> str:
+    """For a failed wait on track ``n``: what each tab's meter showed (``window.__meter``:
+    value, ms since the first), which worker holds each socket, the metrics fetches the billing
+    server saw, and the workers' last log lines (a lost click, a lost push and a push dropped as
+    stale look alike from tab B alone)."""
+    parts = [f"track n={n} (meter {5 + n} expected), metrics fetches {metric_fetches(proxy)}"]
+    for name, tab in (("A", tab_a), ("B", tab_b)):
+        try:
+            seen = tab.execute_script("return window.__meter || []")
+            first = seen[0][1] if seen else 0
+            shown = [(v, int(at - first)) for v, at in seen]
+            parts.append(f"tab {name} on {demo.instance_of(token_of(tab))} showed {shown}")
+        except Exception as exc:  # the report must not hide the failure it explains
+            parts.append(f"tab {name}: {type(exc).__name__}")
+    try:
+        log = demo.log_path.read_text(errors="replace").splitlines()
+        parts.append("workers' log tail:\n" + "\n".join(log[-40:]))
+    except OSError as exc:
+        parts.append(f"no workers' log: {exc}")
+    return "; ".join(parts)
+
+
 def test_a_track_on_one_worker_moves_the_meter_on_the_other_within_a_second(
     scaled: ScaledDemo, billing: tuple[RunningServer, FaultProxy]
 ) -> None:
@@ -155,8 +179,13 @@ def test_a_track_on_one_worker_moves_the_meter_on_the_other_within_a_second(
                     "track-api_calls",
                 )
             )
-            shown_b = wait_for(lambda n=n: shown_at(tab_b, 5 + n), timeout=10 * LOAD_HEADROOM)
-            shown_a = wait_for(lambda n=n: shown_at(tab_a, 5 + n), timeout=10 * LOAD_HEADROOM)
+            told = lambda n=n: seen_by_both(tab_a, tab_b, scaled, proxy, n)  # noqa: E731
+            shown_b = wait_for(
+                lambda n=n: shown_at(tab_b, 5 + n), timeout=10 * LOAD_HEADROOM, message=told
+            )
+            shown_a = wait_for(
+                lambda n=n: shown_at(tab_a, 5 + n), timeout=10 * LOAD_HEADROOM, message=told
+            )
             pushed.append((shown_b - clicked) / 1000)
             own.append((shown_a - clicked) / 1000)
             if n == 1:
