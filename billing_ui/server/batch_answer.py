@@ -18,6 +18,7 @@ replayed event are encoded by :mod:`billing_ui.server.wire_json` itself.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -88,6 +89,47 @@ class TrackedBatch:
     def tally(self) -> tuple[int, int, int]:
         """How many events were ``(recorded, replayed, refused)`` (for the server's metrics)."""
         return self.counts
+
+
+def _units(micros: int) -> str:
+    """Stored millionths as the API's units, as orjson writes them (finite, non-negative)."""
+    text = repr(micros / _MICROS)
+    return _text(micros / _MICROS) if "e" in text else text
+
+
+def recorded_now(
+    now: datetime,
+    shapes: Sequence[Shape],
+    quantities: Sequence[int],
+    consumed: Sequence[int],
+    keys: Sequence[str],
+) -> TrackedBatch:
+    """The answer of a batch whose every event was recorded at ``now`` (none refused or
+    replayed): for event ``i``, its shape, quantity, the usage after it and its key; the
+    same items as :meth:`BatchAnswer.usage` writes, written column-wise in one loop (it runs
+    once per event: no call per event but the numbers' text)."""
+    now_json = _text(now)
+    joined = "".join(keys)  # printable ASCII with no quote or backslash: written as is
+    plain = joined.isascii() and joined.isprintable() and not ('"' in joined or "\\" in joined)
+    quoted = [f'"{k}"' for k in keys] if plain else list(map(_text, keys))
+    heads: dict[tuple[int, int], str] = {}
+    items: list[str] = []
+    add = items.append
+    for i, (sh, q, c, key) in enumerate(zip(shapes, quantities, consumed, quoted, strict=True)):
+        head = heads.get((id(sh), q))
+        if head is None:
+            head = heads[(id(sh), q)] = (
+                f'{sh.head}{_number(q / _MICROS)},"recorded_at":{now_json}'
+                ',"usage":{"consumed_units":'
+            )
+        limit = sh.limit_micros
+        remaining = "null" if limit is None else _units(max(0, limit - c))
+        add(
+            f'{{"index":{i},{head}{_units(c)}{sh.limit}{remaining}{sh.tail}'
+            f'false,"idempotency_key":{key}}},"error":null}}'
+        )
+    body = '{"results":[' + ",".join(items) + "]}"
+    return TrackedBatch(body.encode(), (len(items), 0, 0))
 
 
 class BatchAnswer:

@@ -46,6 +46,8 @@ from billing_ui.server.store import (
     Customer,
     HourBucket,
     PeriodKey,
+    PlainBatch,
+    PlainOutcome,
     StoreBusyError,
     StoreError,
     TrackItem,
@@ -225,6 +227,12 @@ class PostgresStore:
         self, items: Sequence[TrackItem], now_us: int, key_cutoff_us: int
     ) -> list[TrackOutcome]:
         return self._write(lambda tx: Q.track_many(tx, items, now_us, key_cutoff_us))
+
+    def track_plain(self, batch: PlainBatch) -> PlainOutcome | None:
+        try:
+            return self._write(lambda tx: Q.track_plain(tx, batch))
+        except Q.NotPlain:  # rolled back by _write
+            return None
 
     def track_now(
         self, items: Sequence[TrackItem], now_us: int, key_cutoff_us: int

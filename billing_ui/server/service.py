@@ -27,7 +27,7 @@ from billing_ui.core.models import (
     percentage_used,
 )
 from billing_ui.server import tokens, wire_json
-from billing_ui.server.batch_answer import BatchAnswer, Shape, TrackedBatch, shape
+from billing_ui.server.batch_answer import BatchAnswer, Shape, TrackedBatch, recorded_now, shape
 from billing_ui.server.clock import Clock, from_micros, to_micros
 from billing_ui.server.entitlements import Entitled, resolve_entitlements
 from billing_ui.server.errors import ApiProblem, bad_request, customer_not_found, invalid_input
@@ -36,9 +36,11 @@ from billing_ui.server.periods import Period, Reset, hour_floor, period_containi
 from billing_ui.server.plans import Grant, Plans
 from billing_ui.server.ratelimit import RateLimiter
 from billing_ui.server.store import (
+    MAX_CONSUMED_MICROS,
     AggregateKey,
     Customer,
     PeriodKey,
+    PlainBatch,
     Subscription,
     TrackItem,
     TrackOutcome,
@@ -275,9 +277,66 @@ class BillingService:
         """
         refused = self._rate_limit(cmds) if rate_limited and self.limiter.enabled else {}
         batch = _Batch(now or self.clock.now())
+        if not refused:
+            plain = self._track_plain(cmds, batch)
+            if plain is not None:
+                return plain
         decided = self._decide(cmds, refused, batch, self._many)
         assert decided is not None  # track_many always answers
         return self._batch_answer(len(cmds), decided, batch)
+
+    def _track_plain(self, cmds: Sequence[Command], batch: _Batch) -> TrackedBatch | None:
+        """The batch recorded and answered column-wise (:meth:`UsageStore.track_plain`,
+        :func:`~billing_ui.server.batch_answer.recorded_now`) when every event will be
+        recorded, the common case; ``None``, having written nothing, when any may not (no
+        target, metadata, a key missing or given twice, a replay, a limit reached: the
+        general path then decides each event, with the same outcome for the others).
+
+        The general path's Python per event (resolve, decide, answer: three passes over
+        1,000 events) cost more CPU than the database's statements for the same rows
+        (``bench/db_ceiling.py``); here the per-event work is ``zip``/``map`` in C and one
+        loop writing the answer."""
+        n = len(cmds)
+        if not n:
+            return None
+        customer_ids, feature_keys, quantities, keys, metadata = zip(*cmds, strict=True)
+        pairs = list(zip(customer_ids, feature_keys, strict=True))
+        once = len(set(zip(customer_ids, keys, strict=True))) == n  # no key given twice
+        if metadata.count(None) != n or None in keys or not once:
+            return None
+        self._look_up(batch, list(dict.fromkeys(customer_ids)))
+        targets: dict[tuple[str, str], _Target] = {}
+        for pair in set(pairs):
+            target = self._target(pair[0], pair[1], batch)
+            if isinstance(target, ApiProblem):
+                return None
+            targets[pair] = target
+        micros = {q: V.quantity_to_micros(q) for q in set(quantities)}
+        if min(micros.values()) <= 0:
+            return None
+        per_event = list(map(targets.__getitem__, pairs))
+        aggs = [t.aggregate for t in per_event]
+        ceilings = {
+            t.aggregate: MAX_CONSUMED_MICROS
+            if t.hard_limit_micros is None
+            else min(t.hard_limit_micros, MAX_CONSUMED_MICROS)
+            for t in targets.values()
+        }
+        q_micros = list(map(micros.__getitem__, quantities))
+        done = self.store.track_plain(
+            PlainBatch(aggs, q_micros, keys, ceilings, batch.hour_us, batch.now_us, batch.cutoff_us)
+        )
+        if done is None:
+            return None
+        within, before = done
+        shapes = {pair: _shape(t) for pair, t in targets.items()}
+        return recorded_now(
+            batch.now,
+            list(map(shapes.__getitem__, pairs)),
+            q_micros,
+            [before[agg] + c for agg, c in zip(aggs, within, strict=True)],
+            keys,
+        )
 
     def record_group(self, cmds: Sequence[TrackCommand]) -> list[dict[str, Any] | ApiProblem]:
         """Record admitted single events of different requests in one transaction (group

@@ -23,6 +23,8 @@ from billing_ui.server.store import (
     Customer,
     HourBucket,
     PeriodKey,
+    PlainBatch,
+    PlainOutcome,
     StoreBusyError,
     StoreError,
     TrackItem,
@@ -218,6 +220,13 @@ class SqliteStore:
     ) -> list[TrackOutcome]:
         with self._write() as tx:
             return Q.track_many(tx, items, now_us, key_cutoff_us)
+
+    def track_plain(self, batch: PlainBatch) -> PlainOutcome | None:
+        try:
+            with self._write() as tx:
+                return Q.track_plain(tx, batch)
+        except Q.NotPlain:  # rolled back by _write
+            return None
 
     def track_now(
         self, items: Sequence[TrackItem], now_us: int, key_cutoff_us: int

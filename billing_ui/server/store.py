@@ -101,6 +101,26 @@ original event's on a replay; ``now`` otherwise), and the period's usage after t
 (unchanged unless ``RECORDED``)."""
 
 
+class PlainBatch(NamedTuple):
+    """A batch whose events the caller expects to be all recorded (:meth:`UsageStore.track_plain`),
+    column-wise: each event's aggregate, quantity and idempotency key (one per event, none
+    twice, every quantity positive); each aggregate's ceiling (its hard limit or
+    :data:`MAX_CONSUMED_MICROS`); the hour, the instant and the keys' expiry cutoff."""
+
+    aggregates: Sequence[AggregateKey]
+    quantities: Sequence[int]
+    keys: Sequence[str]
+    ceilings: dict[AggregateKey, int]
+    hour_us: int
+    now_us: int
+    key_cutoff_us: int
+
+
+PlainOutcome = tuple[list[int], dict[AggregateKey, int]]
+"""A plain batch recorded: the usage after each event within the batch, and each
+aggregate's usage before it (their sum is the period's usage after the event)."""
+
+
 class UsageRead(NamedTuple):
     """What a metrics read needs, read together (:meth:`UsageStore.customer_usage`)."""
 
@@ -154,6 +174,11 @@ class UsageStore(Protocol):
         """Record usage events in one transaction, each independently: a refused item changes
         nothing, and the others still count. A key recorded at or before ``key_cutoff_us``
         has expired and is claimed afresh (the 24-hour window)."""
+
+    def track_plain(self, batch: PlainBatch) -> PlainOutcome | None:
+        """Record ``batch`` as :func:`~billing_ui.server.usage_sql.track_plain` does, in one
+        transaction; ``None``, having written nothing, when it is not plain (the caller then
+        takes :meth:`track_many`)."""
 
     def track_now(
         self, items: Sequence[TrackItem], now_us: int, key_cutoff_us: int

@@ -13,6 +13,8 @@ import httpx
 from billing_ui.core.models import TrackUsageBatchResult, TrackUsageResult
 from billing_ui.server.testing import RunningServer
 
+from .conftest import metric
+
 
 def _as_models_write_it(response: httpx.Response, model: type[TrackUsageResult]) -> None:
     assert response.status_code == 200, response.text
@@ -93,3 +95,42 @@ def test_batch_answer_text_edges_are_the_models(server: RunningServer, api, cust
     assert [r["result"]["recorded_at"] for r in replays] == [
         r["result"]["recorded_at"] for r in first.json()["results"][::-1]
     ]
+
+
+def test_plain_batch_answers_and_writes_as_the_general_path(server: RunningServer, api, customer):
+    """A batch whose every event is recorded is written and answered column-wise
+    (``BillingService._track_plain``); the same events to a twin customer, with one event for
+    an unknown customer added at the end, take the general path (a refusal is not plain).
+    The twins' answers must be the same bytes item by item, in the models' bytes, and their
+    usage the same: fractional usage before the batch, a hard limit reached exactly, a soft
+    limit passed, an unlimited feature, keys that need escaping."""
+    server.manual_clock.advance(timedelta(microseconds=321))
+    twins = [customer("free"), customer("free")]
+    rows = [  # feature, quantity, idempotency key
+        ("api_calls", 999.5, 'q"uote'),
+        ("seats", 0.125, "back\\slash"),
+        ("ai_tokens", 9999, "b"),
+        ("api_calls", 1, "c"),
+        ("ai_tokens", 0.5, "d"),  # the hard limit (10,000) reached exactly
+        ("api_calls", 2.25, "e"),  # past the soft limit (1,000)
+    ]
+    items = []
+    for n, cid in enumerate(twins):
+        before = {"customer_id": cid, "feature_key": "ai_tokens", "quantity": 0.5}
+        assert api.post("/v1/usage/track", json=before).status_code == 200
+        events = [
+            {"customer_id": cid, "feature_key": f, "quantity": q, "idempotency_key": k}
+            for f, q, k in rows
+        ]
+        if n == 1:
+            events.append({"customer_id": "nobody", "feature_key": "api_calls", "quantity": 1,
+                           "idempotency_key": "z"})  # fmt: skip
+        answer = api.post("/v1/usage/track-batch", json={"events": events})
+        _as_models_write_it(answer, TrackUsageBatchResult)  # type: ignore[arg-type]
+        results = answer.json()["results"]
+        assert [r["error"] is None for r in results] == [True] * len(rows) + [False] * n
+        items.append(results[: len(rows)])
+    assert items[0] == items[1]
+    for feature in ("api_calls", "seats", "ai_tokens"):
+        assert metric(api, twins[0], feature) == metric(api, twins[1], feature)
+        assert server.count_events(twins[0], feature) == server.count_events(twins[1], feature)
