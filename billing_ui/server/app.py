@@ -232,7 +232,29 @@ async def _track(request: Request, cmd: TrackCommand) -> Response:
 
 def _raw(body: bytes, headers: dict[str, str] | None = None) -> Response:
     """An answer already encoded (the track routes: :mod:`billing_ui.server.wire_json`)."""
-    return Response(body, headers=headers, media_type="application/json")
+    return _RawJson(body, headers)
+
+
+class _RawJson(Response):
+    """A 200 with a JSON body already encoded: the headers ``Response`` would give it
+    (``headers``' own, then ``content-length`` and ``content-type``, the same bytes), built
+    directly instead of through ``init_headers``' general case (the track routes' answer,
+    once per request). ``headers`` are rate-limit headers: never a length or a type."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, headers: dict[str, str] | None = None) -> None:
+        headers = headers or {}
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        raw.append((b"content-length", b"%d" % len(body)))
+        raw.append(_JSON_TYPE)
+        self.raw_headers = raw
+
+
+_JSON_TYPE: Final = (b"content-type", b"application/json")
 
 
 def _checked(check: Any, value: Any, field: str) -> Any:

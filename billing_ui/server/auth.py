@@ -32,11 +32,18 @@ def _bearer(request: Request) -> str:
 
 
 async def require_secret_key(request: Request) -> None:
-    """The endpoint is for the app's backend: only the secret key opens it."""
+    """The endpoint is for the app's backend: only the secret key opens it. The header a
+    backend sends (exactly ``Bearer <key>``) is checked by one constant-time comparison; any
+    other form is parsed, and refused with the message that says what is wrong."""
+    header = request.headers.get("authorization")
+    expected: str = request.app.state.api_key
+    if header is not None and hmac.compare_digest(
+        header.encode("latin-1"), b"Bearer " + expected.encode()
+    ):
+        return
     credential = _bearer(request)
     if credential.startswith(tokens.PREFIX):
         raise unauthorized("This endpoint needs the secret key (sk_...), not a session token")
-    expected: str = request.app.state.api_key
     if not hmac.compare_digest(credential.encode(), expected.encode()):
         raise unauthorized("Invalid API key")
 

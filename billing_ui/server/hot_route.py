@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -93,6 +94,7 @@ class HotRoute:
         scope["route"] = route
         scope.setdefault("path_params", {})
         request = Request(scope, receive, send)
+        request._headers = IndexedHeaders(scope)  # what request.headers would build, indexed
         try:
             response = await endpoint(request, **params)
         except Exception as exc:
@@ -111,6 +113,31 @@ class HotRoute:
             if cls in self.handlers:
                 return self.handlers[cls]
         return None
+
+
+class IndexedHeaders(Headers):
+    """Starlette's request :class:`Headers`, looked up in a dict rather than by a scan of the
+    list: a hot route reads four or five headers (credential, content type and length,
+    idempotency key), and each scan lower-cases its name and compares it with every header
+    (about 0.4 µs each on the track route). Same answers: names are lower-case in ASGI, and
+    the first of a repeated header wins, as in the scan."""
+
+    def __init__(self, scope: Scope) -> None:
+        super().__init__(scope=scope)
+        first: dict[bytes, bytes] = {}
+        for name, value in reversed(self._list):
+            first[name] = value
+        self._first = first
+
+    def __getitem__(self, key: str) -> str:
+        return self._first[key.lower().encode("latin-1")].decode("latin-1")
+
+    def __contains__(self, key: Any) -> bool:
+        return isinstance(key, str) and key.lower().encode("latin-1") in self._first
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self._first.get(key.lower().encode("latin-1"))
+        return default if value is None else value.decode("latin-1")
 
 
 def _plain_query(

@@ -25,7 +25,10 @@ def new_request_id() -> str:
 def with_request_id(message: Message, rid: str) -> Message:
     """An ``http.response.start`` message with the ``x-request-id`` header, unless it has one
     already (the error handlers set it themselves)."""
-    headers = list(message.get("headers", []))
-    if not any(name.lower() == _HEADER for name, _ in headers):
+    headers = list(message.get("headers", ()))
+    for name, _ in headers:
+        if name.lower() == _HEADER:
+            break
+    else:
         headers.append((_HEADER, rid.encode()))
     return {**message, "headers": headers}

@@ -53,16 +53,17 @@ class ServerMetrics:
         self.tracks = Counter(
             "billing_server_tracks", "Tracked events by result.", ["result"], registry=self.registry
         )
-        self._series: dict[tuple[str, str], Histogram] = {}
+        self._series: dict[tuple[str, int], Histogram] = {}
         self._results: dict[str, Counter] = {}
 
     def observe(self, operation: str, status: int, seconds: float) -> None:
-        """One request in the latency histogram (its labelled series found once, then kept:
-        ``labels()`` costs a lock and a tuple per call, on every request)."""
-        key = (operation, outcome_of(status))
-        series = self._series.get(key)
+        """One request in the latency histogram (its labelled series found once per operation
+        and status, then kept: ``labels()`` costs a lock and a tuple per call, on every
+        request)."""
+        series = self._series.get((operation, status))
         if series is None:
-            series = self._series[key] = self.requests.labels(*key)
+            series = self.requests.labels(operation, outcome_of(status))
+            self._series[(operation, status)] = series
         series.observe(seconds)
 
     def count(self, recorded: int, duplicate: int, refused: int) -> None:

@@ -88,13 +88,14 @@ class CorsPolicy:
         return bool(self.origins) or self.loopback
 
     def install(self, app: FastAPI) -> None:
-        """Add Starlette's CORS middleware (answers preflights, marks allowed responses)."""
-        from starlette.middleware.cors import CORSMiddleware
+        """Add Starlette's CORS middleware (answers preflights, marks allowed responses),
+        in :mod:`billing_ui.server.cors`' form."""
+        from billing_ui.server.cors import Cors
 
         if not self.enabled:
             return
         app.add_middleware(
-            CORSMiddleware,
+            Cors,
             allow_origins=list(self.origins),
             allow_origin_regex=LOOPBACK_ORIGIN_REGEX if self.loopback else None,
             allow_methods=list(CORS_METHODS),
