@@ -153,7 +153,8 @@ def test_the_hot_session_metrics_read_answers_as_the_full_stack(
     token = mint_session_token(server, "nobody-here" if auth == "stranger" else cid)
     if auth == "revoked":
         api.delete(f"/v1/session-tokens/{_jti(token)}").raise_for_status()
-    credential = {"key": LOCAL_SECRET_KEY, "forged": token[:-2] + "00"}.get(auth, token)
+    forged = token[:-2] + ("11" if token.endswith("00") else "00")  # always differs from token
+    credential = {"key": LOCAL_SECRET_KEY, "forged": forged}.get(auth, token)
 
     def send(way: str) -> httpx.Response:
         return httpx.get(
