@@ -24,7 +24,12 @@ cost at most half the bare endpoint's CPU per request: on a CPU of its own it ca
 twice the rate the bare endpoint can serve (an httpx client in threads cost about as much as
 the bare endpoint, and made the ratio 1.08-1.20 whatever the server did). Plus what JSON
 encoding costs in-process: parsing a track body with ``json`` vs ``orjson``, and encoding the
-answer with pydantic vs ``orjson``.
+answer with pydantic vs ``orjson``. And the floor under the headline: the durable write's CPU
+per event alone, in-process (:func:`write_costs`, the group commit's own call on a lone track
+and on a group of as many tracks as the driver has connections), and per stack
+``bare / (bare + write)``, the best CPU ratio a server that writes each track before
+answering could reach if everything else it does (credential, validation, idempotency,
+group-commit handoff, its answer's headers, metrics) cost nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import timeit
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,6 +57,10 @@ from bench._harness import REPO, cli, result
 from bench.server_process import Served, uvicorn_process
 from billing_ui.core import _constants as C
 from billing_ui.core.models import TrackUsageResult
+from billing_ui.server.clock import SystemClock
+from billing_ui.server.plans import load_plans
+from billing_ui.server.service import BillingService, TrackCommand
+from billing_ui.server.sqlite_store import SqliteStore
 
 HEADERS = {"Authorization": f"Bearer {C.LOCAL_SECRET_KEY}", "content-type": "application/json"}
 STACKS = {"h11_asyncio": ("h11", "asyncio"), "httptools_uvloop": ("httptools", "uvloop")}
@@ -233,6 +243,44 @@ def json_costs(tmp: Path) -> dict[str, float]:
     }
 
 
+WRITE_GROUPS = (1, CONNECTIONS)
+"""Group sizes the write is timed at: a lone track, and the largest group the driver's
+connections can form (one request in flight on each)."""
+
+
+def write_costs(tmp: Path, events: int) -> dict[str, float]:
+    """CPU microseconds per event of the durable write alone, in this process: the group
+    commit's own call (:meth:`BillingService.record_group_now`: the customer's lookup, the
+    idempotency claims, the hard-limit decision, the rows, ``COMMIT``, each answer encoded)
+    on a SQLite file with the server's settings, for groups of each of :data:`WRITE_GROUPS`.
+
+    Why: it bounds the ceiling ratio. A server that writes each acknowledged track before
+    answering costs at least the bare endpoint plus this, so ``bare / (bare + write)`` is
+    the best CPU ratio it could reach if nothing else it does cost anything."""
+    store = SqliteStore(tmp / "write.db", synchronous=SYNCHRONOUS)
+    try:
+        service = BillingService(store, load_plans(), SystemClock())
+        service.upsert_customer(CUSTOMER, ["enterprise"], None)
+        figures: dict[str, float] = {}
+        serial = 0
+        for size in WRITE_GROUPS:
+            groups = []
+            for _ in range(max(1, events // size)):
+                keys = (f"w{serial + i}" for i in range(size))
+                groups.append([TrackCommand(CUSTOMER, "api_calls", 1.0, k) for k in keys])
+                serial += size
+            started = time.process_time()
+            for group in groups:
+                if service.record_group_now(group) is None:
+                    raise RuntimeError("the write lock was taken: nothing else writes here")
+            spent = time.process_time() - started
+            per_event = spent / (len(groups) * size) * 1e6
+            figures[f"write_us_per_event_group_{size}"] = round(per_event, 1)
+        return figures
+    finally:
+        store.close()
+
+
 def run(*, smoke: bool = False) -> dict[str, object]:
     rounds, requests, connections = (1, 60, 2) if smoke else (5, 4000, CONNECTIONS)
     cpus = pinning()
@@ -252,6 +300,11 @@ def run(*, smoke: bool = False) -> dict[str, object]:
         for name in STACKS:
             figures |= stack_figures(name, Path(tmp), rounds, requests, connections, cpus)
         figures |= json_costs(Path(tmp))
+        figures |= write_costs(Path(tmp), 80 if smoke else 4000)
+    write = figures[f"write_us_per_event_group_{CONNECTIONS}"]
+    for name in STACKS:
+        bare_cpu = figures[f"{name}_bare_cpu_us_per_request"]
+        figures[f"{name}_bare_over_bare_plus_write_cpu"] = ratio(bare_cpu, bare_cpu + write)
     goals: dict[str, str] = {}
     checks: dict[str, bool] = {}
     for name in STACKS:
