@@ -13,6 +13,7 @@ pushes only to the tabs it serves; the store's change feed
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import weakref
 from collections import Counter
@@ -67,8 +68,16 @@ class LiveMeters:
         self.pushed: Counter[str] = Counter()
         """Deltas pushed, by tab token (tests and benchmarks)."""
 
-    async def follow(self, token: str, customer: str) -> None:
-        """Push ``customer``'s meters to the tab ``token`` whenever they change."""
+    async def follow(self, token: str, customer: str, shown_at: float | None = None) -> None:
+        """Push ``customer``'s meters to the tab ``token`` whenever they change.
+
+        ``shown_at``: the ``updated_at`` of the meters' entry the tab shows. A tab follows only
+        after its refresh has read and shown the meters, so a change published in between
+        (a track on any worker) found nobody to tell: the tab kept the older meters until its
+        next tick, a whole refresh interval (the e2e two-workers test: a meter silently stood
+        still for 40 s). So a new follower then reads the entry once more, and if it is newer
+        than what the tab shows, gets a push now: a change before the follow is in the entry
+        (the store writes before it tells), a change after it is told."""
         loop = asyncio.get_running_loop()
         if self._app is None:
             self._app = _registered_app()
@@ -82,6 +91,11 @@ class LiveMeters:
         self.unfollow(token)
         self._customer_of[token] = customer
         self._tabs.setdefault(customer, set()).add(token)
+        if shown_at is None:
+            return
+        entry = await self._runtime.store.peek((METRICS, customer))
+        if entry is not None and entry.updated_at > shown_at:
+            self._queue_push(token, customer)
 
     def unfollow(self, token: str) -> None:
         customer = self._customer_of.pop(token, None)
@@ -99,15 +113,22 @@ class LiveMeters:
             return
         customer = str(key[1])
         for token in list(self._tabs.get(customer, ())):
-            # At most one push waits per tab: it reads the newest entry when it runs, so a
-            # burst of N tracks by M tabs of one customer is about M pushes, not N x M (a
-            # 200-tab flood made 800,000 before, and starved every other tab's events).
-            if token in self._queued:
-                continue
-            self._queued.add(token)
-            task = asyncio.get_running_loop().create_task(self._push(token, customer))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._queue_push(token, customer)
+
+    def _queue_push(self, token: str, customer: str) -> None:
+        # At most one push waits per tab: it reads the newest entry when it runs, so a burst
+        # of N tracks by M tabs of one customer is about M pushes, not N x M (a 200-tab flood
+        # made 800,000 before, and starved every other tab's events).
+        if token in self._queued:
+            return
+        self._queued.add(token)
+        # A fresh context, as the store's change listeners get: a push queued by a follow is
+        # no part of the tab's event that followed (its registration context among them).
+        task = asyncio.get_running_loop().create_task(
+            self._push(token, customer), context=contextvars.Context()
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _push(self, token: str, customer: str) -> None:
         from billing_ui.states import _reflex_internals as internals

@@ -196,7 +196,7 @@ class UsageMetricsState(BillingState):
             ):
                 # Nothing the browser sees would change. The fetch time stays in the store's
                 # entry (a failure later shows it, see _confirmed_by), not in the tab's state.
-                await live_meters().follow(token, customer)
+                await live_meters().follow(token, customer, entry.updated_at)
                 return True
         try:
             hard = await _hard_limited_features(customer)
@@ -211,7 +211,7 @@ class UsageMetricsState(BillingState):
             # Entitlements ride on this loop at their slower interval (no loop of their own).
             due = _entitlements_due(await self.get_state(FeatureEntitlementsState))
         # From now on this tab gets the customer's meters as soon as they change (live.py).
-        await live_meters().follow(token, customer)
+        await live_meters().follow(token, customer, entry.updated_at)
         if due:
             await FeatureEntitlementsState.refresh_for(self)
         return not outage

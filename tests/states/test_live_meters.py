@@ -19,6 +19,7 @@ from reflex.istate.manager.token import BaseStateToken
 from reflex_base.event.processor import BaseStateEventProcessor
 
 from billing_ui.core import BillingClient
+from billing_ui.core.queries import METRICS
 from billing_ui.core.tracker import UsageTracker
 from billing_ui.runtime import BillingRuntime, current
 from billing_ui.server.testing import create_customer
@@ -188,3 +189,53 @@ async def test_changes_while_a_push_waits_for_the_tab_queue_no_more_pushes(
     await wait_until(b_moved, timeout=10, message="tab B never saw the newest meters")
     await wait_until(lambda: not live._tasks, timeout=10, message="pushes still running")
     assert live.pushed[b.token] - pushed <= 2, live.pushed[b.token] - pushed
+
+
+async def test_a_change_between_a_tabs_fetch_and_its_follow_still_reaches_it(
+    tab: Tab, server: Any, live: LiveMeters, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tab follows its customer only after its first fetch has shown the meters. A track
+    whose change was published in between (the tab read the meters before it, and was not yet
+    following when it came) must still reach the tab: else its meter stays behind until its
+    next tick, a whole refresh interval (the e2e two-workers test: tab B, reloaded to land on
+    the other worker, showed its hydrated meter, and tab A's first track came before tab B's
+    on_load refresh followed; its meter never moved in 40 s)."""
+    customer = create_customer(server, ["pro"])
+    a, b = tab("a", customer), tab("b", customer)
+    await open_tab(a)
+    before = metric_for(await a.get(UsageMetricsState), "api_calls")
+    assert before is not None
+    real_follow = live.follow
+    raced: list[str] = []
+
+    async def follow_late(token: str, customer_id: str, *args: Any, **kwargs: Any) -> None:
+        if token == b.token and not raced:
+            raced.append(token)
+            told = live.pushed[a.token]
+            # The track's change, published before tab B follows (tab A hears of it).
+            await live._runtime.queries.track_usage(customer, "api_calls", 5)
+            await wait_until(
+                lambda: live.pushed[a.token] > told, timeout=5, message="the change was not told"
+            )
+        await real_follow(token, customer_id, *args, **kwargs)
+
+    monkeypatch.setattr(live, "follow", follow_late)
+    await open_tab(b)
+    assert raced, "tab B's refresh did not follow"
+
+    async def b_caught_up() -> bool:
+        meter = metric_for(await b.get(UsageMetricsState), "api_calls")
+        return meter is not None and meter.consumed == before.consumed + 5
+
+    try:
+        await wait_until(b_caught_up, timeout=10, message="tab B missed the earlier track")
+    except AssertionError:
+        state = await b.get(UsageMetricsState)
+        entry = await live._runtime.store.peek((METRICS, customer))
+        raise AssertionError(
+            f"B {metric_for(state, 'api_calls')} confirmed {state._confirmed_at} "
+            f"data {state.data_updated_at}; entry {entry and entry.updated_at} "
+            f"{entry and entry.data}; pushed {dict(live.pushed)} queued {live._queued} "
+            f"tasks {live._tasks} before {before}"
+        ) from None
+    assert live.followers(customer) == 2
