@@ -1,6 +1,11 @@
 """Reflex configuration of the demo app (``make demo`` = ``reflex run`` from the repo root)."""
 
-import reflex as rx
+import billing_ui.server_memory
+
+# Before `import reflex`: the server's allocator reads it when the server starts.
+billing_ui.server_memory.return_memory_after_bursts()
+
+import reflex as rx  # noqa: E402 - after the allocator setting above
 
 config = rx.Config(
     app_name="billing_ui",

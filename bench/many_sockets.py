@@ -13,7 +13,9 @@ metrics loop runs for each tab as it does in a browser, every ``POLL_INTERVAL_S`
 Reported: tracks acknowledged to their tab (``tracked_count``) and counted by the billing
 server, both against the tracks sent (goal: every one, exactly once); the bystander's hydrate
 p99 during the flood against its p99 before it, and failed hydrates (no answer in 10 s); the
-backend's RSS after the flood (tabs closed) against before it; the polling loops seen running
+backend's RSS after the flood (tabs closed) against before it (before its tabs opened), with
+the steps between as raw figures (just started, the flood's tabs open and hydrated, the flood
+over with its tabs still open); the polling loops seen running
 (``billing_ui_polling_tabs`` scraped from the backend's ``/metrics``) during the flood and
 after the tabs closed, the tabs whose meter ended on the server's total, and the outbox's
 depth at the end. The flood runs on two fresh backends: first with
@@ -34,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -207,10 +210,13 @@ async def flood(
     *,
     poll: bool = True,
     server: ServerProcess | None = None,
+    phase: Callable[[str], float] | None = None,
 ) -> dict[str, Any]:
     """``tabs`` tabs each send ``tracks`` tracks (their metrics loops running when ``poll``)
     while a bystander hydrates. With ``server``, waits (deadline ``ack_timeout``) for every
-    tab's meter to show the server's total before the tabs close."""
+    tab's meter to show the server's total before the tabs close. ``phase(tag)``: called
+    (in a thread) once the tabs are open and once the flood is over, tabs still open; what
+    it returns (the backend's RSS) goes into the result under ``phase_<tag>``."""
     _, track, _, track_state = _names()
     bystander = await signed_in_tab(url, BYSTANDER)
     idle: list[float] = []
@@ -221,6 +227,9 @@ async def flood(
     flooders = await asyncio.gather(*(opened(url, FLOOD_CUSTOMER) for _ in range(tabs)))
     polling_at_start = await wait_polling(url, tabs, 60) if poll else 0.0
     progress(began, f"{tabs} tabs signed in, {polling_at_start:.0f} loops polling")
+    phases: dict[str, float] = {}
+    if phase is not None:
+        phases["phase_tabs_open"] = await asyncio.to_thread(phase, "tabs_open")
     stop = asyncio.Event()
     during: list[float] = []
     gauge: list[float] = []
@@ -254,6 +263,8 @@ async def flood(
     if sampler is not None:
         await sampler
     metric_updates = sum(_metric_updates(tab) for tab in flooders)
+    if phase is not None:
+        phases["phase_flood_over"] = await asyncio.to_thread(phase, "flood_over")
     # All at once: one after the other, each close handshake waited for a saturated backend
     # (201 closes took 340 s after the unbatched flood at load ~15).
     await asyncio.gather(*(tab.close() for tab in [*flooders, bystander]))
@@ -271,6 +282,7 @@ async def flood(
         "polling_after": polling_after,
         "converged": converged,
         "metric_updates": metric_updates,
+        **phases,
     }
 
 
@@ -346,6 +358,7 @@ def measure(
             Path(tmp) / "backend.log",
         ) as backend,
     ):
+        rss_idle = backend.rss_mb()  # started, no tab yet
         if warm:  # first compile of every state, first connection: one tab, one track
             asyncio.run(flood(backend.url, 1, 1, 60))
         outs = []
@@ -355,12 +368,21 @@ def measure(
             probe(backend, f"{arm}-before{n}")
             counted_before = consumed(srv.base_url, srv.api_key, FLOOD_CUSTOMER)
             cpu_before, load_before = backend.cpu_s(), os.getloadavg()[0]
-            out = asyncio.run(flood(backend.url, tabs, tracks, ack_timeout, server=srv))
+
+            def phase(tag: str, n: int = n) -> float:
+                rss = backend.rss_mb()
+                probe(backend, f"{arm}-{tag}{n}")
+                return rss
+
+            out = asyncio.run(
+                flood(backend.url, tabs, tracks, ack_timeout, server=srv, phase=phase)
+            )
             out["cpu_s"], out["load"] = (
                 backend.cpu_s() - cpu_before,
                 (load_before + os.getloadavg()[0]) / 2,
             )
             out["counted"] = consumed(srv.base_url, srv.api_key, FLOOD_CUSTOMER) - counted_before
+            out["rss_idle"] = rss_idle
             out["rss_before"], out["rss_after"] = rss_before, backend.rss_mb()
             probe(backend, f"{arm}-after{n}")
             out["outbox_depth"] = backend_gauge(backend.url, "billing_ui_outbox_depth")
@@ -369,11 +391,19 @@ def measure(
 
 
 def rss_figures(out: dict[str, Any]) -> dict[str, float]:
-    """The backend's memory (RSS, MB) before and after a flood, and after ÷ before."""
+    """The backend's memory (RSS, MB) before and after a flood (tabs closed), and after ÷
+    before; and at the steps between: just started (``idle``, before the warm-up tab), the
+    flood's tabs open and hydrated, the flood over with its tabs still open."""
     return {
+        "rss_idle_mb": round(out["rss_idle"], 1),
         "rss_before_mb": round(out["rss_before"], 1),
+        "rss_tabs_open_mb": round(out["phase_tabs_open"], 1),
+        "rss_flood_over_mb": round(out["phase_flood_over"], 1),
         "rss_after_mb": round(out["rss_after"], 1),
         "rss_after_vs_before": round(out["rss_after"] / out["rss_before"], 3),
+        # No goal: the flood's tracks alone, against the backend with its 200 tabs open and
+        # hydrated (the goal's baseline stays the backend before the tabs opened).
+        "rss_after_vs_tabs_open": round(out["rss_after"] / out["phase_tabs_open"], 3),
     }
 
 

@@ -30,6 +30,9 @@ import tracemalloc
 
 _DIR = os.environ.get("BENCH_MEMORY_PROBE")
 _TRACE = int(os.environ.get("BENCH_MEMORY_PROBE_TRACE", "0") or 0)
+_TRIM = os.environ.get("BENCH_MEMORY_PROBE_TRIM") == "1"
+"""Also measure what the allocators give back: after an ``-after`` report, ``malloc_trim(0)``
+and report RSS again (it changes what the benchmark measures next: investigation only)."""
 _peak: dict[str, object] = {}
 """The snapshot of the highest traced memory seen so far (``snapshot``, ``bytes``)."""
 
@@ -72,7 +75,21 @@ def _pymalloc_stats() -> list[str]:
     return [line for line in b"".join(chunks).decode().splitlines() if any(k in line for k in keep)]
 
 
-def report() -> str:
+def _rss_mb() -> float:
+    pages = int(open(f"/proc/{os.getpid()}/statm").read().split()[1])  # noqa: SIM115
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _trimmed() -> list[str]:
+    """RSS before and after glibc's ``malloc_trim(0)`` (and the time it took)."""
+    before = _rss_mb()
+    started = time.perf_counter()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    took = time.perf_counter() - started
+    return [f"trim rss_mb {before:.1f} -> {_rss_mb():.1f} in {took * 1000:.1f} ms"]
+
+
+def report(tag: str = "") -> str:
     gc.collect()
     objects = gc.get_objects()
     pages = int(open(f"/proc/{os.getpid()}/statm").read().split()[1])  # noqa: SIM115
@@ -98,6 +115,9 @@ def report() -> str:
         if isinstance(peak, tracemalloc.Snapshot):
             lines += _traced("peak", peak)
             _peak.clear()  # the next flood's peak is its own
+    if _TRIM and "-after" in tag:
+        lines += _trimmed()
+        lines += [f"pymalloc-after-trim {line.strip()}" for line in _pymalloc_stats()]
     return "\n".join(lines) + "\n"
 
 
@@ -168,7 +188,7 @@ def _watch(folder: str) -> None:
             answered.add(name)
             path = os.path.join(folder, f"{name[:-4]}.{os.getpid()}.txt")
             try:
-                text = report()
+                text = report(name[:-4])
             except Exception as exc:  # a probe must never take its process down
                 text = f"report failed: {exc!r}\n"
             with open(path + ".tmp", "w") as out:

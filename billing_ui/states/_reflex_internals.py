@@ -23,6 +23,9 @@ pyproject.toml.
   (``states/track.py``'s deferred turn) runs next, routed as Reflex routes a handler's yields:
   ``reflex_base.event.processor.base_state_processor.chain_updates`` in the handler's copied
   event context.
+* :func:`state_proxy` — a foreground handler's state wrapped as Reflex wraps a background
+  handler's (``reflex.istate.proxy.StateProxy``), for work the handler hands to a task of its
+  own (``states/track.py``: a track waits for its turn as data, not as a suspended event).
 * :func:`foreach_render_fn` — ``rx.foreach(items, fn)`` inspects ``fn``'s signature to decide
   whether to pass the index and refuses more than two parameters; a component with options is
   presented to it as taking only its first one.
@@ -205,6 +208,16 @@ def foreach_render_fn(fn: F) -> F:
         [first.replace(default=inspect.Parameter.empty)]
     )
     return fn
+
+
+def state_proxy(state: S) -> S:
+    """``state`` (of a running foreground handler) as a background handler's ``self``: reads
+    go through, writes only inside ``async with``, which takes the tab's lock again and sends
+    the delta. Create it inside the handler (it binds the event's tab); use it once the
+    handler has returned (the handler holds the lock until then)."""
+    from reflex.istate.proxy import StateProxy
+
+    return StateProxy(state)  # type: ignore[return-value]
 
 
 async def route_events(events: Any, handler_name: str) -> None:

@@ -347,6 +347,23 @@ def _own_defaults(cls: type[BillingState]) -> dict[str, Any]:
 def billing_event(fn: Callable[[S, Unpack[P]], Any]) -> EventCallback[*P]:
     """``rx.event(background=True)`` for a billing handler: it may take a ticket
     (:meth:`BillingState._begin`), and an answer that turned stale is dropped quietly."""
+    return _billing_handler(fn, background=True)
+
+
+def billing_event_in_line(fn: Callable[[S, Unpack[P]], Any]) -> EventCallback[*P]:
+    """:func:`billing_event` as a foreground Reflex event: it runs holding its tab's state lock
+    (``self`` is the state itself, no ``async with self``), one at a time per tab.
+
+    Why: Reflex starts every background event as a task at once, and a task first waits for
+    its tab's lock; a burst of many tabs' clicks is then thousands of suspended tasks (frames,
+    contexts, state proxies) at once, memory the process keeps after the burst. Reflex keeps a
+    tab's foreground events in a per-tab line as data and runs them one by one. A handler made
+    this way must return quickly (it blocks its tab's other events): it hands any slow work to
+    a task of its own (``states/track.py``'s ``_TrackTurn.later``)."""
+    return _billing_handler(fn, background=False)
+
+
+def _billing_handler(fn: Callable[[S, Unpack[P]], Any], *, background: bool) -> EventCallback[*P]:
     accepted = _argument_names(fn)
     if inspect.isasyncgenfunction(fn):
 
@@ -364,7 +381,7 @@ def billing_event(fn: Callable[[S, Unpack[P]], Any]) -> EventCallback[*P]:
                     if exc.notify:
                         yield rx.toast.warning(TOO_MANY)
 
-        return rx.event(gen_wrapper, background=True)  # type: ignore[return-value]
+        return rx.event(gen_wrapper, background=background)  # type: ignore[return-value]
     if not inspect.iscoroutinefunction(fn):
         raise TypeError(f"billing_event needs an async handler, got {fn!r}")
 
@@ -380,7 +397,7 @@ def billing_event(fn: Callable[[S, Unpack[P]], Any]) -> EventCallback[*P]:
             except TooManyRequests as exc:
                 return rx.toast.warning(TOO_MANY) if exc.notify else None
 
-    return rx.event(wrapper, background=True)  # type: ignore[return-value]
+    return rx.event(wrapper, background=background)  # type: ignore[return-value]
 
 
 def _argument_names(fn: Callable[..., Any]) -> frozenset[str] | None:

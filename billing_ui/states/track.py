@@ -26,7 +26,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
 from billing_ui.core.bulkhead import FairGate
@@ -48,7 +48,7 @@ from billing_ui.states.base import (
     StaleAnswer,
     Ticket,
     TooManyRequests,
-    billing_event,
+    billing_event_in_line,
 )
 from billing_ui.states.entitlements import FeatureEntitlementsState
 from billing_ui.states.metrics import UsageMetricsState
@@ -87,8 +87,8 @@ class TrackUsageState(BillingState):
     last_feature_key: str = ""
     last_result: TrackResultView = TrackResultView()
 
-    @billing_event
-    async def track(self, feature_key: str, quantity: float = 1) -> AsyncIterator[Any]:
+    @billing_event_in_line
+    async def track(self, feature_key: str, quantity: float = 1) -> None:
         """Record ``quantity`` of ``feature_key`` for the signed-in customer.
 
         Its last parameter is a number on purpose: ``on_click=TrackUsageState.track("api_calls",
@@ -97,63 +97,59 @@ class TrackUsageState(BillingState):
         compiles (a ``PointerEventInfo`` is not a float). Metadata goes through
         :meth:`track_with_metadata`. Any other argument a client sends (a ``customer``, say)
         is refused: the customer comes from the resolver only. The values are validated here
-        again whatever their annotation (a client can send anything)."""
-        async for item in self._track(feature_key, quantity, None):
-            yield item
+        again whatever their annotation (a client can send anything).
 
-    @billing_event
+        A foreground event (``billing_event_in_line``): it runs under its tab's lock, in
+        Reflex's per-tab line, and only checks the track, marks it pending and leaves it in
+        line for its turn (:class:`_TrackTurn`); the send runs in a task of its own."""
+        await self._track(feature_key, quantity, None)
+
+    @billing_event_in_line
     async def track_with_metadata(
         self, feature_key: str, metadata: dict[str, Any], quantity: float = 1
-    ) -> AsyncIterator[Any]:
+    ) -> None:
         """:meth:`track` with ``metadata`` (stored with the event; ``idempotency_key`` in it is
         used as the track's key, as in the SDK's example). ``metadata`` comes before the
         quantity so that a form missing an argument fails at compile time, never receives the
         click's event data as metadata."""
-        async for item in self._track(feature_key, quantity, metadata):
-            yield item
+        await self._track(feature_key, quantity, metadata)
 
     async def _refuse(self, exc: InvalidInputError) -> None:
-        """A client sent an argument the handler does not have (see ``billing_event``)."""
-        async with self:
-            self._finish(exc.field, error=rt.message_for(exc))
+        """A client sent an argument the handler does not have (see ``billing_event``; the
+        track handlers hold their tab's lock)."""
+        self._finish(exc.field, error=rt.message_for(exc))
 
-    async def _track(self, feature_key: Any, quantity: Any, metadata: Any) -> AsyncIterator[Any]:
+    async def _track(self, feature_key: Any, quantity: Any, metadata: Any) -> None:
+        """(Under the tab's lock.) Check the track, take its ticket, mark it pending and leave
+        it in line for a turn; never waits for the billing API (it holds the tab's lock)."""
         try:
             key, amount, meta, idem = validate_browser_track(feature_key, quantity, metadata)
         except InvalidInputError as exc:
-            async with self:
-                self._finish(str(feature_key)[:64], error=rt.message_for(exc))
+            self._finish(str(feature_key)[:64], error=rt.message_for(exc))
+            return
+        try:
+            ticket = await self._begin()
+        except (BillingError, LookupError) as exc:
+            self._finish(key, error=rt.message_for(exc))
             return
         # Past this point a track costs the backend most (the answer, the meters, the
         # deltas): at most TRACKS_AT_ONCE tracks of all tabs do it at once, taken round-robin
         # by tab (see _TrackTurn), so a flood never stands between another tab and its events.
-        tab = self.router.session.client_token
-        async with self:
-            try:
-                ticket = await self._begin()
-            except (BillingError, LookupError) as exc:
-                self._finish(key, error=rt.message_for(exc))
-                return
-            # Pending from the click on, not from its turn: under a flood a track can wait
-            # seconds for a turn, and its button must not look idle meanwhile. (The ticket is
-            # the click's: a customer change while it waits drops its answer as stale.)
-            self.pending_features = [*self.pending_features, key]
-            self.is_pending = True
         try:
-            admitted = _TrackTurn.enter(tab)
+            admitted = _TrackTurn.enter(self.router.session.client_token)
         except TooManyRequests as exc:
-            async with self:
-                self._finish(key, error=rt.message_for(exc), pending=key)
+            self._finish(key, error=rt.message_for(exc))
             return
-        send = functools.partial(self._send, ticket, key, amount, meta, idem)
-        if admitted is None:  # a turn now: sent from this handler
-            for item in await send(_TrackTurn()):
-                yield item
-            return
-        # No turn free: the track waits in the gate's line as data, and this handler returns,
-        # so Reflex frees its event (task, frames, context) now instead of keeping it suspended
-        # for the whole wait; the rest runs when the turn comes (see _TrackTurn.later).
-        _TrackTurn.later(admitted, send)
+        # Pending from the click on, not from its turn: under a flood a track can wait
+        # seconds for a turn, and its button must not look idle meanwhile. (The ticket is
+        # the click's: a customer change while it waits drops its answer as stale.)
+        self.pending_features = [*self.pending_features, key]
+        self.is_pending = True
+        # The rest runs in a task at the track's turn, on a proxy of this state (as a
+        # background event's), taking the lock for each write; until then the track is data
+        # in the gate's line (see _TrackTurn.later).
+        proxy = internals.state_proxy(self)
+        _TrackTurn.later(admitted, functools.partial(proxy._send, ticket, key, amount, meta, idem))
 
     async def _send(
         self,
@@ -288,19 +284,21 @@ TRACKS_AT_ONCE = int(os.environ.get("BILLING_UI_TRACKS_AT_ONCE", "32"))
 class _TrackTurn:
     """A turn at the costly part of a track, from a per-event-loop :class:`FairGate`.
 
-    Why: every Reflex track event is a background task, so a flood of 4,000 puts 4,000 tasks
-    on the event loop at once, and any other tab's event (a hydrate) waits behind a full round
+    Why: when every Reflex track event was a background task, a flood of 4,000 put 4,000 tasks
+    on the event loop at once, and any other tab's event (a hydrate) waited behind a full round
     of them at every step. Measured with ``bench/many_sockets.py`` (200 tabs x 20 tracks).
     A tab's burst is still one burst (one refetch after its last track): a track settles it
     only when none of the tab's tracks is pending, waiting for a turn included. (A gate
     without that made every track of a burst refetch on its own: 1,599 of 4,000
     acknowledged in 300 s.)
 
-    A track that finds no turn free does not wait as a suspended handler (a Reflex task with
-    its chain of frames, its event and its context: what made the flood's peak of live
-    objects, and so the backend's RSS after it): its handler returns and the track waits in
-    the gate's line as data (:meth:`later`); at its turn a task finishes it, on the same
-    state proxy and context, and sends its outcome to the tab as a delta."""
+    A track never waits as a suspended handler (a Reflex task with its chain of frames, its
+    event and its context: what made the flood's peak of live objects, and so the backend's
+    RSS after it). ``track`` is a foreground event, so a tab's burst arrives in Reflex's
+    per-tab line as data, one handler at a time under the tab's lock; the handler marks the
+    track pending and returns, and the track waits in the gate's line as data
+    (:meth:`later`); at its turn a task sends it, on a proxy of the tab's state in the
+    handler's context, and sends its outcome to the tab as a delta."""
 
     _gates: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FairGate]] = (
         weakref.WeakKeyDictionary()
@@ -331,21 +329,26 @@ class _TrackTurn:
 
     @classmethod
     def later(
-        cls, admitted: asyncio.Future[None], send: Callable[[_TrackTurn], Awaitable[list[Any]]]
+        cls,
+        admitted: asyncio.Future[None] | None,
+        send: Callable[[_TrackTurn], Awaitable[list[Any]]],
     ) -> None:
-        """Run ``send`` with the turn once ``admitted`` is done, in a copy of the calling
+        """Run ``send`` with the turn in a task, now when ``admitted`` is None (the caller holds
+        a turn, from :meth:`enter`) or once ``admitted`` is done, in a copy of the calling
         handler's context (Reflex's event context: the tab's state manager and delta channel;
         the handler's ticket), and route the events it returns as the handler's yields."""
         context = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
 
-        def start(done: asyncio.Future[None]) -> None:
-            if done.cancelled():
-                return
-            task = done.get_loop().create_task(_finish_later(send, cls()), context=context)
+        def start() -> None:
+            task = loop.create_task(_finish_later(send, cls()), context=context)
             cls._running.add(task)
             task.add_done_callback(cls._running.discard)
 
-        admitted.add_done_callback(start)
+        if admitted is None:
+            start()
+        else:
+            admitted.add_done_callback(lambda done: None if done.cancelled() else start())
 
     def give_back(self) -> None:
         """Idempotent."""
@@ -357,8 +360,8 @@ class _TrackTurn:
 async def _finish_later(
     send: Callable[[_TrackTurn], Awaitable[list[Any]]], turn: _TrackTurn
 ) -> None:
-    """A deferred track at its turn (see :meth:`_TrackTurn.later`): what ``billing_event``
-    does for a handler, here (an answer turned stale is dropped; anything else is logged)."""
+    """A track at its turn (see :meth:`_TrackTurn.later`): what ``billing_event`` does for a
+    handler, here (an answer turned stale is dropped; anything else is logged)."""
     try:
         events = await send(turn)
         if events:

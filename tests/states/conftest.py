@@ -36,6 +36,7 @@ from billing_ui.core.cache import MemoryQueryStore, QueryStore
 from billing_ui.core.queries import QUERY_TYPES
 from billing_ui.core.redis_cache import RedisQueryStore
 from billing_ui.server.testing import RunningServer, create_customer, running_server
+from billing_ui.states.track import _TrackTurn
 from tests.faults import FaultProxy
 
 S = TypeVar("S", bound=rx.State)
@@ -71,8 +72,14 @@ class Session:
     sent: list[str] = field(default_factory=list)
 
     async def send(self, handler: Any, **payload: Any) -> None:
-        """Send the event a browser would send for ``handler`` and wait for it to finish."""
+        """Send the event a browser would send for ``handler`` and wait for it to finish, and
+        for the tracks it handed to tasks of their own (a track's handler returns once the
+        track is in line: ``states/track.py``'s ``_TrackTurn.later``; a track still waiting
+        for its turn is not waited for)."""
+        before = set(_TrackTurn._running)
         await asyncio.gather(*await self.start(handler, **payload))
+        while started := _TrackTurn._running - before:
+            await asyncio.wait(started)
 
     async def start(self, handler: Any, **payload: Any) -> list[asyncio.Future[Any]]:
         """Send the event a browser would send for ``handler``; don't wait (a poll loop)."""
