@@ -102,3 +102,15 @@ def test_chain_updates_routes_a_handlers_yields_in_the_current_event_context() -
     assert list(params)[:2] == ["events", "handler_name"]
     assert params["root_state"].default is None
     assert inspect.iscoroutinefunction(chain_updates)
+
+
+def test_a_state_proxy_wraps_a_state_as_a_background_handlers_self() -> None:
+    """``state_proxy`` (a track's send after its foreground handler returned) builds Reflex's
+    ``StateProxy(state_instance)``, which re-takes the tab's lock on ``async with`` from the
+    running event's context."""
+    from reflex.istate.proxy import StateProxy
+
+    params = list(inspect.signature(StateProxy.__init__).parameters)
+    assert params[:2] == ["self", "state_instance"]
+    assert inspect.iscoroutinefunction(StateProxy.__aenter__)
+    assert inspect.iscoroutinefunction(StateProxy.__aexit__)
