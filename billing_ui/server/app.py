@@ -422,7 +422,7 @@ def _routes(app: FastAPI) -> None:
     def track_usage_batch(_: SecretKey, body: RawJsonBody, request: Request) -> Response:
         """(ext) Record up to 1,000 events in one transaction; each one succeeds or fails on
         its own, and each must carry its own idempotency key so a retried batch is safe."""
-        batch = _service(request).track_batch(batch_body.track_commands(body))
+        batch = _service(request).track_batch(batch_body.track_columns(body))
         recorded, duplicate, refused = batch.tally()
         count_tracks(request, recorded=recorded, duplicate=duplicate, refused=refused)
         return _raw(batch.body())

@@ -76,6 +76,20 @@ Command = tuple[str, str, float, str | None, dict[str, Any] | None]
 batch reader builds, 1,000 at a time (a plain tuple costs a fraction of a named one)."""
 
 
+class Columns(NamedTuple):
+    """A batch of events without metadata, field by field (what the batch reader builds
+    for the plainest bodies: :func:`~billing_ui.server.batch_body.plain_columns`)."""
+
+    customer_ids: Sequence[str]
+    feature_keys: Sequence[str]
+    quantities: Sequence[float]
+    idempotency_keys: Sequence[str]
+
+    def commands(self) -> list[Command]:
+        """The same events as commands."""
+        return list(zip(*self, [None] * len(self.customer_ids), strict=True))
+
+
 class UsageNow(NamedTuple):
     """A metrics read at one instant: what the store read, for which periods, and when."""
 
@@ -264,7 +278,7 @@ class BillingService:
 
     def track_batch(
         self,
-        cmds: Sequence[Command],
+        cmds: Sequence[Command] | Columns,
         *,
         now: datetime | None = None,
         rate_limited: bool = True,
@@ -275,17 +289,22 @@ class BillingService:
         share is worked out once per request (a customer's entitlements, a feature's period,
         the rate limit per customer), so the work per event is a few dict lookups.
         """
-        refused = self._rate_limit(cmds) if rate_limited and self.limiter.enabled else {}
+        refused: dict[int, ApiProblem] = {}
+        if rate_limited and self.limiter.enabled:
+            cmds = cmds.commands() if isinstance(cmds, Columns) else cmds
+            refused = self._rate_limit(cmds)
         batch = _Batch(now or self.clock.now())
-        if not refused:
-            plain = self._track_plain(cmds, batch)
+        if not refused and (isinstance(cmds, Columns) or cmds):
+            columns = cmds if isinstance(cmds, Columns) else _columns(cmds)
+            plain = None if columns is None else self._track_plain(columns, batch)
             if plain is not None:
                 return plain
-        decided = self._decide(cmds, refused, batch, self._many)
+        events = cmds.commands() if isinstance(cmds, Columns) else cmds
+        decided = self._decide(events, refused, batch, self._many)
         assert decided is not None  # track_many always answers
-        return self._batch_answer(len(cmds), decided, batch)
+        return self._batch_answer(len(events), decided, batch)
 
-    def _track_plain(self, cmds: Sequence[Command], batch: _Batch) -> TrackedBatch | None:
+    def _track_plain(self, columns: Columns, batch: _Batch) -> TrackedBatch | None:
         """The batch recorded and answered column-wise (:meth:`UsageStore.track_plain`,
         :func:`~billing_ui.server.batch_answer.recorded_now`) when every event will be
         recorded, the common case; ``None``, having written nothing, when any may not (no
@@ -296,13 +315,9 @@ class BillingService:
         1,000 events) cost more CPU than the database's statements for the same rows
         (``bench/db_ceiling.py``); here the per-event work is ``zip``/``map`` in C and one
         loop writing the answer."""
-        n = len(cmds)
-        if not n:
-            return None
-        customer_ids, feature_keys, quantities, keys, metadata = zip(*cmds, strict=True)
+        customer_ids, feature_keys, quantities, keys = columns
         pairs = list(zip(customer_ids, feature_keys, strict=True))
-        once = len(set(zip(customer_ids, keys, strict=True))) == n  # no key given twice
-        if metadata.count(None) != n or None in keys or not once:
+        if len(set(zip(customer_ids, keys, strict=True))) != len(keys):  # a key given twice
             return None
         self._look_up(batch, list(dict.fromkeys(customer_ids)))
         targets: dict[tuple[str, str], _Target] = {}
@@ -741,6 +756,14 @@ class BillingService:
 
 
 # --- helpers ----------------------------------------------------------------------------
+def _columns(cmds: Sequence[Command]) -> Columns | None:
+    """``cmds`` as :class:`Columns`, or ``None`` if any has metadata or no idempotency key."""
+    customer_ids, feature_keys, quantities, keys, metadata = zip(*cmds, strict=True)
+    if metadata.count(None) != len(cmds) or None in keys:
+        return None
+    return Columns(customer_ids, feature_keys, quantities, keys)
+
+
 def _rate_limited(retry_after_s: int, headers: Mapping[str, str]) -> ApiProblem:
     return ApiProblem(
         429,
