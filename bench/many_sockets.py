@@ -305,7 +305,8 @@ def _metric_updates(tab: Tab) -> int:
 
 
 PROBE_ENV = "BENCH_MEMORY_PROBE"
-"""A folder: the backend's memory is reported there before and after each flood (see
+"""A folder: the backend's memory is reported there before and after each flood and at the
+steps between (tabs open, flood over; see
 ``bench/_memory_probe/sitecustomize.py``; investigation only, off by default)."""
 
 

@@ -10,6 +10,9 @@ writes ``<tag>.<pid>.txt``: RSS, glibc's ``mallinfo2``, CPython's arena statisti
 gc-tracked objects by type after a collection, and the asyncio tasks by where they wait
 (outermost and innermost coroutine of each task's await chain).
 
+With ``BENCH_MEMORY_PROBE_TRIM=1`` a report whose tag has ``-after`` also runs glibc's
+``malloc_trim(0)`` and reports RSS (and CPython's arenas) again: what a trim would give back.
+
 With ``BENCH_MEMORY_PROBE_TRACE=<frames>`` it also runs ``tracemalloc`` (that many frames per
 traceback; it slows the process down), from its first report on (not while the app imports,
 which it would slow past the benchmark's start deadline), and keeps a snapshot of the highest
