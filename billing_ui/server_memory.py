@@ -13,7 +13,8 @@ backend that went quiet after a burst (hundreds of tabs open at once, then close
 kept them for good: measured with ``bench/many_sockets.py`` (200 tabs x 20 tracks), about
 30 MB of its RSS after the flood was in no Python or glibc heap (the memory probe's RSS less
 CPython's arenas, glibc's ``mallinfo2`` and the mapped files), and gone with jemalloc set to
-purge within a second. jemalloc reads its settings once, when the server's library starts
+purge at once (a 1 s decay gave nothing back: jemalloc purges only while it allocates, and
+its background purge thread does not run in granian's forked worker). jemalloc reads its settings once, when the server's library starts
 (granian's jemalloc reads ``_RJEM_MALLOC_CONF``), so this can only be an environment
 variable set before ``reflex run`` starts the server: ``rxconfig.py`` is the app's file that
 ``reflex run`` imports first. An operator's own value of the variable wins.
@@ -30,13 +31,13 @@ import os
 JEMALLOC_ENV = "_RJEM_MALLOC_CONF"
 """The variable granian's jemalloc (``tikv-jemallocator``, prefixed build) reads."""
 JEMALLOC_CONF = "dirty_decay_ms:0,muzzy_decay_ms:0"
-"""Freed pages go back to the OS about a second after they were freed (jemalloc's default
-keeps them 10 s and purges only while allocating); ``muzzy_decay_ms:0``: straight back, not
+"""Freed pages go back to the OS when they are freed (jemalloc's default keeps them 10 s and
+purges only while allocating); ``muzzy_decay_ms:0``: straight back, not
 first ``MADV_FREE``-d (which still counts in RSS until the kernel needs the memory)."""
 
 
 def return_memory_after_bursts() -> bool:
-    """Set granian's jemalloc to return freed memory within a second, unless the environment
+    """Set granian's jemalloc to return freed memory at once, unless the environment
     already sets it; whether it was set here. Effective only before the server starts (at the
     top of ``rxconfig.py``)."""
     if JEMALLOC_ENV in os.environ:
