@@ -264,7 +264,7 @@ def figures_of(kind: str, rates: dict[str, list[float]]) -> dict[str, float]:
 
 
 def run(*, smoke: bool = False) -> dict[str, object]:
-    rounds, batches, size = (1, 1, 100) if smoke else (3, 12, BATCH)
+    rounds, batches, size = (1, 1, 100) if smoke else (7, 12, BATCH)
     config = {
         "rounds": rounds,
         "batches_per_arm_round": batches,

@@ -48,6 +48,7 @@ from billing_ui.states.entitlements import CHECKS, MAX_CHECKS
 from billing_ui.states.history import HISTORIES, UsageHistoryState, history_id
 from billing_ui.states.metrics import METER_BUCKETS, METERS
 from billing_ui.states.split_map import BUCKETS, SplitMap
+from billing_ui.states.track import _TrackTurn
 
 GOAL = 0.25
 PLAN_USAGE_FEATURES = ("api_calls", "ai_tokens", "report_exports", "storage_gb", "seats")
@@ -138,8 +139,14 @@ def figures_of(
 
 
 async def send(proc: BaseStateEventProcessor, token: str, handler: Any, **payload: Any) -> None:
+    """Send a browser's event and wait for it, and for the track sends it handed to tasks of
+    their own (a track's handler returns once the track is in line: ``_TrackTurn.later``), as
+    tests/states/conftest.py's ``Session.send`` does."""
+    before = set(_TrackTurn._running)
     event = Event(name=f"{handler.state_full_name}.{handler.fn.__name__}", payload=payload)
     await asyncio.gather(*await proc.enqueue_many(token, event))
+    while started := _TrackTurn._running - before:
+        await asyncio.wait(started)
 
 
 async def scenario(base_url: str, key: str, customer: str, features: list[str]) -> dict[str, float]:

@@ -14,8 +14,9 @@ kept them for good: measured with ``bench/many_sockets.py`` (200 tabs x 20 track
 30 MB of its RSS after the flood was in no Python or glibc heap (the memory probe's RSS less
 CPython's arenas, glibc's ``mallinfo2`` and the mapped files), and gone with jemalloc set to
 purge at once (a 1 s decay gave nothing back: jemalloc purges only while it allocates, and
-its background purge thread does not run in granian's forked worker). jemalloc reads its settings once, when the server's library starts
-(granian's jemalloc reads ``_RJEM_MALLOC_CONF``), so this can only be an environment
+its background purge thread does not run in granian's forked worker). jemalloc reads its
+settings once, when the server's library starts (granian's jemalloc reads
+``_RJEM_MALLOC_CONF``), so this can only be an environment
 variable set before ``reflex run`` starts the server: ``rxconfig.py`` is the app's file that
 ``reflex run`` imports first. An operator's own value of the variable wins.
 
