@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain, repeat
+from operator import sub, truediv
 from typing import Any, Final
 
 from billing_ui.core.models import TrackUsageBatchResult
@@ -100,36 +102,78 @@ def _units(micros: int) -> str:
 def recorded_now(
     now: datetime,
     shapes: Sequence[Shape],
+    of_event: Sequence[int],
     quantities: Sequence[int],
     consumed: Sequence[int],
     keys: Sequence[str],
 ) -> TrackedBatch:
     """The answer of a batch whose every event was recorded at ``now`` (none refused or
-    replayed): for event ``i``, its shape, quantity, the usage after it and its key; the
-    same items as :meth:`BatchAnswer.usage` writes, written column-wise in one loop (it runs
-    once per event: no call per event but the numbers' text)."""
+    replayed): for event ``i``, its shape (``shapes[of_event[i]]``), quantity, the usage
+    after it and its key; the same items as :meth:`BatchAnswer.usage` writes.
+
+    Written column by column, with no Python per event: each column's text is made by
+    ``map`` in C (the numbers by ``repr``: orjson's text for a finite float in positional
+    notation, which holds for millionths at or above 100, see :func:`_units_column`), and
+    the items by one ``join`` over the columns interleaved with the constant text."""
     now_json = _text(now)
     joined = "".join(keys)  # printable ASCII with no quote or backslash: written as is
     plain = joined.isascii() and joined.isprintable() and not ('"' in joined or "\\" in joined)
-    quoted = [f'"{k}"' for k in keys] if plain else list(map(_text, keys))
-    heads: dict[tuple[int, int], str] = {}
-    items: list[str] = []
-    add = items.append
-    for i, (sh, q, c, key) in enumerate(zip(shapes, quantities, consumed, quoted, strict=True)):
-        head = heads.get((id(sh), q))
-        if head is None:
-            head = heads[(id(sh), q)] = (
-                f'{sh.head}{_number(q / _MICROS)},"recorded_at":{now_json}'
-                ',"usage":{"consumed_units":'
-            )
-        limit = sh.limit_micros
-        remaining = "null" if limit is None else _units(max(0, limit - c))
-        add(
-            f'{{"index":{i},{head}{_units(c)}{sh.limit}{remaining}{sh.tail}'
-            f'false,"idempotency_key":{key}}},"error":null}}'
-        )
-    body = '{"results":[' + ",".join(items) + "]}"
-    return TrackedBatch(body.encode(), (len(items), 0, 0))
+    quote = '"' if plain else ""
+    quoted = keys if plain else list(map(_text, keys))
+    if len(set(quantities)) == 1:
+        text = _number(quantities[0] / _MICROS)
+        heads = list(map([_head(sh, text, now_json) for sh in shapes].__getitem__, of_event))
+    else:
+        found: dict[tuple[int, int], str] = {}
+        heads = []
+        for i, q in zip(of_event, quantities, strict=True):
+            head = found.get((i, q))
+            if head is None:
+                head = found[(i, q)] = _head(shapes[i], _number(q / _MICROS), now_json)
+            heads.append(head)
+    limits = [sh.limit_micros for sh in shapes]
+    if None not in limits:
+        left = map(max, repeat(0), map(sub, map(limits.__getitem__, of_event), consumed))
+        remaining: Any = _units_column(list(left))
+    elif limits.count(None) == len(limits):
+        remaining = repeat("null")
+    else:
+        remaining = [
+            "null" if limit is None else _units(max(0, limit - c))
+            for limit, c in zip(map(limits.__getitem__, of_event), consumed, strict=True)
+        ]
+    n = len(keys)
+    columns = zip(
+        _ITEM_STARTS[:n] if n <= len(_ITEM_STARTS) else map('{{"index":{},'.format, range(n)),
+        heads,
+        _units_column(consumed),
+        map([sh.limit for sh in shapes].__getitem__, of_event),
+        remaining,
+        map([sh.tail for sh in shapes].__getitem__, of_event),
+        repeat('false,"idempotency_key":' + quote),
+        quoted,
+        repeat(quote + '},"error":null},'),
+        strict=False,  # the repeats are endless; the rest have one item per event
+    )
+    body = '{"results":[' + "".join(chain.from_iterable(columns))[:-1] + "]}"
+    return TrackedBatch(body.encode(), (n, 0, 0))
+
+
+_ITEM_STARTS: Final = tuple(f'{{"index":{i},' for i in range(1000))
+"""The start of the answer's items of a batch up to its largest size, written once."""
+
+
+def _head(shape: Shape, quantity: str, now_json: str) -> str:
+    """An item's text from ``"result"`` to the consumed units' colon."""
+    return f'{shape.head}{quantity},"recorded_at":{now_json},"usage":{{"consumed_units":'
+
+
+def _units_column(micros: Sequence[int]) -> list[str]:
+    """:func:`_units` of each of ``micros``, by ``repr`` in C unless one is below 100
+    millionths (0 excepted), where ``repr`` may write an exponent (``1e-05``)."""
+    if min(micros, default=0) >= 100 or not any(0 < m < 100 for m in micros):
+        return list(map(repr, map(truediv, micros, repeat(_MICROS))))
+    return list(map(_units, micros))
 
 
 class BatchAnswer:

@@ -228,11 +228,14 @@ class PostgresStore:
     ) -> list[TrackOutcome]:
         return self._write(lambda tx: Q.track_many(tx, items, now_us, key_cutoff_us))
 
-    def track_plain(self, batch: PlainBatch) -> PlainOutcome | None:
+    def track_plain(self, batch: PlainBatch, answer: Callable[[PlainOutcome], T]) -> T | None:
+        """``answer`` runs after the commit (a round trip with ``synchronous_commit`` off:
+        too short to be worth a thread)."""
         try:
-            return self._write(lambda tx: Q.track_plain(tx, batch))
+            outcome = self._write(lambda tx: Q.track_plain(tx, batch))
         except Q.NotPlain:  # rolled back by _write
             return None
+        return answer(outcome)
 
     def track_now(
         self, items: Sequence[TrackItem], now_us: int, key_cutoff_us: int

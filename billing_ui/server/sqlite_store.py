@@ -13,10 +13,11 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from billing_ui.server import migrations
 from billing_ui.server import usage_sql as Q
@@ -75,6 +76,13 @@ def synchronous_mode(given: str | None = None) -> str:
     return mode
 
 
+BUILD_DURING_COMMIT: Final = 64
+"""A plain batch of at least this many events has its answer built during its COMMIT
+(:meth:`SqliteStore.track_plain`); a smaller one after it (the hand-off to the helper
+thread and back costs tens of microseconds)."""
+
+T = TypeVar("T")
+
 LOCK_POLL_S: Final = 0.0005
 """How often a writer tries again for the file's write lock that another process holds."""
 
@@ -114,6 +122,7 @@ class SqliteStore:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._closed = False
+        self._answers: ThreadPoolExecutor | None = None
         try:
             self._writer = self._connect()
             if migrate:
@@ -216,6 +225,8 @@ class SqliteStore:
                     conn.close()
                 self._readers.clear()
             self._writer.close()
+            if self._answers is not None:
+                self._answers.shutdown()
 
     def ping(self) -> None:
         self._reader().all("SELECT 1 FROM meta LIMIT 1")
@@ -239,12 +250,28 @@ class SqliteStore:
         with self._write() as tx:
             return Q.track_many(tx, items, now_us, key_cutoff_us)
 
-    def track_plain(self, batch: PlainBatch) -> PlainOutcome | None:
+    def track_plain(self, batch: PlainBatch, answer: Callable[[PlainOutcome], T]) -> T | None:
+        """A batch of :data:`BUILD_DURING_COMMIT` events or more has ``answer`` built by a
+        helper thread while this one runs COMMIT: the commit's page writes and fsync (about
+        a fifth of a 1,000-event batch's time, ``bench/db_ceiling.py``) release the GIL, and
+        the answer (a third of a megabyte of JSON) needs nothing the commit does. It is
+        returned only once the commit succeeded; if the commit fails, it is dropped."""
+        building: Future[T] | None = None
         try:
             with self._write() as tx:
-                return Q.track_plain(tx, batch)
+                outcome = Q.track_plain(tx, batch)
+                if len(batch.keys) >= BUILD_DURING_COMMIT:
+                    building = self._builder().submit(answer, outcome)
         except Q.NotPlain:  # rolled back by _write
             return None
+        return answer(outcome) if building is None else building.result()
+
+    def _builder(self) -> ThreadPoolExecutor:
+        """The helper thread of :meth:`track_plain` (started at the first large batch; the
+        caller holds the write lock)."""
+        if self._answers is None:
+            self._answers = ThreadPoolExecutor(1, thread_name_prefix="billing-answer")
+        return self._answers
 
     def track_now(
         self, items: Sequence[TrackItem], now_us: int, key_cutoff_us: int

@@ -23,10 +23,10 @@ The guarantees every adapter gives, also between processes sharing one database:
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
 MAX_CONSUMED_MICROS: Final = 2**62
 """An aggregate never grows past this (4.6 trillion units): refused, never an overflow."""
@@ -103,22 +103,29 @@ original event's on a replay; ``now`` otherwise), and the period's usage after t
 
 class PlainBatch(NamedTuple):
     """A batch whose events the caller expects to be all recorded (:meth:`UsageStore.track_plain`),
-    column-wise: each event's aggregate, quantity and idempotency key (one per event, none
-    twice, every quantity positive); each aggregate's ceiling (its hard limit or
-    :data:`MAX_CONSUMED_MICROS`); the hour, the instant and the keys' expiry cutoff."""
+    column-wise: the batch's distinct aggregates (in the order of their first event) with
+    each one's ceiling (its hard limit or :data:`MAX_CONSUMED_MICROS`), then each event's
+    aggregate as an index into them, its quantity and its idempotency key (one per event,
+    none twice, every quantity positive); the hour, the instant and the keys' expiry cutoff.
+
+    (Events point at their aggregate by index, not by the aggregate's tuple: a batch of 1,000
+    events to 100 customers would hash a four-field tuple per event at each step.)"""
 
     aggregates: Sequence[AggregateKey]
+    ceilings: Sequence[int]
+    of_event: Sequence[int]
     quantities: Sequence[int]
     keys: Sequence[str]
-    ceilings: dict[AggregateKey, int]
     hour_us: int
     now_us: int
     key_cutoff_us: int
 
 
-PlainOutcome = tuple[list[int], dict[AggregateKey, int]]
+PlainOutcome = tuple[list[int], list[int]]
 """A plain batch recorded: the usage after each event within the batch, and each
-aggregate's usage before it (their sum is the period's usage after the event)."""
+aggregate's usage before it, by index (their sum is the period's usage after the event)."""
+
+T = TypeVar("T")
 
 
 class UsageRead(NamedTuple):
@@ -175,10 +182,12 @@ class UsageStore(Protocol):
         nothing, and the others still count. A key recorded at or before ``key_cutoff_us``
         has expired and is claimed afresh (the 24-hour window)."""
 
-    def track_plain(self, batch: PlainBatch) -> PlainOutcome | None:
+    def track_plain(self, batch: PlainBatch, answer: Callable[[PlainOutcome], T]) -> T | None:
         """Record ``batch`` as :func:`~billing_ui.server.usage_sql.track_plain` does, in one
-        transaction; ``None``, having written nothing, when it is not plain (the caller then
-        takes :meth:`track_many`)."""
+        transaction, and return ``answer`` of its outcome once the transaction committed;
+        ``None``, having written nothing, when it is not plain (the caller then takes
+        :meth:`track_many`). An adapter may run ``answer`` while the commit is under way
+        (SQLite: while COMMIT waits for the disk), never return it before the commit."""
 
     def track_now(
         self, items: Sequence[TrackItem], now_us: int, key_cutoff_us: int

@@ -30,7 +30,6 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from itertools import repeat
-from operator import itemgetter
 from typing import Any, Final, Protocol
 
 from billing_ui.server.store import (
@@ -399,32 +398,31 @@ def track_plain(tx: Tx, batch: PlainBatch) -> PlainOutcome:
     Python decision per event: that decision was most of the server's CPU beyond the
     database's own statements (``bench/db_ceiling.py``).
 
-    Returns the usage after each event within the batch (the running sum per aggregate,
-    before what was stored) and each aggregate's usage before the batch."""
-    aggs, quantities, keys, ceilings, hour_us, now_us, key_cutoff_us = batch
-    running: dict[AggregateKey, int] = {}
+    Returns the usage after each event within the batch (the running sum of its aggregate)
+    and each aggregate's usage before the batch, by index."""
+    aggs, ceilings, of_event, quantities, keys, hour_us, now_us, key_cutoff_us = batch
+    totals = [0] * len(aggs)
     within: list[int] = []
     add = within.append
-    get = running.get
-    for agg, q in zip(aggs, quantities, strict=True):
-        running[agg] = total = get(agg, 0) + q
+    for i, q in zip(of_event, quantities, strict=True):
+        totals[i] = total = totals[i] + q
         add(total)
-    tx.lock_customers(sorted({agg[0] for agg in running}))
-    before = dict.fromkeys(running, 0)
-    before.update(aggregates(tx, sorted(running)))
-    if any(before[agg] + total > ceilings[agg] for agg, total in running.items()):
+    tx.lock_customers(sorted({agg[0] for agg in aggs}))
+    found = aggregates(tx, sorted(aggs))
+    before = [found.get(agg, 0) for agg in aggs]
+    if any(b + t > c for b, t, c in zip(before, totals, ceilings, strict=True)):
         raise NotPlain
-    pks = list(map(itemgetter(0), aggs))
-    features = list(map(itemgetter(1), aggs))
+    pks = list(map([agg[0] for agg in aggs].__getitem__, of_event))
+    features = list(map([agg[1] for agg in aggs].__getitem__, of_event))
     now, cutoff = repeat(now_us), repeat(key_cutoff_us)  # zip(..., strict=False): endless
     claims = list(zip(pks, keys, features, quantities, now, cutoff, strict=False))
     if not all(claim_keys(tx, claims)):
         raise NotPlain
-    counts = Counter(aggs)
+    counts = Counter(of_event)
     write_usage(
         tx,
-        [(*agg, total, counts[agg], now_us) for agg, total in running.items()],
-        [(agg[0], agg[1], hour_us, total, counts[agg]) for agg, total in running.items()],
+        [(*agg, totals[i], counts[i], now_us) for i, agg in enumerate(aggs)],
+        [(agg[0], agg[1], hour_us, totals[i], counts[i]) for i, agg in enumerate(aggs)],
         list(zip(pks, features, quantities, now, keys, repeat(None), strict=False)),
     )
     return within, before

@@ -7,11 +7,14 @@ with and without microseconds)."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import httpx
+import pytest
 
 from billing_ui.core.models import TrackUsageBatchResult, TrackUsageResult
-from billing_ui.server.testing import RunningServer
+from billing_ui.server.sqlite_store import BUILD_DURING_COMMIT
+from billing_ui.server.testing import RunningServer, query
 
 from .conftest import metric
 
@@ -114,23 +117,97 @@ def test_plain_batch_answers_and_writes_as_the_general_path(server: RunningServe
         ("ai_tokens", 0.5, "d"),  # the hard limit (10,000) reached exactly
         ("api_calls", 2.25, "e"),  # past the soft limit (1,000)
     ]
-    items = []
-    for n, cid in enumerate(twins):
+    for cid in twins:
         before = {"customer_id": cid, "feature_key": "ai_tokens", "quantity": 0.5}
         assert api.post("/v1/usage/track", json=before).status_code == 200
-        events = [
-            {"customer_id": cid, "feature_key": f, "quantity": q, "idempotency_key": k}
-            for f, q, k in rows
-        ]
-        if n == 1:
-            events.append({"customer_id": "nobody", "feature_key": "api_calls", "quantity": 1,
-                           "idempotency_key": "z"})  # fmt: skip
-        answer = api.post("/v1/usage/track-batch", json={"events": events})
-        _as_models_write_it(answer, TrackUsageBatchResult)  # type: ignore[arg-type]
-        results = answer.json()["results"]
-        assert [r["error"] is None for r in results] == [True] * len(rows) + [False] * n
-        items.append(results[: len(rows)])
-    assert items[0] == items[1]
+    _answered_alike(
+        server,
+        api,
+        [
+            [{"customer_id": cid, "feature_key": f, "quantity": q, "idempotency_key": k}
+             for f, q, k in rows]
+            for cid in twins
+        ],
+    )  # fmt: skip
+    assert _stored(server, twins[0]) == _stored(server, twins[1])
     for feature in ("api_calls", "seats", "ai_tokens"):
         assert metric(api, twins[0], feature) == metric(api, twins[1], feature)
         assert server.count_events(twins[0], feature) == server.count_events(twins[1], feature)
+
+
+def _answered_alike(server: RunningServer, api: httpx.Client, twins: list[list[Any]]) -> None:
+    """Send the first twin batch (it must be plain: ``BillingService._track_plain``), then the
+    second with one event for an unknown customer added at the end (a refusal is not plain:
+    the general path); their answers must be in the models' bytes and the same item by item."""
+    items = []
+    plain_before = server.app.state.service.plain_batches
+    for n, events in enumerate(twins):
+        unknown = {"customer_id": "nobody", "feature_key": "api_calls", "quantity": 1,
+                   "idempotency_key": "z"}  # fmt: skip
+        answer = api.post("/v1/usage/track-batch", json={"events": events + [unknown] * n})
+        _as_models_write_it(answer, TrackUsageBatchResult)  # type: ignore[arg-type]
+        results = answer.json()["results"]
+        assert [r["error"] is None for r in results] == [True] * len(events) + [False] * n
+        items.append(results[: len(events)])
+        assert server.app.state.service.plain_batches == plain_before + 1  # the first only
+    assert items[0] == items[1]
+
+
+def _stored(server: RunningServer, customer_id: str) -> list[list[tuple[Any, ...]]]:
+    """Every row stored for one customer (events, keys, aggregates, hourly buckets), without
+    the customer's own id."""
+    of = "JOIN customers c ON c.id = t.customer_id WHERE c.external_id = ?"
+    return [
+        query(server.database, f"SELECT {cols} FROM {table} t {of} ORDER BY {order}", [customer_id])
+        for table, cols, order in (
+            ("usage_events", "feature_key, quantity_micros, recorded_at_us, idempotency_key, "
+             "metadata", "t.id"),
+            ("idempotency_keys", "idempotency_key, feature_key, quantity_micros, recorded_at_us",
+             "1"),
+            ("usage_aggregates", "feature_key, period_start_us, period_end_us, consumed_micros, "
+             "event_count, updated_at_us", "1, 2"),
+            ("usage_hourly", "feature_key, hour_start_us, quantity_micros, event_count", "1, 2"),
+        )
+    ]  # fmt: skip
+
+
+LARGE_BATCHES = {  # products of the twins' customers, then (feature, quantity) by event
+    "one feature, one quantity, every usage limited": (
+        ("free", "pro"),
+        [("api_calls", 1)],
+    ),
+    "one feature, no usage limited": (("enterprise",), [("api_calls", 3)]),
+    "features, quantities, limited and not, numbers in exponent form": (
+        ("free", "pro", "enterprise"),
+        [("api_calls", 1), ("storage_gb", 0.00001), ("ai_tokens", 2.5), ("api_calls", 7)],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(LARGE_BATCHES))
+def test_large_plain_batch_answers_and_writes_as_the_general_path(
+    server: RunningServer, api, customer, case: str
+):
+    """A plain batch of :data:`~billing_ui.server.sqlite_store.BUILD_DURING_COMMIT` events or
+    more (SQLite builds its answer while COMMIT waits for the disk), column-wise: events of one
+    feature are grouped by customer, of several by customer and feature; the answer's columns
+    of usage limited or not, of one quantity or several. The same events to twin customers,
+    with one event for an unknown customer added (a refusal is not plain), take the general
+    path: the same answer item by item, in the models' bytes, and the same rows stored."""
+    products, shapes = LARGE_BATCHES[case]
+    size = 3 * BUILD_DURING_COMMIT + 1
+    server.manual_clock.advance(timedelta(microseconds=654))
+    twins = [[customer(p) for p in products] for _ in range(2)]
+    _answered_alike(
+        server,
+        api,
+        [
+            [{"customer_id": group[i % len(group)], "feature_key": f, "quantity": q,
+              "idempotency_key": f"key-{i}"}
+             for i, (f, q) in enumerate(shapes[i % len(shapes)] for i in range(size))]
+            for group in twins
+        ],
+    )  # fmt: skip
+    for first, second in zip(*twins, strict=True):
+        assert _stored(server, first) == _stored(server, second)
+        assert _stored(server, first)[0]  # events were stored
