@@ -29,7 +29,14 @@ per event alone, in-process (:func:`write_costs`, the group commit's own call on
 and on a group of as many tracks as the driver has connections), and per stack
 ``bare / (bare + write)``, the best CPU ratio a server that writes each track before
 answering could reach if everything else it does (credential, validation, idempotency,
-group-commit handoff, its answer's headers, metrics) cost nothing.
+group-commit handoff, its answer's headers, metrics) cost nothing. The same write inside
+the serving process, under the driver's load, is read from the server's own counters
+(``billing_server_group_commit_*`` at ``/metrics``, around each timed round): its CPU per
+request, the mean group size, and what is left of the server's CPU per request once the
+bare endpoint's and that write's are taken away (``*_server_rest_cpu_us_per_request``: the
+credential, the body's checks, the middleware, the group-commit handoff, the answer). The
+write costs more there than alone (the rest of each request's work leaves the CPU's caches
+cold for SQLite), so ``bare / (bare + write in the server)`` is the floor that applies.
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ from bench.server_process import Served, uvicorn_process
 from billing_ui.core import _constants as C
 from billing_ui.core.models import TrackUsageResult
 from billing_ui.server.clock import SystemClock
+from billing_ui.server.observability import GROUP_COMMIT_METRICS
 from billing_ui.server.plans import load_plans
 from billing_ui.server.service import BillingService, TrackCommand
 from billing_ui.server.sqlite_store import SqliteStore
@@ -143,6 +151,25 @@ def pin(pid: int, cpu: int | None) -> None:
         os.sched_setaffinity(int(task.name), {cpu})
 
 
+class GroupTotals(NamedTuple):
+    """The server's group-commit counters (``/metrics``): transactions, events, CPU s."""
+
+    groups: float
+    events: float
+    cpu_s: float
+
+    def minus(self, before: GroupTotals) -> GroupTotals:
+        return GroupTotals(*(a - b for a, b in zip(self, before, strict=True)))
+
+
+def group_totals(served: Served) -> GroupTotals:
+    """Read outside the timed rounds (one GET of ``/metrics``)."""
+    text = httpx.get(f"{served.url}/metrics").raise_for_status().text
+    values = dict(line.split(" ", 1) for line in text.splitlines() if line[:1] not in ("#", ""))
+    names = [f"{name}_total" for name, _, _ in GROUP_COMMIT_METRICS]
+    return GroupTotals(*(float(values[n]) for n in names))
+
+
 def drive(served: Served, requests: int, tag: str, connections: int, cpu: int | None) -> Run:
     """One run of the raw-socket driver (its own process) against ``served``."""
     port = str(urlsplit(served.url).port)
@@ -182,6 +209,7 @@ def stack_figures(
 ) -> dict[str, float]:
     stack = STACKS[name]
     samples: dict[str, list[Run]] = {"server": [], "bare": []}
+    writes: list[GroupTotals] = []  # per server round: what its group commits did
     with serve("server", stack, tmp) as server_process:
         httpx.put(
             f"{server_process.url}/v1/customers/{CUSTOMER}", json={"products": ["enterprise"]},
@@ -196,15 +224,20 @@ def stack_figures(
                 drive(s, min(requests, 200), f"warm-{name}-{side}", connections, cpus.driver)
             for r in range(rounds):
                 for side in ("server", "bare") if r % 2 == 0 else ("bare", "server"):
+                    before = group_totals(server_process) if side == "server" else None
                     samples[side].append(
                         drive(sides[side], requests, f"{name}-{r}", connections, cpus.driver)
                     )
+                    if before is not None:
+                        after = group_totals(server_process)
+                        writes.append(after.minus(before))
     med = {
         side: Run(*(statistics.median(getattr(v, f) for v in values) for f in Run._fields))
         for side, values in samples.items()
     }
     ratios = [s.rps / b.rps for s, b in zip(samples["server"], samples["bare"], strict=True)]
     server, bare = med["server"], med["bare"]
+    write_us = statistics.median(w.cpu_s / requests * 1e6 for w in writes)
     return {
         f"{name}_server_over_bare": round(statistics.median(ratios), 3),
         f"{name}_server_req_per_s": round(server.rps),
@@ -217,6 +250,16 @@ def stack_figures(
         ),
         f"{name}_driver_over_bare_cpu": ratio(
             statistics.median(r.driver_cpu_us for r in samples["bare"]), bare.server_cpu_us
+        ),
+        f"{name}_server_mean_group": round(
+            statistics.median(w.events / w.groups for w in writes if w.groups), 2
+        ),
+        f"{name}_server_write_cpu_us_per_request": round(write_us, 1),
+        f"{name}_server_rest_cpu_us_per_request": round(
+            server.server_cpu_us - bare.server_cpu_us - write_us, 1
+        ),
+        f"{name}_bare_over_bare_plus_served_write_cpu": ratio(
+            bare.server_cpu_us, bare.server_cpu_us + write_us
         ),
         f"{name}_driver_selects_per_request": round(bare.driver_selects, 3),
         f"{name}_driver_cpu_irq_share": round(bare.driver_cpu_irq_share, 3),

@@ -145,6 +145,7 @@ def create_app(
     app.state.group_commit = GroupCommit(app.state.service)
     app.state.api_key = api_key
     app.state.metrics = ServerMetrics()
+    app.state.metrics.watch_group_commit(app.state.group_commit)
     install_error_handlers(app)
     # innermost: the hot routes still get their log record, metrics and request id
     app.state.hot_route_served = Counter[str]()  # by path; read in-process by the tests

@@ -8,9 +8,11 @@ metrics at ``/metrics``, and ``/healthz`` / ``/readyz``.
   received (a copy of at most :data:`MAX_LOGGED_BODY` bytes); the customer of a session route
   comes from its verified token. Headers are never read, so neither the secret key nor a
   session token can reach a log line.
-* Metrics: ``billing_server_requests`` (a latency histogram by operation and status class) and
-  ``billing_server_tracks_total{result}`` (``recorded``, ``duplicate``, ``refused``), on a
-  registry of the app's own (tests run many servers in one process).
+* Metrics: ``billing_server_requests`` (a latency histogram by operation and status class),
+  ``billing_server_tracks_total{result}`` (``recorded``, ``duplicate``, ``refused``), and the
+  group commit's transactions, events and write CPU seconds (``billing_server_group_commit_*``:
+  the mean group size, and what the durable write costs per event inside the serving
+  process), on a registry of the app's own (tests run many servers in one process).
 
 The same layer gives each request its id (:mod:`billing_ui.server.middleware`) before anything
 else runs, so the record, the error envelope and the ``x-request-id`` header share it. Pure
@@ -22,10 +24,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Final
+from collections.abc import Iterator
+from typing import Any, Final, Protocol
 from urllib.parse import parse_qsl
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -75,8 +79,45 @@ class ServerMetrics:
                     counter = self._results[result] = self.tracks.labels(result)
                 counter.inc(n)
 
+    def watch_group_commit(self, writer: GroupWrites) -> None:
+        """Expose ``writer``'s running totals (read at each scrape, nothing per request)."""
+        self.registry.register(_GroupCommitCollector(writer))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class GroupWrites(Protocol):
+    """What :class:`~billing_ui.server.group_commit.GroupCommit` counts."""
+
+    groups: int
+    events: int
+    write_cpu_s: float
+
+
+GROUP_COMMIT_METRICS: Final = (
+    ("billing_server_group_commits", "Group-commit transactions written.", "groups"),
+    (
+        "billing_server_group_commit_events",
+        "Events decided in group commits (recorded, replayed or refused).",
+        "events",
+    ),
+    (
+        "billing_server_group_commit_cpu_seconds",
+        "CPU seconds of the group commits' writes, in the serving process.",
+        "write_cpu_s",
+    ),
+)
+"""Name (``_total`` is added), help and :class:`GroupWrites` attribute of each counter."""
+
+
+class _GroupCommitCollector:
+    def __init__(self, writer: GroupWrites) -> None:
+        self.writer = writer
+
+    def collect(self) -> Iterator[Metric]:
+        for name, documentation, attribute in GROUP_COMMIT_METRICS:
+            yield CounterMetricFamily(name, documentation, value=getattr(self.writer, attribute))
 
 
 def note(request: HTTPConnection, **fields: Any) -> None:

@@ -64,6 +64,7 @@ def test_a_group_answers_each_event_as_if_alone(store: UsageStore, location: str
     ]
     answers = asyncio.run(_gather(writer, cmds))
     assert (writer.groups, writer.events) == (1, len(cmds))  # one transaction for all
+    assert writer.write_cpu_s > 0  # its write's CPU, for /metrics
     first, seat, unknown, over, replay, no_feature, last_seat = answers
     assert isinstance(first, Tracked) and first.data["duplicate"] is False
     assert first.data["usage"]["consumed_units"] == 2

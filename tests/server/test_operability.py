@@ -101,3 +101,27 @@ def test_metrics_move_with_real_requests(server: RunningServer) -> None:
     assert moved(count, operation="track_usage", outcome="2xx") == 2
     assert moved(count, operation="track_usage", outcome="4xx") == 1
     assert moved(count, operation="track_usage_batch", outcome="2xx") == 1
+
+
+def test_group_commit_counters_move_with_real_tracks(server: RunningServer) -> None:
+    """Each one-event track is decided in a group-commit transaction: the counters say how
+    many transactions and events, and the CPU their writes took (``bench/http_ceiling.py``
+    reads them to split the server's CPU per request)."""
+    cid = create_customer(server, ["pro"])
+    before = scrape(server.base_url)
+    with server.client() as api:
+        for i in range(3):  # one at a time: each its own transaction
+            body = {"customer_id": cid, "feature_key": "api_calls", "quantity": 1,
+                    "idempotency_key": f"g-{i}-{uuid.uuid4().hex}"}  # fmt: skip
+            assert api.post("/v1/usage/track", json=body).status_code == 200
+        batch = {"events": [{"customer_id": cid, "feature_key": "api_calls", "quantity": 1,
+                             "idempotency_key": f"gb-{uuid.uuid4().hex}"}]}  # fmt: skip
+        assert api.post("/v1/usage/track-batch", json=batch).status_code == 200  # not grouped
+    after = scrape(server.base_url)
+
+    def moved(name: str) -> float:
+        return after[(name, ())] - before.get((name, ()), 0.0)
+
+    assert moved("billing_server_group_commits_total") == 3
+    assert moved("billing_server_group_commit_events_total") == 3
+    assert moved("billing_server_group_commit_cpu_seconds_total") > 0
