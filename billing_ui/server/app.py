@@ -13,8 +13,8 @@ thread's own WAL reader connection, cheaper than the hop to a worker thread and 
 PostgreSQL it is a network round trip, so it runs in the thread pool instead
 (:mod:`billing_ui.server.reads`) and never stalls the event loop, except the metrics read,
 which waits for its one statement on the loop itself (``UsageStore.customer_usage_async``).
-The one-event track and the two metrics reads, in their plain form, skip FastAPI's routing
-(:mod:`billing_ui.server.hot_route`).
+The one-event track, the batch track and the two metrics reads, in their plain form, skip
+FastAPI's routing (:mod:`billing_ui.server.hot_route`).
 """
 
 from __future__ import annotations
@@ -99,6 +99,7 @@ _BACKEND: list[str | Enum] = ["backend (secret key)"]
 _FRONTEND: list[str | Enum] = ["frontend (session token)"]
 _OPERATIONS: list[str | Enum] = ["operations"]
 TRACK_PATH = "/v1/usage/track"
+TRACK_BATCH_PATH = "/v1/usage/track-batch"
 METRICS_PATH = "/v1/usage/metrics"
 SESSION_METRICS_PATH = "/v1/features/usage-metrics"
 _NO_NATIVE_TELEMETRY: dict[str, Any] = (
@@ -333,8 +334,27 @@ async def _hot_session_usage_metrics(request: Request, feature_key: str | None =
     return await _session_usage_metrics(request, await verify_session(request), feature_key)
 
 
+async def _hot_track_batch(request: Request) -> Response:
+    """:class:`HotRoute`'s entry to ``POST /v1/usage/track-batch``: the route's dependencies
+    (credential, then body) as plain calls, then its code in the thread pool, as FastAPI runs
+    the route."""
+    await require_secret_key(request)
+    body = await raw_json_body(request)
+    return await run_in_threadpool(_track_batch, request, body)
+
+
+def _track_batch(request: Request, body: bytes) -> Response:
+    """``POST /v1/usage/track-batch`` once authenticated and its body read (in a thread: the
+    write waits for the disk)."""
+    batch = _service(request).track_batch(batch_body.track_columns(body))
+    recorded, duplicate, refused = batch.tally()
+    count_tracks(request, recorded=recorded, duplicate=duplicate, refused=refused)
+    return _raw(batch.body())
+
+
 _HOT_ROUTES: Final = (
     Hot("POST", TRACK_PATH),
+    Hot("POST", TRACK_BATCH_PATH, _hot_track_batch),
     Hot(
         "GET",
         METRICS_PATH,
@@ -414,7 +434,7 @@ def _routes(app: FastAPI) -> None:
         return await _track(request, cmd._replace(idempotency_key=key))
 
     @app.post(
-        "/v1/usage/track-batch",
+        TRACK_BATCH_PATH,
         responses=_ADMIN,
         response_model=TrackUsageBatchResult,
         tags=_BACKEND,
@@ -423,10 +443,7 @@ def _routes(app: FastAPI) -> None:
     def track_usage_batch(_: SecretKey, body: RawJsonBody, request: Request) -> Response:
         """(ext) Record up to 1,000 events in one transaction; each one succeeds or fails on
         its own, and each must carry its own idempotency key so a retried batch is safe."""
-        batch = _service(request).track_batch(batch_body.track_columns(body))
-        recorded, duplicate, refused = batch.tally()
-        count_tracks(request, recorded=recorded, duplicate=duplicate, refused=refused)
-        return _raw(batch.body())
+        return _track_batch(request, body)
 
     @app.get("/v1/usage/check", responses=_READ, response_model=FeatureCheck, tags=_BACKEND)
     async def check_usage(

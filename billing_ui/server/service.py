@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from operator import add
 from typing import Any, Final, NamedTuple
 
 from billing_ui.core import validation as V
@@ -371,16 +370,16 @@ class BillingService:
             batch.cutoff_us,
         )
 
-        def answer(outcome: PlainOutcome) -> TrackedBatch:
-            within, before = outcome
-            return recorded_now(
-                batch.now,
-                [batch.shape(t) for t in targets],
-                of_event,
-                q_micros,
-                list(map(add, within, map(before.__getitem__, of_event))),
-                keys,
-            )
+        def answer(before: PlainOutcome) -> TrackedBatch:
+            """(Run while the commit runs, on SQLite: see ``SqliteStore.track_plain``.)"""
+            running = list(before)
+            consumed: list[int] = []
+            add = consumed.append
+            for i, q in zip(of_event, q_micros, strict=True):
+                running[i] = usage = running[i] + q
+                add(usage)
+            shapes = [batch.shape(t) for t in targets]
+            return recorded_now(batch.now, shapes, of_event, q_micros, consumed, keys)
 
         done = self.store.track_plain(plain, answer)
         self.plain_batches += done is not None

@@ -121,9 +121,9 @@ class PlainBatch(NamedTuple):
     key_cutoff_us: int
 
 
-PlainOutcome = tuple[list[int], list[int]]
-"""A plain batch recorded: the usage after each event within the batch, and each
-aggregate's usage before it, by index (their sum is the period's usage after the event)."""
+PlainOutcome = list[int]
+"""A plain batch recorded: each aggregate's usage before it, by index (each event's usage
+after it is this plus the running sum of its aggregate's quantities in the batch)."""
 
 T = TypeVar("T")
 

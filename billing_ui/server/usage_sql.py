@@ -398,15 +398,16 @@ def track_plain(tx: Tx, batch: PlainBatch) -> PlainOutcome:
     Python decision per event: that decision was most of the server's CPU beyond the
     database's own statements (``bench/db_ceiling.py``).
 
-    Returns the usage after each event within the batch (the running sum of its aggregate)
-    and each aggregate's usage before the batch, by index."""
+    Returns each aggregate's usage before the batch, by index (the caller works out the
+    usage after each event from it, while the commit runs: ``SqliteStore.track_plain``)."""
     aggs, ceilings, of_event, quantities, keys, hour_us, now_us, key_cutoff_us = batch
-    totals = [0] * len(aggs)
-    within: list[int] = []
-    add = within.append
-    for i, q in zip(of_event, quantities, strict=True):
-        totals[i] = total = totals[i] + q
-        add(total)
+    counts = Counter(of_event)
+    if len(set(quantities)) == 1:  # the common batch: every event of the same quantity
+        totals = [counts[i] * quantities[0] for i in range(len(aggs))]
+    else:
+        totals = [0] * len(aggs)
+        for i, q in zip(of_event, quantities, strict=True):
+            totals[i] += q
     tx.lock_customers(sorted({agg[0] for agg in aggs}))
     found = aggregates(tx, sorted(aggs))
     before = [found.get(agg, 0) for agg in aggs]
@@ -418,14 +419,13 @@ def track_plain(tx: Tx, batch: PlainBatch) -> PlainOutcome:
     claims = list(zip(pks, keys, features, quantities, now, cutoff, strict=False))
     if not all(claim_keys(tx, claims)):
         raise NotPlain
-    counts = Counter(of_event)
     write_usage(
         tx,
         [(*agg, totals[i], counts[i], now_us) for i, agg in enumerate(aggs)],
         [(agg[0], agg[1], hour_us, totals[i], counts[i]) for i, agg in enumerate(aggs)],
         list(zip(pks, features, quantities, now, keys, repeat(None), strict=False)),
     )
-    return within, before
+    return before
 
 
 def write_usage(

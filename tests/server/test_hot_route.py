@@ -1,4 +1,5 @@
-"""``POST /v1/usage/track`` and the two metrics reads skip FastAPI's routing
+"""``POST /v1/usage/track``, ``POST /v1/usage/track-batch`` and the two metrics reads skip
+FastAPI's routing
 (``server/hot_route.py``); a query parameter the route does not read sends the same request
 down the full stack. Both ways must answer alike: the same status, body (but for the request
 id and timestamp of an error), and header names, for a success, a replay and each kind of
@@ -194,3 +195,54 @@ def test_a_hot_metrics_read_is_measured_as_the_route(server, customer, api, path
         and float(line.rsplit(" ", 1)[1]) >= 1
         for line in text.splitlines()
     )
+
+
+BATCH_PATH = "/v1/usage/track-batch"
+
+
+@pytest.mark.parametrize(
+    ("case", "events", "headers"),
+    [
+        ("plain", [("me", "api_calls", 1, "a"), ("me", "ai_tokens", 2.5, "b")], {}),
+        ("one refused", [("me", "api_calls", 1, "a"), ("nobody", "api_calls", 1, "b")], {}),
+        ("no key", [("me", "api_calls", 1, None)], {}),
+        ("bad quantity", [("me", "api_calls", -1, "a")], {}),
+        ("not JSON", [("me", "api_calls", 1, "a")], {"content-type": "text/plain"}),
+        ("no credential", [("me", "api_calls", 1, "a")], {"authorization": ""}),
+        ("session token", [("me", "api_calls", 1, "a")],
+         {"authorization": "Bearer bos_session_x"}),
+    ],
+)  # fmt: skip
+def test_the_hot_batch_route_answers_as_the_full_stack(
+    server, customer, api, case, events, headers
+):
+    """Each way sends the same events for a customer of its own (so the answers are equal
+    whole, usage included), and a batch is still named ``track_usage_batch`` in the metrics."""
+
+    def send(way: str) -> httpx.Response:
+        cid = customer("pro")
+        sent = [
+            {"customer_id": cid if c == "me" else c, "feature_key": f, "quantity": q}
+            | ({} if k is None else {"idempotency_key": k})
+            for c, f, q, k in events
+        ]
+        auth = {"authorization": f"Bearer {LOCAL_SECRET_KEY}", **headers}
+        url = BATCH_PATH if way == "hot" else f"{BATCH_PATH}?via=full"
+        return httpx.post(f"{server.base_url}{url}", content=json.dumps({"events": sent}),
+                          headers={"content-type": "application/json", **auth})  # fmt: skip
+
+    hot, full = (_comparable(r) for r in _assert_ways(server, BATCH_PATH, send))
+    assert hot == full
+    assert hot[0] == 200 if case in ("plain", "one refused") else hot[0] >= 400
+    assert "x-request-id" in hot[2]
+    if hot[0] == 200:
+        recorded = [r["error"] is None for r in hot[1]["results"]]
+        assert recorded == [True, case == "plain"]
+        text = api.get("/metrics").text
+        assert any(  # both ways counted under the route's name
+            line.startswith("billing_server_request_seconds_count")
+            and 'operation="track_usage_batch"' in line
+            and 'outcome="2xx"' in line
+            and float(line.rsplit(" ", 1)[1]) >= 2
+            for line in text.splitlines()
+        )
