@@ -203,11 +203,15 @@ def http_body(n: int, tag: str) -> bytes:
 
 
 @contextmanager
-def http_writers(database: str) -> Iterator[dict[str, WriteBatches]]:
-    """``http_1_proc`` and ``http_2_proc``: two server processes on ``database``."""
-    _subscribe(database)
+def http_writers(one: str, two: str) -> Iterator[dict[str, WriteBatches]]:
+    """``http_1_proc``: one server process on database ``one``; ``http_2_proc``: two server
+    processes on database ``two`` (each arm on its own database, as every arm is: an arm
+    sharing its file with another would write into twice as many rows as the ceiling)."""
     with ExitStack() as stack:
-        urls = [stack.enter_context(server_process(database)) for _ in range(2)]
+        urls = []
+        for database, procs in ((one, 1), (two, 2)):
+            _subscribe(database)
+            urls += [stack.enter_context(server_process(database)) for _ in range(procs)]
         clients = [
             stack.enter_context(httpx.Client(base_url=u, headers=HEADERS, timeout=120))
             for u in urls
@@ -217,18 +221,20 @@ def http_writers(database: str) -> Iterator[dict[str, WriteBatches]]:
             for body in bodies:
                 client.post("/v1/usage/track-batch", content=body).raise_for_status()
 
-        def writer(procs: int) -> WriteBatches:
+        def writer(to: list[httpx.Client]) -> WriteBatches:
+            procs = len(to)
+
             def write(numbers: list[int], tag: str) -> float:
                 bodies = [http_body(n, tag) for n in numbers]
                 parts = [bodies[p::procs] for p in range(procs)]
                 with ThreadPoolExecutor(procs) as pool:
                     start = time.perf_counter()
-                    list(pool.map(post_all, clients[:procs], parts))
+                    list(pool.map(post_all, to, parts))
                     return time.perf_counter() - start
 
             return write
 
-        yield {"http_1_proc": writer(1), "http_2_proc": writer(2)}
+        yield {"http_1_proc": writer(clients[:1]), "http_2_proc": writer(clients[1:])}
 
 
 def measure(write: WriteBatches, batches: int, size: int, tag: str) -> float:
@@ -241,7 +247,7 @@ def compare(
 ) -> dict[str, list[float]]:
     rates: dict[str, list[float]] = {}
     with databases(kind, folder) as new_database, ExitStack() as stack:
-        arms = dict(stack.enter_context(http_writers(new_database())))
+        arms = dict(stack.enter_context(http_writers(new_database(), new_database())))
         arms["service"] = stack.enter_context(service_writer(new_database()))
         arms["ceiling"] = stack.enter_context(ceiling_writer(new_database()))
         rates = {name: [] for name in arms}
