@@ -13,6 +13,13 @@ gc-tracked objects by type after a collection, and the asyncio tasks by where th
 With ``BENCH_MEMORY_PROBE_TRIM=1`` a report whose tag has ``-after`` also runs glibc's
 ``malloc_trim(0)`` and reports RSS (and CPython's arenas) again: what a trim would give back.
 
+With ``BENCH_MEMORY_PROBE_OWNERS=1`` a report whose tag has ``-after`` also lists what lives in
+the sparsely used 1 MiB address windows (about CPython's arenas: an arena goes back to the
+system only once every object in it is freed), gc-tracked objects and the str/int/float/bytes/
+tuple objects they refer to, each with three levels of owners: the survivors that keep a
+flood's arenas. (The windows are an approximation: arenas are 1 MiB but not 1 MiB aligned,
+and glibc's heap shares the address space.)
+
 With ``BENCH_MEMORY_PROBE_TRACE=<frames>`` it also runs ``tracemalloc`` (that many frames per
 traceback; it slows the process down), from its first report on (not while the app imports,
 which it would slow past the benchmark's start deadline), and keeps a snapshot of the highest
@@ -33,6 +40,7 @@ import tracemalloc
 
 _DIR = os.environ.get("BENCH_MEMORY_PROBE")
 _TRACE = int(os.environ.get("BENCH_MEMORY_PROBE_TRACE", "0") or 0)
+_OWNERS = os.environ.get("BENCH_MEMORY_PROBE_OWNERS") == "1"
 _TRIM = os.environ.get("BENCH_MEMORY_PROBE_TRIM") == "1"
 """Also measure what the allocators give back: after an ``-after`` report, ``malloc_trim(0)``
 and report RSS again (it changes what the benchmark measures next: investigation only)."""
@@ -118,10 +126,44 @@ def report(tag: str = "") -> str:
         if isinstance(peak, tracemalloc.Snapshot):
             lines += _traced("peak", peak)
             _peak.clear()  # the next flood's peak is its own
+    if _OWNERS and "-after" in tag:
+        del objects
+        lines += _sparse_owners()
     if _TRIM and "-after" in tag:
         lines += _trimmed()
         lines += [f"pymalloc-after-trim {line.strip()}" for line in _pymalloc_stats()]
     return "\n".join(lines) + "\n"
+
+
+def _sparse_owners(sparse_below: int = 300, top: int = 60) -> list[str]:
+    """Objects in the 1 MiB address windows holding fewer than ``sparse_below`` of them, by
+    type and three levels of owners (the first referrer found; see the module)."""
+
+    def name(o: object) -> str:
+        return "-" if o is None else f"{type(o).__module__}.{type(o).__qualname__}"
+
+    owner: dict[int, object] = {}
+    windows: dict[int, dict[int, object]] = collections.defaultdict(dict)
+    for o in gc.get_objects():
+        windows[id(o) >> 20][id(o)] = o
+        for r in gc.get_referents(o):
+            owner.setdefault(id(r), o)
+            if not gc.is_tracked(r) and type(r) in (str, int, float, bytes, tuple):
+                windows[id(r) >> 20][id(r)] = r
+    sizes = sorted(len(w) for w in windows.values())
+    lines = [f"windows {len(windows)}, objects in each: " + " ".join(map(str, sizes))]
+    found: collections.Counter[str] = collections.Counter()
+    for window in windows.values():
+        if len(window) >= sparse_below:
+            continue
+        for o in window.values():
+            chain, at = [name(o)], o
+            for _ in range(3):
+                at = owner.get(id(at)) if at is not None else None
+                chain.append(name(at))
+            found[" <- ".join(chain)] += 1
+    lines += [f"  sparse {n:6d} {chain}" for chain, n in found.most_common(top)]
+    return lines
 
 
 def _task_census(top: int = 25) -> list[str]:

@@ -66,7 +66,12 @@ class LiveMeters:
         registration context is set; in a production worker the pushes run in a task that was
         started outside it, where it is not): its ``modify_state`` and its token manager."""
         self.pushed: Counter[str] = Counter()
-        """Deltas pushed, by tab token (tests and benchmarks)."""
+        """Deltas pushed, by tab token, while the tab is followed (tests and benchmarks). A
+        tab's count goes with it (:meth:`unfollow`): kept, every tab the worker ever served
+        stayed in it for good, and a flood's counts (ints past the small-int cache, each
+        ``+= 1`` a new object) were among the objects that kept CPython's arenas of the
+        flood from being given back (the memory probe's owners of sparse arenas,
+        ``BENCH_MEMORY_PROBE_OWNERS=1``)."""
 
     async def follow(self, token: str, customer: str, shown_at: float | None = None) -> None:
         """Push ``customer``'s meters to the tab ``token`` whenever they change.
@@ -98,6 +103,9 @@ class LiveMeters:
             self._queue_push(token, customer)
 
     def unfollow(self, token: str) -> None:
+        """Stop pushing to the tab ``token`` and forget it (its loop ended, or its socket is
+        gone): nothing of a closed tab stays here."""
+        self.pushed.pop(token, None)
         customer = self._customer_of.pop(token, None)
         tabs = self._tabs.get(customer or "")
         if tabs is not None:

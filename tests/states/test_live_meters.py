@@ -239,3 +239,29 @@ async def test_a_change_between_a_tabs_fetch_and_its_follow_still_reaches_it(
             f"tasks {live._tasks} before {before}"
         ) from None
     assert live.followers(customer) == 2
+
+
+async def test_a_tab_no_longer_followed_leaves_nothing_behind(
+    tab: Tab, server: Any, live: LiveMeters
+) -> None:
+    """A tab whose loop ended (its socket gone: the poll loop and a push to a closed tab both
+    unfollow it) keeps no entry in the live meters, its push count included: before, every tab
+    the worker ever pushed to stayed in ``pushed`` for good (a 200-tab flood left 200 of them,
+    among the objects that kept the flood's memory). The other tab is still told."""
+    customer = create_customer(server, ["pro"])
+    a, b = tab("a", customer), tab("b", customer)
+    for t in (a, b):
+        await open_tab(t)
+    told = live.pushed[b.token]
+    await a.send(TrackUsageState.track, feature_key="api_calls", quantity=1)
+    await wait_until(lambda: live.pushed[b.token] > told, timeout=5, message="no push to tab B")
+    await wait_until(lambda: not live._tasks, timeout=10, message="pushes still running")
+
+    live.unfollow(b.token)  # what tab B's loop does once its socket is gone
+    assert b.token not in live.pushed and b.token not in live._customer_of
+    assert live.followers(customer) == 1
+    to_a = live.pushed[a.token]
+    await b.send(TrackUsageState.track, feature_key="api_calls", quantity=1)
+    await wait_until(lambda: live.pushed[a.token] > to_a, timeout=5, message="no push to tab A")
+    await wait_until(lambda: not live._tasks, timeout=10, message="pushes still running")
+    assert b.token not in live.pushed, "a tab no longer followed was pushed to"
