@@ -23,7 +23,9 @@ depth at the end. The flood runs on two fresh backends: first with
 then as shipped (concurrent tracks leave as batch requests, ``billing_ui.core.batching``);
 ``batched_vs_unbatched_acked`` is the gain. The shipped backend then takes a second flood of
 the same size (``acked_second``, ``rss_after_second_mb``): a backend that survived one flood
-used to acknowledge 107-571 of 4,000 the second time.
+used to acknowledge 107-571 of 4,000 the second time. A third fresh backend then takes the
+same tabs, signed in and polling, opened and closed with no track (``tabs_only_rss_*``, no
+goal): how much of the RSS after a flood the tabs leave by themselves.
 """
 
 from __future__ import annotations
@@ -344,6 +346,7 @@ def measure(
     batch: bool,
     warm: bool,
     floods: int = 1,
+    arm: str = "",
 ) -> list[dict[str, Any]]:
     """``floods`` floods, one after the other, against one fresh backend; tracks batched or
     not. Each flood's result has the backend's RSS before and after it."""
@@ -363,7 +366,7 @@ def measure(
         if warm:  # first compile of every state, first connection: one tab, one track
             asyncio.run(flood(backend.url, 1, 1, 60))
         outs = []
-        arm = "batched" if batch else "unbatched"
+        arm = arm or ("batched" if batch else "unbatched")
         for n in range(1, floods + 1):
             rss_before = backend.rss_mb()
             probe(backend, f"{arm}-before{n}")
@@ -419,6 +422,8 @@ def run(*, smoke: bool = False) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp, server_process(db_path=Path(tmp) / "b.db") as srv:
         (unbatched,) = measure(srv, tabs, tracks, ack_timeout, batch=False, warm=not smoke)
         out, second = measure(srv, tabs, tracks, ack_timeout, batch=True, warm=not smoke, floods=2)
+        # The same tabs, opened and closed with no track: what the tabs alone leave.
+        (tabs_only,) = measure(srv, tabs, 0, ack_timeout, batch=True, warm=not smoke, arm="tabs")
     sent = tabs * tracks
     figures: dict[str, float] = {
         "tracks_sent": sent,
@@ -461,6 +466,12 @@ def run(*, smoke: bool = False) -> dict[str, object]:
         "rss_after_first_mb": round(out["rss_after"], 1),
         "rss_after_second_mb": round(second["rss_after"], 1),
         "rss_after_second_vs_before": round(second["rss_after"] / out["rss_before"], 3),
+        # No goal: the flood's tabs on a fresh backend, opened (signed in, polling) and closed
+        # without one track: the part of rss_after_vs_before that no track causes.
+        "tabs_only_rss_before_mb": round(tabs_only["rss_before"], 1),
+        "tabs_only_rss_tabs_open_mb": round(tabs_only["phase_tabs_open"], 1),
+        "tabs_only_rss_after_mb": round(tabs_only["rss_after"], 1),
+        "tabs_only_rss_after_vs_before": round(tabs_only["rss_after"] / tabs_only["rss_before"], 3),
     }
     goals = {
         "acked_vs_sent": Goal("1.0: every track acknowledged", lambda v: v == 1.0),

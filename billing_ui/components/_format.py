@@ -70,12 +70,17 @@ def date_formatter(bucket: Literal["day", "hour"], locale: str | None = None) ->
     )
 
 
-def time_of_day(iso: Any, locale: str | None = None) -> Var[str]:
-    """An ISO 8601 timestamp var as a UTC time of day in the browser's locale (``11:41:30 AM``,
-    ``11:41:30``), or ``""`` before there is one."""
+def utc_date_time(iso: Any, locale: str | None = None) -> Var[str]:
+    """An ISO 8601 timestamp var as a UTC date and time of day in the browser's locale
+    (``Nov 30, 11:41:30 AM``, ``30. Nov., 11:41:30``), or ``""`` before there is one.
+
+    With the date always: a time of day alone is ambiguous once the data is from another day
+    (an outage over midnight, a tab left open), and "today" cannot be decided safely in the
+    browser, which re-renders the text only when the var changes."""
     js = (
-        f"(s) => (s ? new Date(s).toLocaleTimeString({_js_locale(locale)}, "
-        "{timeZone: 'UTC'}) : '')"
+        f"(s) => (s ? new Date(s).toLocaleString({_js_locale(locale)}, "
+        "{timeZone: 'UTC', month: 'short', day: 'numeric', hour: 'numeric', "
+        "minute: '2-digit', second: '2-digit'}) : '')"
     )
     formatted: Var[str] = FunctionStringVar.create(js).call(iso).to(str)
     return formatted

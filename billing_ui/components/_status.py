@@ -13,7 +13,7 @@ from reflex_base.utils.imports import ImportDict
 from reflex_base.vars.base import Var
 
 from billing_ui.components import styles
-from billing_ui.components._format import time_of_day
+from billing_ui.components._format import utc_date_time
 from billing_ui.core.problems import USER_MESSAGE
 
 OUTAGE_MARK: Final = "data-billing-outage"
@@ -73,13 +73,13 @@ def stale_callout(
     """The data below is the last known: when it is from (``updated_at``, ISO 8601), that it
     is being retried, and why (``error``, a neutral sentence).
 
-    The time is the time of day, not "2 min ago": a relative time is computed when the
+    The time is a date and time of day, not "2 min ago": a relative time is computed when the
     component renders, and an outage's retries send nothing once the failure is shown
     (``status.shows_fetching``), so "just now" stayed on screen for the whole outage while the
-    dashboard's own line said "Last updated at 3:48:25 PM UTC"."""
+    dashboard's own line said "Last updated at Nov 30, 3:48:25 PM UTC"."""
     message = rx.vstack(
         rx.callout.text(
-            f"Last updated at {time_of_day(updated_at)} UTC, retrying.",
+            f"Last updated at {utc_date_time(updated_at)} UTC, retrying.",
             weight="medium",
             data_testid="stale-note",
         ),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import reflex as rx
 
 from billing_ui.components import entitlements_list, usage_chart, usage_dashboard
-from billing_ui.components._format import time_of_day
+from billing_ui.components._format import utc_date_time
 from billing_ui.demo.layout import page as shell
 from billing_ui.demo.layout import section
 from billing_ui.states.entitlements import FeatureEntitlementsState
@@ -34,7 +34,7 @@ def _freshness() -> rx.Component:
     "Last updated at" (amber) while an outage keeps the previous data, "Loading…" before the
     first answer; nothing after a failed first load (the callout says it) or signed out."""
     status = UsageMetricsState.status
-    at = time_of_day(UsageMetricsState.updated_at)
+    at = utc_date_time(UsageMetricsState.updated_at)
     return rx.match(
         status,
         ("success", _line("circle_check", "var(--grass-9)", f"Updated at {at} UTC")),

@@ -178,6 +178,11 @@ return {
 further selector are displayed."""
 
 
+def month_day(moment: datetime) -> str:
+    """``moment``'s UTC date as an en-US browser writes it: ``Nov 30``."""
+    return f"{moment:%b} {moment.day}"
+
+
 def tid(name: str) -> str:
     return f'[data-testid="{name}"]'
 
@@ -322,6 +327,7 @@ def test_outage_with_cached_data_warns_promptly_and_keeps_the_data(
 ) -> None:
     server, _ = billing
     new_customer(server, ["pro"], api_calls=40)
+    opened = datetime.now(UTC)  # the data is fetched after this (the day, should it turn)
     open_page(app, browser)
     wait_for(lambda: count(browser, "#support"))
     wait_for(lambda: count(browser, tid("usage-meter")) >= 3)
@@ -330,8 +336,13 @@ def test_outage_with_cached_data_warns_promptly_and_keeps_the_data(
     wait_for(lambda: count(browser, tid("stale-note")), timeout=PROMPT)
     note = browser.find_element(By.CSS_SELECTOR, tid("stale-note")).text
     # The time of the data, not "just now": retries re-render nothing once the failure is
-    # shown, so a relative time froze there for the whole outage.
-    assert re.fullmatch(r"Last updated at \d{1,2}:\d{2}:\d{2}( [AP]M)? UTC, retrying\.", note), note
+    # shown, so a relative time froze there for the whole outage. With its date (UTC): a time
+    # of day alone is ambiguous once the data is from another day.
+    # The browser's locale is en-US here: "Nov 30, 3:48:25 PM".
+    stamp = r"(\w{3} \d{1,2}), \d{1,2}:\d{2}:\d{2}( [AP]M)?"
+    when = re.fullmatch(rf"Last updated at {stamp} UTC, retrying\.", note)
+    assert when, note
+    assert when[1] in {month_day(opened), month_day(datetime.now(UTC))}, note
     assert count(browser, tid("usage-meter")) >= 3, "the last known meters stay"
     assert count(browser, "#support") == 1, "stale entitlements still decide"
 
