@@ -213,8 +213,9 @@ def foreach_render_fn(fn: F) -> F:
 def state_proxy(state: S) -> S:
     """``state`` (of a running foreground handler) as a background handler's ``self``: reads
     go through, writes only inside ``async with``, which takes the tab's lock again and sends
-    the delta. Create it inside the handler (it binds the event's tab); use it once the
-    handler has returned (the handler holds the lock until then)."""
+    the delta. Create it in the handler's context (it binds the event's tab): inside the
+    handler, or in a task started with a copy of its context; use it once the handler has
+    returned (the handler holds the lock until then)."""
     from reflex.istate.proxy import StateProxy
 
     return StateProxy(state)  # type: ignore[return-value]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import logging
 import os
 import time
@@ -148,8 +147,7 @@ class TrackUsageState(BillingState):
         # The rest runs in a task at the track's turn, on a proxy of this state (as a
         # background event's), taking the lock for each write; until then the track is data
         # in the gate's line (see _TrackTurn.later).
-        proxy = internals.state_proxy(self)
-        _TrackTurn.later(admitted, functools.partial(proxy._send, ticket, key, amount, meta, idem))
+        _TrackTurn.later(admitted, _WaitingTrack(self, ticket, key, amount, meta, idem))
 
     async def _send(
         self,
@@ -337,24 +335,63 @@ class _TrackTurn:
         a turn, from :meth:`enter`) or once ``admitted`` is done, in a copy of the calling
         handler's context (Reflex's event context: the tab's state manager and delta channel;
         the handler's ticket), and route the events it returns as the handler's yields."""
-        context = contextvars.copy_context()
-        loop = asyncio.get_running_loop()
-
-        def start() -> None:
-            task = loop.create_task(_finish_later(send, cls()), context=context)
-            cls._running.add(task)
-            task.add_done_callback(cls._running.discard)
-
+        waiting = _Admission(send, contextvars.copy_context())
         if admitted is None:
-            start()
+            waiting.start()
         else:
-            admitted.add_done_callback(lambda done: None if done.cancelled() else start())
+            admitted.add_done_callback(waiting.admitted)
 
     def give_back(self) -> None:
         """Idempotent."""
         if self._gate is not None:
             self._gate.release()
             self._gate = None
+
+
+class _Admission:
+    """A track waiting in the gate's line: what to run at its turn, and in which context."""
+
+    __slots__ = ("context", "send")
+
+    def __init__(
+        self, send: Callable[[_TrackTurn], Awaitable[list[Any]]], context: contextvars.Context
+    ) -> None:
+        self.send, self.context = send, context
+
+    def admitted(self, done: asyncio.Future[None]) -> None:
+        if not done.cancelled():
+            self.start()
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(_finish_later(self.send, _TrackTurn()), context=self.context)
+        _TrackTurn._running.add(task)
+        task.add_done_callback(_TrackTurn._running.discard)
+
+
+class _WaitingTrack:
+    """A checked track until its turn, as plain data: the tab's state proxy (a background
+    handler's ``self``, with its lock and token: about a kilobyte) is made at the turn, in the
+    handler's context copy, so a flood's thousands of waiting tracks hold none (the flood's
+    peak of live objects is what CPython's arenas keep after it: docs/architecture.md)."""
+
+    __slots__ = ("amount", "idem", "key", "meta", "state", "ticket")
+
+    def __init__(
+        self,
+        state: TrackUsageState,
+        ticket: Ticket,
+        key: str,
+        amount: float,
+        meta: dict[str, Any] | None,
+        idem: str,
+    ) -> None:
+        self.state, self.ticket, self.key = state, ticket, key
+        self.amount, self.meta, self.idem = amount, meta, idem
+
+    async def __call__(self, turn: _TrackTurn) -> list[Any]:
+        proxy = internals.state_proxy(self.state)
+        return await proxy._send(self.ticket, self.key, self.amount, self.meta, self.idem, turn)
 
 
 async def _finish_later(
