@@ -220,6 +220,8 @@ class _Api:
         unknown = sorted(set(body) - _TRACK_FIELDS)
         if unknown:
             raise InvalidInputError.single(unknown[0][:64], "unknown_field", "is not a field")
+        if "feature_key" not in body:
+            raise InvalidInputError.single("feature_key", "required", "is required")
         key, amount, meta, idem = check_browser_track(
             self.trackable, body.get("feature_key"), body.get("quantity", 1), body.get("metadata")
         )
@@ -283,7 +285,7 @@ class _Api:
         if inspect.isawaitable(found):
             found = await found
         if not found:
-            raise _Refusal(401, "AUTH_UNAUTHORIZED", "Sign in to see your usage.")
+            raise _Refusal(401, "AUTH_UNAUTHORIZED", "Sign in first: nobody is signed in.")
         return str(found)
 
     def _check_origin(self, request: Request) -> None:

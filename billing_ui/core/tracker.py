@@ -217,7 +217,12 @@ class UsageTracker:
         if self._worker is not None:
             self._worker.join(timeout)
         try:
-            self.flush(timeout)
+            if not self.flush(timeout):  # said, not silent: the app is stopping with tracks unsent
+                log.warning(
+                    "the usage tracker stopped with %d tracks not sent yet; they stay in its "
+                    "durable outbox and are sent by the next tracker on it",
+                    self.outbox.stats().depth,
+                )
         except Exception:  # at exit, say, with the store already closed: nothing is lost
             log.exception("the usage tracker's last flush failed; the outbox keeps what is left")
         finally:

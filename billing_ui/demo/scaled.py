@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     # plain `kill` too: both unwind the stack below, which stops every part.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    print("[demo-scaled] starting Redis, PostgreSQL, the billing server and the demo "
+    database = "" if args.sqlite else "PostgreSQL, "
+    print(f"[demo-scaled] starting Redis, {database}the billing server and the demo "
           f"with {args.workers} backend workers (the first start builds the frontend)…",
           flush=True)  # fmt: skip
     log = Path(tempfile.gettempdir()) / f"billing-ui-demo-scaled-{os.getpid()}.log"

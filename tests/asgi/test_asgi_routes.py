@@ -94,12 +94,14 @@ def test_nobody_signed_in_gets_401_in_the_envelope(app_url: str) -> None:
         ):
             assert response.status_code == 401
             assert envelope(response)["code"] == "AUTH_UNAUTHORIZED"
+            assert envelope(response)["message"] == "Sign in first: nobody is signed in."
 
 
 @pytest.mark.parametrize(
     ("body", "field", "rule"),
     [
         ({"feature_key": "seats"}, "feature_key", "allowlist"),
+        ({"quantity": 1}, "feature_key", "required"),
         ({"feature_key": "api_calls", "quantity": 11}, "quantity", "max"),
         ({"feature_key": "api_calls", "quantity": 1.5}, "quantity", "integer"),
         (

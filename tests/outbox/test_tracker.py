@@ -100,6 +100,26 @@ def test_a_full_outbox_pushes_back_then_raises(tmp_path: Path) -> None:
         assert tracker.stats().depth == 2
 
 
+def test_a_tracker_stopped_with_tracks_unsent_says_so_and_keeps_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No API on the port: the two tracks cannot go. Stopping says how many stay queued (a
+    silent exit left a user wondering), and the outbox still holds them."""
+    store = SQLiteOutboxStore(tmp_path / "o.db")
+    with make_client(f"http://127.0.0.1:{free_port()}") as client:
+        tracker = UsageTracker(client, outbox=Outbox(store), flush_interval=0.05)
+        tracker.track("cus_a", "api_calls", 1)
+        tracker.track("cus_a", "api_calls", 2)
+        with caplog.at_level("WARNING", logger="billing_ui"):
+            tracker.shutdown(timeout=1.0)
+    warned = [r.getMessage() for r in caplog.records if "not sent yet" in r.getMessage()]
+    assert warned == [
+        "the usage tracker stopped with 2 tracks not sent yet; they stay in its durable "
+        "outbox and are sent by the next tracker on it"
+    ]
+    assert Outbox(SQLiteOutboxStore(tmp_path / "o.db")).stats().depth == 2
+
+
 def test_fail_closed_features_are_sent_at_once(
     billing_server: RunningServer, tmp_path: Path
 ) -> None:
