@@ -97,6 +97,25 @@ def test_nobody_signed_in_gets_401_in_the_envelope(app_url: str) -> None:
             assert envelope(response)["message"] == "Sign in first: nobody is signed in."
 
 
+def test_a_wrong_method_or_path_is_answered_in_the_envelope(app_url: str) -> None:
+    """As BillingOS answers (a 404 for both, in its envelope), not the host app's own 405 or
+    404 (FastAPI's ``{"detail": ...}``)."""
+    with browser(app_url, "cus_x") as page:
+        for method, path in [
+            ("GET", "/billing/track"),
+            ("DELETE", "/billing/metrics"),
+            ("POST", "/billing/check"),
+            ("GET", "/billing/nothing-here"),
+        ]:
+            response = page.request(method, path)
+            assert response.status_code == 404, (method, path)
+            assert envelope(response) == {
+                "code": "RES_NOT_FOUND",
+                "message": f"Cannot {method} {path}",
+            }
+        assert page.head("/billing/entitlements").status_code != 404  # HEAD with GET
+
+
 @pytest.mark.parametrize(
     ("body", "field", "rule"),
     [
