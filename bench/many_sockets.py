@@ -349,7 +349,8 @@ def measure(
     arm: str = "",
 ) -> list[dict[str, Any]]:
     """``floods`` floods, one after the other, against one fresh backend; tracks batched or
-    not. Each flood's result has the backend's RSS before and after it."""
+    not. Each flood's result has the backend's RSS before and after it. ``arm``: the memory
+    probe's tag for this backend (by default ``batched`` or ``unbatched``)."""
     with (
         tempfile.TemporaryDirectory() as tmp,
         reflex_backend(

@@ -32,8 +32,9 @@ request — its session or auth — never from the body or the query; a body fie
 beyond its :class:`~billing_ui.core.track_rules.TrackRule`, or post with the user's cookies
 from another site (a POST carrying cookies must come from this origin or ``allowed_origins``:
 its ``Origin`` header, else ``Sec-Fetch-Site: same-origin``). Every error is BillingOS's
-envelope ``{"error": {"code", "message", "details"?}, "statusCode"}`` (a path or method the
-router does not serve too: a 404 ``RES_NOT_FOUND``, as BillingOS answers); problems of the set-up
+envelope ``{"error": {"code", "message", "details"?}, "statusCode"}`` (an HTTP request for a
+path or method the router does not serve too: a 404 ``RES_NOT_FOUND``, as BillingOS answers);
+problems of the set-up
 (a wrong secret key, an unreachable API) reach the operator's log and the browser only as
 "Billing is temporarily unavailable".
 
@@ -57,6 +58,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
 from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocketClose
 
 from billing_ui.core import metrics
 from billing_ui.core.client import AsyncBillingClient
@@ -120,41 +122,47 @@ def billing_routes(
         outbox.on_delivered(api.after_delivery)
     return Router(
         routes=[
-            Route("/track", _only("POST", api.track), methods=_ANY_METHOD),
-            Route("/metrics", _only("GET", api.metrics), methods=_ANY_METHOD),
-            Route("/entitlements", _only("GET", api.entitlements), methods=_ANY_METHOD),
-            Route("/check", _only("GET", api.check), methods=_ANY_METHOD),
+            Route("/track", _Only("POST", api.track)),
+            Route("/metrics", _Only("GET", api.metrics)),
+            Route("/entitlements", _Only("GET", api.entitlements)),
+            Route("/check", _Only("GET", api.check)),
         ],
         default=_unknown_path,
     )
 
 
-_ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-"""Every route takes every method, so that a wrong one is answered in the error envelope by
-:func:`_only`, not by the host app's own 405 (FastAPI's ``{"detail": ...}``)."""
-
-
 def _no_route(request: Request) -> JSONResponse:
     """What BillingOS answers for a path or method it does not serve (Express, under NestJS,
-    has no 405: both are a 404), in its envelope."""
-    return error_response(404, "RES_NOT_FOUND", f"Cannot {request.method} {request.url.path}")
+    has no 405: both are a 404), in its envelope. The path is the browser's: cut short."""
+    path = request.url.path[:200]
+    return error_response(404, "RES_NOT_FOUND", f"Cannot {request.method} {path}")
 
 
-def _only(
-    method: str, endpoint: Callable[[Request], Awaitable[Response]]
-) -> Callable[[Request], Awaitable[Response]]:
-    """``endpoint`` for ``method`` (and HEAD with GET); any other method: :func:`_no_route`."""
+class _Only:
+    """``endpoint`` for ``method`` (and HEAD with GET); any other method: :func:`_no_route`.
 
-    async def call(request: Request) -> Response:
-        if request.method == method or (method == "GET" and request.method == "HEAD"):
-            return await endpoint(request)
-        return _no_route(request)
+    An ASGI app, not a function, so that its ``Route`` matches every method (Starlette gives
+    a function endpoint GET and HEAD only): a wrong method is then answered here, in the error
+    envelope, not by the host app's own 405 (FastAPI's ``{"detail": ...}``)."""
 
-    return call
+    def __init__(self, method: str, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        self.method, self.endpoint = method, endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive, send)
+        if request.method == self.method or (self.method == "GET" and request.method == "HEAD"):
+            response = await self.endpoint(request)
+        else:
+            response = _no_route(request)
+        await response(scope, receive, send)
 
 
 async def _unknown_path(scope: Scope, receive: Receive, send: Send) -> None:
-    """The router's answer for a path under its mount that it does not have."""
+    """The router's answer for a path under its mount that it does not have (a WebSocket is
+    closed, as Starlette's own default does)."""
+    if scope["type"] == "websocket":
+        await WebSocketClose()(scope, receive, send)
+        return
     await _no_route(Request(scope))(scope, receive, send)
 
 

@@ -217,11 +217,15 @@ class UsageTracker:
         if self._worker is not None:
             self._worker.join(timeout)
         try:
-            if not self.flush(timeout):  # said, not silent: the app is stopping with tracks unsent
+            self.flush(timeout)
+            left = self.outbox.stats().depth  # one read: another process may be sending too
+            if left:  # said, not silent: the app is stopping with tracks unsent
                 log.warning(
-                    "the usage tracker stopped with %d tracks not sent yet; they stay in its "
-                    "durable outbox and are sent by the next tracker on it",
-                    self.outbox.stats().depth,
+                    "the usage tracker stopped with %d track%s not sent yet in its durable "
+                    "outbox; any tracker on that outbox sends %s (this one at its next start)",
+                    left,
+                    "" if left == 1 else "s",
+                    "it" if left == 1 else "them",
                 )
         except Exception:  # at exit, say, with the store already closed: nothing is lost
             log.exception("the usage tracker's last flush failed; the outbox keeps what is left")

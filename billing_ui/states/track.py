@@ -338,8 +338,15 @@ class _TrackTurn:
         waiting = _Admission(send, contextvars.copy_context())
         if admitted is None:
             waiting.start()
-        else:
-            admitted.add_done_callback(waiting.admitted)
+        else:  # (with its context: else the future copies the current one for the callback)
+            admitted.add_done_callback(waiting.admitted, context=waiting.context)
+
+    @classmethod
+    def keep(cls, task: asyncio.Task[None]) -> None:
+        """Hold ``task`` (a track at its turn) until it is done: the loop keeps only weak
+        references to tasks."""
+        cls._running.add(task)
+        task.add_done_callback(cls._running.discard)
 
     def give_back(self) -> None:
         """Idempotent."""
@@ -359,21 +366,27 @@ class _Admission:
         self.send, self.context = send, context
 
     def admitted(self, done: asyncio.Future[None]) -> None:
+        """The gate's future is done: the turn is this track's, unless it was cancelled (the
+        loop going away)."""
         if not done.cancelled():
             self.start()
 
     def start(self) -> None:
+        """Send the track now, holding the turn, in a task in the handler's context copy."""
         loop = asyncio.get_running_loop()
         task = loop.create_task(_finish_later(self.send, _TrackTurn()), context=self.context)
-        _TrackTurn._running.add(task)
-        task.add_done_callback(_TrackTurn._running.discard)
+        _TrackTurn.keep(task)
 
 
 class _WaitingTrack:
     """A checked track until its turn, as plain data: the tab's state proxy (a background
     handler's ``self``, with its lock and token: about a kilobyte) is made at the turn, in the
     handler's context copy, so a flood's thousands of waiting tracks hold none (the flood's
-    peak of live objects is what CPython's arenas keep after it: docs/architecture.md)."""
+    peak of live objects is what CPython's arenas keep after it: docs/architecture.md).
+
+    ``state`` is the handler's ``self``: on the in-memory and disk state managers the tab's
+    own state, held anyway; on Reflex's Redis manager the copy of the tab's tree loaded for
+    that event, which a waiting track keeps alive (as the proxy made at once used to)."""
 
     __slots__ = ("amount", "idem", "key", "meta", "state", "ticket")
 

@@ -4,6 +4,7 @@ CSRF for cookie-authenticated posts, the error envelope, the outbox behind a tra
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,7 @@ def test_a_wrong_method_or_path_is_answered_in_the_envelope(app_url: str) -> Non
             ("GET", "/billing/track"),
             ("DELETE", "/billing/metrics"),
             ("POST", "/billing/check"),
+            ("PROPFIND", "/billing/entitlements"),
             ("GET", "/billing/nothing-here"),
         ]:
             response = page.request(method, path)
@@ -113,7 +115,24 @@ def test_a_wrong_method_or_path_is_answered_in_the_envelope(app_url: str) -> Non
                 "code": "RES_NOT_FOUND",
                 "message": f"Cannot {method} {path}",
             }
-        assert page.head("/billing/entitlements").status_code != 404  # HEAD with GET
+        assert page.head("/billing/entitlements").status_code == 200  # HEAD with GET
+        long = "/billing/" + "x" * 5000
+        message = envelope(page.get(long))["message"]
+        assert message == f"Cannot GET {long[:200]}"  # the browser's path, cut short
+
+
+def test_a_websocket_to_the_router_is_closed_not_an_error(app_url: str) -> None:
+    """The router serves HTTP only: a WebSocket to a path under it is closed (as Starlette's
+    own default does), not an exception in the host app's log."""
+    with socket.create_connection(("127.0.0.1", int(app_url.rsplit(":", 1)[1]))) as sock:
+        sock.sendall(
+            b"GET /billing/track HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        sock.settimeout(10)
+        status = sock.recv(4096).split(b"\r\n", 1)[0]
+    assert status == b"HTTP/1.1 403 Forbidden", status  # uvicorn's answer to a closed handshake
 
 
 @pytest.mark.parametrize(

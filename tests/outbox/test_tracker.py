@@ -114,8 +114,8 @@ def test_a_tracker_stopped_with_tracks_unsent_says_so_and_keeps_them(
             tracker.shutdown(timeout=1.0)
     warned = [r.getMessage() for r in caplog.records if "not sent yet" in r.getMessage()]
     assert warned == [
-        "the usage tracker stopped with 2 tracks not sent yet; they stay in its durable "
-        "outbox and are sent by the next tracker on it"
+        "the usage tracker stopped with 2 tracks not sent yet in its durable outbox; any "
+        "tracker on that outbox sends them (this one at its next start)"
     ]
     assert Outbox(SQLiteOutboxStore(tmp_path / "o.db")).stats().depth == 2
 
