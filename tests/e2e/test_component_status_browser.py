@@ -30,7 +30,7 @@ from billing_ui.server.periods import period_containing
 from billing_ui.server.testing import RunningServer, create_customer
 from tests.faults import FaultProxy, close, hold, respond
 
-from .browser import billing_behind_proxy, run_app, wait_for
+from .browser import billing_behind_proxy, click, fresh, run_app, wait_for
 
 INTERVAL = 30.0
 """Long on purpose: whatever appears within a few seconds did not wait for a refresh tick."""
@@ -332,7 +332,7 @@ def test_outage_with_cached_data_warns_promptly_and_keeps_the_data(
     wait_for(lambda: count(browser, "#support"))
     wait_for(lambda: count(browser, tid("usage-meter")) >= 3)
     outage(proxy)
-    browser.find_element(By.ID, "track").click()  # the first request to meet the outage
+    click(browser, By.ID, "track")  # the first request to meet the outage
     wait_for(lambda: count(browser, tid("stale-note")), timeout=PROMPT)
     note = browser.find_element(By.CSS_SELECTOR, tid("stale-note")).text
     # The time of the data, not "just now": retries re-render nothing once the failure is
@@ -353,7 +353,7 @@ def test_outage_with_cached_data_warns_promptly_and_keeps_the_data(
     assert count(browser, tid("usage-meter")) >= 3
 
     proxy.clear()
-    browser.find_element(By.CSS_SELECTOR, tid("usage-retry")).click()
+    click(browser, By.CSS_SELECTOR, tid("usage-retry"))
     wait_for(lambda: count(browser, tid("stale-note")) == 0, timeout=15)
 
 
@@ -454,7 +454,7 @@ def test_chart_without_history_endpoint_moves_with_the_meter(
 
     browser.execute_script(RECORD_JS)
     for _ in range(3):
-        browser.find_element(By.ID, "track").click()
+        click(browser, By.ID, "track")
     wait_for(
         lambda: browser.find_element(By.CSS_SELECTOR, tid("chart-total")).text == "15 this period",
         timeout=15,
@@ -511,16 +511,22 @@ def test_numbers_and_dates_follow_the_locale_override(
             timeout=20,
         )
         wait_for(lambda: texts(y_ticks) and texts(x_ticks), timeout=20)
-        seen[path] = (
-            browser.find_element(By.CSS_SELECTOR, consumed).text,
-            texts(y_ticks),
-            texts(x_ticks),
+        seen[path] = fresh(  # read again should a re-render replace an element meanwhile
+            lambda: (
+                browser.find_element(By.CSS_SELECTOR, consumed).text,
+                texts(y_ticks),
+                texts(x_ticks),
+            )
         )
+
+        def hover_last_point() -> None:
+            surface = browser.find_element(By.CSS_SELECTOR, ".recharts-surface")
+            ActionChains(browser).move_to_element_with_offset(
+                surface, surface.size["width"] // 2 - 20, 0
+            ).perform()
+
         # The tooltip of the last point: its date and number in the same locale.
-        surface = browser.find_element(By.CSS_SELECTOR, ".recharts-surface")
-        ActionChains(browser).move_to_element_with_offset(
-            surface, surface.size["width"] // 2 - 20, 0
-        ).perform()
+        fresh(hover_last_point)
         label = wait_for(lambda: texts(".recharts-tooltip-label"), timeout=10)
         value = wait_for(lambda: texts(".recharts-tooltip-item-value"), timeout=10)
         tooltips[path] = (label[0], value[0])

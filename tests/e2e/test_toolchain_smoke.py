@@ -10,7 +10,7 @@ from reflex.testing import AppHarness
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from .browser import run_app, wait_for
+from .browser import click, run_app, wait_for
 
 
 def counter_app() -> None:
@@ -56,5 +56,5 @@ def test_click_increments_counter(counter: AppHarness, browser: WebDriver) -> No
         message=lambda: browser.page_source[:2000],
     )
     assert count_text() == "0"
-    browser.find_element(By.ID, "add").click()
+    click(browser, By.ID, "add")
     wait_for(lambda: count_text() == "1", timeout=15, message=lambda: f"count is {count_text()!r}")
