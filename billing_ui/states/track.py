@@ -326,20 +326,16 @@ class _TrackTurn:
         return gate.enter(tab)
 
     @classmethod
-    def later(
-        cls,
-        admitted: asyncio.Future[None] | None,
-        send: Callable[[_TrackTurn], Awaitable[list[Any]]],
-    ) -> None:
-        """Run ``send`` with the turn in a task, now when ``admitted`` is None (the caller holds
-        a turn, from :meth:`enter`) or once ``admitted`` is done, in a copy of the calling
-        handler's context (Reflex's event context: the tab's state manager and delta channel;
-        the handler's ticket), and route the events it returns as the handler's yields."""
-        waiting = _Admission(send, contextvars.copy_context())
+    def later(cls, admitted: asyncio.Future[None] | None, track: _WaitingTrack) -> None:
+        """Send ``track`` with the turn in a task, now when ``admitted`` is None (the caller
+        holds a turn, from :meth:`enter`) or once ``admitted`` is done, in the copy of the
+        calling handler's context that ``track`` took (Reflex's event context: the tab's state
+        manager and delta channel; the handler's ticket), and route the events it returns as
+        the handler's yields."""
         if admitted is None:
-            waiting.start()
+            track.start()
         else:  # (with its context: else the future copies the current one for the callback)
-            admitted.add_done_callback(waiting.admitted, context=waiting.context)
+            admitted.add_done_callback(track.admitted, context=track.context)
 
     @classmethod
     def keep(cls, task: asyncio.Task[None]) -> None:
@@ -355,29 +351,6 @@ class _TrackTurn:
             self._gate = None
 
 
-class _Admission:
-    """A track waiting in the gate's line: what to run at its turn, and in which context."""
-
-    __slots__ = ("context", "send")
-
-    def __init__(
-        self, send: Callable[[_TrackTurn], Awaitable[list[Any]]], context: contextvars.Context
-    ) -> None:
-        self.send, self.context = send, context
-
-    def admitted(self, done: asyncio.Future[None]) -> None:
-        """The gate's future is done: the turn is this track's, unless it was cancelled (the
-        loop going away)."""
-        if not done.cancelled():
-            self.start()
-
-    def start(self) -> None:
-        """Send the track now, holding the turn, in a task in the handler's context copy."""
-        loop = asyncio.get_running_loop()
-        task = loop.create_task(_finish_later(self.send, _TrackTurn()), context=self.context)
-        _TrackTurn.keep(task)
-
-
 class _WaitingTrack:
     """A checked track until its turn, as plain data: the tab's state proxy (a background
     handler's ``self``, with its lock and token: about a kilobyte) is made at the turn, in the
@@ -388,7 +361,7 @@ class _WaitingTrack:
     own state, held anyway; on Reflex's Redis manager the copy of the tab's tree loaded for
     that event, which a waiting track keeps alive (as the proxy made at once used to)."""
 
-    __slots__ = ("amount", "idem", "key", "meta", "state", "ticket")
+    __slots__ = ("amount", "context", "idem", "key", "meta", "state", "ticket")
 
     def __init__(
         self,
@@ -399,8 +372,22 @@ class _WaitingTrack:
         meta: dict[str, Any] | None,
         idem: str,
     ) -> None:
+        """(In the handler.) ``context``: a copy of the handler's, where the track is sent."""
         self.state, self.ticket, self.key = state, ticket, key
         self.amount, self.meta, self.idem = amount, meta, idem
+        self.context = contextvars.copy_context()
+
+    def admitted(self, done: asyncio.Future[None]) -> None:
+        """The gate's future is done: the turn is this track's, unless it was cancelled (the
+        loop going away)."""
+        if not done.cancelled():
+            self.start()
+
+    def start(self) -> None:
+        """Send the track now, holding the turn, in a task in the handler's context copy."""
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(_finish_later(self, _TrackTurn()), context=self.context)
+        _TrackTurn.keep(task)
 
     async def __call__(self, turn: _TrackTurn) -> list[Any]:
         proxy = internals.state_proxy(self.state)

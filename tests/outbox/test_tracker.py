@@ -105,19 +105,22 @@ def test_a_tracker_stopped_with_tracks_unsent_says_so_and_keeps_them(
 ) -> None:
     """No API on the port: the two tracks cannot go. Stopping says how many stay queued (a
     silent exit left a user wondering), and the outbox still holds them."""
-    store = SQLiteOutboxStore(tmp_path / "o.db")
     with make_client(f"http://127.0.0.1:{free_port()}") as client:
-        tracker = UsageTracker(client, outbox=Outbox(store), flush_interval=0.05)
+        tracker = UsageTracker(client, outbox_path=tmp_path / "o.db", flush_interval=0.05)
         tracker.track("cus_a", "api_calls", 1)
         tracker.track("cus_a", "api_calls", 2)
         with caplog.at_level("WARNING", logger="billing_ui"):
-            tracker.shutdown(timeout=1.0)
+            tracker.shutdown(timeout=1.0)  # closes the outbox it opened
     warned = [r.getMessage() for r in caplog.records if "not sent yet" in r.getMessage()]
     assert warned == [
         "the usage tracker stopped with 2 tracks not sent yet in its durable outbox; any "
         "tracker on that outbox sends them (this one at its next start)"
     ]
-    assert Outbox(SQLiteOutboxStore(tmp_path / "o.db")).stats().depth == 2
+    store = SQLiteOutboxStore(tmp_path / "o.db")  # the next start finds both
+    try:
+        assert Outbox(store).stats().depth == 2
+    finally:
+        store.close()
 
 
 def test_fail_closed_features_are_sent_at_once(

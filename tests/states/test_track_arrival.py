@@ -82,5 +82,5 @@ async def test_a_burst_waits_as_data_not_as_one_suspended_task_per_click(
     await wait_until(
         lambda: gate.inside == 0 and gate.waiting == 0,
         timeout=10,
-        message=f"turns not given back: {gate.inside} held, {gate.waiting} waiting",
+        message="the burst's turns were not all given back (gate.inside, gate.waiting)",
     )
