@@ -17,8 +17,10 @@ backend's RSS after the flood (tabs closed) against before it (before its tabs o
 the steps between as raw figures (just started, the flood's tabs open and hydrated, the flood
 over with its tabs still open); the polling loops seen running
 (``billing_ui_polling_tabs`` scraped from the backend's ``/metrics``) during the flood and
-after the tabs closed, the tabs whose meter ended on the server's total, and the outbox's
-depth at the end. The flood runs on two fresh backends: first with
+after the tabs closed, the closed tabs' states the backend still keeps in memory once
+``release_closed_tabs`` has swept them (``billing_ui_tab_states``, goal 0, and how long after
+the tabs closed: ``tab_states_released_s``), the tabs whose meter ended on the server's total,
+and the outbox's depth at the end. The flood runs on two fresh backends: first with
 ``BILLING_UI_BATCH_TRACKS=0`` (every track its own request, behind the client's bounded pool),
 then as shipped (concurrent tracks leave as batch requests, ``billing_ui.core.batching``);
 ``batched_vs_unbatched_acked`` is the gain. The shipped backend then takes a second flood of
@@ -57,6 +59,10 @@ HYDRATE_EVERY_S = 0.05
 IDLE_HYDRATES = 20
 QUIET_S = 15.0
 """A flooding tab that hears nothing for this long has heard every answer it will get."""
+RELEASED = "billing_ui_tab_states_released_total"
+TAB_STATES_GONE_S = 60.0
+"""Deadline for the closed tabs' states to leave the backend's memory (a sweep every 5 s drops
+those idle for 10 s: billing_ui/server_memory.py)."""
 POLL_INTERVAL_S = 5.0
 """Each flooding tab's metrics loop ticks this often (the demo's default is 30 s; shorter
 makes every tab poll several times during the flood)."""
@@ -124,8 +130,30 @@ async def polling_gauge(url: str) -> float:
 async def wait_polling(url: str, want: float, timeout: float) -> float:
     """Wait (deadline ``timeout``) until the backend counts ``want`` running metrics loops;
     the count last seen."""
+    return await wait_gauge(url, "billing_ui_polling_tabs", want, timeout)
+
+
+async def wait_released(url: str, released: float, timeout: float, keeps: float = 0) -> float:
+    """Wait (deadline ``timeout``) until the backend has dropped ``released`` tabs' states from
+    its memory in all and keeps ``keeps`` (its last sweep's figures); the states it keeps, last
+    seen. (The count alone is not enough: it was read before the flood, and an earlier tab's
+    states may have been dropped since; the gauge alone may be from before the tabs closed.)"""
     deadline = time.monotonic() + timeout
-    while (seen := await polling_gauge(url)) != want and time.monotonic() < deadline:
+    while True:
+        done = await asyncio.to_thread(backend_gauge, url, RELEASED)
+        kept = await asyncio.to_thread(backend_gauge, url, "billing_ui_tab_states")
+        if (done >= released and kept == keeps) or time.monotonic() > deadline:
+            return kept
+        await asyncio.sleep(0.25)
+
+
+async def wait_gauge(url: str, name: str, want: float, timeout: float) -> float:
+    """Wait (deadline ``timeout``) until the backend's gauge ``name`` reads ``want``; the value
+    last seen."""
+    deadline = time.monotonic() + timeout
+    while (seen := await asyncio.to_thread(backend_gauge, url, name)) != want:
+        if time.monotonic() > deadline:
+            break
         await asyncio.sleep(0.25)
     return seen
 
@@ -213,13 +241,17 @@ async def flood(
     poll: bool = True,
     server: ServerProcess | None = None,
     phase: Callable[[str], float] | None = None,
+    released_within: float | None = None,
 ) -> dict[str, Any]:
     """``tabs`` tabs each send ``tracks`` tracks (their metrics loops running when ``poll``)
     while a bystander hydrates. With ``server``, waits (deadline ``ack_timeout``) for every
     tab's meter to show the server's total before the tabs close. ``phase(tag)``: called
     (in a thread) once the tabs are open and once the flood is over, tabs still open; what
-    it returns (the backend's RSS) goes into the result under ``phase_<tag>``."""
+    it returns (the backend's RSS) goes into the result under ``phase_<tag>``. With
+    ``released_within``, waits (that deadline) for the closed tabs' states to leave the
+    backend's memory (``tab_states_after``: the tabs' states it still keeps)."""
     _, track, _, track_state = _names()
+    released_before = await asyncio.to_thread(backend_gauge, url, RELEASED)
     bystander = await signed_in_tab(url, BYSTANDER)
     idle: list[float] = []
     for _ in range(IDLE_HYDRATES):
@@ -273,6 +305,15 @@ async def flood(
     # A loop ends at its next tick after its tab closed (states/metrics.py).
     polling_after = await wait_polling(url, 0, 2 * POLL_INTERVAL_S + 30) if poll else 0.0
     progress(began, f"tabs closed, {polling_after:.0f} loops left")
+    # Their states leave the backend's memory once on disk and idle (server_memory.py): each
+    # tab's dropped (the counter; the gauge is as of the last sweep, maybe before the close).
+    closed, tab_states_after = time.monotonic(), float("nan")
+    if released_within is not None:
+        want = released_before + tabs + 1  # the flooders' and the bystander's
+        tab_states_after = await wait_released(url, want, released_within)
+        kept = f"{tab_states_after:.0f} tabs' states kept in memory"
+        progress(began, f"{kept} {time.monotonic() - closed:.1f} s after they closed")
+    released_s = time.monotonic() - closed
     return {
         "acked": sum(acked),
         "seconds": seconds,
@@ -282,6 +323,8 @@ async def flood(
         "polling_at_start": polling_at_start,
         "polling_min": min(gauge, default=0.0),
         "polling_after": polling_after,
+        "tab_states_after": tab_states_after,
+        "tab_states_released_s": released_s,
         "converged": converged,
         "metric_updates": metric_updates,
         **phases,
@@ -380,7 +423,15 @@ def measure(
                 return rss
 
             out = asyncio.run(
-                flood(backend.url, tabs, tracks, ack_timeout, server=srv, phase=phase)
+                flood(
+                    backend.url,
+                    tabs,
+                    tracks,
+                    ack_timeout,
+                    server=srv,
+                    phase=phase,
+                    released_within=TAB_STATES_GONE_S,
+                )
             )
             out["cpu_s"], out["load"] = (
                 backend.cpu_s() - cpu_before,
@@ -453,6 +504,8 @@ def run(*, smoke: bool = False) -> dict[str, object]:
         "polling_tabs_at_start": out["polling_at_start"],
         "polling_tabs_min_during": out["polling_min"],
         "polling_tabs_after_close": out["polling_after"],
+        "tab_states_after_close": out["tab_states_after"],
+        "tab_states_released_s": round(out["tab_states_released_s"], 1),
         "tabs_meter_on_server_total": out["converged"],
         "meter_updates_per_tab": round(out["metric_updates"] / tabs, 1),
         "outbox_depth_after": out["outbox_depth"],
@@ -484,6 +537,9 @@ def run(*, smoke: bool = False) -> dict[str, object]:
             "every flooding tab's metrics loop running throughout", lambda v: v == tabs
         ),
         "polling_tabs_after_close": Goal("0: every loop ended with its tab", lambda v: v == 0),
+        "tab_states_after_close": Goal(
+            "0: every closed tab's states out of memory (on disk)", lambda v: v == 0
+        ),
         "tabs_meter_on_server_total": Goal(
             "every tab's meter ends on the server's total", lambda v: v == tabs
         ),

@@ -13,6 +13,7 @@ import reflex as rx
 
 from billing_ui.demo import config, dashboard, embedded, playground, security, sign_in
 from billing_ui.runtime import expose_metrics
+from billing_ui.server_memory import release_closed_tabs
 from billing_ui.states.browser_errors import log_browser_error
 
 config.setup()
@@ -28,6 +29,7 @@ app = rx.App(
 if config.uses_embedded_server():
     app.register_lifespan_task(embedded.lifespan)
 app.register_lifespan_task(config.tracker_lifespan)  # after the server it sends to
+app.register_lifespan_task(release_closed_tabs)  # closed tabs' states: on disk, not in memory
 if metrics_path := config.metrics_path():  # BILLING_UI_METRICS_PATH: opt in
     expose_metrics(app, metrics_path)
 

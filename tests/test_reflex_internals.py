@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+from pathlib import Path
 
 import pytest
 import reflex as rx
@@ -114,3 +115,41 @@ def test_a_state_proxy_wraps_a_state_as_a_background_handlers_self() -> None:
     assert params[:2] == ["self", "state_instance"]
     assert inspect.iscoroutinefunction(StateProxy.__aenter__)
     assert inspect.iscoroutinefunction(StateProxy.__aexit__)
+
+
+async def test_the_disk_state_manager_keeps_trees_in_memory_a_sweep_can_drop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``drop_closed_tabs`` reads the disk manager's ``states`` (cache key -> root tree),
+    ``_token_last_touched`` (cache key -> (time, token)), ``_write_queue`` (token -> pending
+    write) and ``_is_locked(token)``, a token's ``ident`` (the client token) and
+    ``cache_key``, and breaks a dropped tree's cycles with ``_release_state_tree``."""
+    from reflex.istate.manager import _release_state_tree
+    from reflex.istate.manager.disk import StateManagerDisk
+    from reflex.istate.manager.token import BaseStateToken
+
+    monkeypatch.setenv("REFLEX_STATES_WORKDIR", str(tmp_path))
+    manager = StateManagerDisk()
+    token = BaseStateToken(ident="tab-1", cls=UsageMetricsState)
+    root = await manager.get_state(token)
+    assert manager.states[token.cache_key] is root
+    touched, recorded = manager._token_last_touched[token.cache_key]
+    assert isinstance(touched, float) and recorded.ident == "tab-1"
+    assert isinstance(manager._write_queue, dict) and manager._is_locked(token) is False
+    assert root.substates
+    _release_state_tree(root)
+    assert not root.substates
+    await manager.close()
+
+
+def test_a_sweep_reports_nothing_for_the_memory_manager_or_an_app_not_started() -> None:
+    """On the memory manager the trees are the only copy: :func:`drop_closed_tabs` must not
+    touch them; an app whose backend has not started has no manager yet."""
+    from types import SimpleNamespace
+
+    from reflex.istate.manager.memory import StateManagerMemory
+
+    assert internals.state_manager_mode(SimpleNamespace(_state_manager=None)) is None
+    memory = SimpleNamespace(_state_manager=StateManagerMemory())
+    assert internals.state_manager_mode(memory) == "memory"
+    assert internals.drop_closed_tabs(memory, 0.0) is None

@@ -47,3 +47,28 @@ def test_the_demos_rxconfig_sets_it_before_reflex_is_imported() -> None:
     assert out.stdout.strip() == server_memory.JEMALLOC_CONF
     source = (REPO / "rxconfig.py").read_text()
     assert source.index("return_memory_after_bursts()") < source.index("\nimport reflex")
+
+
+async def test_the_closed_tabs_sweep_ends_at_once_where_memory_is_the_only_copy() -> None:
+    """On Reflex's memory state manager the tab trees are the only copy: the lifespan task ends
+    at its first sweep and drops nothing (the drop itself is tested on the demo's real backend:
+    ``tests/e2e/test_closed_tab_states.py``)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from reflex.istate.manager.memory import StateManagerMemory
+    from reflex.istate.manager.token import BaseStateToken
+
+    from billing_ui.states.metrics import UsageMetricsState
+
+    manager = StateManagerMemory()
+    token = BaseStateToken(ident="tab-1", cls=UsageMetricsState)
+    await manager.get_state(token)
+    app = SimpleNamespace(_state_manager=manager)
+    await asyncio.wait_for(server_memory.release_closed_tabs(app, every_s=0.01, idle_s=0), 10)
+    assert token.cache_key in manager.states
+    await manager.close()
+
+
+def test_the_heap_is_trimmed_on_glibc() -> None:
+    assert server_memory.trim_heap() is True  # Debian's Python runs on glibc

@@ -12,7 +12,11 @@
   outbox's store at scrape time, so they are true across restarts and workers;
 * ``billing_ui_cache_hits_total`` / ``billing_ui_cache_fetches_total`` /
   ``billing_ui_cache_joined_total`` — the query store's own counters, read at scrape time;
-* ``billing_ui_polling_tabs`` — tabs whose usage loop is running.
+* ``billing_ui_polling_tabs`` — tabs whose usage loop is running;
+* ``billing_ui_tab_states`` — tabs whose states this worker keeps in memory, and
+  ``billing_ui_tab_states_released_total`` — closed tabs' states it dropped from memory (they
+  stay on disk), both on Reflex's disk state manager, by
+  ``billing_ui.server_memory.release_closed_tabs`` at each sweep.
 
 Why one :class:`BillingMetrics` object with its own registry, made current by the runtime
 (:func:`use`), instead of metrics on the global registry: two runtimes (two apps, or two tests)
@@ -70,6 +74,16 @@ class BillingMetrics:
         )
         self.polling_tabs = Gauge(
             "billing_ui_polling_tabs", "Tabs whose usage loop is running.", registry=r
+        )
+        self.tab_states = Gauge(
+            "billing_ui_tab_states",
+            "Tabs whose states this worker keeps in memory (Reflex's disk state manager).",
+            registry=r,
+        )
+        self.tab_states_released = Counter(
+            "billing_ui_tab_states_released",
+            "Closed tabs' states dropped from this worker's memory (still on disk).",
+            registry=r,
         )
         self._latency: dict[tuple[str, str], Any] = {}
         self._tracks: dict[str, Any] = {}

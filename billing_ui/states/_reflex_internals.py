@@ -26,6 +26,11 @@ pyproject.toml.
 * :func:`state_proxy` — a foreground handler's state wrapped as Reflex wraps a background
   handler's (``reflex.istate.proxy.StateProxy``), for work the handler hands to a task of its
   own (``states/track.py``: a track waits for its turn as data, not as a suspended event).
+* :func:`drop_closed_tabs` — on Reflex's disk state manager (its default without Redis), the
+  in-memory copies of closed tabs' states: the manager's ``states``, ``_token_last_touched``,
+  ``_write_queue`` and ``_is_locked``, the token manager's ``token_to_socket``, and
+  ``reflex.istate.manager._release_state_tree`` (what the manager's own expiry does to a
+  tree it drops).
 * :func:`foreach_render_fn` — ``rx.foreach(items, fn)`` inspects ``fn``'s signature to decide
   whether to pass the index and refuses more than two parameters; a component with options is
   presented to it as taking only its first one.
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -228,3 +234,54 @@ async def route_events(events: Any, handler_name: str) -> None:
     from reflex_base.event.processor.base_state_processor import chain_updates
 
     await chain_updates(events, handler_name=handler_name)
+
+
+@dataclass(frozen=True)
+class TabStatesSwept:
+    """What :func:`drop_closed_tabs` did: trees dropped, and trees still in memory."""
+
+    dropped: int
+    kept: int
+
+
+def state_manager_mode(app: Any) -> str | None:
+    """``"disk"``, ``"memory"`` or ``"redis"``: the kind of ``app``'s state manager; None while
+    it has none yet (Reflex makes it when the backend starts) or an unknown one."""
+    from reflex.istate.manager.disk import StateManagerDisk
+    from reflex.istate.manager.memory import StateManagerMemory
+    from reflex.istate.manager.redis import StateManagerRedis
+
+    manager = getattr(app, "_state_manager", None)
+    kinds = {StateManagerDisk: "disk", StateManagerMemory: "memory", StateManagerRedis: "redis"}
+    return next((kind for cls, kind in kinds.items() if isinstance(manager, cls)), None)
+
+
+def drop_closed_tabs(app: Any, idle_s: float) -> TabStatesSwept | None:
+    """On Reflex's disk state manager: drop from this process's memory the state tree of every
+    tab that has no socket on this worker, was last touched ``idle_s`` ago or more, is not
+    locked and has nothing waiting to be written. Its file stays: a tab that comes back loads
+    it, as after the manager's own expiry, which drops a tree only after
+    ``redis_token_expiration`` (an hour by default), socket or not. None on another manager
+    (memory: the tree is the only copy; Redis: nothing is kept between events) or when the
+    app's open sockets cannot be read (then nothing is dropped)."""
+    if state_manager_mode(app) != "disk":
+        return None
+    from reflex.istate.manager import _release_state_tree
+
+    manager = app._state_manager
+    token_manager = getattr(event_namespace(app), "_token_manager", None)
+    sockets = getattr(token_manager, "token_to_socket", None)
+    if not isinstance(sockets, dict):
+        return None
+    pending = {token.cache_key for token in manager._write_queue}
+    cutoff = time.time() - idle_s
+    dropped = 0
+    for key, (touched, token) in list(manager._token_last_touched.items()):
+        if key not in manager.states or touched > cutoff or key in pending:
+            continue
+        if token.ident in sockets or manager._is_locked(token):
+            continue
+        # Its cycles broken, as the manager's expiry does: freed now, not at the next full gc.
+        _release_state_tree(manager.states.pop(key))
+        dropped += 1
+    return TabStatesSwept(dropped, len(manager.states))
