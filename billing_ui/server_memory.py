@@ -28,13 +28,16 @@ writes every tab's states to a file and keeps them in memory too, until
 ``redis_token_expiration`` (an hour by default) after their last use, whether the tab is still
 open or not. A burst of tabs, or one script opening socket after socket with new tokens, thus
 held about 45 KB per closed tab for an hour (200 tabs: 9 MB; measured with the memory probe,
-``BENCH_MEMORY_PROBE_TRIM=1``, the trees expired or not). The task drops a closed tab's trees
-from memory once they are on disk; a tab that comes back loads them, as after the manager's
-own expiry, so nothing a tab had is lost (the file is purged on the manager's schedule, as
-before). After a sweep that dropped any, glibc's ``malloc_trim(0)`` hands back the free pages
-of its heap (about 2 ms). CPython's own arenas are not glibc's heap: an arena goes back only
-once every object in it is freed, so how much of a burst's memory leaves the process depends
-on the allocator Python runs on (``docs/architecture.md``, "Memory after a burst").
+``BENCH_MEMORY_PROBE_TRIM=1``, the trees expired or not). The task writes a closed tab's whole
+tree to disk under its lock, then drops it from memory; a tab that comes back loads it, as
+after the manager's own expiry, so nothing a tab had is lost (the manager writes only what an
+event changed and deletes files an hour old, tree in memory or not: without the whole write, a
+tab open for longer than that would lose its older parts; the files are purged on the
+manager's schedule, an hour after this write). After a sweep that dropped any, glibc's
+``malloc_trim(0)`` hands back the free pages of its heap (about 2 ms). CPython's own arenas
+are not glibc's heap: an arena goes back only once every object in it is freed, so how much
+of a burst's memory leaves the process depends on the allocator Python runs on
+(``docs/architecture.md``, "Backend RSS after the flood").
 """
 
 from __future__ import annotations
@@ -90,7 +93,11 @@ async def release_closed_tabs(
         if mode in ("memory", "redis"):
             log.debug("billing_ui: tab states live in %s; nothing to release", mode)
             return
-        swept = internals.drop_closed_tabs(app, idle_s)
+        try:
+            swept = await internals.drop_closed_tabs(app, idle_s)
+        except Exception:  # a Reflex change, say: logged each time, and the next sweep tries
+            log.exception("billing_ui: the sweep of closed tabs' states failed")
+            continue
         if swept is None:
             continue
         metrics.current().tab_states.set(swept.kept)

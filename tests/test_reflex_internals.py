@@ -142,7 +142,7 @@ async def test_the_disk_state_manager_keeps_trees_in_memory_a_sweep_can_drop(
     await manager.close()
 
 
-def test_a_sweep_reports_nothing_for_the_memory_manager_or_an_app_not_started() -> None:
+async def test_a_sweep_reports_nothing_for_the_memory_manager_or_an_app_not_started() -> None:
     """On the memory manager the trees are the only copy: :func:`drop_closed_tabs` must not
     touch them; an app whose backend has not started has no manager yet."""
     from types import SimpleNamespace
@@ -152,4 +152,62 @@ def test_a_sweep_reports_nothing_for_the_memory_manager_or_an_app_not_started() 
     assert internals.state_manager_mode(SimpleNamespace(_state_manager=None)) is None
     memory = SimpleNamespace(_state_manager=StateManagerMemory())
     assert internals.state_manager_mode(memory) == "memory"
-    assert internals.drop_closed_tabs(memory, 0.0) is None
+    assert await internals.drop_closed_tabs(memory, 0.0) is None
+
+
+async def test_a_sweep_writes_a_closed_tabs_whole_tree_then_drops_it_and_keeps_every_other_tab(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a real disk state manager and Reflex's own token manager (the app around them is a
+    namespace: no backend runs here): a closed, idle tab's tree leaves memory, written whole
+    first, so a tab that comes back finds even a part whose file the manager had already
+    deleted (it deletes files an hour old, tree in memory or not: deleting them by hand here
+    stands in for that hour). An open tab, a locked one and one with a write waiting stay."""
+    from types import SimpleNamespace
+
+    from reflex.istate.manager.disk import StateManagerDisk
+    from reflex.istate.manager.token import BaseStateToken
+    from reflex.utils.token_manager import LocalTokenManager
+
+    monkeypatch.setenv("REFLEX_STATES_WORKDIR", str(tmp_path))
+    manager = StateManagerDisk()
+    sockets = LocalTokenManager()
+    app = SimpleNamespace(
+        _state_manager=manager, event_namespace=SimpleNamespace(_token_manager=sockets)
+    )
+    tokens = {
+        name: BaseStateToken(ident=name, cls=UsageMetricsState)
+        for name in ("closed", "open", "locked", "queued")
+    }
+    for name, token in tokens.items():
+        async with manager.modify_state(token) as root:
+            metrics = await root.get_state(UsageMetricsState)
+            metrics.updated_at = f"set-by-{name}"  # a var the tab set, as a sign-in is
+    await manager._flush_write_queue()
+    for pickle in manager.states_directory.glob("*.pkl"):
+        pickle.unlink()  # the manager's purge of hour-old files, tree still in memory
+    await sockets.link_token_to_sid("open", "sid-1")
+    manager._write_queue[tokens["queued"]] = manager._write_queue.get(
+        tokens["queued"]
+    ) or _queue_item(tokens["queued"], manager.states["queued"])
+    lock = manager._states_locks["locked"]
+
+    async with lock:
+        swept = await internals.drop_closed_tabs(app, idle_s=0.0)
+
+    assert swept == internals.TabStatesSwept(dropped=1, kept=3)
+    assert set(manager.states) == {"open", "locked", "queued"}
+    assert len(list(manager.states_directory.glob("*.pkl"))) >= 2  # root and substate(s)
+    async with manager.modify_state(tokens["closed"]) as back:  # the tab comes back
+        assert (await back.get_state(UsageMetricsState)).updated_at == "set-by-closed"
+    manager._write_queue.clear()
+    await manager.close()
+
+
+def _queue_item(token: object, state: object) -> object:
+    """A write waiting in the disk manager's queue, as ``set_state`` leaves one."""
+    import time
+
+    from reflex.istate.manager.disk import QueueItem
+
+    return QueueItem(token=token, state=state, timestamp=time.time())

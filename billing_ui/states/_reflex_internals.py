@@ -28,9 +28,10 @@ pyproject.toml.
   own (``states/track.py``: a track waits for its turn as data, not as a suspended event).
 * :func:`drop_closed_tabs` — on Reflex's disk state manager (its default without Redis), the
   in-memory copies of closed tabs' states: the manager's ``states``, ``_token_last_touched``,
-  ``_write_queue`` and ``_is_locked``, the token manager's ``token_to_socket``, and
-  ``reflex.istate.manager._release_state_tree`` (what the manager's own expiry does to a
-  tree it drops).
+  ``_write_queue``, ``_states_locks``, ``_is_locked`` and ``set_state_for_substate``, the token
+  manager's ``token_to_socket``, ``reflex.istate.manager.disk._mark_state_tree_touched`` (to
+  write a whole tree) and ``reflex.istate.manager._release_state_tree`` (what the manager's
+  own expiry does to a tree it drops).
 * :func:`foreach_render_fn` — ``rx.foreach(items, fn)`` inspects ``fn``'s signature to decide
   whether to pass the index and refuses more than two parameters; a component with options is
   presented to it as taking only its first one.
@@ -38,8 +39,10 @@ pyproject.toml.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +53,8 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., object])
 S = TypeVar("S", bound="BaseState")
+
+log = logging.getLogger(__name__)
 
 
 def registered_app() -> Any | None:
@@ -256,32 +261,62 @@ def state_manager_mode(app: Any) -> str | None:
     return next((kind for cls, kind in kinds.items() if isinstance(manager, cls)), None)
 
 
-def drop_closed_tabs(app: Any, idle_s: float) -> TabStatesSwept | None:
+async def drop_closed_tabs(app: Any, idle_s: float) -> TabStatesSwept | None:
     """On Reflex's disk state manager: drop from this process's memory the state tree of every
     tab that has no socket on this worker, was last touched ``idle_s`` ago or more, is not
-    locked and has nothing waiting to be written. Its file stays: a tab that comes back loads
-    it, as after the manager's own expiry, which drops a tree only after
-    ``redis_token_expiration`` (an hour by default), socket or not. None on another manager
-    (memory: the tree is the only copy; Redis: nothing is kept between events) or when the
-    app's open sockets cannot be read (then nothing is dropped)."""
+    locked and has nothing waiting to be written, after writing the whole tree to disk under
+    the tab's lock. None on another manager (memory: the tree is the only copy; Redis: nothing
+    is kept between events) or when the app's open sockets cannot be read (then nothing is
+    dropped).
+
+    Why the whole tree is written first: the manager writes only the substates an event
+    changed, and deletes every file older than ``redis_token_expiration`` (an hour) whether its
+    tree is in memory or not; a tab open for longer than that has parts only in memory (its
+    sign-in, say), and dropping the tree without writing them would reset them when the tab
+    comes back. Written under the tab's lock, nothing changes the tree meanwhile and an event
+    that arrives waits, then loads what was just written. A tree whose write fails is kept."""
     if state_manager_mode(app) != "disk":
         return None
     from reflex.istate.manager import _release_state_tree
+    from reflex.istate.manager.disk import _mark_state_tree_touched
+    from reflex.istate.manager.token import BaseStateToken
+    from reflex.state import BaseState
 
     manager = app._state_manager
     token_manager = getattr(event_namespace(app), "_token_manager", None)
     sockets = getattr(token_manager, "token_to_socket", None)
     if not isinstance(sockets, dict):
         return None
-    pending = {token.cache_key for token in manager._write_queue}
-    cutoff = time.time() - idle_s
+
+    def closed_and_idle(key: str) -> Any:
+        """The tab's token if its tree may go now, else None (read with no await between)."""
+        touched, token = manager._token_last_touched.get(key, (float("inf"), None))
+        tree = manager.states.get(key)
+        if not isinstance(token, BaseStateToken) or not isinstance(tree, BaseState):
+            return None
+        if touched > time.time() - idle_s or token.ident in sockets:
+            return None
+        if manager._is_locked(token) or key in {t.cache_key for t in manager._write_queue}:
+            return None
+        return token
+
     dropped = 0
-    for key, (touched, token) in list(manager._token_last_touched.items()):
-        if key not in manager.states or touched > cutoff or key in pending:
+    for key in list(manager._token_last_touched):
+        if (token := closed_and_idle(key)) is None:
             continue
-        if token.ident in sockets or manager._is_locked(token):
-            continue
+        lock = manager._states_locks.setdefault(token.lock_key, asyncio.Lock())
+        async with lock:  # free (checked above, no await since): taken at once
+            tree = manager.states[key]
+            _mark_state_tree_touched(tree)
+            try:
+                await manager.set_state_for_substate(token, tree)
+            except Exception:
+                log.warning("tab states kept in memory: writing them failed", exc_info=True)
+                continue
+            if manager.states.get(key) is not tree or token.ident in sockets:
+                continue  # replaced, or the tab came back, while its files were written
+            del manager.states[key]
         # Its cycles broken, as the manager's expiry does: freed now, not at the next full gc.
-        _release_state_tree(manager.states.pop(key))
+        _release_state_tree(tree)
         dropped += 1
     return TabStatesSwept(dropped, len(manager.states))
