@@ -307,13 +307,14 @@ async def flood(
     progress(began, f"tabs closed, {polling_after:.0f} loops left")
     # Their states leave the backend's memory once on disk and idle (server_memory.py): each
     # tab's dropped (the counter; the gauge is as of the last sweep, maybe before the close).
-    closed, tab_states_after = time.monotonic(), float("nan")
+    tab_states_after = released_s = float("nan")  # not waited for
     if released_within is not None:
+        closed = time.monotonic()
         want = released_before + tabs + 1  # the flooders' and the bystander's
         tab_states_after = await wait_released(url, want, released_within)
+        released_s = time.monotonic() - closed
         kept = f"{tab_states_after:.0f} tabs' states kept in memory"
-        progress(began, f"{kept} {time.monotonic() - closed:.1f} s after they closed")
-    released_s = time.monotonic() - closed
+        progress(began, f"{kept} {released_s:.1f} s after their loops ended")
     return {
         "acked": sum(acked),
         "seconds": seconds,

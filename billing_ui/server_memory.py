@@ -23,21 +23,21 @@ settings once, when the server's library starts (granian's jemalloc reads
 variable set before ``reflex run`` starts the server: ``rxconfig.py`` is the app's file that
 ``reflex run`` imports first. An operator's own value of the variable wins.
 
-Why :func:`release_closed_tabs`: Reflex's disk state manager (its default without Redis)
-writes every tab's states to a file and keeps them in memory too, until
-``redis_token_expiration`` (an hour by default) after their last use, whether the tab is still
-open or not. A burst of tabs, or one script opening socket after socket with new tokens, thus
-held about 45 KB per closed tab for an hour (200 tabs: 9 MB; measured with the memory probe,
-``BENCH_MEMORY_PROBE_TRIM=1``, the trees expired or not). The task writes a closed tab's whole
-tree to disk under its lock, then drops it from memory; a tab that comes back loads it, as
-after the manager's own expiry, so nothing a tab had is lost (the manager writes only what an
-event changed and deletes files an hour old, tree in memory or not: without the whole write, a
-tab open for longer than that would lose its older parts; the files are purged on the
-manager's schedule, an hour after this write). After a sweep that dropped any, glibc's
-``malloc_trim(0)`` hands back the free pages of its heap (about 2 ms). CPython's own arenas
-are not glibc's heap: an arena goes back only once every object in it is freed, so how much
-of a burst's memory leaves the process depends on the allocator Python runs on
-(``docs/architecture.md``, "Backend RSS after the flood").
+Why :func:`release_closed_tabs`: Reflex's disk state manager (its default without Redis) writes
+every tab's states to a file and keeps them in memory too, until ``redis_token_expiration`` (an
+hour by default) after their last use, whether the tab is still open or not. A burst of tabs,
+or one script opening socket after socket with new tokens, thus held every closed tab's state
+tree for an hour (the memory probe, ``BENCH_MEMORY_PROBE=<dir>`` with
+``BENCH_MEMORY_PROBE_TRIM=1``, shows their size, the trees expired or not). The task writes a
+closed tab's whole tree to disk under its lock, then drops it from memory; a tab that comes
+back loads it, as after the manager's own expiry, so nothing a tab had is lost (the manager
+writes only what an event changed and deletes files an hour old, tree in memory or not: without
+the whole write, a tab open for longer than that would lose its older parts; the files are
+purged on the manager's schedule, an hour after this write). After a sweep that dropped any,
+glibc's ``malloc_trim(0)`` hands back the free pages of its heap (milliseconds, once per such
+sweep). CPython's own arenas are not glibc's heap: an arena goes back only once every object in
+it is freed, so how much of a burst's memory leaves the process depends on the allocator Python
+runs on (``docs/architecture.md``, "Backend RSS after the flood").
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import time
 from pathlib import Path
 
 import pytest
@@ -123,7 +124,8 @@ async def test_the_disk_state_manager_keeps_trees_in_memory_a_sweep_can_drop(
     """``drop_closed_tabs`` reads the disk manager's ``states`` (cache key -> root tree),
     ``_token_last_touched`` (cache key -> (time, token)), ``_write_queue`` (token -> pending
     write) and ``_is_locked(token)``, a token's ``ident`` (the client token) and
-    ``cache_key``, and breaks a dropped tree's cycles with ``_release_state_tree``."""
+    ``cache_key``, and breaks a dropped tree's cycles with ``_release_state_tree`` (its writes
+    under ``_states_locks`` are run in the next test)."""
     from reflex.istate.manager import _release_state_tree
     from reflex.istate.manager.disk import StateManagerDisk
     from reflex.istate.manager.token import BaseStateToken
@@ -165,7 +167,7 @@ async def test_a_sweep_writes_a_closed_tabs_whole_tree_then_drops_it_and_keeps_e
     stands in for that hour). An open tab, a locked one and one with a write waiting stay."""
     from types import SimpleNamespace
 
-    from reflex.istate.manager.disk import StateManagerDisk
+    from reflex.istate.manager.disk import QueueItem, StateManagerDisk
     from reflex.istate.manager.token import BaseStateToken
     from reflex.utils.token_manager import LocalTokenManager
 
@@ -187,9 +189,10 @@ async def test_a_sweep_writes_a_closed_tabs_whole_tree_then_drops_it_and_keeps_e
     for pickle in manager.states_directory.glob("*.pkl"):
         pickle.unlink()  # the manager's purge of hour-old files, tree still in memory
     await sockets.link_token_to_sid("open", "sid-1")
-    manager._write_queue[tokens["queued"]] = manager._write_queue.get(
-        tokens["queued"]
-    ) or _queue_item(tokens["queued"], manager.states["queued"])
+    # A write waiting in the queue, as ``set_state`` leaves one (the flush emptied it).
+    manager._write_queue[tokens["queued"]] = QueueItem(
+        token=tokens["queued"], state=manager.states["queued"], timestamp=time.time()
+    )
     lock = manager._states_locks["locked"]
 
     async with lock:
@@ -202,12 +205,3 @@ async def test_a_sweep_writes_a_closed_tabs_whole_tree_then_drops_it_and_keeps_e
         assert (await back.get_state(UsageMetricsState)).updated_at == "set-by-closed"
     manager._write_queue.clear()
     await manager.close()
-
-
-def _queue_item(token: object, state: object) -> object:
-    """A write waiting in the disk manager's queue, as ``set_state`` leaves one."""
-    import time
-
-    from reflex.istate.manager.disk import QueueItem
-
-    return QueueItem(token=token, state=state, timestamp=time.time())

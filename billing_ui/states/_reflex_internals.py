@@ -296,7 +296,7 @@ async def drop_closed_tabs(app: Any, idle_s: float) -> TabStatesSwept | None:
             return None
         if touched > time.time() - idle_s or token.ident in sockets:
             return None
-        if manager._is_locked(token) or key in {t.cache_key for t in manager._write_queue}:
+        if manager._is_locked(token) or token in manager._write_queue:  # keyed by token
             return None
         return token
 
